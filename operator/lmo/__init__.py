@@ -1,0 +1,3 @@
+"""lmo: the LanguageModel operator (import package; the source folder is `operator/`)."""
+
+__version__ = "0.1.0"

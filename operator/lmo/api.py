@@ -1,0 +1,809 @@
+"""The `LanguageModel` API (`lmo.dev/v1alpha1`): typed spec and status.
+
+This module is the single source of truth for the API. The CRD in `crds/` is generated from
+these models (`lmo.crd`), so every field carries a description (it is what
+`kubectl explain` shows), defaults equal the CRD's defaults, and the rules that a schema
+alone cannot express live next to the field as CEL (`x-kubernetes-validations`) *and* as a
+pydantic validator with the same message, so the cluster and `lmo up` refuse the same
+input with the same words.
+
+Parse once, at the edge: `LanguageModel.model_validate(obj)` or `load_file(path)`.
+Nothing here imports kopf or kubernetes.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+GROUP = "lmo.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "LanguageModel"
+PLURAL = "languagemodels"
+SINGULAR = "languagemodel"
+SHORT_NAMES = ["lm"]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# <lm>-<version> must stay a valid Service name (63 chars): keep version names short.
+MAX_VERSION_NAME = 20
+MAX_VERSIONS = 8
+DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+CHECKPOINT_URI = r"^(s3|pvc|https|http|file)://.+"
+ARTIFACT_URI = r"^(s3|pvc|file)://.+"
+
+DEFAULT_TRITON_IMAGE = "ghcr.io/lmo-dev/lmo-triton:0.1.0"
+
+
+class _Model(BaseModel):
+    """Base: unknown fields are refused, JSON names are camelCase, Python names snake_case."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_enum_values=True,
+        validate_default=True,
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON/YAML shape (camelCase, unset optional fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+def _cel_rules(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+# --------------------------------------------------------------------------- enums
+
+
+class Task(str, Enum):
+    TEXT_GENERATION = "text-generation"
+    FILL_MASK = "fill-mask"
+    FEATURE_EXTRACTION = "feature-extraction"
+    TEXT_CLASSIFICATION = "text-classification"
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+    INT8_STATIC = "int8-static"
+
+
+# From least to most faithful: `accuracyGate.fallback` walks this list to the right.
+PRECISION_FALLBACK_ORDER = ["int8-static", "int8", "fp16", "fp32"]
+
+
+class Strategy(str, Enum):
+    MANUAL = "Manual"
+    CANARY = "Canary"
+    BLUE_GREEN = "BlueGreen"
+
+
+class RoutingProvider(str, Enum):
+    GATEWAY_API = "GatewayAPI"
+    SERVICE = "Service"
+
+
+class Engine(str, Enum):
+    HPA = "HPA"
+    KEDA = "KEDA"
+
+
+class Metric(str, Enum):
+    QUEUE_TIME = "QueueTime"
+    INFERENCE_RATE = "InferenceRate"
+    GPU_UTILIZATION = "GPUUtilization"
+    CPU = "CPU"
+
+
+class Backend(str, Enum):
+    ONNXRUNTIME = "onnxruntime"
+    PYTHON = "python"
+
+
+class Phase(str, Enum):
+    PENDING = "Pending"
+    CONVERTING = "Converting"
+    CONVERTED = "Converted"
+    DEPLOYING = "Deploying"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+class RolloutPhase(str, Enum):
+    IDLE = "Idle"
+    WAITING = "Waiting"  # candidate not Ready yet
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+
+
+# --------------------------------------------------------------------------- spec
+
+
+class SecretRef(_Model):
+    name: str = Field(
+        description="Name of a Secret in the resource's namespace. For s3:// it holds "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_ENDPOINT_URL / "
+        "AWS_REGION; for https:// an optional HTTP_AUTHORIZATION header value.",
+        pattern=DNS_LABEL.replace("([-a-z0-9]*", "([-.a-z0-9]*"),
+        max_length=253,
+    )
+
+
+class Checkpoint(_Model):
+    uri: str = Field(
+        description="Where the Hugging Face-layout checkpoint lives (config.json, "
+        "*.safetensors or pytorch_model.bin, tokenizer files): s3://bucket/prefix/, "
+        "pvc://CLAIM/PATH, https://host/path/ (a directory listing or an archive), or "
+        "file:///path (local mode only).",
+        pattern=CHECKPOINT_URI,
+        max_length=2048,
+    )
+    secret_ref: SecretRef | None = Field(
+        default=None, description="Optional credentials for fetching the checkpoint."
+    )
+    sha256: str | None = Field(
+        default=None,
+        description="Optional digest of the checkpoint (sha256 over the sorted file "
+        "digests, as `lmo convert --print-digest` prints it). A mismatch refuses the "
+        "artifact and the serving version is left untouched.",
+        pattern=r"^[a-f0-9]{64}$",
+    )
+
+
+class AccuracyGate(_Model):
+    min_score: float = Field(
+        default=0.99,
+        ge=0.0,
+        le=1.0,
+        description="Lowest fidelity score accepted, measured at conversion against the "
+        "original PyTorch model on held-out inputs (embedding cosine, top-1 agreement "
+        "for fill-mask/classification, next-token top-1 agreement for generation).",
+    )
+    fallback: bool = Field(
+        default=False,
+        description="When the requested precision scores below minScore, try the next "
+        "safer precision (int8-static -> int8 -> fp16 -> fp32) instead of failing.",
+    )
+
+
+class Optimize(_Model):
+    precision: Precision = Field(
+        default=Precision.FP32,
+        description="Numeric precision of the served model: fp32, fp16 (GPU serving), "
+        "int8 (dynamic per-channel quantization) or int8-static (calibrated).",
+    )
+    accuracy_gate: AccuracyGate = Field(
+        default_factory=AccuracyGate,
+        description="Refuse an artifact whose measured fidelity is below the threshold.",
+    )
+    calibration_samples: int = Field(
+        default=64,
+        ge=8,
+        le=4096,
+        description="Number of sample inputs used to calibrate int8-static.",
+    )
+
+
+class VersionSpec(_Model):
+    name: str = Field(
+        description="Version name, a DNS label (children are named <lm>-<version>).",
+        pattern=DNS_LABEL,
+        min_length=1,
+        max_length=MAX_VERSION_NAME,
+    )
+    checkpoint: Checkpoint = Field(description="The model checkpoint to serve.")
+    optimize: Optimize = Field(
+        default_factory=Optimize, description="Conversion settings (precision, accuracy gate)."
+    )
+    traffic: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Percent of requests routed to this version. The traffic of all "
+        "versions sums to 100; may be omitted when there is a single version (it then "
+        "gets 100). During an automated rollout the weights actually routed are in "
+        "status.versions[].traffic.",
+    )
+
+
+class Analysis(_Model):
+    prometheus_url: str | None = Field(
+        default=None,
+        description="Prometheus base URL that scrapes the Triton pods, e.g. "
+        "http://prometheus.monitoring:9090. Required for Canary and BlueGreen analysis.",
+        pattern=r"^https?://.+",
+    )
+    max_error_rate: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Highest accepted failure ratio (nv_inference_request_failure over "
+        "all requests) of the candidate during a step.",
+    )
+    max_latency_p99_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="Highest accepted p99 request latency in milliseconds (mean latency "
+        "is used when Triton histograms are not enabled).",
+    )
+    max_queue_time_ms: float | None = Field(
+        default=None, gt=0, description="Highest accepted mean queue time in milliseconds."
+    )
+    max_output_drift: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Highest accepted drift (1 - agreement or 1 - cosine) between the "
+        "candidate's and the stable version's answers to the golden inputs recorded at "
+        "conversion.",
+    )
+    min_requests: int = Field(
+        default=20,
+        ge=0,
+        description="Fewest candidate requests in a step needed to judge it; fewer holds "
+        "the step (see inconclusiveLimit).",
+    )
+    inconclusive_limit: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive holds for lack of traffic after which the rollout is "
+        "rolled back.",
+    )
+
+
+class Rollout(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_cel_rules(
+            _cel(
+                "self.steps.isSorted() && self.steps.all(s, self.steps.exists_one(t, t == s))",
+                "rollout.steps must be strictly increasing, e.g. [10, 25, 50, 100]",
+                ".steps",
+            ),
+        )
+    )
+    strategy: Strategy = Field(
+        default=Strategy.MANUAL,
+        description="Manual: the versions' traffic fields are obeyed exactly. Canary: "
+        "traffic moves to the newest version through `steps`, gated on Prometheus "
+        "metrics and golden-output drift. BlueGreen: the newest version takes 100% at "
+        "once after its checks pass.",
+    )
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [10, 25, 50, 100],
+        min_length=1,
+        max_length=20,
+        description="Candidate traffic percentages, strictly increasing; the last step "
+        "should be 100 (the candidate becomes stable).",
+    )
+    step_duration: str = Field(
+        default="2m",
+        pattern=DURATION,
+        description="How long each step holds before it is analysed (e.g. 30s, 2m, 1h).",
+    )
+    analysis: Analysis = Field(
+        default_factory=Analysis, description="Gates that advance or roll back a step."
+    )
+    paused: bool = Field(default=False, description="Hold the rollout at its current step.")
+    scale_down_delay: str = Field(
+        default="10m",
+        pattern=DURATION,
+        description="BlueGreen: how long the previous version is kept for instant "
+        "rollback after the switch.",
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError("rollout.steps must be strictly increasing, e.g. [10, 25, 50, 100]")
+        return steps
+
+
+class ParentRef(_Model):
+    name: str = Field(description="Name of the Gateway the HTTPRoute attaches to.")
+    namespace: str | None = Field(default=None, description="Namespace of the Gateway.")
+    section_name: str | None = Field(default=None, description="Listener name on the Gateway.")
+
+
+class AbTest(_Model):
+    header: str = Field(
+        default="x-lmo-version",
+        pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$",
+        max_length=256,
+        description="HTTP header naming a version: a request carrying it goes to that "
+        "version; other requests follow the weights.",
+    )
+
+
+class Mirror(_Model):
+    version: str = Field(description="Version that receives a copy of requests.")
+    percent: int = Field(
+        default=100, ge=1, le=100, description="Share of requests copied (responses discarded)."
+    )
+
+
+class Routing(_Model):
+    provider: RoutingProvider = Field(
+        default=RoutingProvider.GATEWAY_API,
+        description="GatewayAPI: one HTTPRoute with weighted backends, header matches "
+        "and a RequestMirror filter. Service: one Service over all versions, traffic "
+        "approximated by replica counts (no header A/B, no mirror).",
+    )
+    parent_ref: ParentRef | None = Field(
+        default=None, description="Gateway the HTTPRoute attaches to (GatewayAPI)."
+    )
+    hostnames: list[str] = Field(
+        default_factory=list, max_length=16, description="Hostnames the HTTPRoute matches."
+    )
+    ab_test: AbTest | None = Field(
+        default=None, description="Route requests naming a version in a header to it."
+    )
+    mirror: Mirror | None = Field(default=None, description="Shadow traffic to one version.")
+
+
+class Toleration(_Model):
+    key: str | None = Field(default=None, description="Taint key the toleration applies to.")
+    operator: str | None = Field(
+        default=None, description="Exists or Equal.", pattern=r"^(Exists|Equal)$"
+    )
+    value: str | None = Field(default=None, description="Taint value (with Equal).")
+    effect: str | None = Field(
+        default=None,
+        description="NoSchedule, PreferNoSchedule or NoExecute.",
+        pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)$",
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class Resources(_Model):
+    requests: dict[str, str] = Field(
+        default_factory=dict, description="Resource requests of the Triton container."
+    )
+    limits: dict[str, str] = Field(
+        default_factory=dict,
+        description="Resource limits of the Triton container (GPU limits come from gpus).",
+    )
+
+
+class Batching(_Model):
+    max_batch_size: int = Field(
+        default=16, ge=0, le=1024, description="Triton max_batch_size (0 disables batching)."
+    )
+    max_queue_delay_microseconds: int = Field(
+        default=500,
+        ge=0,
+        le=10_000_000,
+        description="How long Triton's dynamic batcher waits to fill a batch.",
+    )
+
+
+class Serving(_Model):
+    image: str = Field(
+        default=DEFAULT_TRITON_IMAGE,
+        description="Triton server image. The default is lmo's image (the official "
+        "Triton image plus tokenizers and onnxruntime for the pre/post-processing models).",
+    )
+    backend: Backend = Field(
+        default=Backend.ONNXRUNTIME,
+        description="onnxruntime: Triton's ONNX Runtime backend (official images). "
+        "python: ONNX Runtime inside the Python backend (Triton builds without it).",
+    )
+    gpus: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="GPUs per replica. 0 serves on CPU; >0 adds GPU limits and KIND_GPU "
+        "instance groups.",
+    )
+    gpu_resource: str = Field(
+        default="nvidia.com/gpu",
+        pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$",
+        description="Extended resource name of the GPU device plugin.",
+    )
+    replicas: int = Field(
+        default=1, ge=0, le=100, description="Replicas per version when autoscaling is not set."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the Triton pods must run on."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Tolerations of the Triton pods (e.g. GPU taints)."
+    )
+    affinity: dict[str, Any] | None = Field(
+        default=None,
+        description="Pod affinity (core/v1 Affinity), passed through unchanged.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "type": "object"},
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="Resources of the Triton container."
+    )
+    batching: Batching = Field(
+        default_factory=Batching, description="Dynamic batching of the served model."
+    )
+
+
+class Autoscaling(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_cel_rules(
+            _cel(
+                "self.minReplicas <= self.maxReplicas",
+                "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+            ),
+            _cel(
+                "self.minReplicas > 0 || self.engine == 'KEDA'",
+                "autoscaling.minReplicas: 0 needs engine: KEDA (HPA cannot scale to zero)",
+                ".minReplicas",
+            ),
+        )
+    )
+    engine: Engine = Field(
+        default=Engine.HPA,
+        description="HPA (autoscaling/v2 on custom metrics via prometheus-adapter) or "
+        "KEDA (ScaledObject with Prometheus triggers; allows minReplicas 0).",
+    )
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest replicas per version.")
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="Most replicas per version.")
+    metric: Metric = Field(
+        default=Metric.QUEUE_TIME,
+        description="QueueTime (mean Triton queue time per request), InferenceRate "
+        "(inferences/s per pod), GPUUtilization (DCGM) or CPU.",
+    )
+    target: str = Field(
+        default="50ms",
+        pattern=r"^[0-9]+(\.[0-9]+)?(ms|s|%)?$",
+        description="Target value per pod: a duration for QueueTime (50ms), a rate for "
+        "InferenceRate (100), a percentage for GPUUtilization and CPU (70%).",
+    )
+    cooldown_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="KEDA cooldown before scaling to zero; long enough for a GPU node to "
+        "come up again.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Autoscaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        if self.min_replicas == 0 and self.engine != Engine.KEDA.value:
+            raise ValueError(
+                "autoscaling.minReplicas: 0 needs engine: KEDA (HPA cannot scale to zero)"
+            )
+        return self
+
+
+class Artifacts(_Model):
+    uri: str = Field(
+        description="Artifact store for this resource, overriding the operator-wide "
+        "one: s3://bucket/prefix or pvc://claim/prefix (ReadWriteMany).",
+        pattern=ARTIFACT_URI,
+    )
+    secret_ref: SecretRef | None = Field(
+        default=None, description="Credentials for an s3:// artifact store."
+    )
+
+
+_SPEC_RULES = _cel_rules(
+    _cel(
+        "self.versions.all(v, self.versions.exists_one(w, w.name == v.name))",
+        "spec.versions[].name must be unique",
+        ".versions",
+    ),
+    _cel(
+        "(size(self.versions) == 1 && !has(self.versions[0].traffic)) || "
+        "self.versions.map(v, has(v.traffic) ? v.traffic : 0).sum() == 100",
+        "spec.versions[].traffic must sum to 100 (it may be omitted only with a single version)",
+        ".versions",
+    ),
+    _cel(
+        "!has(self.routing) || !has(self.routing.mirror) || "
+        "self.versions.exists(v, v.name == self.routing.mirror.version)",
+        "spec.routing.mirror.version must name a version in spec.versions",
+        ".routing.mirror.version",
+    ),
+    _cel(
+        "!has(self.routing) || self.routing.provider != 'Service' || "
+        "(!has(self.routing.abTest) && !has(self.routing.mirror))",
+        "spec.routing.abTest and spec.routing.mirror need provider: GatewayAPI "
+        "(a plain Service cannot match headers or mirror)",
+        ".routing",
+    ),
+    _cel(
+        "!has(self.rollout) || self.rollout.strategy != 'BlueGreen' || size(self.versions) <= 2",
+        "spec.versions: BlueGreen serves at most two versions (stable and candidate)",
+        ".versions",
+    ),
+    _cel(
+        "!has(self.rollout) || self.rollout.strategy == 'Manual' || "
+        "has(self.rollout.analysis.prometheusUrl)",
+        "spec.rollout.analysis.prometheusUrl is required for Canary and BlueGreen",
+        ".rollout.analysis.prometheusUrl",
+    ),
+    _cel(
+        "!has(self.autoscaling) || self.autoscaling.metric != 'GPUUtilization' || "
+        "self.serving.gpus > 0",
+        "spec.autoscaling.metric: GPUUtilization needs spec.serving.gpus > 0",
+        ".autoscaling.metric",
+    ),
+)
+
+
+class LanguageModelSpec(_Model):
+    model_config = ConfigDict(json_schema_extra=_SPEC_RULES)
+
+    task: Task = Field(
+        description="What the model does: text-generation (GPT-2 family), fill-mask, "
+        "feature-extraction or text-classification (BERT family)."
+    )
+    versions: list[VersionSpec] = Field(
+        min_length=1,
+        max_length=MAX_VERSIONS,
+        description="Model versions served side by side (1 to 8), each a checkpoint "
+        "with its own conversion, Deployment and traffic share.",
+    )
+    rollout: Rollout | None = Field(
+        default=None, description="Automated traffic shifting to the newest version."
+    )
+    routing: Routing = Field(
+        default_factory=Routing, description="How traffic reaches the versions."
+    )
+    serving: Serving = Field(default_factory=Serving, description="Triton pods.")
+    autoscaling: Autoscaling | None = Field(
+        default=None,
+        description="Per-version autoscaling on Triton metrics; without it each version "
+        "runs serving.replicas replicas.",
+    )
+    artifacts: Artifacts | None = Field(
+        default=None, description="Per-resource artifact store (overrides the Helm value)."
+    )
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "LanguageModelSpec":
+        names = [v.name for v in self.versions]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"spec.versions[].name must be unique (repeated: {', '.join(dupes)})")
+        if not (len(self.versions) == 1 and self.versions[0].traffic is None):
+            total = sum(v.traffic or 0 for v in self.versions)
+            if total != 100:
+                raise ValueError(
+                    "spec.versions[].traffic must sum to 100 (it may be omitted only with a "
+                    f"single version); it sums to {total}"
+                )
+        r = self.routing
+        if r.mirror is not None and r.mirror.version not in names:
+            raise ValueError(
+                f"spec.routing.mirror.version must name a version in spec.versions "
+                f"({r.mirror.version!r} is not one of {', '.join(names)})"
+            )
+        if r.provider == RoutingProvider.SERVICE.value and (r.ab_test or r.mirror):
+            raise ValueError(
+                "spec.routing.abTest and spec.routing.mirror need provider: GatewayAPI "
+                "(a plain Service cannot match headers or mirror)"
+            )
+        if self.rollout is not None:
+            if self.rollout.strategy == Strategy.BLUE_GREEN.value and len(self.versions) > 2:
+                raise ValueError(
+                    "spec.versions: BlueGreen serves at most two versions (stable and candidate)"
+                )
+            if (
+                self.rollout.strategy != Strategy.MANUAL.value
+                and not self.rollout.analysis.prometheus_url
+            ):
+                raise ValueError(
+                    "spec.rollout.analysis.prometheusUrl is required for Canary and BlueGreen"
+                )
+        if (
+            self.autoscaling is not None
+            and self.autoscaling.metric == Metric.GPU_UTILIZATION.value
+            and self.serving.gpus == 0
+        ):
+            raise ValueError("spec.autoscaling.metric: GPUUtilization needs spec.serving.gpus > 0")
+        return self
+
+    def effective_traffic(self) -> dict[str, int]:
+        """Traffic per version as the spec asks for it (a lone version without traffic gets 100)."""
+        if len(self.versions) == 1 and self.versions[0].traffic is None:
+            return {self.versions[0].name: 100}
+        return {v.name: v.traffic or 0 for v in self.versions}
+
+    def version(self, name: str) -> VersionSpec:
+        for v in self.versions:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- status
+
+
+class Condition(_Model):
+    """metav1.Condition."""
+
+    type: str = Field(description="Converted, Deployed, Routed or Ready.")
+    status: str = Field(description="True, False or Unknown.", pattern=r"^(True|False|Unknown)$")
+    reason: str = Field(description="CamelCase reason for the condition's last transition.")
+    message: str = Field(default="", description="Human-readable details.")
+    last_transition_time: str = Field(description="When the status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation the condition was set from."
+    )
+
+
+class ArtifactStatus(_Model):
+    uri: str = Field(description="Where the Triton model repository and its manifest live.")
+    sha256: str | None = Field(default=None, description="Digest of the artifact manifest.")
+    precision: str | None = Field(default=None, description="Precision actually produced.")
+    size_bytes: int | None = Field(default=None, description="Size of the model files.")
+    score: float | None = Field(default=None, description="Measured fidelity score.")
+    key: str | None = Field(
+        default=None, description="Content key: checkpoint + settings + converter version."
+    )
+
+
+class VersionStatus(_Model):
+    name: str = Field(description="Version name.")
+    phase: Phase = Field(default=Phase.PENDING, description="Where this version is.")
+    artifact: ArtifactStatus | None = Field(
+        default=None, description="The artifact this version serves (or will serve)."
+    )
+    traffic: int = Field(default=0, description="Percent of requests routed to it now.")
+    replicas: int = Field(default=0, description="Triton replicas.")
+    ready_replicas: int = Field(default=0, description="Triton replicas that are ready.")
+    message: str = Field(default="", description="Why it is in this phase.")
+
+
+class RolloutStatus(_Model):
+    phase: RolloutPhase = Field(default=RolloutPhase.IDLE, description="Rollout state.")
+    step: int = Field(default=0, description="Index into spec.rollout.steps (0-based).")
+    candidate: str | None = Field(default=None, description="Version being rolled out.")
+    stable: str | None = Field(default=None, description="Version serving before it.")
+    step_started_at: str | None = Field(default=None, description="When the step began.")
+    inconclusive: int = Field(default=0, description="Consecutive holds for lack of traffic.")
+    spec_hash: str | None = Field(
+        default=None, description="Hash of the spec the rollout (or rollback) was decided on."
+    )
+    last_analysis: dict[str, Any] | None = Field(
+        default=None,
+        description="Measurements and verdict of the last analysis.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "type": "object"},
+    )
+    message: str = Field(default="", description="Human-readable details.")
+
+
+class LanguageModelStatus(_Model):
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation last reconciled."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Converted, Deployed, Routed, Ready.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    endpoint: str | None = Field(default=None, description="Where clients send requests.")
+    versions: list[VersionStatus] = Field(default_factory=list, description="Per version.")
+    rollout: RolloutStatus | None = Field(default=None, description="Automated rollout state.")
+    traffic_summary: str | None = Field(
+        default=None, description="Routed traffic, e.g. v1=90,v2=10 (printer column)."
+    )
+    ready_versions: str | None = Field(
+        default=None, description="Ready versions over all versions, e.g. 2/2 (printer column)."
+    )
+
+
+# --------------------------------------------------------------------------- the resource
+
+
+class ObjectMeta(_Model):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(
+        description="Resource name (a DNS label).", pattern=DNS_LABEL, max_length=40
+    )
+    namespace: str | None = None
+
+
+class LanguageModel(_Model):
+    api_version: str = Field(default=API_VERSION, alias="apiVersion")
+    kind: str = Field(default=KIND)
+    metadata: ObjectMeta
+    spec: LanguageModelSpec
+    status: LanguageModelStatus | None = None
+
+    @model_validator(mode="after")
+    def _kind(self) -> "LanguageModel":
+        if self.api_version != API_VERSION or self.kind != KIND:
+            raise ValueError(
+                f"apiVersion/kind must be {API_VERSION} / {KIND} "
+                f"(got {self.api_version} / {self.kind})"
+            )
+        return self
+
+
+class SpecError(ValueError):
+    """A LanguageModel that cannot be accepted; `str()` names each field and the fix."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + (to_camel(part) if "_" in str(part) else str(part))
+    return out
+
+
+def explain(err: ValidationError, prefix: str = "") -> list[str]:
+    """Readable one-line problems, each naming the field (spec.versions[0].traffic: ...)."""
+    problems = []
+    for e in err.errors():
+        where = _loc(tuple(e["loc"]))
+        msg = e["msg"].removeprefix("Value error, ")
+        path = ".".join(p for p in (prefix, where) if p)
+        # cross-field messages already start with the path they are about
+        problems.append(msg if msg.startswith("spec.") or not path else f"{path}: {msg}")
+    return problems
+
+
+def parse(obj: dict[str, Any]) -> LanguageModel:
+    """Validate a LanguageModel object; raise SpecError with field-named messages."""
+    try:
+        return LanguageModel.model_validate(obj)
+    except ValidationError as err:
+        raise SpecError(explain(err)) from None
+
+
+def parse_spec(spec: dict[str, Any]) -> LanguageModelSpec:
+    try:
+        return LanguageModelSpec.model_validate(spec)
+    except ValidationError as err:
+        raise SpecError(explain(err, "spec")) from None
+
+
+def load_file(path: str | Path) -> list[LanguageModel]:
+    """Every LanguageModel document in a YAML file (other kinds are ignored)."""
+    text = Path(path).read_text()
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as err:
+        raise SpecError([f"{path}: not valid YAML: {err}"]) from None
+    models = [parse(d) for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
+    if not models:
+        raise SpecError([f"{path}: no document with kind: {KIND}"])
+    return models
+
+
+def dns_ok(name: str) -> bool:
+    return bool(re.match(DNS_LABEL, name))
