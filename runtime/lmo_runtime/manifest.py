@@ -1,0 +1,123 @@
+"""The contract between the operator and the conversion runtime.
+
+* `ConversionRequest`: everything that determines an artifact. Its `key()` is the content
+  address: `<store>/<key>/` holds the artifact, the conversion Job is named
+  `<lm>-<version>-convert-<key[:8]>`, and the same request is never converted twice.
+* `Manifest`: written as `manifest.json` beside the Triton model repository
+  (`<store>/<key>/manifest.json`, repository in `<store>/<key>/model_repository/`).
+  The operator copies its summary into `status.versions[].artifact`; a manifest with
+  `accepted: false` records a refusal (accuracy gate, digest mismatch...) and is never served.
+
+Both sides import this module; it depends on pydantic only (no torch, no kopf).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lmo_runtime import __version__ as CONVERTER_VERSION
+
+MANIFEST_FILE = "manifest.json"
+REPOSITORY_DIR = "model_repository"
+# Name the client calls, the same in every version so that routing between versions is
+# transparent: /v2/models/<ENTRY_MODEL[task]>/infer
+ENTRY_MODEL = {
+    "feature-extraction": "feature_extraction",
+    "fill-mask": "fill_mask",
+    "text-classification": "text_classification",
+    "text-generation": "text_generation",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ConversionRequest(_Model):
+    """What to convert and how. Serving settings that shape config.pbtxt are part of it."""
+
+    checkpoint_uri: str
+    checkpoint_sha256: str | None = None
+    task: Literal["text-generation", "fill-mask", "feature-extraction", "text-classification"]
+    precision: Literal["fp32", "fp16", "int8", "int8-static"] = "fp32"
+    min_score: float = 0.99
+    fallback: bool = False
+    calibration_samples: int = 64
+    backend: Literal["onnxruntime", "python"] = "onnxruntime"
+    max_batch_size: int = 16
+    max_queue_delay_microseconds: int = 500
+    gpus: int = 0
+    converter_version: str = CONVERTER_VERSION
+
+    def key(self) -> str:
+        """Content address: sha256 over the canonical JSON of the request."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def short_key(self) -> str:
+        return self.key()[:8]
+
+
+class FileDigest(_Model):
+    path: str  # relative to the artifact root
+    sha256: str
+    size_bytes: int
+
+
+class Score(_Model):
+    metric: str  # cosine | top1_agreement | next_token_top1 ...
+    value: float
+    threshold: float
+    passed: bool
+    samples: int
+    details: dict[str, float] = Field(default_factory=dict)  # e.g. kl, max_abs_diff_fp32
+
+
+class Golden(_Model):
+    """Inputs recorded at conversion and the original model's answers to them.
+
+    Rollouts replay `inputs` against a candidate and the stable version (output drift gate).
+    """
+
+    inputs: list[str]
+    outputs: list[Any]  # per input: embedding list, label, filled token or next tokens
+    kind: str  # embedding | label | token | tokens
+
+
+class Manifest(_Model):
+    key: str
+    request: ConversionRequest
+    accepted: bool
+    reason: str = ""  # why refused (names the field and the fix)
+    task: str
+    architecture: str = ""  # e.g. BertModel, GPT2LMHeadModel
+    precision: str = ""  # precision actually produced (after any fallback)
+    entry_model: str = ""  # top-level Triton model the client calls
+    checkpoint_sha256: str = ""  # digest over the checkpoint's files (sorted)
+    files: list[FileDigest] = Field(default_factory=list)
+    size_bytes: int = 0  # model files (ONNX) only
+    score: Score | None = None
+    attempts: list[Score] = Field(default_factory=list)  # every precision tried, in order
+    timings: dict[str, float] = Field(default_factory=dict)  # seconds per step
+    golden: Golden | None = None
+    converter_version: str = CONVERTER_VERSION
+    created_at: str = ""
+
+    def digest(self) -> str:
+        blob = self.model_dump_json(exclude={"timings", "created_at"})
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def summary(self, uri: str) -> dict[str, Any]:
+        """The `status.versions[].artifact` shape."""
+        return {
+            "uri": uri,
+            "sha256": self.digest(),
+            "precision": self.precision,
+            "sizeBytes": self.size_bytes,
+            "score": None if self.score is None else round(self.score.value, 6),
+            "key": self.key,
+        }
