@@ -1,0 +1,46 @@
+# The two commands a newcomer needs (README, first screen):
+#   make up    set up .venv, create the example checkpoints, run `lmo up -f examples/minilm.yaml`
+#   make test  set up .venv (and Prometheus for the rollout tests), run the test suite
+# Both work on a fresh machine with Python 3.11 and the package registries.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.lmo-installed
+EXAMPLE ?= examples/minilm.yaml
+
+export OMP_WAIT_POLICY := PASSIVE
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup up test prometheus lint clean
+
+# torch first, from the CPU wheel: a resolve that reaches torch through another package
+# would otherwise pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(STAMP)
+
+up: setup
+	$(BIN)/python examples/make_checkpoints.py
+	$(BIN)/lmo up -f $(EXAMPLE)
+
+# The rollout tests scrape real Triton servers with a real Prometheus (Debian's package).
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else echo "prometheus is missing: run 'sudo apt-get install -y prometheus'" >&2; exit 1; fi; }
+
+test: setup prometheus
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/lint-imports
+
+clean:
+	rm -rf $(VENV) .lmo .pytest_cache
