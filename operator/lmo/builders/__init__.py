@@ -1,0 +1,90 @@
+"""Pure builders: a LanguageModel plus the reconciler's plans -> every desired child manifest.
+
+`build_children` is the one entry point the reconciler calls; it returns plain dicts in a
+deterministic order (per version: conversion Job, Deployment, Service, autoscaler; then the
+route), ready for server-side apply. Nothing here does I/O, reads a clock, or imports kopf
+or kubernetes. Per-kind builders live in `conversion.py`, `triton.py`, `traffic.py` and
+`autoscaling.py`.
+"""
+
+from __future__ import annotations
+
+from lmo.api import LanguageModel, LanguageModelSpec, VersionSpec
+from lmo.builders.base import Owner, VersionPlan, artifact_uri, child_name, owner_reference
+from lmo.settings import OperatorSettings
+from lmo_runtime.manifest import ConversionRequest
+
+__all__ = [
+    "CHILD_KINDS",
+    "Owner",
+    "VersionPlan",
+    "artifact_store",
+    "artifact_uri",
+    "build_children",
+    "child_name",
+    "conversion_request",
+    "owner_reference",
+]
+
+# (apiVersion, kind, plural) of everything build_children can make.
+CHILD_KINDS: list[tuple[str, str, str]] = [
+    ("batch/v1", "Job", "jobs"),
+    ("apps/v1", "Deployment", "deployments"),
+    ("v1", "Service", "services"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+    ("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
+]
+
+
+def conversion_request(spec: LanguageModelSpec, version: VersionSpec) -> ConversionRequest:
+    """Everything that determines version's artifact (its key() is the content address).
+
+    Serving settings that shape config.pbtxt (backend, batching, gpus) are part of it, so
+    changing them produces a new artifact rather than serving a stale configuration.
+    """
+    return ConversionRequest(
+        checkpoint_uri=version.checkpoint.uri,
+        checkpoint_sha256=version.checkpoint.sha256,
+        task=spec.task,
+        precision=version.optimize.precision,
+        min_score=version.optimize.accuracy_gate.min_score,
+        fallback=version.optimize.accuracy_gate.fallback,
+        calibration_samples=version.optimize.calibration_samples,
+        backend=spec.serving.backend,
+        max_batch_size=spec.serving.batching.max_batch_size,
+        max_queue_delay_microseconds=spec.serving.batching.max_queue_delay_microseconds,
+        gpus=spec.serving.gpus,
+    )
+
+
+def artifact_store(spec: LanguageModelSpec, settings: OperatorSettings) -> tuple[str, str | None]:
+    """(store uri, credentials Secret name) for this resource: spec.artifacts or the operator's."""
+    if spec.artifacts is not None:
+        secret = spec.artifacts.secret_ref.name if spec.artifacts.secret_ref else None
+        return spec.artifacts.uri, secret
+    return settings.artifact_store, settings.artifact_store_secret
+
+
+def build_children(
+    lm: LanguageModel, owner: Owner, settings: OperatorSettings, plans: list[VersionPlan]
+) -> list[dict]:
+    """Every desired child of `lm`, in a deterministic order.
+
+    Per plan (in the order given): the conversion Job when `plan.convert`; the Triton
+    Deployment and Service when `plan.serve_uri` is set; then the route (HTTPRoute, or the
+    Service over all versions for provider Service).
+    """
+    from lmo.builders.conversion import build_conversion_job
+    from lmo.builders.traffic import build_route
+    from lmo.builders.triton import build_deployment, build_service
+
+    out: list[dict] = []
+    for plan in plans:
+        if plan.convert:
+            out.append(build_conversion_job(lm, owner, settings, plan))
+        if plan.serve_uri is not None:
+            out.append(build_deployment(lm, owner, settings, plan, plans))
+            out.append(build_service(lm, owner, plan.name))
+    out.extend(build_route(lm, owner, settings, plans))
+    return out

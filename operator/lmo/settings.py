@@ -1,0 +1,164 @@
+"""Operator-wide settings, read once from `LMO_*` environment variables (set by the Helm chart).
+
+Every field maps to the environment variable `LMO_<FIELD NAME IN UPPER CASE>`; e.g.
+`artifact_store` is `LMO_ARTIFACT_STORE`. Dict and list fields take JSON
+(`LMO_CONVERTER_RESOURCES='{"requests": {"cpu": "2"}}'`). `lmo render --settings K=V`
+takes the same keys (field name, camelCase name or env name).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from lmo.errors import UserError
+
+ENV_PREFIX = "LMO_"
+
+
+class OperatorSettings(BaseModel):
+    """What the operator needs to know that is not in a LanguageModel."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    artifact_store: str = Field(
+        default="pvc://lmo-artifacts/store",
+        pattern=r"^(s3|pvc|file)://.+",
+        description="Where artifacts live: s3://bucket/prefix or pvc://claim/prefix "
+        "(ReadWriteMany). spec.artifacts.uri overrides it per resource.",
+    )
+    artifact_store_secret: str | None = Field(
+        default=None,
+        description="Secret (in each LanguageModel's namespace) with the s3:// store "
+        "credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL...).",
+    )
+    converter_image: str = Field(
+        default="ghcr.io/lmo-dev/lmo-converter:0.1.0",
+        description="Image of the conversion Job; also pulls s3:// artifacts for Triton pods.",
+    )
+    field_manager: str = Field(default="lmo", description="Server-side apply field manager.")
+    image_pull_policy: str = Field(
+        default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$"
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Pull secrets added to every pod lmo creates."
+    )
+    service_account: str | None = Field(
+        default=None,
+        description="Service account of converter and Triton pods (e.g. for IRSA / workload "
+        "identity access to s3://). None: the namespace default.",
+    )
+    job_ttl_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="ttlSecondsAfterFinished of conversion Jobs (the manifest in the store "
+        "is the lasting record; the Job only shows the log for a while).",
+    )
+    job_deadline_seconds: int = Field(
+        default=7200, ge=60, description="activeDeadlineSeconds of a conversion Job."
+    )
+    converter_resources: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {
+            "requests": {"cpu": "1", "memory": "4Gi"},
+            "limits": {"memory": "8Gi"},
+        },
+        description="core/v1 ResourceRequirements of the converter container.",
+    )
+    converter_gpu_for_fp16: bool = Field(
+        default=True,
+        description="A version with precision fp16 and serving.gpus > 0 is converted on one "
+        "GPU (requests serving.gpuResource: 1, tolerations and nodeSelector of serving), "
+        "because ONNX Runtime's CPU provider lacks most fp16 kernels, so the accuracy gate "
+        "could not score it faithfully on CPU.",
+    )
+    converter_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="nodeSelector of conversion Jobs."
+    )
+    scratch_size: str = Field(
+        default="20Gi",
+        description="sizeLimit of the emptyDir scratch volume (downloads, ONNX export, HF "
+        "cache) of converter pods and of the model repository pulled by Triton pods.",
+    )
+    gateway_name: str = Field(
+        default="lmo-gateway",
+        description="Gateway an HTTPRoute attaches to when spec.routing.parentRef is unset.",
+    )
+    gateway_namespace: str | None = Field(
+        default=None, description="Namespace of that Gateway (None: the route's namespace)."
+    )
+    gateway_address: str | None = Field(
+        default=None,
+        description="Host (and port) clients use to reach the Gateway, for status.endpoint "
+        "when a route has no hostnames.",
+    )
+    triton_startup_period_seconds: int = Field(default=10, ge=1)
+    triton_startup_failure_threshold: int = Field(
+        default=60,
+        ge=1,
+        description="Startup probe failures tolerated (x period): model load and pulling "
+        "from the store can take minutes for large models.",
+    )
+    pod_uid: int = Field(
+        default=1000,
+        ge=1,
+        description="Non-root uid of lmo pods (Triton images run as triton-server, uid 1000).",
+    )
+    prometheus_annotations: bool = Field(
+        default=True, description="Add prometheus.io/scrape annotations to Triton pods."
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
+        """Settings from `LMO_*` variables of `environ` (default: os.environ)."""
+        environ = os.environ if environ is None else environ
+        raw = {
+            name: environ[ENV_PREFIX + name.upper()]
+            for name in cls.model_fields
+            if ENV_PREFIX + name.upper() in environ
+        }
+        return cls._from_strings(raw, lambda n: ENV_PREFIX + n.upper())
+
+    def with_overrides(self, pairs: Iterable[str]) -> OperatorSettings:
+        """A copy with `KEY=VALUE` overrides (`lmo render --settings`)."""
+        names = {}
+        for name in type(self).model_fields:
+            names[name] = names[to_camel(name)] = names[ENV_PREFIX + name.upper()] = name
+        raw: dict[str, str] = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or key not in names:
+                raise UserError(
+                    f"--settings {pair!r}: expected KEY=VALUE with KEY one of "
+                    f"{', '.join(type(self).model_fields)}"
+                )
+            raw[names[key]] = value
+        merged = type(self)._from_strings(raw, lambda n: f"--settings {n}")
+        return self.model_copy(update={k: getattr(merged, k) for k in raw})
+
+    @classmethod
+    def _from_strings(cls, raw: dict[str, str], where) -> OperatorSettings:
+        values: dict[str, Any] = {}
+        for name, text in raw.items():
+            annotation = str(cls.model_fields[name].annotation)
+            if annotation.startswith(("dict", "list")):
+                try:
+                    values[name] = json.loads(text)
+                except json.JSONDecodeError as err:
+                    raise UserError(f"{where(name)}: not valid JSON ({err})") from None
+            elif annotation.endswith("| None") and text == "":
+                values[name] = None
+            else:
+                values[name] = text
+        try:
+            return cls.model_validate(values)
+        except ValidationError as err:
+            problems = [
+                f"{where(str(e['loc'][0]))}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in err.errors()
+            ]
+            raise UserError("; ".join(problems)) from None
