@@ -1,0 +1,253 @@
+"""The conversion pipeline: checkpoint -> ONNX -> (INT8) -> accuracy gate -> Triton repository.
+
+    fetch -> digest check -> load -> export -> optimize -> score/gate -> golden -> repository
+    -> manifest -> publish
+
+`convert()` writes `out_dir/manifest.json` and `out_dir/model_repository/`. The output is
+staged beside `out_dir` and renamed into place with the manifest written last, so a reader
+never sees half an artifact. A refusal (digest mismatch, accuracy gate...) publishes nothing:
+it raises `ConversionError` (`GateRefused` with the `accepted=false` manifest for the gate).
+
+Content cache: an accepted artifact is also kept under `cache_dir/<request.key()>/`; the same
+request is answered from there without loading torch (well under a second). Besides the
+request key, the cache entry records the checkpoint digest, and a `file://` checkpoint whose
+files changed since is converted again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lmo_runtime.errors import ConversionError, GateRefused
+from lmo_runtime.manifest import (
+    MANIFEST_FILE,
+    REPOSITORY_DIR,
+    ConversionRequest,
+    FileDigest,
+    Manifest,
+    Score,
+)
+from lmo_runtime.progress import Steps
+
+__all__ = ["ConversionError", "GateRefused", "convert", "precisions_to_try", "load_manifest"]
+
+# From least to most faithful (the same order as lmo.api.PRECISION_FALLBACK_ORDER).
+FALLBACK_ORDER = ["int8-static", "int8", "fp16", "fp32"]
+MODEL_SUFFIXES = (".onnx", ".onnx.data", ".data")
+
+
+def precisions_to_try(request: ConversionRequest) -> list[str]:
+    """The requested precision, then (with fallback) each safer one.
+
+    fp16 is skipped when serving on CPU (gpus == 0): CPU kernels run it through casts, slower
+    than fp32 with no size benefit worth the accuracy risk.
+    """
+    if not request.fallback:
+        return [request.precision]
+    order = FALLBACK_ORDER[FALLBACK_ORDER.index(request.precision) :]
+    return [p for p in order if p == request.precision or p != "fp16" or request.gpus > 0]
+
+
+def load_manifest(artifact_dir: Path) -> Manifest | None:
+    path = Path(artifact_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    return Manifest.model_validate_json(path.read_text())
+
+
+def file_digests(root: Path) -> list[FileDigest]:
+    """sha256 and size of every file under `root` except the manifest, sorted by path."""
+    from lmo_runtime.store import file_sha256
+
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != MANIFEST_FILE:
+            rel = p.relative_to(root).as_posix()
+            out.append(FileDigest(path=rel, sha256=file_sha256(p), size_bytes=p.stat().st_size))
+    return out
+
+
+def _publish(stage: Path, out_dir: Path) -> None:
+    """Move a complete staged artifact to `out_dir` (replacing an older one)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+        out_dir.rename(old)
+        stage.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        stage.rename(out_dir)
+
+
+def _copy_artifact(src: Path, out_dir: Path) -> None:
+    """Copy an artifact directory to `out_dir`, manifest last, through a staging dir."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    shutil.copytree(src, stage, ignore=shutil.ignore_patterns(MANIFEST_FILE))
+    shutil.copy2(src / MANIFEST_FILE, stage / MANIFEST_FILE)
+    _publish(stage, out_dir)
+
+
+def _cached(request: ConversionRequest, key: str, cache_dir: Path | None, out_dir: Path) -> Manifest | None:
+    """An accepted artifact for this key already at `out_dir` or in the cache."""
+    from lmo_runtime.store import local_path
+
+    candidates = [Path(out_dir)]
+    if cache_dir is not None:
+        candidates.append(Path(cache_dir) / key)
+    for where in candidates:
+        try:
+            manifest = load_manifest(where)
+        except ValueError:
+            continue
+        if manifest is None or not manifest.accepted or manifest.key != key:
+            continue
+        # A local checkpoint can change in place under the same URI: re-check its digest.
+        src = local_path(request.checkpoint_uri)
+        if src is not None and src.is_dir():
+            from lmo_runtime.store import checkpoint_digest
+
+            if checkpoint_digest(src) != manifest.checkpoint_sha256:
+                continue
+        if where != Path(out_dir):
+            _copy_artifact(where, Path(out_dir))
+        return manifest
+    return None
+
+
+def _refusal_message(request: ConversionRequest, tried: list[tuple[str, Score]]) -> str:
+    """Score, threshold, what was tried, and what to try next."""
+    last_precision, last = tried[-1]
+    tried_s = ", ".join(f"{p} {s.value:.4f}" for p, s in tried)
+    safer = FALLBACK_ORDER[FALLBACK_ORDER.index(last_precision) + 1 :]
+    hints = []
+    if not request.fallback and safer:
+        hints.append("set accuracyGate.fallback: true (--fallback) to try " + " -> ".join(safer))
+    elif safer:
+        hints.append(f"request a safer precision ({', '.join(safer)})")
+    hints.append(f"or lower accuracyGate.minScore (--min-score) to at most {last.value:.4f}")
+    return (
+        f"accuracy gate refused the artifact: {last.metric} {last.value:.4f} < minScore "
+        f"{request.min_score} on {last.samples} held-out texts (tried {tried_s}); "
+        + "; ".join(hints)
+    )
+
+
+def convert(
+    request: ConversionRequest,
+    out_dir: Path,
+    *,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    env: dict[str, str] | None = None,
+) -> Manifest:
+    """Convert `request.checkpoint_uri` into a Triton model repository at `out_dir`.
+
+    Returns the accepted manifest. Raises ConversionError for bad input (message names the
+    field and the fix) and GateRefused (carrying the `accepted=false` manifest) when every
+    precision tried scores below `request.min_score`; in both cases nothing is written to
+    `out_dir` or the cache.
+    """
+    from lmo_runtime import store
+    from lmo_runtime.families import heldout_texts
+
+    out_dir = Path(out_dir)
+    env = dict(os.environ if env is None else env)
+    key = request.key()
+    steps = Steps(show=progress)
+
+    with steps.step("cache", key[:12]):
+        hit = _cached(request, key, cache_dir, out_dir)
+    if hit is not None:
+        steps.note(f"cache hit: {out_dir}")
+        return hit
+
+    base = Manifest(key=key, request=request, accepted=False, task=request.task)
+    with tempfile.TemporaryDirectory(prefix="lmo-convert-") as tmp:
+        work = Path(tmp)
+        with steps.step("fetch", request.checkpoint_uri):
+            ckpt_dir = store.fetch(request.checkpoint_uri, work / "checkpoint", env=env,
+                                   progress=progress)
+        from lmo_runtime import checkpoint
+
+        with steps.step("digest"):
+            digest = store.checkpoint_digest(ckpt_dir)
+            base.checkpoint_sha256 = digest
+            checkpoint.verify_digest(digest, request.checkpoint_sha256)
+        with steps.step("load", request.task):
+            config = checkpoint.inspect(ckpt_dir)
+            base.architecture = ", ".join(config.get("architectures") or [])
+            from lmo_runtime.families import family_for
+
+            family = family_for(config, request.task)
+            loaded = family.load(ckpt_dir, request.task)
+            base.architecture = loaded.architecture
+        with steps.step("export", "onnx fp32"):
+            exported = family.export(loaded, work / "export")
+        steps.note(f"fp32 ONNX vs PyTorch max abs diff {exported.max_abs_diff:.2e}")
+
+        texts = heldout_texts()
+        tried: list[tuple[str, Score]] = []
+        chosen: tuple[str, Path, Score] | None = None
+        for precision in precisions_to_try(request):
+            with steps.step(f"optimize:{precision}"):
+                onnx_path = family.optimize(
+                    exported, precision, loaded, work / f"opt-{precision}",
+                    request.calibration_samples,
+                )
+            with steps.step(f"score:{precision}"):
+                score = family.score(loaded, onnx_path, texts, request.min_score)
+            score.details.setdefault("max_abs_diff_fp32", exported.max_abs_diff)
+            tried.append((precision, score))
+            steps.note(
+                f"{precision}: {score.metric} {score.value:.4f} "
+                f"({'pass' if score.passed else 'below'} {request.min_score})"
+            )
+            if score.passed:
+                chosen = (precision, onnx_path, score)
+                break
+        # attempts are in precisions_to_try() order: attempt i used precisions_to_try()[i]
+        base.attempts = [s for _, s in tried]
+        base.timings = steps.timings
+        base.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if chosen is None:
+            base.reason = _refusal_message(request, tried)
+            base.score = tried[-1][1]
+            raise GateRefused(base.reason, base)
+
+        precision, onnx_path, score = chosen
+        with steps.step("golden"):
+            golden = family.golden(loaded, heldout_texts(8))
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        stage = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            with steps.step("repository"):
+                entry = family.write_repository(loaded, onnx_path, stage / REPOSITORY_DIR, request)
+                files = file_digests(stage)
+            manifest = base.model_copy(
+                update={
+                    "accepted": True,
+                    "precision": precision,
+                    "entry_model": entry,
+                    "files": files,
+                    "size_bytes": sum(
+                        f.size_bytes for f in files if f.path.endswith(MODEL_SUFFIXES)
+                    ),
+                    "score": score,
+                    "golden": golden,
+                    "timings": steps.timings,
+                }
+            )
+            (stage / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+            _publish(stage, out_dir)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    if cache_dir is not None:
+        _copy_artifact(out_dir, Path(cache_dir) / key)
+    return manifest
