@@ -342,7 +342,11 @@ class AbTest(_Model):
 
 
 class Mirror(_Model):
-    version: str = Field(description="Version that receives a copy of requests.")
+    version: str = Field(
+        description="Version that receives a copy of requests.",
+        pattern=DNS_LABEL,
+        max_length=MAX_VERSION_NAME,
+    )
     percent: int = Field(
         default=100, ge=1, le=100, description="Share of requests copied (responses discarded)."
     )
@@ -543,13 +547,13 @@ _SPEC_RULES = _cel_rules(
     ),
     _cel(
         "!has(self.rollout) || self.rollout.strategy == 'Manual' || "
-        "has(self.rollout.analysis.prometheusUrl)",
+        "(has(self.rollout.analysis) && has(self.rollout.analysis.prometheusUrl))",
         "spec.rollout.analysis.prometheusUrl is required for Canary and BlueGreen",
         ".rollout.analysis.prometheusUrl",
     ),
     _cel(
         "!has(self.autoscaling) || self.autoscaling.metric != 'GPUUtilization' || "
-        "self.serving.gpus > 0",
+        "(has(self.serving) && self.serving.gpus > 0)",
         "spec.autoscaling.metric: GPUUtilization needs spec.serving.gpus > 0",
         ".autoscaling.metric",
     ),
@@ -568,6 +572,9 @@ class LanguageModelSpec(_Model):
         max_length=MAX_VERSIONS,
         description="Model versions served side by side (1 to 8), each a checkpoint "
         "with its own conversion, Deployment and traffic share.",
+        # a list-map keyed by name: the API server refuses duplicates and server-side apply
+        # merges versions by name instead of replacing the list
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     rollout: Rollout | None = Field(
         default=None, description="Automated traffic shifting to the newest version."

@@ -1,0 +1,479 @@
+"""The generated CRD: in sync with lmo.api, structural, described, and as strict as the models.
+
+Valid and invalid LanguageModels go through both doors: pydantic (`lmo.api.parse`, what the
+operator and `lmo up` use) and the CRD (what the API server uses: schema, defaults, strict
+fields and the CEL rules evaluated with cel-python, see crd_schema.py). Both must agree, and
+a cross-field rule must refuse with the same message on both.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from lmo import api, crd
+from lmo.api import SpecError
+from tests.chart.crd_schema import CrdValidator, apply_defaults, walk
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def generated() -> dict[str, Any]:
+    return crd.crd()
+
+
+@pytest.fixture(scope="module")
+def schema(generated) -> dict[str, Any]:
+    return generated["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+@pytest.fixture(scope="module")
+def validator() -> CrdValidator:
+    return CrdValidator()
+
+
+def test_committed_crd_files_match_the_generator():
+    text = crd.render()
+    for path in crd.CRD_PATHS:
+        assert path.read_text() == text, f"{path} drifted: run `python -m lmo.crd`"
+    assert crd.main(["--check"]) == 0
+
+
+def test_check_reports_drift(tmp_path, monkeypatch, capsys):
+    stale = tmp_path / "crd.yaml"
+    stale.write_text(crd.render().replace("shortNames", "shortNamez"))
+    monkeypatch.setattr(crd, "CRD_PATHS", [stale])
+    monkeypatch.setattr(crd, "REPO", tmp_path)
+    assert crd.main(["--check"]) == 1
+    assert "out of date" in capsys.readouterr().err
+    assert "shortNamez" in stale.read_text(), "--check must not rewrite the file"
+
+
+def test_crd_is_a_valid_kubernetes_object(generated):
+    kubernetes_validate.validate(generated, "1.30", strict=True)
+
+
+def test_names_printer_columns_and_status_subresource(generated):
+    spec = generated["spec"]
+    assert generated["metadata"]["name"] == "languagemodels.lmo.dev"
+    assert spec["names"] == {
+        "kind": "LanguageModel",
+        "listKind": "LanguageModelList",
+        "plural": "languagemodels",
+        "singular": "languagemodel",
+        "shortNames": ["lm"],
+        "categories": ["lmo"],
+    }
+    (version,) = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns == {
+        "Task": ".spec.task",
+        "Ready": '.status.conditions[?(@.type=="Ready")].status',
+        "Versions": ".status.readyVersions",
+        "Traffic": ".status.trafficSummary",
+        "Age": ".metadata.creationTimestamp",
+    }
+    root = version["schema"]["openAPIV3Schema"]
+    assert root["required"] == ["spec"], "status must be present in the schema but not required"
+    assert "status" in root["properties"]
+
+
+def test_every_field_has_a_description(schema):
+    missing = []
+    for path, node in walk(schema):
+        for name, sub in node.get("properties", {}).items():
+            if not sub.get("description", "").strip():
+                missing.append(f"{path}.{name}")
+    assert not missing, f"fields without description (kubectl explain shows them): {missing}"
+
+
+def test_schema_is_structural(schema):
+    problems = []
+    for path, node in walk(schema):
+        for bad in ("anyOf", "oneOf", "allOf", "not", "$ref", "$defs", "title", "nullable"):
+            if bad in node:
+                problems.append(f"{path or '<root>'}: {bad}")
+        if "type" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+            problems.append(f"{path}: no type")
+        if node.get("type") == "object" and "additionalProperties" in node:
+            if not isinstance(node["additionalProperties"], dict) or "properties" in node:
+                problems.append(f"{path}: additionalProperties must be a schema, without properties")
+        if node.get("x-kubernetes-list-type") == "map":
+            required = node["items"].get("required", [])
+            for key in node["x-kubernetes-list-map-keys"]:
+                if key not in required:
+                    problems.append(f"{path}: list-map key {key} must be required")
+        if "default" in node:
+            problems += [f"{path}: default {e}" for e in _self_check(node["default"], node)]
+    assert not problems, problems
+
+
+def _self_check(value: Any, node: dict[str, Any]) -> list[str]:
+    import jsonschema
+
+    return [e.message for e in jsonschema.Draft4Validator(node).iter_errors(value)]
+
+
+def test_cel_rules_are_well_formed_and_bounded(schema, validator):
+    """Each rule compiles; fieldPath names a real field; what a rule iterates is bounded."""
+    rules = 0
+    for path, node in walk(schema):
+        for rule in node.get("x-kubernetes-validations", []):
+            rules += 1
+            validator.program(rule["rule"])  # compiles
+            if "fieldPath" in rule:
+                target = node
+                for part in rule["fieldPath"].strip(".").split("."):
+                    assert part in target.get("properties", {}), f"{path}: {rule['fieldPath']}"
+                    target = target["properties"][part]
+            for name in re.findall(r"self\.(\w+)\.(?:all|exists|exists_one|map)\(", rule["rule"]):
+                assert "maxItems" in node["properties"][name], f"{path}.{name} needs maxItems"
+    assert rules >= 9
+
+
+def test_defaults_equal_the_models_defaults(schema):
+    """Every server-side default is the model's own default for that field."""
+    spec = schema["properties"]["spec"]
+    filled = apply_defaults({"task": "fill-mask", "versions": [{"name": "v1", "checkpoint": {}, "optimize": {"accuracyGate": {}}}], "rollout": {"analysis": {}}, "routing": {"abTest": {}}, "serving": {"batching": {}}, "autoscaling": {}}, spec)
+    filled["versions"][0]["checkpoint"] = {"uri": "s3://b/m/"}
+    filled["routing"]["mirror"] = {"version": "v1"}
+    model = api.LanguageModelSpec.model_validate(filled)
+    fresh = api.LanguageModelSpec.model_validate(
+        {
+            "task": "fill-mask",
+            "versions": [{"name": "v1", "checkpoint": {"uri": "s3://b/m/"}}],
+            "rollout": {},
+            "routing": {"abTest": {}, "mirror": {"version": "v1"}},
+            "autoscaling": {},
+        }
+    )
+    assert model == fresh
+    assert "default" not in spec["properties"]["serving"]["properties"]["image"]
+    assert spec["properties"]["rollout"]["properties"]["steps"]["default"] == [10, 25, 50, 100]
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def lm(spec: dict[str, Any], name: str = "chat", **extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "lmo.dev/v1alpha1",
+        "kind": "LanguageModel",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+        **extra,
+    }
+
+
+def version(name: str, traffic: int | None = None, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "checkpoint": {"uri": f"s3://models/gpt2/{name}/"}}
+    if traffic is not None:
+        out["traffic"] = traffic
+    return {**out, **extra}
+
+
+PROM = {"prometheusUrl": "http://prometheus.monitoring:9090"}
+
+VALID: dict[str, dict[str, Any]] = {
+    "minimal": lm({"task": "feature-extraction", "versions": [version("v1")]}),
+    "design-doc": lm(
+        {
+            "task": "text-generation",
+            "versions": [
+                version(
+                    "v1",
+                    90,
+                    checkpoint={
+                        "uri": "s3://models/gpt2/v1/",
+                        "secretRef": {"name": "store-creds"},
+                        "sha256": "a" * 64,
+                    },
+                    optimize={"precision": "int8", "accuracyGate": {"minScore": 0.99}},
+                ),
+                version("v2", 10, optimize={"precision": "int8-static", "calibrationSamples": 128}),
+            ],
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [10, 25, 50, 100],
+                "stepDuration": "2m",
+                "analysis": {**PROM, "maxErrorRate": 0.01, "maxLatencyP99Ms": 300},
+            },
+            "routing": {
+                "provider": "GatewayAPI",
+                "parentRef": {"name": "inference-gateway", "namespace": "gateways"},
+                "abTest": {"header": "x-lmo-version"},
+                "mirror": {"version": "v2", "percent": 20},
+            },
+            "serving": {
+                "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
+                "gpus": 1,
+                "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "resources": {"requests": {"cpu": "2"}, "limits": {"memory": "8Gi"}},
+                "batching": {"maxBatchSize": 16, "maxQueueDelayMicroseconds": 500},
+                "affinity": {"nodeAffinity": {"anything": ["passes", {"through": 1}]}},
+            },
+            "autoscaling": {
+                "engine": "HPA",
+                "minReplicas": 1,
+                "maxReplicas": 4,
+                "metric": "GPUUtilization",
+                "target": "70%",
+            },
+        }
+    ),
+    "keda-to-zero-service-routing": lm(
+        {
+            "task": "fill-mask",
+            "versions": [version("a", 50), version("b", 50)],
+            "routing": {"provider": "Service"},
+            "autoscaling": {"engine": "KEDA", "minReplicas": 0, "maxReplicas": 2},
+            "artifacts": {"uri": "pvc://shared/store", "secretRef": {"name": "s3"}},
+        }
+    ),
+    "blue-green-defaults": lm(
+        {
+            "task": "text-classification",
+            "versions": [version("blue", 100), version("green", 0)],
+            "rollout": {"strategy": "BlueGreen", "analysis": PROM},
+        }
+    ),
+    "eight-versions": lm(
+        {
+            "task": "fill-mask",
+            "versions": [version(f"v{i}", 100 if i == 0 else 0) for i in range(8)],
+        }
+    ),
+    "with-status": lm(
+        {"task": "fill-mask", "versions": [version("v1")]},
+        status={
+            "observedGeneration": 3,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "AllVersionsReady",
+                    "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                    "observedGeneration": 3,
+                }
+            ],
+            "endpoint": "http://chat.default.svc:8000",
+            "versions": [
+                {
+                    "name": "v1",
+                    "phase": "Ready",
+                    "artifact": {"uri": "s3://store/abc/", "sha256": "b" * 64, "sizeBytes": 9, "score": 0.999},
+                    "traffic": 100,
+                    "replicas": 2,
+                    "readyReplicas": 2,
+                }
+            ],
+            "rollout": {"phase": "Succeeded", "step": 3, "lastAnalysis": {"verdict": "pass", "x": {"y": 1}}},
+            "trafficSummary": "v1=100",
+            "readyVersions": "1/1",
+        },
+    ),
+}
+
+
+def _spec_with(**changes: Any) -> dict[str, Any]:
+    return lm({"task": "text-generation", "versions": [version("v1", 90), version("v2", 10)], **changes})
+
+
+# name -> (object, words the refusal must contain, "cel" when the CRD refuses it with a CEL rule)
+INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
+    "duplicate-version": (
+        lm({"task": "fill-mask", "versions": [version("v1", 50), version("v1", 50)]}),
+        "spec.versions[].name must be unique",
+        "cel",
+    ),
+    "traffic-sum": (
+        lm({"task": "fill-mask", "versions": [version("v1", 50), version("v2", 40)]}),
+        "spec.versions[].traffic must sum to 100",
+        "cel",
+    ),
+    "traffic-omitted-with-two": (
+        lm({"task": "fill-mask", "versions": [version("v1", 100), version("v2")]}),
+        "",
+        "ok-by-sum",
+    ),
+    "mirror-unknown-version": (
+        _spec_with(routing={"mirror": {"version": "v9"}}),
+        "spec.routing.mirror.version must name a version in spec.versions",
+        "cel",
+    ),
+    "ab-test-with-service": (
+        _spec_with(routing={"provider": "Service", "abTest": {}}),
+        "spec.routing.abTest and spec.routing.mirror need provider: GatewayAPI",
+        "cel",
+    ),
+    "mirror-with-service": (
+        _spec_with(routing={"provider": "Service", "mirror": {"version": "v2"}}),
+        "spec.routing.abTest and spec.routing.mirror need provider: GatewayAPI",
+        "cel",
+    ),
+    "blue-green-three-versions": (
+        lm(
+            {
+                "task": "fill-mask",
+                "versions": [version("a", 50), version("b", 25), version("c", 25)],
+                "rollout": {"strategy": "BlueGreen", "analysis": PROM},
+            }
+        ),
+        "spec.versions: BlueGreen serves at most two versions",
+        "cel",
+    ),
+    "canary-without-prometheus": (
+        _spec_with(rollout={"strategy": "Canary"}),
+        "spec.rollout.analysis.prometheusUrl is required for Canary and BlueGreen",
+        "cel",
+    ),
+    "canary-analysis-without-url": (
+        _spec_with(rollout={"strategy": "Canary", "analysis": {"maxErrorRate": 0.1}}),
+        "spec.rollout.analysis.prometheusUrl is required for Canary and BlueGreen",
+        "cel",
+    ),
+    "gpu-metric-on-cpu": (
+        _spec_with(autoscaling={"metric": "GPUUtilization"}),
+        "spec.autoscaling.metric: GPUUtilization needs spec.serving.gpus > 0",
+        "cel",
+    ),
+    "gpu-metric-zero-gpus": (
+        _spec_with(autoscaling={"metric": "GPUUtilization"}, serving={"gpus": 0}),
+        "spec.autoscaling.metric: GPUUtilization needs spec.serving.gpus > 0",
+        "cel",
+    ),
+    "steps-not-increasing": (
+        _spec_with(rollout={"steps": [10, 50, 50, 100]}),
+        "rollout.steps must be strictly increasing",
+        "cel",
+    ),
+    "steps-decreasing": (
+        _spec_with(rollout={"steps": [50, 10]}),
+        "rollout.steps must be strictly increasing",
+        "cel",
+    ),
+    "min-above-max": (
+        _spec_with(autoscaling={"minReplicas": 5, "maxReplicas": 2}),
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        "cel",
+    ),
+    "hpa-to-zero": (
+        _spec_with(autoscaling={"minReplicas": 0}),
+        "autoscaling.minReplicas: 0 needs engine: KEDA",
+        "cel",
+    ),
+    # refused by the schema alone
+    "no-versions": (lm({"task": "fill-mask", "versions": []}), "versions", "schema"),
+    "nine-versions": (
+        lm({"task": "fill-mask", "versions": [version(f"v{i}", 100 if i == 0 else 0) for i in range(9)]}),
+        "versions",
+        "schema",
+    ),
+    "bad-task": (lm({"task": "translation", "versions": [version("v1")]}), "task", "schema"),
+    "bad-version-name": (lm({"task": "fill-mask", "versions": [version("V_1")]}), "name", "schema"),
+    "long-version-name": (lm({"task": "fill-mask", "versions": [version("v" * 21)]}), "name", "schema"),
+    "bad-uri-scheme": (
+        lm({"task": "fill-mask", "versions": [{"name": "v1", "checkpoint": {"uri": "ftp://x/y"}}]}),
+        "uri",
+        "schema",
+    ),
+    "traffic-over-100": (lm({"task": "fill-mask", "versions": [version("v1", 101)]}), "traffic", "schema"),
+    "bad-precision": (
+        lm({"task": "fill-mask", "versions": [version("v1", optimize={"precision": "int4"})]}),
+        "precision",
+        "schema",
+    ),
+    "gate-above-one": (
+        lm({"task": "fill-mask", "versions": [version("v1", optimize={"accuracyGate": {"minScore": 1.5}})]}),
+        "minScore",
+        "schema",
+    ),
+    "bad-duration": (_spec_with(rollout={"stepDuration": "2 minutes"}), "stepDuration", "schema"),
+    "zero-latency-bound": (
+        _spec_with(rollout={"analysis": {**PROM, "maxLatencyP99Ms": 0}}),
+        "maxLatencyP99Ms",
+        "schema",
+    ),
+    "bad-sha": (
+        lm({"task": "fill-mask", "versions": [{"name": "v1", "checkpoint": {"uri": "s3://b/m", "sha256": "xyz"}}]}),
+        "sha256",
+        "schema",
+    ),
+    "long-name": (lm({"task": "fill-mask", "versions": [version("v1")]}, name="x" * 41), "name", "schema"),
+    "bad-mirror-name": (_spec_with(routing={"mirror": {"version": "V2!"}}), "version", "schema"),
+    "unknown-field": (
+        lm({"task": "fill-mask", "versions": [version("v1")], "replicas": 3}),
+        "replicas",
+        "unknown",
+    ),
+    "unknown-nested-field": (
+        lm({"task": "fill-mask", "versions": [version("v1", optimize={"precison": "int8"})]}),
+        "precison",
+        "unknown",
+    ),
+}
+
+
+def _examples() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
+            if isinstance(doc, dict) and doc.get("kind") == api.KIND:
+                out.append((f"{path.name}#{i}", doc))
+    return out
+
+
+@pytest.mark.parametrize(
+    "obj", [pytest.param(v, id=k) for k, v in VALID.items()] + [pytest.param(d, id=n) for n, d in _examples()]
+)
+def test_valid_samples_pass_both_pydantic_and_the_crd(obj, validator):
+    api.parse(copy.deepcopy(obj))
+    verdict = validator.validate(obj)
+    assert verdict.ok, verdict.all()
+
+
+@pytest.mark.parametrize("obj,words,where", [pytest.param(*v, id=k) for k, v in INVALID.items()])
+def test_invalid_samples_are_refused_by_both(obj, words, where, validator):
+    if where == "ok-by-sum":
+        # an omitted traffic counts as 0: [100, omitted] is a valid split on both sides
+        api.parse(copy.deepcopy(obj))
+        assert validator.validate(obj).ok
+        return
+    with pytest.raises(SpecError) as refused:
+        api.parse(copy.deepcopy(obj))
+    pydantic_text = str(refused.value)
+    assert words in pydantic_text
+    verdict = validator.validate(obj)
+    assert not verdict.ok, f"the CRD accepts what pydantic refuses: {pydantic_text}"
+    assert not verdict.cel_errors, verdict.cel_errors
+    if where == "cel":
+        assert not verdict.unknown, verdict.all()
+        assert all("Duplicate value" in p for p in verdict.schema), verdict.all()
+        # the cluster and `lmo up` refuse with the same words
+        assert any(pydantic_text.startswith(m) or m in pydantic_text for m in verdict.cel), (
+            verdict.cel,
+            pydantic_text,
+        )
+    elif where == "schema":
+        assert any(words in p for p in verdict.schema), verdict.all()
+    else:
+        assert any(words in p for p in verdict.unknown), verdict.all()
+
+
+def test_status_written_by_the_models_fits_the_crd(validator):
+    """What the operator writes (LanguageModelStatus.to_dict) is accepted by the status schema."""
+    status = api.LanguageModelStatus.model_validate(VALID["with-status"]["status"])
+    obj = lm({"task": "fill-mask", "versions": [version("v1")]}, status=status.to_dict())
+    verdict = validator.validate(obj)
+    assert verdict.ok, verdict.all()
