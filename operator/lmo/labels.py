@@ -16,6 +16,9 @@ MODEL = "lmo.dev/model"
 VERSION = "lmo.dev/version"
 # Annotation on Triton pods: the content key of the artifact they serve (a new key rolls them).
 ARTIFACT_KEY = "lmo.dev/artifact-key"
+# Pod label for provider Service routing: "true" only on pods of versions that get traffic now,
+# so the Service over all versions (which selects on it) never reaches a 0% version.
+ROUTED = "lmo.dev/routed"
 
 APP = "lmo"
 TRITON = "triton"

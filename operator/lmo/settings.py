@@ -96,6 +96,12 @@ class OperatorSettings(BaseModel):
         description="Host (and port) clients use to reach the Gateway, for status.endpoint "
         "when a route has no hostnames.",
     )
+    prometheus_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://.+",
+        description="Operator-wide Prometheus that scrapes the Triton pods (KEDA triggers "
+        "query it when spec.rollout.analysis.prometheusUrl is not set).",
+    )
     triton_startup_period_seconds: int = Field(default=10, ge=1)
     triton_startup_failure_threshold: int = Field(
         default=60,

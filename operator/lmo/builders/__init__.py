@@ -10,7 +10,18 @@ or kubernetes. Per-kind builders live in `conversion.py`, `triton.py`, `traffic.
 from __future__ import annotations
 
 from lmo.api import LanguageModel, LanguageModelSpec, VersionSpec
-from lmo.builders.base import Owner, VersionPlan, artifact_uri, child_name, owner_reference
+from lmo.builders.autoscaling import build_autoscaler
+from lmo.builders.base import (
+    Owner,
+    VersionPlan,
+    artifact_store,
+    artifact_uri,
+    child_name,
+    owner_reference,
+)
+from lmo.builders.conversion import build_conversion_job
+from lmo.builders.traffic import build_route, endpoint, routed, service_replicas
+from lmo.builders.triton import build_deployment, build_service, uses_service_provider
 from lmo.settings import OperatorSettings
 from lmo_runtime.manifest import ConversionRequest
 
@@ -23,6 +34,7 @@ __all__ = [
     "build_children",
     "child_name",
     "conversion_request",
+    "endpoint",
     "owner_reference",
 ]
 
@@ -58,33 +70,50 @@ def conversion_request(spec: LanguageModelSpec, version: VersionSpec) -> Convers
     )
 
 
-def artifact_store(spec: LanguageModelSpec, settings: OperatorSettings) -> tuple[str, str | None]:
-    """(store uri, credentials Secret name) for this resource: spec.artifacts or the operator's."""
-    if spec.artifacts is not None:
-        secret = spec.artifacts.secret_ref.name if spec.artifacts.secret_ref else None
-        return spec.artifacts.uri, secret
-    return settings.artifact_store, settings.artifact_store_secret
-
-
 def build_children(
     lm: LanguageModel, owner: Owner, settings: OperatorSettings, plans: list[VersionPlan]
 ) -> list[dict]:
     """Every desired child of `lm`, in a deterministic order.
 
     Per plan (in the order given): the conversion Job when `plan.convert`; the Triton
-    Deployment and Service when `plan.serve_uri` is set; then the route (HTTPRoute, or the
-    Service over all versions for provider Service).
+    Deployment, its Service and its autoscaler (HPA or ScaledObject, when spec.autoscaling
+    is set; `plan.bounds` overrides its range) when `plan.serve_uri` is set; then the route
+    (HTTPRoute, or the Service over all versions for provider Service).
+
+    Replicas: with spec.autoscaling the Deployment has no replicas field (the autoscaler
+    owns it); provider Service apportions replicas by traffic (`traffic.service_replicas`);
+    otherwise every version runs spec.serving.replicas.
     """
-    from lmo.builders.conversion import build_conversion_job
-    from lmo.builders.traffic import build_route
-    from lmo.builders.triton import build_deployment, build_service
+    by_service = uses_service_provider(lm)
+    autoscaled = lm.spec.autoscaling is not None
+    if autoscaled:
+        replicas: dict[str, int] = {}
+    elif by_service:
+        replicas = service_replicas(lm, plans)
+    else:
+        replicas = {p.name: lm.spec.serving.replicas for p in plans}
+    routed_names = {p.name for p in routed(plans)}
 
     out: list[dict] = []
     for plan in plans:
         if plan.convert:
             out.append(build_conversion_job(lm, owner, settings, plan))
         if plan.serve_uri is not None:
-            out.append(build_deployment(lm, owner, settings, plan, plans))
+            out.append(
+                build_deployment(
+                    lm,
+                    owner,
+                    settings,
+                    plan,
+                    replicas.get(plan.name),
+                    routed=(plan.name in routed_names) if by_service else None,
+                )
+            )
             out.append(build_service(lm, owner, plan.name))
+            scaler = build_autoscaler(
+                lm, owner, plan.name, plan.bounds, prometheus_url=settings.prometheus_url
+            )
+            if scaler is not None:
+                out.append(scaler)
     out.extend(build_route(lm, owner, settings, plans))
     return out

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from lmo.api import API_VERSION, KIND
+from lmo.api import API_VERSION, KIND, LanguageModelSpec
+from lmo.settings import OperatorSettings
 from lmo_runtime.manifest import ConversionRequest
 
 
@@ -89,3 +90,39 @@ def split_pvc(uri: str) -> tuple[str, str]:
 
 def scheme(uri: str) -> str:
     return urlsplit(uri).scheme
+
+
+def artifact_store(spec: LanguageModelSpec, settings: OperatorSettings) -> tuple[str, str | None]:
+    """(store uri, credentials Secret name) for a resource: spec.artifacts, else the operator's."""
+    if spec.artifacts is not None:
+        secret = spec.artifacts.secret_ref.name if spec.artifacts.secret_ref else None
+        return spec.artifacts.uri, secret
+    return settings.artifact_store, settings.artifact_store_secret
+
+
+def pod_security(uid: int) -> dict:
+    """Pod securityContext: non-root uid (Triton images run as uid 1000), default seccomp."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security() -> dict:
+    """Container securityContext: read-only root filesystem, no privilege escalation."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def add_common_pod_fields(pod_spec: dict, settings: OperatorSettings) -> None:
+    """Service account and image pull secrets from the operator settings."""
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]

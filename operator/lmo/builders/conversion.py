@@ -1,0 +1,198 @@
+"""The conversion Job: one per (version, content key), running `lmo convert` in the converter image.
+
+Named `<lm>-<version>-convert-<key[:8]>`, so a changed checkpoint or setting makes a new Job
+while an unchanged one is never converted twice. The converter writes
+`<artifact_uri>/manifest.json` and `<artifact_uri>/model_repository/` into the artifact
+store, and a manifest summary to /dev/termination-log, where the operator reads the outcome
+from the pod status without reaching the store.
+
+Storage conventions the converter relies on:
+* `pvc://CLAIM/PATH` (checkpoint or store): the claim is mounted at `/mnt/pvc/CLAIM`
+  (checkpoint read-only, store read-write; one read-write volume when both use the same
+  claim) and `LMO_PVC_ROOT=/mnt/pvc` tells the runtime where to find it.
+* Checkpoint credentials (`checkpoint.secretRef`): every key of the Secret as an env var
+  (AWS_ACCESS_KEY_ID, ..., HTTP_AUTHORIZATION), as the API documents.
+* Artifact store credentials: every key of the store Secret as an env var, the way
+  `lmo_runtime.store` reads them (AWS_*). When the checkpoint has a different Secret of its
+  own, the two would collide, so the store's keys get the prefix `LMO_STORE_`
+  (LMO_STORE_AWS_ACCESS_KEY_ID...) for the converter to publish with.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from lmo import labels as L
+from lmo.api import LanguageModel
+from lmo.builders.base import (
+    Owner,
+    VersionPlan,
+    add_common_pod_fields,
+    artifact_store,
+    child_name,
+    container_security,
+    owner_reference,
+    pod_security,
+    scheme,
+    split_pvc,
+)
+from lmo.settings import OperatorSettings
+
+PVC_ROOT = "/mnt/pvc"
+SCRATCH = "/scratch"
+TERMINATION_LOG = "/dev/termination-log"
+STORE_ENV_PREFIX = "LMO_STORE_"
+
+
+def job_name(lm: str, version: str, key: str) -> str:
+    return child_name(lm, version, f"convert-{key[:8]}")
+
+
+def convert_args(plan: VersionPlan) -> list[str]:
+    """`lmo convert` arguments carrying every ConversionRequest field of the plan."""
+    r = plan.request
+    args = [
+        r.checkpoint_uri,
+        "--task",
+        r.task,
+        "--precision",
+        r.precision,
+        "--out",
+        plan.artifact_uri,
+        "--min-score",
+        repr(float(r.min_score)),
+        "--calibration-samples",
+        str(r.calibration_samples),
+        "--backend",
+        r.backend,
+        "--max-batch-size",
+        str(r.max_batch_size),
+        "--max-queue-delay-us",
+        str(r.max_queue_delay_microseconds),
+        "--gpus",
+        str(r.gpus),
+        "--manifest-out",
+        TERMINATION_LOG,
+    ]
+    if r.checkpoint_sha256:
+        args += ["--sha256", r.checkpoint_sha256]
+    if r.fallback:
+        args.append("--fallback")
+    return args
+
+
+def uses_gpu(lm: LanguageModel, plan: VersionPlan, settings: OperatorSettings) -> bool:
+    """fp16 conversions of GPU-served versions run on one GPU (see settings.converter_gpu_for_fp16)."""
+    return (
+        settings.converter_gpu_for_fp16
+        and plan.request.precision == "fp16"
+        and lm.spec.serving.gpus > 0
+    )
+
+
+def build_conversion_job(
+    lm: LanguageModel, owner: Owner, settings: OperatorSettings, plan: VersionPlan
+) -> dict:
+    """The batch/v1 Job that converts `plan.request` into `plan.artifact_uri`."""
+    spec = lm.spec
+    version = spec.version(plan.name)
+    lm_name = lm.metadata.name
+    store, store_secret = artifact_store(spec, settings)
+
+    volumes: list[dict] = [
+        {"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}},
+    ]
+    mounts: list[dict] = [
+        {"name": "scratch", "mountPath": SCRATCH},
+        {"name": "scratch", "mountPath": "/tmp", "subPath": "tmp"},
+    ]
+    # claim -> read-only?  The store's claim is always read-write.
+    claims: dict[str, bool] = {}
+    if scheme(plan.request.checkpoint_uri) == "pvc":
+        claims[split_pvc(plan.request.checkpoint_uri)[0]] = True
+    if scheme(store) == "pvc":
+        claims[split_pvc(store)[0]] = False
+    for i, (claim, read_only) in enumerate(sorted(claims.items())):
+        vol = f"pvc-{i}"
+        volumes.append(
+            {"name": vol, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
+        )
+        mounts.append({"name": vol, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": read_only})
+
+    env = [
+        {"name": "LMO_PVC_ROOT", "value": PVC_ROOT},
+        {"name": "HOME", "value": SCRATCH},
+        {"name": "HF_HOME", "value": f"{SCRATCH}/hf"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+        {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
+        {"name": "TMPDIR", "value": "/tmp"},
+    ]
+    env_from: list[dict] = []
+    ckpt_secret = version.checkpoint.secret_ref.name if version.checkpoint.secret_ref else None
+    if ckpt_secret:
+        env_from.append({"secretRef": {"name": ckpt_secret}})
+    if store_secret and store_secret != ckpt_secret:
+        store_env: dict = {"secretRef": {"name": store_secret}}
+        if ckpt_secret:
+            store_env = {"prefix": STORE_ENV_PREFIX, **store_env}
+        env_from.append(store_env)
+
+    resources = copy.deepcopy(settings.converter_resources)
+    node_selector = dict(settings.converter_node_selector)
+    tolerations: list[dict] = []
+    if uses_gpu(lm, plan, settings):
+        resources.setdefault("limits", {})[spec.serving.gpu_resource] = "1"
+        node_selector.update(spec.serving.node_selector)
+        tolerations = [t.to_dict() for t in spec.serving.tolerations]
+
+    container = {
+        "name": "convert",
+        "image": settings.converter_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["lmo", "convert"],
+        "args": convert_args(plan),
+        "env": env,
+        "resources": resources,
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security(),
+    }
+    if env_from:
+        container["envFrom"] = env_from
+
+    pod_spec: dict = {
+        "restartPolicy": "Never",
+        "securityContext": pod_security(settings.pod_uid),
+        "containers": [container],
+        "volumes": volumes,
+        "enableServiceLinks": False,
+    }
+    add_common_pod_fields(pod_spec, settings)
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+
+    meta_labels = L.labels(lm_name, plan.name, L.CONVERTER)
+    annotations = {L.ARTIFACT_KEY: plan.key}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(lm_name, plan.name, plan.key),
+            "namespace": owner.namespace,
+            "labels": meta_labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "backoffLimit": 1,
+            "activeDeadlineSeconds": settings.job_deadline_seconds,
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "template": {
+                "metadata": {"labels": dict(meta_labels), "annotations": dict(annotations)},
+                "spec": pod_spec,
+            },
+        },
+    }

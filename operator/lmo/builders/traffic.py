@@ -1,0 +1,203 @@
+"""Routing children: the HTTPRoute `<lm>` (provider GatewayAPI) or the Service `<lm>` (provider
+Service), plus the replica arithmetic the Service provider routes by, and `status.endpoint`.
+
+GatewayAPI routes exactly: weighted backendRefs on the per-version Services, header rules
+for A/B tests, a RequestMirror filter for shadow traffic. The Service provider can only
+split by pod count: one Service selects the ready Triton pods of every version that gets
+traffic, so a version's share is its replicas over all routed replicas
+(`service_replicas` documents the arithmetic).
+"""
+
+from __future__ import annotations
+
+from lmo import labels as L
+from lmo.api import LanguageModel, RoutingProvider
+from lmo.builders.base import Owner, VersionPlan, owner_reference
+from lmo.builders.triton import GRPC_PORT, HTTP_PORT
+from lmo.settings import OperatorSettings
+from lmo_runtime.manifest import ENTRY_MODEL
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
+
+
+def routed(plans: list[VersionPlan]) -> list[VersionPlan]:
+    """Plans that receive weighted traffic: servable (a Deployment exists) and traffic > 0."""
+    return [p for p in plans if p.serve_uri is not None and p.traffic > 0]
+
+
+def service_replicas(lm: LanguageModel, plans: list[VersionPlan]) -> dict[str, int]:
+    """Replicas per servable version when provider Service approximates the traffic weights.
+
+    The routed versions share a pool of `serving.replicas x (number of routed versions)`
+    pods (as many as GatewayAPI would run), apportioned by traffic with the largest
+    remainder method: each version gets floor(pool x traffic / total), and the pods left
+    over go to the largest fractional parts (ties: spec order). A routed version then gets
+    at least one pod, taken from the version with the most (ties: the later one). Example:
+    replicas 2, traffic 90/10 -> pool 4 -> 3.6/0.4 -> 4/0 -> 3/1, i.e. 75%/25% routed.
+    Versions with traffic 0 keep one warm pod (they are out of the shared Service, reachable
+    through `<lm>-<version>`, and ready when a rollout gives them a step), and 0 when
+    serving.replicas is 0.
+    """
+    per_version = lm.spec.serving.replicas
+    out = {p.name: min(1, per_version) for p in plans if p.serve_uri is not None}
+    active = routed(plans)
+    if not active or per_version == 0:
+        return out
+    pool = per_version * len(active)
+    total = sum(p.traffic for p in active)
+    share = {p.name: pool * p.traffic // total for p in active}
+    left = pool - sum(share.values())
+    order = sorted(
+        range(len(active)), key=lambda i: (-(pool * active[i].traffic % total), i)
+    )
+    for i in order[:left]:
+        share[active[i].name] += 1
+    for p in active:
+        if share[p.name] == 0:
+            donor = max(reversed(active), key=lambda q: share[q.name])
+            share[donor.name] -= 1
+            share[p.name] = 1
+    out.update(share)
+    return out
+
+
+def _parent_ref(lm: LanguageModel, settings: OperatorSettings) -> dict:
+    ref = lm.spec.routing.parent_ref
+    out = {"group": GATEWAY_GROUP, "kind": "Gateway"}
+    if ref is not None:
+        out["name"] = ref.name
+        if ref.namespace:
+            out["namespace"] = ref.namespace
+        if ref.section_name:
+            out["sectionName"] = ref.section_name
+    else:
+        out["name"] = settings.gateway_name
+        if settings.gateway_namespace:
+            out["namespace"] = settings.gateway_namespace
+    return out
+
+
+def _backend(lm_name: str, version: str, weight: int | None = None) -> dict:
+    out = {"name": f"{lm_name}-{version}", "port": HTTP_PORT}
+    if weight is not None:
+        out["weight"] = weight
+    return out
+
+
+def build_httproute(
+    lm: LanguageModel, owner: Owner, settings: OperatorSettings, plans: list[VersionPlan]
+) -> dict:
+    """The HTTPRoute `<lm>` (gateway.networking.k8s.io/v1).
+
+    Rules: with abTest, one rule per servable version matching `<header>: <version>` (exact)
+    that sends to that version only, whatever its weight; then the default rule with a
+    weighted backendRef per routed version (weight = traffic; 0% versions are left out).
+    When nothing is routable the default rule has no backends: the Gateway answers 500 and
+    the reconciler's conditions say why. mirror adds a RequestMirror filter copying
+    `percent` of the default rule's requests to that version (the field is left out at
+    100%, which Gateway API releases before percentage mirroring also understand).
+    """
+    routing = lm.spec.routing
+    lm_name = lm.metadata.name
+    servable = [p for p in plans if p.serve_uri is not None]
+    rules: list[dict] = []
+    if routing.ab_test is not None:
+        for p in servable:
+            rules.append(
+                {
+                    "matches": [
+                        {
+                            "headers": [
+                                {"type": "Exact", "name": routing.ab_test.header, "value": p.name}
+                            ]
+                        }
+                    ],
+                    "backendRefs": [_backend(lm_name, p.name)],
+                }
+            )
+    default: dict = {
+        "backendRefs": [_backend(lm_name, p.name, p.traffic) for p in routed(plans)]
+    }
+    mirror = routing.mirror
+    if mirror is not None and any(p.name == mirror.version for p in servable):
+        request_mirror: dict = {"backendRef": _backend(lm_name, mirror.version)}
+        if mirror.percent < 100:
+            request_mirror["percent"] = mirror.percent
+        default["filters"] = [{"type": "RequestMirror", "requestMirror": request_mirror}]
+    rules.append(default)
+
+    spec: dict = {"parentRefs": [_parent_ref(lm, settings)]}
+    if routing.hostnames:
+        spec["hostnames"] = list(routing.hostnames)
+    spec["rules"] = rules
+    return {
+        "apiVersion": HTTPROUTE_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": lm_name,
+            "namespace": owner.namespace,
+            "labels": L.labels(lm_name, component=L.ROUTER),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": spec,
+    }
+
+
+def build_provider_service(lm: LanguageModel, owner: Owner) -> dict:
+    """The Service `<lm>` over the routed Triton pods of every version (provider Service)."""
+    lm_name = lm.metadata.name
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": lm_name,
+            "namespace": owner.namespace,
+            "labels": L.labels(lm_name, component=L.ROUTER),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {**L.selector(lm_name), L.ROUTED: "true"},
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "kubernetes.io/h2c",
+                },
+            ],
+        },
+    }
+
+
+def build_route(
+    lm: LanguageModel, owner: Owner, settings: OperatorSettings, plans: list[VersionPlan]
+) -> list[dict]:
+    """The routing child for spec.routing.provider."""
+    if lm.spec.routing.provider == RoutingProvider.SERVICE.value:
+        return [build_provider_service(lm, owner)]
+    return [build_httproute(lm, owner, settings, plans)]
+
+
+def endpoint(lm: LanguageModel, settings: OperatorSettings) -> str:
+    """`status.endpoint`: where clients send requests.
+
+    GatewayAPI: http://<first hostname that is not a wildcard, else settings.gateway_address, else
+    <gateway>.<gateway namespace>>/v2/models/<entry model>. Service: http://<lm>.<ns>.svc:8000.
+    """
+    namespace = lm.metadata.namespace or "default"
+    routing = lm.spec.routing
+    if routing.provider == RoutingProvider.SERVICE.value:
+        return f"http://{lm.metadata.name}.{namespace}.svc:{HTTP_PORT}"
+    concrete = [h for h in routing.hostnames if not h.startswith("*")]
+    if concrete:
+        host = concrete[0]
+    elif settings.gateway_address:
+        host = settings.gateway_address
+    else:
+        ref = _parent_ref(lm, settings)
+        host = f"{ref['name']}.{ref.get('namespace', namespace)}"
+    return f"http://{host}/v2/models/{ENTRY_MODEL[lm.spec.task]}"

@@ -1,0 +1,266 @@
+"""Triton serving children of one version: the Deployment and the Service `<lm>-<version>`.
+
+The pods run the stock `tritonserver` on the version's model repository, mounted read-only
+from a pvc:// artifact store (subPath `<prefix>/<key>/model_repository`) or pulled from an
+s3:// store by an init container into an emptyDir. The artifact key is a pod annotation, so
+a new artifact rolls the pods (surge first, never below the ready count).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from lmo import labels as L
+from lmo.api import LanguageModel, RoutingProvider
+from lmo.builders.base import (
+    Owner,
+    VersionPlan,
+    add_common_pod_fields,
+    artifact_store,
+    child_name,
+    container_security,
+    owner_reference,
+    pod_security,
+    scheme,
+    split_pvc,
+)
+from lmo.errors import UserError
+from lmo.settings import OperatorSettings
+from lmo_runtime.manifest import REPOSITORY_DIR
+
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+MODELS = "/models"
+
+
+def triton_args(lm: LanguageModel) -> list[str]:
+    """tritonserver flags: every model of the repository loaded at start, ready only when all are."""
+    args = [
+        f"--model-repository={MODELS}",
+        "--model-control-mode=none",
+        "--strict-readiness=true",
+        # A model that fails to load leaves the server up but not ready, so the pod stays
+        # unready and its log tells why instead of crash-looping without one.
+        "--exit-on-error=false",
+        "--allow-metrics=true",
+        f"--metrics-port={METRICS_PORT}",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+    ]
+    if lm.spec.serving.gpus == 0:
+        args.append("--allow-gpu-metrics=false")
+    return args
+
+
+def ports() -> list[dict]:
+    return [
+        {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+    ]
+
+
+def _probe(path: str, period: int, failures: int) -> dict:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 5,
+    }
+
+
+def _model_volume(
+    lm: LanguageModel, settings: OperatorSettings, serve_uri: str
+) -> tuple[list[dict], dict, list[dict]]:
+    """(volumes, the /models mount of the Triton container, init containers) for serve_uri."""
+    kind = scheme(serve_uri)
+    if kind == "pvc":
+        claim, path = split_pvc(serve_uri)
+        volume = {
+            "name": "models",
+            "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+        }
+        sub = f"{path}/{REPOSITORY_DIR}" if path else REPOSITORY_DIR
+        mount = {"name": "models", "mountPath": MODELS, "subPath": sub, "readOnly": True}
+        return [volume], mount, []
+    if kind == "s3":
+        volume = {"name": "models", "emptyDir": {"sizeLimit": settings.scratch_size}}
+        init = {
+            "name": "pull-model",
+            "image": settings.converter_image,
+            "imagePullPolicy": settings.image_pull_policy,
+            "command": ["python", "-m", "lmo_runtime.store", "pull"],
+            "args": [f"{serve_uri.rstrip('/')}/{REPOSITORY_DIR}", MODELS],
+            "env": [{"name": "HOME", "value": "/tmp"}],
+            "volumeMounts": [
+                {"name": "models", "mountPath": MODELS},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": container_security(),
+        }
+        secret = artifact_store(lm.spec, settings)[1]
+        if secret:
+            init["envFrom"] = [{"secretRef": {"name": secret}}]
+        mount = {"name": "models", "mountPath": MODELS, "readOnly": True}
+        return [volume], mount, [init]
+    raise UserError(
+        f"artifact store {serve_uri!r}: a cluster serves from s3:// or pvc:// only "
+        "(file:// works with `lmo up`); set spec.artifacts.uri or the artifactStore Helm value"
+    )
+
+
+def build_deployment(
+    lm: LanguageModel,
+    owner: Owner,
+    settings: OperatorSettings,
+    plan: VersionPlan,
+    replicas: int | None,
+    routed: bool | None = None,
+) -> dict:
+    """The Triton Deployment `<lm>-<version>` serving `plan.serve_uri`.
+
+    replicas: None leaves the field out (an autoscaler owns it, and server-side apply must
+    not fight it). routed: for provider Service, whether the version receives traffic now
+    (the `lmo.dev/routed` pod label); None for GatewayAPI.
+    """
+    if plan.serve_uri is None:
+        raise ValueError(f"version {plan.name}: no artifact to serve yet (serve_uri is None)")
+    serving = lm.spec.serving
+    lm_name = lm.metadata.name
+    name = child_name(lm_name, plan.name)
+
+    volumes, model_mount, init = _model_volume(lm, settings, plan.serve_uri)
+    volumes += [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        # The Python backend (tokenizer steps) passes tensors through shared memory; the
+        # runtime's default 64 MiB /dev/shm is too small for batched requests.
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+    ]
+
+    resources = serving.resources.to_dict()
+    resources = {k: dict(v) for k, v in resources.items() if v}
+    if serving.gpus > 0:
+        resources.setdefault("limits", {})[serving.gpu_resource] = str(serving.gpus)
+
+    container = {
+        "name": "triton",
+        "image": serving.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["tritonserver"],
+        "args": triton_args(lm),
+        "ports": ports(),
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "volumeMounts": [
+            model_mount,
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+        "startupProbe": _probe(
+            "/v2/health/live",
+            settings.triton_startup_period_seconds,
+            settings.triton_startup_failure_threshold,
+        ),
+        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "readinessProbe": _probe("/v2/health/ready", 5, 3),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security(),
+    }
+    if resources:
+        container["resources"] = resources
+
+    pod_spec: dict = {
+        "securityContext": pod_security(settings.pod_uid),
+        "containers": [container],
+        "volumes": volumes,
+        "enableServiceLinks": False,
+    }
+    if init:
+        pod_spec["initContainers"] = init
+    add_common_pod_fields(pod_spec, settings)
+    if serving.node_selector:
+        pod_spec["nodeSelector"] = dict(serving.node_selector)
+    if serving.tolerations:
+        pod_spec["tolerations"] = [t.to_dict() for t in serving.tolerations]
+    if serving.affinity:
+        pod_spec["affinity"] = copy.deepcopy(serving.affinity)
+
+    pod_labels = L.labels(lm_name, plan.name)
+    if routed is not None:
+        pod_labels[L.ROUTED] = "true" if routed else "false"
+    key = plan.serve_key or ""
+    pod_annotations = {L.ARTIFACT_KEY: key}
+    if settings.prometheus_annotations:
+        pod_annotations.update(
+            {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(METRICS_PORT),
+                "prometheus.io/path": "/metrics",
+            }
+        )
+
+    spec: dict = {
+        "selector": {"matchLabels": L.selector(lm_name, plan.name)},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        },
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+            "spec": pod_spec,
+        },
+    }
+    if replicas is not None:
+        spec = {"replicas": replicas, **spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": L.labels(lm_name, plan.name),
+            "annotations": {L.ARTIFACT_KEY: key},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": spec,
+    }
+
+
+def service_ports() -> list[dict]:
+    return [
+        {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+        {
+            "name": "grpc",
+            "port": GRPC_PORT,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
+        {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+    ]
+
+
+def build_service(lm: LanguageModel, owner: Owner, version: str) -> dict:
+    """The Service `<lm>-<version>` in front of one version's Triton pods (HTTPRoute backend)."""
+    lm_name = lm.metadata.name
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": child_name(lm_name, version),
+            "namespace": owner.namespace,
+            "labels": L.labels(lm_name, version),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": L.selector(lm_name, version),
+            "ports": service_ports(),
+        },
+    }
+
+
+def uses_service_provider(lm: LanguageModel) -> bool:
+    return lm.spec.routing.provider == RoutingProvider.SERVICE.value
