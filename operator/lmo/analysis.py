@@ -1,0 +1,262 @@
+"""Judge one rollout step: Triton metrics from Prometheus, plus golden-output drift.
+
+`analyse()` reads, for the candidate and the stable version over the step's window:
+
+* requests and failures: `increase()` of `nv_inference_request_success` and
+  `nv_inference_request_failure` per model, taken at the model with the most requests (the
+  entry model; an ensemble's composing models would otherwise count a request twice);
+* latency: p99 from `nv_inference_request_duration` histograms or a
+  `nv_inference_request_summary_us` summary when Triton exports one, else the mean request
+  duration (`nv_inference_request_duration_us` / `nv_inference_count`), per model, the
+  slowest model (the entry model's duration includes its composing models);
+* queue time: `nv_inference_queue_duration_us` / `nv_inference_count`, per model, the worst.
+
+Series are selected with the labels every Triton pod's scrape carries (the chart relabels the
+pod labels `lmo.dev/model` and `lmo.dev/version`): `namespace`, `lmo_model`, `lmo_version`.
+
+Verdict: fewer candidate requests than `minRequests` -> "inconclusive" (a step with no
+traffic proves nothing; so does an unreachable Prometheus). Any threshold exceeded ->
+"fail". Otherwise "pass". Every reason states the measured value against its threshold.
+With `replay` targets and `maxOutputDrift` set, the golden inputs are replayed against both
+versions (lmo.replay) and a drift above the threshold fails the step.
+
+Talks HTTP to Prometheus with `requests`; never imports kopf or kubernetes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import requests
+
+from lmo.api import Analysis
+
+if TYPE_CHECKING:
+    from lmo.replay import ReplayTargets
+
+log = logging.getLogger(__name__)
+
+PASS = "pass"
+FAIL = "fail"
+INCONCLUSIVE = "inconclusive"
+QUERY_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    verdict: str  # "pass" | "fail" | "inconclusive"
+    measurements: dict[str, float] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus could not answer a query (unreachable, bad query, error status)."""
+
+
+class Prometheus:
+    """A minimal client of the Prometheus HTTP API (instant queries)."""
+
+    def __init__(self, url: str, timeout: float = QUERY_TIMEOUT_SECONDS):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def query(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        """Instant vector: (labels, value) per series; a scalar comes back as one series."""
+        try:
+            resp = requests.get(
+                f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout
+            )
+            body = resp.json()
+        except (requests.RequestException, ValueError) as err:
+            raise PrometheusError(f"Prometheus at {self.url} did not answer: {err}") from err
+        if body.get("status") != "success":
+            raise PrometheusError(
+                f"Prometheus at {self.url} refused the query {promql!r}: "
+                f"{body.get('errorType', '')} {body.get('error', resp.status_code)}"
+            )
+        data = body["data"]
+        if data["resultType"] == "scalar":
+            return [({}, float(data["result"][1]))]
+        return [(s["metric"], float(s["value"][1])) for s in data["result"]]
+
+
+def selector(namespace: str, lm: str, version: str) -> str:
+    return f'{{namespace="{namespace}",lmo_model="{lm}",lmo_version="{version}"}}'
+
+
+def _range(window_seconds: float) -> str:
+    return f"{max(1, int(math.ceil(window_seconds)))}s"
+
+
+def _per_model(prom: Prometheus, promql: str) -> dict[str, float]:
+    return {
+        labels.get("model", ""): value
+        for labels, value in prom.query(promql)
+        if math.isfinite(value)
+    }
+
+
+@dataclass(frozen=True)
+class VersionMetrics:
+    """What one version did during the window."""
+
+    requests: float
+    failures: float
+    latency_ms: float | None  # p99 when histograms/summaries exist, else the mean
+    latency_is_p99: bool
+    queue_time_ms: float | None
+
+    @property
+    def error_ratio(self) -> float:
+        return self.failures / self.requests if self.requests > 0 else 0.0
+
+
+def measure(
+    prom: Prometheus, namespace: str, lm: str, version: str, window_seconds: float
+) -> VersionMetrics:
+    sel, w = selector(namespace, lm, version), _range(window_seconds)
+
+    def increase(metric: str) -> dict[str, float]:
+        return _per_model(prom, f"sum by (model) (increase({metric}{sel}[{w}]))")
+
+    success = increase("nv_inference_request_success")
+    failure = increase("nv_inference_request_failure")
+    count = increase("nv_inference_count")
+    duration = increase("nv_inference_request_duration_us")
+    queue = increase("nv_inference_queue_duration_us")
+
+    models = set(success) | set(failure)
+    totals = {m: success.get(m, 0.0) + failure.get(m, 0.0) for m in models}
+    entry = max(totals, key=lambda m: (totals[m], m)) if totals else None
+    requests_ = totals.get(entry, 0.0) if entry is not None else 0.0
+    failures = failure.get(entry, 0.0) if entry is not None else 0.0
+
+    def worst_ratio(num: dict[str, float]) -> float | None:
+        ratios = [num[m] / count[m] for m in num if count.get(m, 0.0) > 0]
+        return max(ratios) / 1000.0 if ratios else None
+
+    p99 = _p99_ms(prom, sel, w)
+    mean = worst_ratio(duration)
+    return VersionMetrics(
+        requests=requests_,
+        failures=failures,
+        latency_ms=p99 if p99 is not None else mean,
+        latency_is_p99=p99 is not None,
+        queue_time_ms=worst_ratio(queue),
+    )
+
+
+def _p99_ms(prom: Prometheus, sel: str, w: str) -> float | None:
+    """p99 request latency (ms) from Triton histograms or summaries, when it exports them."""
+    queries = [
+        # histograms (milliseconds buckets), the slowest model
+        "max(histogram_quantile(0.99, sum by (model, le) "
+        f"(rate(nv_inference_request_duration_bucket{sel}[{w}]))))",
+        # summaries (--metrics-config summary_latencies=true), microseconds
+        f'max(max_over_time(nv_inference_request_summary_us{{quantile="0.99",{sel[1:-1]}}}[{w}]))'
+        " / 1000",
+    ]
+    for q in queries:
+        values = [v for _, v in prom.query(q) if math.isfinite(v)]
+        if values:
+            return max(values)
+    return None
+
+
+def analyse(
+    analysis: Analysis,
+    namespace: str,
+    lm: str,
+    candidate: str,
+    stable: str,
+    window_seconds: float,
+    replay: ReplayTargets | None = None,
+) -> AnalysisResult:
+    """Judge the candidate over the last `window_seconds` (see the module docstring)."""
+    if not analysis.prometheus_url:
+        return AnalysisResult(
+            INCONCLUSIVE, {}, ["spec.rollout.analysis.prometheusUrl is not set: nothing to judge"]
+        )
+    prom = Prometheus(analysis.prometheus_url)
+    try:
+        cand = measure(prom, namespace, lm, candidate, window_seconds)
+        base = measure(prom, namespace, lm, stable, window_seconds)
+    except PrometheusError as err:
+        log.warning("analysis of %s/%s %s: %s", namespace, lm, candidate, err)
+        return AnalysisResult(INCONCLUSIVE, {}, [str(err)])
+
+    m: dict[str, float] = {
+        "requests": round(cand.requests, 3),
+        "failures": round(cand.failures, 3),
+        "error_ratio": cand.error_ratio,
+        "stable_requests": round(base.requests, 3),
+        "stable_error_ratio": base.error_ratio,
+        "window_seconds": float(window_seconds),
+    }
+    latency_name = "latency_p99_ms" if cand.latency_is_p99 else "latency_mean_ms"
+    if cand.latency_ms is not None:
+        m[latency_name] = cand.latency_ms
+    if base.latency_ms is not None:
+        m["stable_" + ("latency_p99_ms" if base.latency_is_p99 else "latency_mean_ms")] = base.latency_ms
+    if cand.queue_time_ms is not None:
+        m["queue_time_ms"] = cand.queue_time_ms
+
+    failed: list[str] = []
+    passed: list[str] = []
+
+    def gate(ok: bool, text: str) -> None:
+        (passed if ok else failed).append(text)
+
+    if cand.requests < analysis.min_requests:
+        return AnalysisResult(
+            INCONCLUSIVE,
+            m,
+            [
+                f"{candidate} served {cand.requests:.0f} requests in {window_seconds:.0f}s "
+                f"< minRequests {analysis.min_requests}"
+            ],
+        )
+
+    rel = ">" if cand.error_ratio > analysis.max_error_rate else "<="
+    gate(
+        rel == "<=",
+        f"error ratio {cand.error_ratio:.4f} ({cand.failures:.0f}/{cand.requests:.0f}) {rel} "
+        f"maxErrorRate {analysis.max_error_rate:.4f} (stable {base.error_ratio:.4f})",
+    )
+    if analysis.max_latency_p99_ms is not None and cand.latency_ms is not None:
+        what = "p99 latency" if cand.latency_is_p99 else "mean latency (no histograms)"
+        ok = cand.latency_ms <= analysis.max_latency_p99_ms
+        gate(
+            ok,
+            f"{what} {cand.latency_ms:.1f}ms {'<=' if ok else '>'} maxLatencyP99Ms "
+            f"{analysis.max_latency_p99_ms:g}",
+        )
+    if analysis.max_queue_time_ms is not None and cand.queue_time_ms is not None:
+        ok = cand.queue_time_ms <= analysis.max_queue_time_ms
+        gate(
+            ok,
+            f"queue time {cand.queue_time_ms:.2f}ms {'<=' if ok else '>'} maxQueueTimeMs "
+            f"{analysis.max_queue_time_ms:g}",
+        )
+    if replay is not None and analysis.max_output_drift is not None:
+        from lmo.replay import ReplayError, replay_drift
+
+        try:
+            drift = replay_drift(replay)
+        except ReplayError as err:
+            gate(False, f"golden replay failed: {err}")
+        else:
+            m["output_drift"] = drift.drift
+            m["golden_inputs"] = float(drift.samples)
+            ok = drift.drift <= analysis.max_output_drift
+            gate(
+                ok,
+                f"output drift {drift.drift:.4f} ({drift.metric}, {drift.samples} golden inputs) "
+                f"{'<=' if ok else '>'} maxOutputDrift {analysis.max_output_drift:g}",
+            )
+    if failed:
+        return AnalysisResult(FAIL, m, failed)
+    return AnalysisResult(PASS, m, passed)

@@ -1,0 +1,457 @@
+"""The rollout state machine: which weights to route now, and what to do next.
+
+`decide()` is pure: it reads the spec, the last `status.rollout`, what is observed of each
+version (ready? which artifact?) and the clock passed in, and returns a `Decision`. All the
+state of a rollout lives in `status.rollout`, so an operator that restarts mid-rollout
+resumes at the same step and never repeats an analysis or an Event.
+
+Strategies (spec.rollout.strategy):
+
+* Manual (or no spec.rollout): the versions' `traffic` fields are routed exactly.
+* Canary: the *stable* version is the one serving before (status.rollout.stable; at first
+  the version with the most spec traffic). The *candidate* is the last version listed after
+  the stable in spec.versions whose artifact differs from the stable's. Until the candidate is
+  Ready the stable keeps 100% (never route to pods that are not ready). Then each step routes
+  `steps[i]`% to the candidate and the rest to the stable, holds `stepDuration`, and asks the
+  caller to analyse (`Decision.analyse`). pass -> next step (after the last step the
+  candidate becomes the stable at 100%, Succeeded); fail -> RolledBack: all traffic to the
+  stable at once, a Warning Event with the measured numbers and thresholds, and no retry
+  until the candidate's spec or the rollout settings change (their hash is kept in
+  status.rollout.specHash); inconclusive (too few requests) -> the step holds for another
+  window, and after `analysis.inconclusiveLimit` consecutive holds it rolls back (a
+  candidate nobody can judge is not promoted). `paused` holds the current weights.
+  Versions other than the stable and the candidate get 0%.
+* BlueGreen: the candidate runs at full size with 0% of the traffic while it is checked for
+  one `stepDuration` (golden replay and a metric window on mirrored traffic, if
+  spec.routing.mirror sends it some); pass -> 100% at once. The previous version keeps its
+  pods for `scaleDownDelay` (instant rollback by editing the spec), then its bounds drop to
+  (0, 0) (KEDA, or no autoscaler: no pods) or (minReplicas, minReplicas) (HPA).
+
+During Canary and BlueGreen the spec's `traffic` fields are not obeyed; the weights actually
+routed are in status.versions[].traffic. Switching the strategy to Manual hands control back
+to the spec's weights at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from lmo.api import (
+    Engine,
+    LanguageModelSpec,
+    RolloutPhase,
+    RolloutStatus,
+    Strategy,
+)
+from lmo.builders.autoscaling import share_bounds
+
+if TYPE_CHECKING:
+    from lmo.analysis import AnalysisResult
+
+NORMAL = "Normal"
+WARNING = "Warning"
+
+# Reasons of the Events a rollout posts (CamelCase, one place).
+REASON_STARTED = "RolloutStarted"
+REASON_RESTARTED = "RolloutRestarted"
+REASON_STEP = "RolloutStep"
+REASON_PAUSED = "RolloutPaused"
+REASON_RESUMED = "RolloutResumed"
+REASON_INCONCLUSIVE = "AnalysisInconclusive"
+REASON_SUCCEEDED = "RolloutSucceeded"
+REASON_ROLLED_BACK = "RolloutRolledBack"
+REASON_CANDIDATE_NOT_READY = "CandidateNotReady"
+
+# How often to look again while the candidate's pods are starting (child events also wake
+# the reconciler; this is the fallback).
+WAIT_REQUEUE_SECONDS = 15.0
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class VersionObservation:
+    """What the reconciler saw of one version: Ready pods, and the artifact key they serve."""
+
+    name: str
+    ready: bool
+    artifact_key: str | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    traffic: dict[str, int]  # weights to route now, every spec version, sum 100
+    rollout: RolloutStatus | None  # the new status.rollout (None under Manual)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    requeue_after: float | None = None  # seconds until the next decision is due
+    bounds: dict[str, tuple[int, int]] = field(default_factory=dict)  # autoscaler (min, max)
+    analyse: bool = False  # a hold elapsed: run analysis, then call decide again with it
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as 30s, 2m, 1h30m or 500ms."""
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration (e.g. 30s, 2m, 1h30m): {text!r}")
+    return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+def format_time(t: datetime) -> str:
+    """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
+    return _utc(t).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return _utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def analysis_window(spec: LanguageModelSpec) -> float:
+    """Seconds of metrics one analysis judges: one step's hold."""
+    assert spec.rollout is not None
+    return parse_duration(spec.rollout.step_duration)
+
+
+def rollout_hash(spec: LanguageModelSpec, stable: str, candidate: str) -> str:
+    """What a rollout was decided on: the candidate's version spec and the rollout settings.
+
+    `paused` is left out (pausing is not a new rollout); so are other versions' traffic
+    fields, which Canary and BlueGreen do not obey.
+    """
+    assert spec.rollout is not None
+    blob = {
+        "stable": stable,
+        "candidate": candidate,
+        "version": spec.version(candidate).to_dict() | {"traffic": None},
+        "rollout": spec.rollout.model_dump(mode="json", exclude={"paused"}),
+        "task": spec.task,
+        "serving": spec.serving.model_dump(mode="json"),
+    }
+    text = json.dumps(blob, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pick_stable(spec: LanguageModelSpec, current: RolloutStatus | None) -> str:
+    """The stable version: the one recorded in status, else the one with the most spec traffic."""
+    names = [v.name for v in spec.versions]
+    if current is not None and current.stable in names:
+        return current.stable
+    weights = spec.effective_traffic()
+    return max(names, key=lambda n: (weights.get(n, 0), -names.index(n)))
+
+
+def pick_candidate(
+    spec: LanguageModelSpec, stable: str, observed: dict[str, VersionObservation]
+) -> str | None:
+    """The last version after the stable in spec.versions whose artifact differs from it.
+
+    An artifact not known yet (not converted) counts as different: the rollout waits for it.
+    """
+    names = [v.name for v in spec.versions]
+    stable_key = observed[stable].artifact_key if stable in observed else None
+    for name in reversed(names[names.index(stable) + 1 :]):
+        key = observed[name].artifact_key if name in observed else None
+        if key is None or key != stable_key:
+            return name
+    return None
+
+
+def _weights(spec: LanguageModelSpec, assign: dict[str, int]) -> dict[str, int]:
+    out = {v.name: 0 for v in spec.versions}
+    out.update(assign)
+    return out
+
+
+def _split(spec: LanguageModelSpec, stable: str, candidate: str, percent: int) -> dict[str, int]:
+    return _weights(spec, {stable: 100 - percent, candidate: percent})
+
+
+def _analysis_record(analysis: AnalysisResult, now: datetime, step: int) -> dict:
+    return {
+        "verdict": analysis.verdict,
+        "measurements": {
+            k: round(v, 6) for k, v in analysis.measurements.items() if math.isfinite(v)
+        },
+        "reasons": list(analysis.reasons),
+        "step": step,
+        "time": format_time(now),
+    }
+
+
+def _scale_down_bounds(spec: LanguageModelSpec) -> tuple[int, int]:
+    a = spec.autoscaling
+    if a is None or a.engine == Engine.KEDA.value:
+        return (0, 0)
+    return (a.min_replicas, a.min_replicas)
+
+
+def decide(
+    spec: LanguageModelSpec,
+    current: RolloutStatus | None,
+    versions: list[VersionObservation],
+    now: datetime,
+    analysis: AnalysisResult | None = None,
+) -> Decision:
+    """The weights to route now and the next status.rollout (see the module docstring)."""
+    now = _utc(now)
+    strategy = spec.rollout.strategy if spec.rollout is not None else Strategy.MANUAL.value
+    if strategy == Strategy.MANUAL.value:
+        return Decision(traffic=spec.effective_traffic(), rollout=None)
+    return _Machine(spec, current, versions, now, analysis).run()
+
+
+class _Machine:
+    """One decision for Canary or BlueGreen (a helper object; decide() is the interface)."""
+
+    def __init__(self, spec, current, versions, now, analysis):
+        self.spec: LanguageModelSpec = spec
+        self.ro = spec.rollout
+        self.now: datetime = now
+        self.analysis = analysis
+        self.observed = {v.name: v for v in versions}
+        self.current = current
+        self.events: list[tuple[str, str, str]] = []
+        self.blue_green = self.ro.strategy == Strategy.BLUE_GREEN.value
+        self.hold = parse_duration(self.ro.step_duration)
+
+    # ------------------------------------------------------------------ helpers
+    def ready(self, name: str) -> bool:
+        v = self.observed.get(name)
+        return bool(v and v.ready)
+
+    def event(self, kind: str, reason: str, message: str) -> None:
+        self.events.append((kind, reason, message))
+
+    def done(
+        self,
+        status: RolloutStatus,
+        traffic: dict[str, int],
+        requeue: float | None = None,
+        bounds: dict[str, tuple[int, int]] | None = None,
+        analyse: bool = False,
+    ) -> Decision:
+        return Decision(
+            traffic=traffic,
+            rollout=status,
+            events=self.events,
+            requeue_after=requeue,
+            bounds=bounds or {},
+            analyse=analyse,
+        )
+
+    def percent(self, status: RolloutStatus) -> int:
+        """Candidate share at the status' step (BlueGreen checks at 0%)."""
+        return 0 if self.blue_green else self.ro.steps[status.step]
+
+    def candidate_bounds(self, status: RolloutStatus) -> dict[str, tuple[int, int]]:
+        a = self.spec.autoscaling
+        if a is None or status.candidate is None:
+            return {}
+        if self.blue_green:
+            return {status.candidate: (max(1, a.min_replicas), a.max_replicas)}
+        return {status.candidate: share_bounds(a, self.percent(status))}
+
+    # ------------------------------------------------------------------ the machine
+    def run(self) -> Decision:
+        spec, current = self.spec, self.current
+        stable = pick_stable(spec, current)
+        candidate = pick_candidate(spec, stable, self.observed)
+        all_stable = _weights(spec, {stable: 100})
+
+        if candidate is None:
+            return self.settled(stable, all_stable)
+
+        digest = rollout_hash(spec, stable, candidate)
+        status = current.model_copy(deep=True) if current is not None else None
+        same = (
+            status is not None
+            and status.candidate == candidate
+            and status.stable == stable
+            and status.spec_hash == digest
+        )
+        if same and status.phase == RolloutPhase.ROLLED_BACK.value:
+            # No retry until the candidate's spec or the rollout settings change.
+            return self.done(status, all_stable)
+        if not same or status.phase in (RolloutPhase.IDLE.value, RolloutPhase.SUCCEEDED.value):
+            restarted = (
+                status is not None
+                and status.candidate is not None
+                and status.phase
+                in (
+                    RolloutPhase.WAITING.value,
+                    RolloutPhase.PROGRESSING.value,
+                    RolloutPhase.PAUSED.value,
+                )
+            )
+            status = RolloutStatus(
+                phase=RolloutPhase.WAITING,
+                step=0,
+                candidate=candidate,
+                stable=stable,
+                spec_hash=digest,
+                message=f"waiting for {candidate} to be Ready",
+            )
+            what = "blue-green switch" if self.blue_green else (
+                "canary through steps " + ",".join(str(s) for s in self.ro.steps)
+            )
+            if restarted:
+                self.event(
+                    NORMAL,
+                    REASON_RESTARTED,
+                    f"the rollout spec changed: {what} of {candidate} (stable {stable}) "
+                    "starts again",
+                )
+            else:
+                self.event(NORMAL, REASON_STARTED, f"{what} of {candidate} (stable {stable})")
+
+        if self.ro.paused:
+            return self.paused(status)
+        if status.phase == RolloutPhase.PAUSED.value:
+            self.event(NORMAL, REASON_RESUMED, f"rollout of {candidate} resumed")
+            status.phase = (
+                RolloutPhase.WAITING.value
+                if status.step_started_at is None
+                else RolloutPhase.PROGRESSING.value
+            )
+            if status.step_started_at is not None:
+                status.step_started_at = format_time(self.now)  # the hold starts again
+
+        if not self.ready(candidate):
+            if status.phase == RolloutPhase.PROGRESSING.value:
+                self.event(
+                    WARNING,
+                    REASON_CANDIDATE_NOT_READY,
+                    f"{candidate} has no ready pods: all traffic to {stable} until it is ready",
+                )
+            status.phase = RolloutPhase.WAITING.value
+            status.step_started_at = None
+            status.message = f"waiting for {candidate} to be Ready"
+            return self.done(
+                status, all_stable, WAIT_REQUEUE_SECONDS, self.candidate_bounds(status)
+            )
+
+        if status.phase == RolloutPhase.WAITING.value or status.step_started_at is None:
+            return self.start_step(status, status.step)
+        return self.progress(status)
+
+    def settled(self, stable: str, all_stable: dict[str, int]) -> Decision:
+        """No candidate: the stable serves everything; BlueGreen scales the old one down."""
+        current = self.current
+        succeeded = current is not None and current.phase == RolloutPhase.SUCCEEDED.value
+        status = RolloutStatus(
+            phase=RolloutPhase.SUCCEEDED if succeeded else RolloutPhase.IDLE,
+            step=current.step if succeeded else 0,
+            stable=stable,
+            step_started_at=current.step_started_at if succeeded else None,
+            last_analysis=current.last_analysis if current is not None else None,
+            message=current.message if succeeded else f"{stable} serves all traffic",
+        )
+        if not (self.blue_green and succeeded and status.step_started_at):
+            return self.done(status, all_stable)
+        others = [v.name for v in self.spec.versions if v.name != stable]
+        left = parse_duration(self.ro.scale_down_delay) - (
+            self.now - parse_time(status.step_started_at)
+        ).total_seconds()
+        if left > 0:
+            return self.done(status, all_stable, left)
+        return self.done(status, all_stable, bounds={n: _scale_down_bounds(self.spec) for n in others})
+
+    def paused(self, status: RolloutStatus) -> Decision:
+        if status.phase != RolloutPhase.PAUSED.value:
+            self.event(NORMAL, REASON_PAUSED, f"rollout of {status.candidate} paused at step {status.step}")
+        status.phase = RolloutPhase.PAUSED.value
+        status.message = "paused (spec.rollout.paused)"
+        routed = status.step_started_at is not None and self.ready(status.candidate)
+        traffic = (
+            _split(self.spec, status.stable, status.candidate, self.percent(status))
+            if routed
+            else _weights(self.spec, {status.stable: 100})
+        )
+        return self.done(status, traffic, None, self.candidate_bounds(status))
+
+    def start_step(self, status: RolloutStatus, step: int) -> Decision:
+        status.phase = RolloutPhase.PROGRESSING.value
+        status.step = step
+        status.step_started_at = format_time(self.now)
+        status.inconclusive = 0
+        pct = self.percent(status)
+        if self.blue_green:
+            status.message = f"checking {status.candidate} at full size before the switch"
+        else:
+            status.message = f"step {step + 1}/{len(self.ro.steps)}: {status.candidate} at {pct}%"
+        self.event(NORMAL, REASON_STEP, status.message)
+        return self.done(
+            status,
+            _split(self.spec, status.stable, status.candidate, pct),
+            self.hold,
+            self.candidate_bounds(status),
+        )
+
+    def progress(self, status: RolloutStatus) -> Decision:
+        traffic = _split(self.spec, status.stable, status.candidate, self.percent(status))
+        bounds = self.candidate_bounds(status)
+        elapsed = (self.now - parse_time(status.step_started_at)).total_seconds()
+        if elapsed < self.hold:
+            return self.done(status, traffic, self.hold - elapsed, bounds)
+        if self.analysis is None:
+            return self.done(status, traffic, None, bounds, analyse=True)
+
+        result = self.analysis
+        status.last_analysis = _analysis_record(result, self.now, status.step)
+        why = "; ".join(result.reasons)
+        if result.verdict == "pass":
+            last = self.blue_green or status.step + 1 >= len(self.ro.steps)
+            if last:
+                return self.promote(status)
+            return self.start_step(status, status.step + 1)
+        if result.verdict == "fail":
+            return self.roll_back(status, f"analysis failed at step {status.step + 1}: {why}")
+        # inconclusive
+        status.inconclusive += 1
+        limit = self.ro.analysis.inconclusive_limit
+        if status.inconclusive >= limit:
+            return self.roll_back(
+                status,
+                f"analysis inconclusive {status.inconclusive} times in a row "
+                f"(inconclusiveLimit {limit}): {why}",
+            )
+        status.step_started_at = format_time(self.now)
+        status.message = (
+            f"step {status.step + 1} held: analysis inconclusive "
+            f"({status.inconclusive}/{limit}): {why}"
+        )
+        self.event(NORMAL, REASON_INCONCLUSIVE, status.message)
+        return self.done(status, traffic, self.hold, bounds)
+
+    def promote(self, status: RolloutStatus) -> Decision:
+        new, old = status.candidate, status.stable
+        status.phase = RolloutPhase.SUCCEEDED.value
+        status.stable = new
+        status.candidate = None
+        status.inconclusive = 0
+        status.step_started_at = format_time(self.now)
+        status.message = f"{new} serves all traffic (previous: {old})"
+        self.event(NORMAL, REASON_SUCCEEDED, status.message)
+        requeue = parse_duration(self.ro.scale_down_delay) if self.blue_green else None
+        return self.done(status, _weights(self.spec, {new: 100}), requeue)
+
+    def roll_back(self, status: RolloutStatus, why: str) -> Decision:
+        status.phase = RolloutPhase.ROLLED_BACK.value
+        status.step_started_at = None
+        status.message = f"rolled back to {status.stable}: {why}"
+        self.event(
+            WARNING,
+            REASON_ROLLED_BACK,
+            f"{status.candidate} rolled back, all traffic to {status.stable}: {why}",
+        )
+        return self.done(status, _weights(self.spec, {status.stable: 100}))

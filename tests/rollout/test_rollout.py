@@ -1,0 +1,316 @@
+"""Unit tables for the rollout state machine, driven with an injected clock."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from lmo.analysis import AnalysisResult
+from lmo.api import LanguageModelSpec, RolloutStatus
+from lmo.rollout import (
+    REASON_CANDIDATE_NOT_READY,
+    REASON_INCONCLUSIVE,
+    REASON_PAUSED,
+    REASON_RESTARTED,
+    REASON_RESUMED,
+    REASON_ROLLED_BACK,
+    REASON_STARTED,
+    REASON_STEP,
+    REASON_SUCCEEDED,
+    Decision,
+    VersionObservation,
+    decide,
+    parse_duration,
+)
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+PASS = AnalysisResult("pass", {"error_ratio": 0.0, "requests": 120.0}, ["error ratio 0.0000 <= 0.0100"])
+FAIL = AnalysisResult(
+    "fail", {"error_ratio": 0.31, "requests": 100.0}, ["error ratio 0.3100 > maxErrorRate 0.0100"]
+)
+INCONCLUSIVE = AnalysisResult("inconclusive", {"requests": 3.0}, ["3 candidate requests < minRequests 20"])
+
+
+def spec(strategy="Canary", *, steps=(10, 50, 100), versions=("v1", "v2"), traffic=None, **rollout) -> LanguageModelSpec:
+    traffic = traffic or ([100] + [0] * (len(versions) - 1))
+    return LanguageModelSpec.model_validate(
+        {
+            "task": "feature-extraction",
+            "versions": [
+                {"name": n, "checkpoint": {"uri": f"s3://m/{n}/"}, "traffic": t} for n, t in zip(versions, traffic)
+            ],
+            "rollout": {
+                "strategy": strategy,
+                "steps": list(steps),
+                "stepDuration": "1m",
+                "scaleDownDelay": "5m",
+                "analysis": {"prometheusUrl": "http://prom:9090", "inconclusiveLimit": 2},
+                **rollout,
+            },
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 10},
+        }
+    )
+
+
+def obs(*ready: str, keys: dict[str, str | None] | None = None, names=("v1", "v2", "v3")) -> list[VersionObservation]:
+    keys = keys or {}
+    return [VersionObservation(n, n in ready, keys.get(n, f"key-{n}")) for n in names]
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def reasons(d: Decision) -> list[str]:
+    return [r for _, r, _ in d.events]
+
+
+def test_manual_obeys_spec_exactly_and_keeps_no_status():
+    s = spec("Manual", traffic=[70, 30])
+    d = decide(s, None, obs("v1"), T0)
+    assert d.traffic == {"v1": 70, "v2": 30}
+    assert d.rollout is None and d.events == [] and not d.analyse and d.bounds == {}
+    no_rollout = LanguageModelSpec.model_validate(
+        {"task": "fill-mask", "versions": [{"name": "a", "checkpoint": {"uri": "s3://x/"}}]}
+    )
+    assert decide(no_rollout, None, [], T0).traffic == {"a": 100}
+
+
+def test_single_version_canary_is_idle():
+    s = spec(versions=("v1",), traffic=[100])
+    d = decide(s, None, obs("v1", names=("v1",)), T0)
+    assert d.traffic == {"v1": 100}
+    assert d.rollout.phase == "Idle" and d.rollout.stable == "v1" and d.rollout.candidate is None
+    assert d.events == []
+
+
+def test_waits_for_candidate_ready_and_never_routes_to_it_before():
+    s = spec()
+    d = decide(s, None, obs("v1"), T0)
+    assert d.traffic == {"v1": 100, "v2": 0}
+    assert d.rollout.phase == "Waiting" and d.rollout.candidate == "v2" and d.rollout.stable == "v1"
+    assert reasons(d) == [REASON_STARTED]
+    assert d.requeue_after == 15.0 and not d.analyse
+    # the candidate gets the replicas of its first step before it takes traffic
+    assert d.bounds == {"v2": (1, 1)}
+    again = decide(s, d.rollout, obs("v1"), at(10))
+    assert again.traffic == {"v1": 100, "v2": 0} and again.events == []
+
+
+def test_canary_walks_every_step_to_success():
+    s = spec()
+    d = decide(s, None, obs("v1", "v2"), T0)
+    assert reasons(d) == [REASON_STARTED, REASON_STEP]
+    assert d.traffic == {"v1": 90, "v2": 10} and d.rollout.phase == "Progressing" and d.rollout.step == 0
+    assert d.requeue_after == 60 and d.bounds == {"v2": (1, 1)}
+    expected = [(50, 1, (1, 5)), (100, 2, (1, 10))]
+    t = 0.0
+    for pct, step, bounds in expected:
+        hold = decide(s, d.rollout, obs("v1", "v2"), at(t + 30))
+        assert hold.traffic == d.traffic and hold.requeue_after == pytest.approx(30) and not hold.analyse
+        assert hold.events == []
+        due = decide(s, d.rollout, obs("v1", "v2"), at(t + 60))
+        assert due.analyse and due.traffic == d.traffic and due.events == [] and due.requeue_after is None
+        # an analysis handed in before the hold elapsed is ignored
+        early = decide(s, d.rollout, obs("v1", "v2"), at(t + 59), FAIL)
+        assert early.rollout.phase == "Progressing" and early.traffic == d.traffic
+        t += 60
+        d = decide(s, d.rollout, obs("v1", "v2"), at(t), PASS)
+        assert d.traffic == {"v1": 100 - pct, "v2": pct}
+        assert d.rollout.step == step and reasons(d) == [REASON_STEP]
+        assert d.rollout.last_analysis["verdict"] == "pass"
+        assert d.bounds == {"v2": bounds}
+    t += 60
+    d = decide(s, d.rollout, obs("v1", "v2"), at(t), PASS)
+    assert d.traffic == {"v1": 0, "v2": 100}
+    assert d.rollout.phase == "Succeeded" and d.rollout.stable == "v2" and d.rollout.candidate is None
+    assert reasons(d) == [REASON_SUCCEEDED]
+    # settled: v1 stays listed but is neither stable nor a newer candidate
+    after = decide(s, d.rollout, obs("v1", "v2"), at(t + 600))
+    assert after.traffic == {"v1": 0, "v2": 100} and after.rollout.phase == "Succeeded"
+    assert after.events == [] and not after.analyse
+
+
+def test_last_step_below_100_still_promotes():
+    s = spec(steps=(20, 60))
+    d = decide(s, None, obs("v1", "v2"), T0)
+    d = decide(s, d.rollout, obs("v1", "v2"), at(60), PASS)
+    assert d.traffic == {"v1": 40, "v2": 60}
+    d = decide(s, d.rollout, obs("v1", "v2"), at(120), PASS)
+    assert d.traffic == {"v1": 0, "v2": 100} and d.rollout.phase == "Succeeded"
+
+
+def test_fail_rolls_back_at_once_with_numbers_and_does_not_retry():
+    s = spec()
+    d = decide(s, None, obs("v1", "v2"), T0)
+    d = decide(s, d.rollout, obs("v1", "v2"), at(60), PASS)
+    d = decide(s, d.rollout, obs("v1", "v2"), at(120), FAIL)
+    assert d.traffic == {"v1": 100, "v2": 0}
+    assert d.rollout.phase == "RolledBack"
+    ((kind, reason, message),) = d.events
+    assert (kind, reason) == ("Warning", REASON_ROLLED_BACK)
+    assert "0.3100 > maxErrorRate 0.0100" in message and "step 2" in message
+    assert d.rollout.last_analysis["measurements"]["error_ratio"] == 0.31
+    # hours later, same spec: still rolled back, nothing posted again, no timer
+    for t in (180, 3600, 86400):
+        again = decide(s, d.rollout, obs("v1", "v2"), at(t))
+        assert again.traffic == {"v1": 100, "v2": 0} and again.rollout.phase == "RolledBack"
+        assert again.events == [] and again.requeue_after is None and not again.analyse
+    # pausing/unpausing is not a spec change
+    assert decide(spec(paused=True), d.rollout, obs("v1", "v2"), at(200)).rollout.phase == "RolledBack"
+
+
+def test_spec_change_after_rollback_starts_a_new_rollout():
+    s = spec()
+    d = decide(s, None, obs("v1", "v2"), T0)
+    d = decide(s, d.rollout, obs("v1", "v2"), at(60), FAIL)
+    assert d.rollout.phase == "RolledBack"
+    fixed = s.model_copy(deep=True)
+    fixed.versions[1].checkpoint.uri = "s3://m/v2-fixed/"
+    # the new artifact is converting: the old candidate pods are not ready meanwhile
+    d2 = decide(fixed, d.rollout, obs("v1", keys={"v2": None}), at(100))
+    assert d2.rollout.phase == "Waiting" and reasons(d2) == [REASON_STARTED]
+    assert d2.traffic == {"v1": 100, "v2": 0}
+    d3 = decide(fixed, d2.rollout, obs("v1", "v2", keys={"v2": "key-v2b"}), at(130))
+    assert d3.rollout.phase == "Progressing" and d3.traffic == {"v1": 90, "v2": 10}
+    assert d3.rollout.spec_hash != d.rollout.spec_hash
+
+
+def test_inconclusive_holds_then_rolls_back_at_the_limit():
+    s = spec()  # inconclusiveLimit 2
+    d = decide(s, None, obs("v1", "v2"), T0)
+    d = decide(s, d.rollout, obs("v1", "v2"), at(60), INCONCLUSIVE)
+    assert d.rollout.phase == "Progressing" and d.rollout.step == 0 and d.rollout.inconclusive == 1
+    assert d.traffic == {"v1": 90, "v2": 10} and reasons(d) == [REASON_INCONCLUSIVE]
+    assert d.requeue_after == 60 and "minRequests 20" in d.events[0][2]
+    # the hold starts again: not due at 90 s
+    assert not decide(s, d.rollout, obs("v1", "v2"), at(90)).analyse
+    d = decide(s, d.rollout, obs("v1", "v2"), at(120), INCONCLUSIVE)
+    assert d.rollout.phase == "RolledBack" and d.traffic == {"v1": 100, "v2": 0}
+    assert "inconclusive 2 times" in d.events[0][2]
+
+
+def test_pass_resets_the_inconclusive_count():
+    s = spec()
+    d = decide(s, None, obs("v1", "v2"), T0)
+    d = decide(s, d.rollout, obs("v1", "v2"), at(60), INCONCLUSIVE)
+    d = decide(s, d.rollout, obs("v1", "v2"), at(120), PASS)
+    assert d.rollout.step == 1 and d.rollout.inconclusive == 0
+    d = decide(s, d.rollout, obs("v1", "v2"), at(180), INCONCLUSIVE)
+    assert d.rollout.phase == "Progressing" and d.rollout.inconclusive == 1
+
+
+def test_pause_holds_weights_and_resume_restarts_the_hold():
+    s = spec()
+    d = decide(s, None, obs("v1", "v2"), T0)
+    d = decide(s, d.rollout, obs("v1", "v2"), at(60), PASS)  # step 1: 50%
+    paused = spec(paused=True)
+    p = decide(paused, d.rollout, obs("v1", "v2"), at(70))
+    assert p.rollout.phase == "Paused" and p.traffic == {"v1": 50, "v2": 50}
+    assert reasons(p) == [REASON_PAUSED] and p.requeue_after is None
+    p2 = decide(paused, p.rollout, obs("v1", "v2"), at(1000))
+    assert p2.events == [] and not p2.analyse and p2.traffic == {"v1": 50, "v2": 50}
+    # the pause is not a new rollout: the hash is the same
+    assert p2.rollout.spec_hash == d.rollout.spec_hash
+    r = decide(s, p2.rollout, obs("v1", "v2"), at(1010))
+    assert r.rollout.phase == "Progressing" and r.rollout.step == 1 and reasons(r) == [REASON_RESUMED]
+    assert r.requeue_after == 60 and not r.analyse
+
+
+def test_pause_before_the_candidate_is_ready_routes_nothing_to_it():
+    p = decide(spec(paused=True), None, obs("v1", "v2"), T0)
+    assert p.rollout.phase == "Paused" and p.traffic == {"v1": 100, "v2": 0}
+    r = decide(spec(), p.rollout, obs("v1", "v2"), at(5))
+    assert r.rollout.phase == "Progressing" and r.traffic == {"v1": 90, "v2": 10}
+
+
+def test_candidate_losing_readiness_sends_all_traffic_to_stable_and_keeps_its_step():
+    s = spec()
+    d = decide(s, None, obs("v1", "v2"), T0)
+    d = decide(s, d.rollout, obs("v1", "v2"), at(60), PASS)
+    lost = decide(s, d.rollout, obs("v1"), at(70))
+    assert lost.traffic == {"v1": 100, "v2": 0} and lost.rollout.phase == "Waiting"
+    assert lost.rollout.step == 1 and lost.events[0][:2] == ("Warning", REASON_CANDIDATE_NOT_READY)
+    back = decide(s, lost.rollout, obs("v1", "v2"), at(100))
+    assert back.traffic == {"v1": 50, "v2": 50} and back.rollout.step == 1
+    assert back.requeue_after == 60  # a fresh hold
+
+
+def test_restart_mid_rollout_resumes_from_status_alone():
+    s = spec()
+    d = decide(s, None, obs("v1", "v2"), T0)
+    d = decide(s, d.rollout, obs("v1", "v2"), at(60), PASS)
+    # what the status subresource holds, round-tripped through JSON like the API server does
+    stored = RolloutStatus.model_validate(d.rollout.to_dict())
+    resumed = decide(s, stored, obs("v1", "v2"), at(90))
+    assert resumed.traffic == {"v1": 50, "v2": 50} and resumed.rollout.step == 1
+    assert resumed.events == [] and not resumed.analyse and resumed.requeue_after == pytest.approx(30)
+    assert resumed.rollout == stored
+
+
+def test_newest_listed_version_is_the_candidate_and_a_new_one_restarts():
+    s3 = spec(versions=("v1", "v2", "v3"), traffic=[100, 0, 0])
+    s2 = spec(versions=("v1", "v2"))
+    d = decide(s2, None, obs("v1", "v2"), T0)
+    d = decide(s2, d.rollout, obs("v1", "v2"), at(60), PASS)
+    r = decide(s3, d.rollout, obs("v1", "v2", "v3"), at(70))
+    assert r.rollout.candidate == "v3" and r.rollout.stable == "v1"
+    assert reasons(r) == [REASON_RESTARTED, REASON_STEP]
+    assert r.traffic == {"v1": 90, "v2": 0, "v3": 10}
+
+
+def test_same_artifact_is_not_a_candidate():
+    s = spec(versions=("v1", "v2"))
+    d = decide(s, None, obs("v1", "v2", keys={"v1": "same", "v2": "same"}), T0)
+    assert d.rollout.phase == "Idle" and d.traffic == {"v1": 100, "v2": 0}
+
+
+def test_initial_stable_is_the_version_with_most_spec_traffic():
+    s = spec(versions=("v1", "v2", "v3"), traffic=[10, 80, 10])
+    d = decide(s, None, obs("v1", "v2", "v3"), T0)
+    assert d.rollout.stable == "v2" and d.rollout.candidate == "v3"
+    assert d.traffic == {"v1": 0, "v2": 90, "v3": 10}
+
+
+def test_blue_green_checks_at_full_size_then_switches_and_scales_old_down_later():
+    s = spec("BlueGreen")
+    d = decide(s, None, obs("v1", "v2"), T0)
+    assert d.rollout.phase == "Progressing" and d.traffic == {"v1": 100, "v2": 0}
+    assert d.bounds == {"v2": (1, 10)}
+    due = decide(s, d.rollout, obs("v1", "v2"), at(60))
+    assert due.analyse and due.traffic == {"v1": 100, "v2": 0}
+    sw = decide(s, d.rollout, obs("v1", "v2"), at(60), PASS)
+    assert sw.traffic == {"v1": 0, "v2": 100} and sw.rollout.phase == "Succeeded"
+    assert sw.requeue_after == 300 and sw.bounds == {}
+    kept = decide(s, sw.rollout, obs("v1", "v2"), at(200))
+    assert kept.bounds == {} and kept.requeue_after == pytest.approx(160)
+    down = decide(s, sw.rollout, obs("v1", "v2"), at(400))
+    assert down.bounds == {"v1": (1, 1)} and down.requeue_after is None and down.events == []
+
+
+def test_blue_green_keda_scales_old_to_zero_and_fail_never_switches():
+    s = spec("BlueGreen")
+    s.autoscaling.engine = "KEDA"
+    d = decide(s, None, obs("v1", "v2"), T0)
+    sw = decide(s, d.rollout, obs("v1", "v2"), at(60), PASS)
+    assert decide(s, sw.rollout, obs("v1", "v2"), at(500)).bounds == {"v1": (0, 0)}
+    bad = decide(s, d.rollout, obs("v1", "v2"), at(60), FAIL)
+    assert bad.traffic == {"v1": 100, "v2": 0} and bad.rollout.phase == "RolledBack"
+
+
+def test_switching_to_manual_hands_back_to_spec_weights():
+    s = spec()
+    d = decide(s, None, obs("v1", "v2"), T0)
+    m = decide(spec("Manual", traffic=[30, 70]), d.rollout, obs("v1", "v2"), at(10))
+    assert m.traffic == {"v1": 30, "v2": 70} and m.rollout is None
+
+
+@pytest.mark.parametrize("text, seconds", [("30s", 30), ("2m", 120), ("1h30m", 5400), ("500ms", 0.5), ("1.5s", 1.5)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_parse_duration_refuses_garbage():
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("2 minutes")
