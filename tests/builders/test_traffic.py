@@ -1,0 +1,175 @@
+"""Routing: the HTTPRoute rules, the provider-Service replica arithmetic and status.endpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmo.builders import build_children, endpoint
+from lmo.builders.traffic import build_httproute, service_replicas
+from lmo.settings import OperatorSettings
+
+from .conftest import OWNER, by_kind, container, make_lm, make_plans
+
+
+def _versions(traffic: dict[str, int]) -> list[dict]:
+    return [
+        {"name": n, "checkpoint": {"uri": f"s3://m/{n}/"}, "traffic": t} for n, t in traffic.items()
+    ]
+
+
+def _route(spec: dict, settings: OperatorSettings | None = None, **plan_kw) -> dict:
+    settings = settings or OperatorSettings()
+    lm = make_lm(spec)
+    return build_httproute(lm, OWNER, settings, make_plans(lm, settings, **plan_kw))
+
+
+def _weights(rule: dict) -> dict[str, int]:
+    return {b["name"]: b["weight"] for b in rule["backendRefs"]}
+
+
+def test_weighted_default_rule():
+    route = _route({})
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["metadata"]["name"] == "chat"
+    (rule,) = route["spec"]["rules"]
+    assert _weights(rule) == {"chat-v1": 90, "chat-v2": 10}
+    assert all(b["port"] == 8000 for b in rule["backendRefs"])
+    assert "filters" not in rule and "matches" not in rule
+    assert "hostnames" not in route["spec"]
+
+
+def test_zero_traffic_version_left_out():
+    route = _route({"versions": _versions({"v1": 100, "v2": 0})})
+    assert _weights(route["spec"]["rules"][-1]) == {"chat-v1": 100}
+
+
+def test_unservable_version_left_out_even_with_traffic():
+    # a reconciler never routes to a version without pods; the builder double-checks
+    route = _route({}, serving={"v1"})
+    assert _weights(route["spec"]["rules"][-1]) == {"chat-v1": 90}
+
+
+def test_nothing_servable_routes_nowhere():
+    route = _route({}, serving=set(), convert={"v1", "v2"}, traffic={})
+    assert route["spec"]["rules"] == [{"backendRefs": []}]
+
+
+def test_ab_test_header_rules_first():
+    route = _route(
+        {"versions": _versions({"v1": 100, "v2": 0}), "routing": {"abTest": {"header": "x-model"}}}
+    )
+    rules = route["spec"]["rules"]
+    assert len(rules) == 3
+    for rule, version in zip(rules[:2], ["v1", "v2"]):
+        assert rule["matches"] == [
+            {"headers": [{"type": "Exact", "name": "x-model", "value": version}]}
+        ]
+        assert rule["backendRefs"] == [{"name": f"chat-{version}", "port": 8000}]
+    assert _weights(rules[2]) == {"chat-v1": 100}
+
+
+@pytest.mark.parametrize("percent, expected", [(20, {"percent": 20}), (100, {})])
+def test_mirror_filter(percent, expected):
+    route = _route({"routing": {"mirror": {"version": "v2", "percent": percent}}})
+    rule = route["spec"]["rules"][-1]
+    assert rule["filters"] == [
+        {
+            "type": "RequestMirror",
+            "requestMirror": {"backendRef": {"name": "chat-v2", "port": 8000}, **expected},
+        }
+    ]
+
+
+def test_mirror_to_unservable_version_left_out():
+    route = _route({"routing": {"mirror": {"version": "v2"}}}, serving={"v1"}, traffic={"v1": 100})
+    assert "filters" not in route["spec"]["rules"][-1]
+
+
+def test_parent_ref_from_spec_or_settings():
+    route = _route(
+        {
+            "routing": {
+                "parentRef": {"name": "gw", "namespace": "gateways", "sectionName": "https"},
+                "hostnames": ["chat.example.com"],
+            }
+        }
+    )
+    assert route["spec"]["parentRefs"] == [
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "gw",
+            "namespace": "gateways",
+            "sectionName": "https",
+        }
+    ]
+    assert route["spec"]["hostnames"] == ["chat.example.com"]
+    default = _route({}, OperatorSettings(gateway_name="edge", gateway_namespace="infra"))
+    assert default["spec"]["parentRefs"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge", "namespace": "infra"}
+    ]
+
+
+@pytest.mark.parametrize(
+    "replicas, traffic, expected",
+    [
+        (1, {"v1": 100}, {"v1": 1}),
+        (2, {"v1": 90, "v2": 10}, {"v1": 3, "v2": 1}),  # pool 4: 3.6/0.4 -> 4/0 -> 3/1
+        (5, {"v1": 50, "v2": 50}, {"v1": 5, "v2": 5}),
+        (3, {"v1": 70, "v2": 20, "v3": 10}, {"v1": 6, "v2": 2, "v3": 1}),  # pool 9: 6.3/1.8/0.9
+        (1, {"v1": 34, "v2": 33, "v3": 33}, {"v1": 1, "v2": 1, "v3": 1}),
+        (2, {"v1": 100, "v2": 0}, {"v1": 2, "v2": 1}),  # a 0% version keeps one warm pod
+        (0, {"v1": 60, "v2": 40}, {"v1": 0, "v2": 0}),
+        (4, {"v1": 75, "v2": 25}, {"v1": 6, "v2": 2}),  # pool 8: exact
+    ],
+)
+def test_service_replica_arithmetic(replicas, traffic, expected):
+    lm = make_lm({"versions": _versions(traffic), "routing": {"provider": "Service"}, "serving": {"replicas": replicas}})
+    plans = make_plans(lm, OperatorSettings())
+    got = service_replicas(lm, plans)
+    assert got == expected
+    routed = [n for n, t in traffic.items() if t > 0]
+    if replicas:
+        assert sum(got[n] for n in routed) == replicas * len(routed)
+        assert all(got[n] >= 1 for n in routed)
+
+
+def test_provider_service_children():
+    settings = OperatorSettings()
+    lm = make_lm({"versions": _versions({"v1": 100, "v2": 0}), "routing": {"provider": "Service"}, "serving": {"replicas": 2}})
+    children = build_children(lm, OWNER, settings, make_plans(lm, settings))
+    assert by_kind(children, "HTTPRoute") == []
+    shared = next(s for s in by_kind(children, "Service") if s["metadata"]["name"] == "chat")
+    assert shared["spec"]["selector"] == {
+        "lmo.dev/model": "chat",
+        "app.kubernetes.io/component": "triton",
+        "lmo.dev/routed": "true",
+    }
+    deps = {d["metadata"]["name"]: d for d in by_kind(children, "Deployment")}
+    routed = {n: d["spec"]["template"]["metadata"]["labels"]["lmo.dev/routed"] for n, d in deps.items()}
+    assert routed == {"chat-v1": "true", "chat-v2": "false"}
+    assert {n: d["spec"]["replicas"] for n, d in deps.items()} == {"chat-v1": 2, "chat-v2": 1}
+    # the routed label is not in the immutable selector: flipping it only rolls the pods
+    assert "lmo.dev/routed" not in deps["chat-v1"]["spec"]["selector"]["matchLabels"]
+
+
+def test_gateway_pods_carry_no_routed_label(settings):
+    lm = make_lm()
+    children = build_children(lm, OWNER, settings, make_plans(lm, settings))
+    for dep in by_kind(children, "Deployment"):
+        assert "lmo.dev/routed" not in dep["spec"]["template"]["metadata"]["labels"]
+
+
+@pytest.mark.parametrize(
+    "spec, settings, expected",
+    [
+        ({"routing": {"hostnames": ["*.example.com", "chat.example.com"]}}, {}, "http://chat.example.com/v2/models/text_generation"),
+        ({}, {"gateway_address": "gw.example.com:8080"}, "http://gw.example.com:8080/v2/models/text_generation"),
+        ({}, {"gateway_name": "edge", "gateway_namespace": "infra"}, "http://edge.infra/v2/models/text_generation"),
+        ({"routing": {"parentRef": {"name": "gw"}}}, {}, "http://gw.ml/v2/models/text_generation"),
+        ({"task": "feature-extraction", "routing": {"hostnames": ["e.x"]}}, {}, "http://e.x/v2/models/feature_extraction"),
+        ({"routing": {"provider": "Service"}}, {}, "http://chat.ml.svc:8000"),
+    ],
+)
+def test_endpoint(spec, settings, expected):
+    assert endpoint(make_lm(spec), OperatorSettings(**settings)) == expected

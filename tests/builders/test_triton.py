@@ -1,0 +1,197 @@
+"""The Triton Deployment and Service of one version."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmo.builders import build_children
+from lmo.builders.triton import build_deployment, build_service
+from lmo.errors import UserError
+from lmo.settings import OperatorSettings
+
+from .conftest import OWNER, by_kind, container, make_lm, make_plans
+
+
+def _deployment(lm, settings, version="v1", replicas=1):
+    plan = next(p for p in make_plans(lm, settings) if p.name == version)
+    return plan, build_deployment(lm, OWNER, settings, plan, replicas)
+
+
+def test_deployment_shape(settings):
+    plan, dep = _deployment(make_lm(), settings)
+    assert dep["metadata"]["name"] == "chat-v1"
+    assert dep["metadata"]["ownerReferences"][0]["controller"] is True
+    spec = dep["spec"]
+    assert spec["replicas"] == 1
+    assert spec["selector"]["matchLabels"] == {
+        "lmo.dev/model": "chat",
+        "app.kubernetes.io/component": "triton",
+        "lmo.dev/version": "v1",
+    }
+    tmpl = spec["template"]
+    assert spec["selector"]["matchLabels"].items() <= tmpl["metadata"]["labels"].items()
+    ann = tmpl["metadata"]["annotations"]
+    assert ann["lmo.dev/artifact-key"] == plan.key
+    assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/port"] == "8002"
+    c = container(dep, "triton")
+    assert c["image"] == "ghcr.io/lmo-dev/lmo-triton:0.1.0"
+    assert c["command"] == ["tritonserver"]
+    for flag in (
+        "--model-repository=/models",
+        "--model-control-mode=none",
+        "--strict-readiness=true",
+        "--exit-on-error=false",
+        "--allow-metrics=true",
+        "--metrics-port=8002",
+        "--http-port=8000",
+        "--grpc-port=8001",
+    ):
+        assert flag in c["args"]
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [
+        ("http", 8000),
+        ("grpc", 8001),
+        ("metrics", 8002),
+    ]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    startup = c["startupProbe"]
+    assert startup["failureThreshold"] * startup["periodSeconds"] >= 600
+    pod = tmpl["spec"]
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/models", "/tmp", "/dev/shm"} <= mounts
+
+
+def test_pvc_store_mounts_model_repository_read_only(settings):
+    plan, dep = _deployment(make_lm(), settings)
+    pod = dep["spec"]["template"]["spec"]
+    vol = next(v for v in pod["volumes"] if v["name"] == "models")
+    assert vol["persistentVolumeClaim"] == {"claimName": "lmo-artifacts", "readOnly": True}
+    mount = next(m for m in container(dep)["volumeMounts"] if m["mountPath"] == "/models")
+    assert mount["subPath"] == f"store/{plan.key}/model_repository"
+    assert mount["readOnly"] is True
+    assert "initContainers" not in pod
+
+
+@pytest.mark.parametrize("secret", [None, "store-creds"])
+def test_s3_store_pulls_with_init_container(secret):
+    settings = OperatorSettings(artifact_store="s3://bucket/lmo", artifact_store_secret=secret)
+    plan, dep = _deployment(make_lm(), settings)
+    pod = dep["spec"]["template"]["spec"]
+    vol = next(v for v in pod["volumes"] if v["name"] == "models")
+    assert "emptyDir" in vol
+    (init,) = pod["initContainers"]
+    assert init["image"] == settings.converter_image
+    assert init["command"] == ["python", "-m", "lmo_runtime.store", "pull"]
+    assert init["args"] == [f"s3://bucket/lmo/{plan.key}/model_repository", "/models"]
+    if secret:
+        assert init["envFrom"] == [{"secretRef": {"name": secret}}]
+    else:
+        assert "envFrom" not in init
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_file_store_is_refused_on_a_cluster():
+    settings = OperatorSettings(artifact_store="file:///var/lmo")
+    with pytest.raises(UserError, match="s3:// or pvc://"):
+        _deployment(make_lm(), settings)
+
+
+def test_gpu_limits_and_scheduling():
+    lm = make_lm(
+        {
+            "serving": {
+                "gpus": 2,
+                "gpuResource": "amd.com/gpu",
+                "resources": {"requests": {"cpu": "4"}, "limits": {"memory": "16Gi"}},
+                "nodeSelector": {"pool": "gpu"},
+                "tolerations": [
+                    {"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoExecute", "tolerationSeconds": 30}
+                ],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+            }
+        }
+    )
+    _, dep = _deployment(lm, OperatorSettings())
+    c = container(dep)
+    assert c["resources"] == {"requests": {"cpu": "4"}, "limits": {"memory": "16Gi", "amd.com/gpu": "2"}}
+    assert "--allow-gpu-metrics=false" not in c["args"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "gpu"}
+    assert pod["tolerations"] == [
+        {"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoExecute", "tolerationSeconds": 30}
+    ]
+    assert pod["affinity"]["nodeAffinity"]
+    assert pod["affinity"] is not lm.spec.serving.affinity
+
+
+def test_cpu_has_no_gpu_limits(settings):
+    _, dep = _deployment(make_lm(), settings)
+    c = container(dep)
+    assert "resources" not in c
+    assert "--allow-gpu-metrics=false" in c["args"]
+    pod = dep["spec"]["template"]["spec"]
+    assert not {"nodeSelector", "tolerations", "affinity"} & pod.keys()
+
+
+@pytest.mark.parametrize("autoscaling", [None, {"engine": "HPA", "minReplicas": 1, "maxReplicas": 3}])
+def test_replicas_left_to_the_autoscaler(settings, autoscaling):
+    spec = {"serving": {"replicas": 3}}
+    if autoscaling:
+        spec["autoscaling"] = autoscaling
+    lm = make_lm(spec)
+    children = build_children(lm, OWNER, settings, make_plans(lm, settings))
+    deps = by_kind(children, "Deployment")
+    hpas = by_kind(children, "HorizontalPodAutoscaler")
+    if autoscaling:
+        assert all("replicas" not in d["spec"] for d in deps)
+        assert [h["metadata"]["name"] for h in hpas] == ["chat-v1", "chat-v2"]
+        assert hpas[0]["spec"]["scaleTargetRef"]["name"] == "chat-v1"
+    else:
+        assert [d["spec"]["replicas"] for d in deps] == [3, 3]
+        assert hpas == []
+
+
+def test_canary_bounds_reach_the_autoscaler(settings):
+    lm = make_lm({"autoscaling": {"engine": "HPA", "minReplicas": 2, "maxReplicas": 8}})
+    plans = make_plans(lm, settings, bounds={"v2": (1, 2)})
+    hpas = by_kind(build_children(lm, OWNER, settings, plans), "HorizontalPodAutoscaler")
+    ranges = {h["metadata"]["name"]: (h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) for h in hpas}
+    assert ranges == {"chat-v1": (2, 8), "chat-v2": (1, 2)}
+
+
+def test_new_artifact_changes_the_pod_template(settings):
+    a = make_lm()
+    b = make_lm({"versions": [{"name": "v1", "checkpoint": {"uri": "s3://models/gpt2/v1b/"}, "traffic": 90},
+                              {"name": "v2", "checkpoint": {"uri": "s3://models/gpt2/v2/"}, "traffic": 10}]})
+    _, da = _deployment(a, settings)
+    _, db = _deployment(b, settings)
+    ta, tb = da["spec"]["template"], db["spec"]["template"]
+    assert ta["metadata"]["annotations"]["lmo.dev/artifact-key"] != tb["metadata"]["annotations"]["lmo.dev/artifact-key"]
+
+
+def test_service_per_version(settings):
+    svc = build_service(make_lm(), OWNER, "v2")
+    assert svc["metadata"]["name"] == "chat-v2"
+    assert svc["spec"]["selector"] == {
+        "lmo.dev/model": "chat",
+        "app.kubernetes.io/component": "triton",
+        "lmo.dev/version": "v2",
+    }
+    assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
+        ("http", 8000, "http"),
+        ("grpc", 8001, "grpc"),
+        ("metrics", 8002, "metrics"),
+    ]
+
+
+def test_no_deployment_without_serve_uri(settings):
+    lm = make_lm()
+    plans = make_plans(lm, settings, convert={"v2"}, serving={"v1"}, traffic={"v1": 100})
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in build_children(lm, OWNER, settings, plans)]
+    assert ("Deployment", "chat-v2") not in kinds and ("Service", "chat-v2") not in kinds
+    assert ("Job", f"chat-v2-convert-{plans[1].key[:8]}") in kinds
+    with pytest.raises(ValueError, match="no artifact to serve"):
+        build_deployment(lm, OWNER, settings, plans[1], 1)
