@@ -1,0 +1,565 @@
+"""BERT-family encoders: feature-extraction, fill-mask, text-classification.
+
+What the ONNX graph computes (the PyTorch wrapper computes exactly the same, so the export
+can be compared with PyTorch and the accuracy gate compares like with like):
+
+* feature-extraction: `embedding` [batch, hidden] — mean over the attention mask, L2
+  normalised (the sentence-transformers recipe), inside the graph.
+* fill-mask: `token_id` [batch, seq] int64 and `token_score` [batch, seq] — the top-1 token
+  and its probability at every position; post-processing picks the [MASK] positions. Only
+  two small tensors leave the graph instead of [batch, seq, vocab] logits.
+* text-classification: `probabilities` [batch, labels] (softmax); labels from id2label.
+
+Optimisation: onnxruntime's transformer fusions (Attention, SkipLayerNorm, BiasGelu...) are
+applied when their output stays equal to the plain export (max abs diff <= 1e-4), then:
+int8 = dynamic per-channel int8 weights (quantize_dynamic), int8-static = calibrated QDQ on
+the MatMuls of the encoder, fp16 = float16 weights with fp32 inputs/outputs.
+
+Serving: the entry model (ENTRY_MODEL[task]) is one Python-backend model
+(`lmo_runtime/triton_models/bert/model.py`) that tokenizes with `tokenizers`, runs the
+ONNX model for all requests of a batch at once (right-padded) and post-processes. With
+request.backend == "python" it runs onnxruntime itself (what the CPU-only tritonserver
+from nvidia-pytriton can serve); with "onnxruntime" it calls a sibling model
+`<entry>_onnx` (Triton's ONNX Runtime backend, GPU-capable) through BLS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmo_runtime.errors import ConversionError
+from lmo_runtime.families import Exported, Loaded, calibration_texts
+from lmo_runtime.manifest import ENTRY_MODEL, ConversionRequest, Golden, Score
+
+OPSET = 17
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUTS = {
+    "feature-extraction": ("embedding",),
+    "fill-mask": ("token_id", "token_score"),
+    "text-classification": ("probabilities",),
+}
+FUSION_TOLERANCE = 1e-4
+EXPORT_TOLERANCE = 1e-3
+MAX_LENGTH = 256  # tokens per text at serving time (truncated beyond)
+MODEL_FILE = "model.onnx"
+META_FILE = "lmo_model.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def _torch():
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    return torch
+
+
+def _wrapper(model: Any, task: str, mask_token_id: int | None):
+    """A torch module whose forward returns what the ONNX graph returns for `task`."""
+    torch = _torch()
+    F = torch.nn.functional
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            out = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            )
+            if task == "feature-extraction":
+                hidden = out.last_hidden_state
+                m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+                return F.normalize(pooled, p=2.0, dim=1)
+            if task == "fill-mask":
+                probs = F.softmax(out.logits, dim=-1)
+                score, idx = probs.max(dim=-1)
+                return idx, score
+            return F.softmax(out.logits, dim=-1)
+
+    return Wrapped().eval()
+
+
+class BertFamily:
+    """Family implementation for `model_type: bert` checkpoints."""
+
+    name = "bert"
+    tasks = ("feature-extraction", "fill-mask", "text-classification")
+    architectures = ("BertModel", "BertForMaskedLM", "BertForSequenceClassification", "BertForPreTraining")
+
+    # ------------------------------------------------------------------ load
+
+    def load(self, ckpt_dir: Path, task: str) -> Loaded:
+        from lmo_runtime import checkpoint
+
+        config_dict = checkpoint.inspect(ckpt_dir)
+        if task not in self.tasks:
+            raise ConversionError(
+                f"task {task!r} is not possible with a BERT encoder; it can serve "
+                f"{', '.join(self.tasks)}"
+            )
+        _torch()
+        from transformers import (
+            AutoConfig,
+            AutoModel,
+            AutoModelForMaskedLM,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(ckpt_dir), use_fast=True)
+        except Exception as err:
+            raise ConversionError(
+                f"checkpoint tokenizer cannot be loaded ({type(err).__name__}: {str(err)[:200]}); "
+                "save it with tokenizer.save_pretrained(dir) into the checkpoint directory"
+            ) from None
+        if not getattr(tokenizer, "is_fast", False):
+            raise ConversionError(
+                "checkpoint tokenizer has no fast (tokenizers) version; add tokenizer.json "
+                "(AutoTokenizer.from_pretrained(dir).save_pretrained(dir) writes it)"
+            )
+        if task == "fill-mask" and tokenizer.mask_token_id is None:
+            raise ConversionError("task fill-mask needs a tokenizer with a mask token ([MASK])")
+        config = AutoConfig.from_pretrained(str(ckpt_dir))
+        cls = {
+            "feature-extraction": AutoModel,
+            "fill-mask": AutoModelForMaskedLM,
+            "text-classification": AutoModelForSequenceClassification,
+        }[task]
+        archs = config_dict.get("architectures") or ["BertModel"]
+        try:
+            model, info = cls.from_pretrained(
+                str(ckpt_dir), attn_implementation="eager", output_loading_info=True
+            )
+        except Exception as err:
+            raise ConversionError(
+                f"checkpoint weights cannot be loaded ({type(err).__name__}: {str(err)[:300]}); "
+                "check that the files are complete and match config.json"
+            ) from None
+        missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
+        head = {"fill-mask": "cls.predictions", "text-classification": "classifier"}.get(task)
+        if head and any(k.startswith(head) for k in missing):
+            need = "BertForMaskedLM" if task == "fill-mask" else "BertForSequenceClassification"
+            raise ConversionError(
+                f"task {task!r} needs a {need} checkpoint, but {', '.join(archs)} has no "
+                f"{head} weights; use a checkpoint trained for {task} or choose "
+                "task feature-extraction"
+            )
+        body_missing = [k for k in missing if not (head and k.startswith(head))]
+        if body_missing:
+            raise ConversionError(
+                f"checkpoint weights are incomplete: {len(body_missing)} tensors missing "
+                f"(e.g. {body_missing[0]}); the weights do not match config.json"
+            )
+        model.eval()
+        return Loaded(
+            task=task,
+            architecture=model.__class__.__name__,
+            config=config_dict,
+            ckpt_dir=Path(ckpt_dir),
+            model=_wrapper(model, task, tokenizer.mask_token_id),
+            tokenizer=tokenizer,
+            extra={
+                "num_heads": int(config.num_attention_heads),
+                "hidden_size": int(config.hidden_size),
+                "max_length": int(min(MAX_LENGTH, config.max_position_embeddings)),
+                "labels": _labels(config) if task == "text-classification" else None,
+            },
+        )
+
+    # ------------------------------------------------------------------ export
+
+    def _encode(self, loaded: Loaded, texts: list[str], framework: str = "np") -> dict[str, Any]:
+        enc = loaded.tokenizer(
+            texts, padding=True, truncation=True, max_length=loaded.extra["max_length"],
+            return_tensors=framework,
+        )
+        if "token_type_ids" not in enc:
+            enc["token_type_ids"] = enc["input_ids"] * 0
+        return {k: enc[k] for k in INPUT_NAMES}
+
+    def torch_outputs(self, loaded: Loaded, texts: list[str]) -> list[np.ndarray]:
+        torch = _torch()
+        enc = self._encode(loaded, texts, "pt")
+        with torch.inference_mode():
+            out = loaded.model(**enc)
+        out = out if isinstance(out, tuple) else (out,)
+        return [o.numpy() for o in out]
+
+    def export(self, loaded: Loaded, work_dir: Path) -> Exported:
+        import onnx
+
+        torch = _torch()
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        raw = work_dir / "model.raw.onnx"
+        texts = calibration_texts(4)
+        enc = self._encode(loaded, texts, "pt")
+        outputs = OUTPUTS[loaded.task]
+        axes = {k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES}
+        for o in outputs:
+            axes[o] = {0: "batch", 1: "sequence"} if loaded.task == "fill-mask" else {0: "batch"}
+        import warnings
+
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                loaded.model,
+                tuple(enc[k] for k in INPUT_NAMES),
+                str(raw),
+                input_names=list(INPUT_NAMES),
+                output_names=list(outputs),
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        try:
+            onnx.checker.check_model(str(raw), full_check=True)
+        except onnx.checker.ValidationError as err:
+            raise ConversionError(f"exported ONNX graph is invalid: {err}") from None
+        # Compare on texts of another batch size and length than the export used.
+        check = calibration_texts(7)[-3:]
+        ref = self.torch_outputs(loaded, check)
+        got = run_onnx(raw, self._encode(loaded, check))
+        diff = _max_diff(loaded.task, ref, got)
+        if diff > EXPORT_TOLERANCE:
+            raise ConversionError(
+                f"ONNX export differs from PyTorch by {diff:.2e} (> {EXPORT_TOLERANCE}); "
+                "the architecture has an operation the exporter does not reproduce"
+            )
+        best, details = raw, {"fused": 0.0}
+        fused = work_dir / "model.fused.onnx"
+        try:
+            from onnxruntime.transformers.optimizer import optimize_model
+
+            opt = optimize_model(
+                str(raw), model_type="bert", num_heads=loaded.extra["num_heads"],
+                hidden_size=loaded.extra["hidden_size"], opt_level=0,
+            )
+            stats = opt.get_fused_operator_statistics()
+            opt.save_model_to_file(str(fused))
+            fused_diff = _max_diff(loaded.task, got, run_onnx(fused, self._encode(loaded, check)))
+            details["fusion_max_abs_diff"] = fused_diff
+            details["fused_attention"] = float(stats.get("Attention", 0))
+            if fused_diff <= FUSION_TOLERANCE:
+                best, details["fused"] = fused, 1.0
+        except Exception as err:  # fusion is an optimisation: keep the plain export
+            details["fusion_failed"] = 1.0
+            loaded.extra["fusion_error"] = f"{type(err).__name__}: {err}"
+        return Exported(path=best, max_abs_diff=diff, opset=OPSET, details=details)
+
+    # ------------------------------------------------------------------ optimize
+
+    def optimize(
+        self, exported: Exported, precision: str, loaded: Loaded, work_dir: Path,
+        calibration_samples: int,
+    ) -> Path:
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        src = exported.path
+        out = work_dir / MODEL_FILE
+        if precision == "fp32":
+            shutil.copy(src, out)
+        elif precision == "int8":
+            import onnx
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            with _quiet_root_logger():
+                quantize_dynamic(
+                    str(src), str(out), per_channel=True, weight_type=QuantType.QInt8,
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                )
+        elif precision == "int8-static":
+            self._quantize_static(src, out, loaded, work_dir, calibration_samples)
+        elif precision == "fp16":
+            import onnx
+            from onnxruntime.transformers.onnx_model import OnnxModel
+
+            model = OnnxModel(onnx.load(str(src)))
+            model.convert_float_to_float16(keep_io_types=True)
+            model.save_model_to_file(str(out))
+        else:
+            raise ConversionError(
+                f"precision {precision!r} is not supported; use fp32, fp16, int8 or int8-static"
+            )
+        return out
+
+    def _quantize_static(
+        self, src: Path, out: Path, loaded: Loaded, work_dir: Path, samples: int
+    ) -> None:
+        """Calibrated int8: QDQ on the encoder MatMuls only.
+
+        Naive static int8 of every op drops MiniLM's cosine to 0.38 (TRITON-CPU.md): the
+        activations feeding attention softmax, LayerNorm and the pooling are too wide for
+        one int8 scale. Weights are per-channel, activations calibrated with percentiles.
+        """
+        import onnx
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        texts = calibration_texts(samples)
+        family = self
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.batches = iter(
+                    [family._encode(loaded, texts[i : i + 8]) for i in range(0, len(texts), 8)]
+                )
+
+            def get_next(self):
+                return next(self.batches, None)
+
+        pre = work_dir / "model.pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        model = onnx.load(str(pre))
+        matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
+        excluded = [n for n in matmuls if _sensitive(n)]
+        with _quiet_root_logger():
+            quantize_static(
+                str(pre), str(out), Reader(),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["MatMul"],
+                nodes_to_exclude=excluded,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile,
+                extra_options={
+                    "ActivationSymmetric": True,
+                    "DefaultTensorType": onnx.TensorProto.FLOAT,
+                    "CalibPercentile": 99.99,
+                },
+            )
+
+    # ------------------------------------------------------------------ score
+
+    def _onnx_answers(self, loaded: Loaded, onnx_path: Path, texts: list[str]) -> list[np.ndarray]:
+        return run_onnx(onnx_path, self._encode(loaded, texts))
+
+    def score(self, loaded: Loaded, onnx_path: Path, texts: list[str], threshold: float) -> Score:
+        task = loaded.task
+        if task == "fill-mask":
+            texts = [masked(loaded.tokenizer, t, every=4) for t in texts]
+        ref = self.torch_outputs(loaded, texts)
+        got = self._onnx_answers(loaded, onnx_path, texts)
+        details: dict[str, float] = {"max_abs_diff": _max_diff(task, ref, got)}
+        if task == "feature-extraction":
+            a, b = ref[0], got[0].astype(np.float32)
+            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+            value, metric, n = float(cos.mean()), "cosine", len(texts)
+            details["cosine_min"] = float(cos.min())
+        elif task == "fill-mask":
+            ids = self._encode(loaded, texts)["input_ids"]
+            where = ids == loaded.tokenizer.mask_token_id
+            agree = ref[0][where] == got[0][where]
+            value, metric, n = float(agree.mean()), "top1_agreement", int(where.sum())
+        else:
+            agree = ref[0].argmax(-1) == got[0].argmax(-1)
+            value, metric, n = float(agree.mean()), "top1_agreement", len(texts)
+            details["max_prob_diff"] = float(np.abs(ref[0] - got[0]).max())
+        return Score(
+            metric=metric, value=value, threshold=threshold, passed=value >= threshold,
+            samples=n, details=details,
+        )
+
+    # ------------------------------------------------------------------ golden
+
+    def golden(self, loaded: Loaded, texts: list[str]) -> Golden:
+        task = loaded.task
+        if task == "feature-extraction":
+            emb = self.torch_outputs(loaded, texts)[0]
+            return Golden(inputs=texts, outputs=[[round(float(x), 6) for x in e] for e in emb],
+                          kind="embedding")
+        if task == "fill-mask":
+            inputs = [masked(loaded.tokenizer, t, single=True) for t in texts]
+            ids, _ = self.torch_outputs(loaded, inputs)
+            enc = self._encode(loaded, inputs)["input_ids"]
+            outs = []
+            for row, pred in zip(enc, ids):
+                pos = int(np.argmax(row == loaded.tokenizer.mask_token_id))
+                outs.append(loaded.tokenizer.decode([int(pred[pos])]).strip())
+            return Golden(inputs=inputs, outputs=outs, kind="token")
+        probs = self.torch_outputs(loaded, texts)[0]
+        labels = loaded.extra["labels"]
+        return Golden(inputs=texts, outputs=[labels[int(i)] for i in probs.argmax(-1)], kind="label")
+
+    # ------------------------------------------------------------------ repository
+
+    def write_repository(
+        self, loaded: Loaded, onnx_path: Path, repo_dir: Path, request: ConversionRequest
+    ) -> str:
+        from lmo_runtime.triton.config import DynamicBatching, ModelConfig, Tensor, write_config
+
+        task = loaded.task
+        entry = ENTRY_MODEL[task]
+        repo_dir = Path(repo_dir)
+        version_dir = repo_dir / entry / "1"
+        version_dir.mkdir(parents=True, exist_ok=True)
+        bls = request.backend == "onnxruntime"
+        onnx_model = f"{entry}_onnx"
+        batch = max(0, request.max_batch_size)
+        batching = (
+            DynamicBatching(max_queue_delay_microseconds=request.max_queue_delay_microseconds)
+            if batch > 0 else None
+        )
+        meta = {
+            "task": task,
+            "runner": "bls" if bls else "ort",
+            "onnx_model": onnx_model if bls else MODEL_FILE,
+            "inputs": list(INPUT_NAMES),
+            "outputs": list(OUTPUTS[task]),
+            "max_length": loaded.extra["max_length"],
+            "max_batch_size": batch,
+            "pad_token_id": int(loaded.tokenizer.pad_token_id or 0),
+            "mask_token_id": loaded.tokenizer.mask_token_id,
+            "mask_token": loaded.tokenizer.mask_token,
+            "labels": loaded.extra["labels"],
+            "gpus": request.gpus,
+        }
+        (version_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+        loaded.tokenizer.backend_tokenizer.save(str(version_dir / TOKENIZER_FILE))
+        src = resources.files("lmo_runtime") / "triton_models" / "bert" / "model.py"
+        (version_dir / "model.py").write_text(src.read_text())
+        hidden = loaded.extra["hidden_size"]
+        outputs = {
+            "feature-extraction": (Tensor("EMBEDDING", "FP32", (hidden,)),),
+            "fill-mask": (
+                Tensor("TOKEN", "STRING", (1,)),
+                Tensor("SCORE", "FP32", (1,)),
+                Tensor("SEQUENCE", "STRING", (1,)),
+            ),
+            "text-classification": (Tensor("LABEL", "STRING", (1,)), Tensor("SCORE", "FP32", (1,))),
+        }[task]
+        write_config(
+            repo_dir / entry,
+            ModelConfig(
+                name=entry,
+                backend="python",
+                inputs=(Tensor("TEXT", "STRING", (1,)),),
+                outputs=outputs,
+                max_batch_size=batch,
+                dynamic_batching=batching,
+                # the Python model runs ORT on the GPU itself unless it delegates via BLS
+                gpus=0 if bls else request.gpus,
+                parameters={"lmo_task": task},
+            ),
+        )
+        if not bls:
+            shutil.copy(onnx_path, version_dir / MODEL_FILE)
+            return entry
+        onnx_dir = repo_dir / onnx_model / "1"
+        onnx_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(onnx_path, onnx_dir / MODEL_FILE)
+        seq_out = task == "fill-mask"
+        out_types = {"embedding": "FP32", "token_id": "INT64", "token_score": "FP32",
+                     "probabilities": "FP32"}
+        out_dims = {"embedding": (hidden,), "probabilities": (len(loaded.extra["labels"] or [1]),)}
+        write_config(
+            repo_dir / onnx_model,
+            ModelConfig(
+                name=onnx_model,
+                backend="onnxruntime",
+                inputs=tuple(Tensor(n, "INT64", (-1,)) for n in INPUT_NAMES),
+                outputs=tuple(
+                    Tensor(o, out_types[o], (-1,) if seq_out else out_dims[o]) for o in OUTPUTS[task]
+                ),
+                max_batch_size=batch,
+                gpus=request.gpus,
+                default_model_filename=MODEL_FILE,
+            ),
+        )
+        return entry
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _quiet_root_logger():
+    """onnxruntime.quantization logs advice ("consider pre-processing") on the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _labels(config: Any) -> list[str]:
+    id2label = getattr(config, "id2label", None) or {}
+    n = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
+    return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n)]
+
+
+def _sensitive(node_name: str) -> bool:
+    """MatMuls kept in float for int8-static: the attention score/context products (their
+    activations are unbounded before softmax) and the output projections after GELU."""
+    name = node_name.lower()
+    return "attention/self/matmul" in name or "/output/dense" in name and "attention" not in name
+
+
+def _max_diff(task: str, ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+    """Largest absolute difference of the float outputs (fill-mask: token probabilities)."""
+    floats = [(r, g) for r, g in zip(ref, got) if np.issubdtype(np.asarray(r).dtype, np.floating)]
+    return float(max(np.abs(np.asarray(r, np.float32) - np.asarray(g, np.float32)).max() for r, g in floats))
+
+
+_SESSIONS: dict[tuple[str, float], Any] = {}
+
+
+def run_onnx(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run an ONNX model with onnxruntime (CUDA when available for fp16, else CPU)."""
+    import onnxruntime as ort
+
+    key = (str(path), Path(path).stat().st_mtime)
+    sess = _SESSIONS.get(key)
+    if sess is None:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, min(2, os.cpu_count() or 1))
+        so.log_severity_level = 3
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        sess = ort.InferenceSession(str(path), so, providers=providers)
+        _SESSIONS.clear()
+        _SESSIONS[key] = sess
+    names = {i.name for i in sess.get_inputs()}
+    return sess.run(None, {k: np.asarray(v, dtype=np.int64) for k, v in feed.items() if k in names})
+
+
+def masked(tokenizer: Any, text: str, every: int = 4, single: bool = False) -> str:
+    """`text` with words replaced by the mask token: one word near the middle (`single`),
+    else every `every`-th word (at least one)."""
+    words = text.split()
+    mask = tokenizer.mask_token
+    if single:
+        idx = [len(words) // 2]
+    else:
+        idx = list(range(1, len(words), every)) or [0]
+    for i in idx:
+        stripped = words[i].rstrip(".,!?;:")
+        words[i] = mask + words[i][len(stripped):]
+    return " ".join(words)
+
+
+FAMILY = BertFamily()

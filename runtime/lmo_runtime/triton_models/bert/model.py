@@ -1,0 +1,152 @@
+"""Triton Python-backend entry model for BERT tasks (shipped into every BERT artifact).
+
+Input TEXT (STRING, one text per batch row). Outputs by task:
+feature-extraction EMBEDDING (FP32 [hidden]); fill-mask TOKEN, SCORE, SEQUENCE;
+text-classification LABEL, SCORE.
+
+All requests of one `execute` call are tokenized together, right-padded to one length and run
+through the ONNX model in a single call, then split back per request: that is where Triton's
+dynamic batching pays off on CPU. The ONNX model runs here with onnxruntime (`runner: ort`,
+for tritonservers without the ONNX Runtime backend) or in a sibling model through BLS
+(`runner: bls`, the ONNX Runtime backend on GPU). Settings come from lmo_model.json written
+at conversion. Only numpy, tokenizers and (for `ort`) onnxruntime are needed in the server.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from tokenizers import Tokenizer
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        here = Path(args["model_repository"]) / args["model_version"]
+        self.meta = json.loads((here / "lmo_model.json").read_text())
+        self.tokenizer = Tokenizer.from_file(str(here / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=int(self.meta["max_length"]))
+        self.task = self.meta["task"]
+        self.session = None
+        if self.meta["runner"] == "ort":
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            threads = int(os.environ.get("LMO_ORT_THREADS", "0"))
+            if threads:
+                opts.intra_op_num_threads = threads
+            providers = ["CPUExecutionProvider"]
+            if args.get("model_instance_kind") == "GPU" and (
+                "CUDAExecutionProvider" in ort.get_available_providers()
+            ):
+                providers = [
+                    ("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])}),
+                    "CPUExecutionProvider",
+                ]
+            self.session = ort.InferenceSession(
+                str(here / self.meta["onnx_model"]), opts, providers=providers
+            )
+            self.input_names = {i.name for i in self.session.get_inputs()}
+
+    # ------------------------------------------------------------------ model call
+
+    def _run(self, feed):
+        if self.session is not None:
+            feed = {k: v for k, v in feed.items() if k in self.input_names}
+            return self.session.run(self.meta["outputs"], feed)
+        request = pb_utils.InferenceRequest(
+            model_name=self.meta["onnx_model"],
+            requested_output_names=self.meta["outputs"],
+            inputs=[pb_utils.Tensor(k, v) for k, v in feed.items()],
+        )
+        response = request.exec()
+        if response.has_error():
+            raise pb_utils.TritonModelException(response.error().message())
+        return [
+            pb_utils.get_output_tensor_by_name(response, name).as_numpy()
+            for name in self.meta["outputs"]
+        ]
+
+    def _encode(self, texts):
+        encs = self.tokenizer.encode_batch(texts)
+        length = max(len(e.ids) for e in encs)
+        pad = int(self.meta["pad_token_id"])
+        ids = np.full((len(encs), length), pad, dtype=np.int64)
+        mask = np.zeros((len(encs), length), dtype=np.int64)
+        types = np.zeros((len(encs), length), dtype=np.int64)
+        for i, e in enumerate(encs):
+            n = len(e.ids)
+            ids[i, :n] = e.ids
+            mask[i, :n] = 1
+            types[i, :n] = e.type_ids
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def _run_batched(self, feed):
+        """One model call, split into chunks of max_batch_size for the BLS model."""
+        limit = int(self.meta["max_batch_size"]) if self.session is None else 0
+        n = len(feed["input_ids"])
+        if not limit or n <= limit:
+            return self._run(feed)
+        parts = [self._run({k: v[i : i + limit] for k, v in feed.items()}) for i in range(0, n, limit)]
+        return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
+
+    # ------------------------------------------------------------------ execute
+
+    def execute(self, requests):
+        texts, counts, errors = [], [], []
+        for request in requests:
+            raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
+            batch = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in raw]
+            error = None
+            if self.task == "fill-mask":
+                token = self.meta["mask_token"]
+                bad = [t for t in batch if token not in t]
+                if bad:
+                    error = f"TEXT must contain the mask token {token} (got {bad[0][:80]!r})"
+            if not batch:
+                error = "TEXT is empty"
+            errors.append(error)
+            if error is None:
+                texts += batch
+            counts.append(0 if error else len(batch))
+        outputs = self._postprocess(self._run_batched(self._encode(texts)), texts) if texts else None
+        responses, start = [], 0
+        for count, error in zip(counts, errors):
+            if error is not None:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error)))
+                continue
+            tensors = [pb_utils.Tensor(name, value[start : start + count]) for name, value in outputs]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            start += count
+        return responses
+
+    def _postprocess(self, out, texts):
+        if self.task == "feature-extraction":
+            return [("EMBEDDING", out[0].astype(np.float32))]
+        if self.task == "text-classification":
+            probs = out[0]
+            best = probs.argmax(-1)
+            labels = self.meta["labels"]
+            return [
+                ("LABEL", np.array([[labels[int(i)].encode()] for i in best], dtype=np.object_)),
+                ("SCORE", probs.max(-1).astype(np.float32).reshape(-1, 1)),
+            ]
+        token_ids, token_scores = out
+        encoded = self._encode(texts)["input_ids"]
+        mask_id = int(self.meta["mask_token_id"])
+        tokens, scores, sequences = [], [], []
+        for row, ids, probs in zip(encoded, token_ids, token_scores):
+            positions = np.flatnonzero(row == mask_id)
+            pos = int(positions[0])
+            tokens.append(self.tokenizer.decode([int(ids[pos])]).strip().encode())
+            scores.append(float(probs[pos]))
+            filled = row.copy()
+            filled[positions] = ids[positions]
+            sequences.append(self.tokenizer.decode([int(t) for t in filled]).encode())
+        return [
+            ("TOKEN", np.array(tokens, dtype=np.object_).reshape(-1, 1)),
+            ("SCORE", np.array(scores, dtype=np.float32).reshape(-1, 1)),
+            ("SEQUENCE", np.array(sequences, dtype=np.object_).reshape(-1, 1)),
+        ]
