@@ -1,0 +1,323 @@
+"""The Helm chart: lints clean, renders valid Kubernetes objects for every values shape, grants
+exactly the rights the operator uses, runs locked down, and the plain install file is a fresh
+render. helm is the real binary (tests/fixtures/k8s_tools.py); objects are checked with
+kubernetes-validate against the Kubernetes 1.30 schemas.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from lmo import crd
+from lmo.builders import CHILD_KINDS
+from lmo.settings import OperatorSettings
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "lmo"
+K8S_VERSION = "1.30"
+# API groups whose objects kubernetes-validate knows (the rest are CRDs of other projects).
+CORE_GROUPS = {"", "apps", "rbac.authorization.k8s.io", "apiextensions.k8s.io", "batch"}
+
+# What the operator does (lmo.kube + Kopf), per (apiGroup, resource). Changing the operator's
+# calls means changing this table and the ClusterRole together.
+CHILD_VERBS = ["get", "list", "watch", "create", "patch", "delete"]
+EXPECTED_RULES = {
+    ("lmo.dev", "languagemodels"): ["get", "list", "watch", "patch"],
+    ("lmo.dev", "languagemodels/status"): ["get", "patch"],
+    ("lmo.dev", "languagemodels/finalizers"): ["update"],
+    ("apps", "deployments"): CHILD_VERBS,
+    ("", "services"): CHILD_VERBS,
+    ("batch", "jobs"): CHILD_VERBS,
+    ("autoscaling", "horizontalpodautoscalers"): CHILD_VERBS,
+    ("gateway.networking.k8s.io", "httproutes"): CHILD_VERBS,
+    ("keda.sh", "scaledobjects"): CHILD_VERBS,
+    ("", "pods"): ["get", "list", "watch"],
+    ("", "secrets"): ["get"],
+    ("", "events"): ["get", "create", "patch"],
+    ("events.k8s.io", "events"): ["create", "patch"],
+}
+EXPECTED_CLUSTER_RULES = {
+    ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
+    ("", "namespaces"): ["list", "watch"],
+}
+PEERING_VERBS = ["get", "list", "watch", "patch"]
+
+VALUES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "namespaced": {
+        "watchNamespaces": ["team-a", "team-b"],
+        "workloads": {"serviceAccount": {"create": True, "name": "lmo-workload"}},
+    },
+    "peering": {"peering": {"enabled": True}},
+    "replicas-namespaced-peering": {"replicas": 2, "watchNamespaces": ["ml"]},
+    "monitoring": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+        "tritonPodMonitor": {"enabled": True},
+    },
+    "s3-and-settings": {
+        "artifactStore": {"uri": "s3://models/lmo", "secret": "store-creds"},
+        "imagePullSecrets": ["regcred"],
+        "converter": {"resources": {"requests": {"cpu": "4", "memory": "16Gi"}}},
+        "workloads": {"serviceAccount": {"name": "irsa"}},
+        "settings": {"jobTtlSeconds": 600, "gatewayName": "edge", "converterNodeSelector": {"pool": "cpu"}},
+        "logFormat": "text",
+        "image": {"repository": "registry.local/lmo", "tag": "dev", "pullPolicy": "Always"},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "ops", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+}
+
+
+def helm(tools, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(tools.helm), *args], capture_output=True, text=True, cwd=REPO, check=check
+    )
+
+
+def render(tools, values: dict[str, Any], tmp_path: Path, name: str = "v") -> list[dict[str, Any]]:
+    values_file = tmp_path / f"{name}.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    out = helm(
+        tools, "template", "lmo", str(CHART), "--namespace", "lmo-system", "--include-crds",
+        "-f", str(values_file),
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.fixture(scope="module")
+def renders(k8s_tools, tmp_path_factory) -> dict[str, list[dict[str, Any]]]:
+    tmp = tmp_path_factory.mktemp("values")
+    return {name: render(k8s_tools, values, tmp, name) for name, values in VALUES.items()}
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def deployment(docs) -> dict[str, Any]:
+    (dep,) = by_kind(docs, "Deployment")
+    return dep
+
+
+def container(docs) -> dict[str, Any]:
+    (c,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env(docs) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container(docs)["env"]}
+
+
+def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+    out: dict[tuple[str, str], list[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                key = (group, resource)
+                assert key not in out, f"{role['metadata']['name']}: {key} granted twice"
+                out[key] = rule["verbs"]
+    return out
+
+
+def test_helm_lint_strict_is_clean(k8s_tools):
+    result = helm(k8s_tools, "lint", "--strict", str(CHART), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("name", list(VALUES))
+def test_every_rendered_core_object_is_valid_kubernetes(renders, name):
+    docs = renders[name]
+    kinds = sorted(d["kind"] for d in docs)
+    assert {"Deployment", "ServiceAccount", "ClusterRole", "CustomResourceDefinition"} <= set(kinds)
+    for doc in docs:
+        group = doc["apiVersion"].rpartition("/")[0]
+        if group in CORE_GROUPS:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        # every namespaced object lands where it should
+        if doc["kind"] in {"Deployment", "Service", "ServiceMonitor", "PodMonitor"}:
+            assert doc["metadata"]["namespace"] == "lmo-system"
+
+
+def test_the_chart_ships_the_generated_crd(renders):
+    (lm_crd,) = [d for d in by_kind(renders["default"], "CustomResourceDefinition")
+                 if d["metadata"]["name"] == "languagemodels.lmo.dev"]
+    assert lm_crd == crd.crd()
+
+
+@pytest.mark.parametrize("name", list(VALUES))
+def test_rbac_grants_exactly_what_the_operator_uses(renders, name):
+    docs = renders[name]
+    for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], f"wildcard in {role['metadata']['name']}: {rule}"
+    roles = {r["metadata"]["name"]: rules_of(r) for r in by_kind(docs, "ClusterRole")}
+    peering = name in {"peering", "replicas-namespaced-peering"}
+    namespaced = "watchNamespaces" in VALUES[name]
+    expected = dict(EXPECTED_RULES)
+    expected_cluster = dict(EXPECTED_CLUSTER_RULES)
+    if peering and namespaced:
+        expected[("kopf.dev", "kopfpeerings")] = PEERING_VERBS
+    elif peering:
+        expected_cluster[("kopf.dev", "clusterkopfpeerings")] = PEERING_VERBS
+    assert roles == {"lmo": expected, "lmo-cluster": expected_cluster}
+
+    # every kind the builders can make is writable (server-side apply creates with PATCH)
+    for api_version, _kind, plural in CHILD_KINDS:
+        group = api_version.rpartition("/")[0]
+        assert {"create", "patch", "delete", "get", "list"} <= set(expected[(group, plural)])
+
+    sa = {"kind": "ServiceAccount", "name": "lmo", "namespace": "lmo-system"}
+    cluster_bindings = {b["metadata"]["name"]: b for b in by_kind(docs, "ClusterRoleBinding")}
+    assert cluster_bindings["lmo-cluster"]["subjects"] == [sa]
+    role_bindings = by_kind(docs, "RoleBinding")
+    if namespaced:
+        assert "lmo" not in cluster_bindings, "a namespaced install must not bind cluster-wide"
+        assert sorted(b["metadata"]["namespace"] for b in role_bindings) == sorted(
+            VALUES[name]["watchNamespaces"]
+        )
+        for b in role_bindings:
+            assert b["roleRef"]["name"] == "lmo" and b["subjects"] == [sa]
+    else:
+        assert not role_bindings
+        assert cluster_bindings["lmo"]["roleRef"]["name"] == "lmo"
+
+
+@pytest.mark.parametrize("name", list(VALUES))
+def test_pod_runs_locked_down(renders, name):
+    pod = deployment(renders[name])["spec"]["template"]["spec"]
+    psc = pod["securityContext"]
+    assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 65532
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(renders[name])["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    tmp = [v for v in pod["volumes"] if v["name"] == "tmp"]
+    assert tmp and "emptyDir" in tmp[0]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container(renders[name])["volumeMounts"]
+
+
+def test_operator_command_probes_and_namespaces(renders):
+    default = container(renders["default"])
+    assert default["command"] == ["lmo"]
+    assert default["args"] == ["operator", "--all-namespaces", "--liveness=http://0.0.0.0:8081/healthz"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert default[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    ports = {p["name"]: p["containerPort"] for p in default["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    assert deployment(renders["default"])["spec"]["strategy"] == {"type": "Recreate"}
+
+    namespaced = container(renders["namespaced"])["args"]
+    assert "--namespace=team-a" in namespaced and "--namespace=team-b" in namespaced
+    assert "--all-namespaces" not in namespaced
+
+
+def test_peering_installs_kopf_crds_and_objects(renders):
+    assert not any("--peering" in a for a in container(renders["default"])["args"])
+    assert not any(d["apiVersion"].startswith("kopf.dev") for d in renders["default"])
+
+    docs = renders["peering"]
+    assert "--peering=lmo" in container(docs)["args"]
+    assert deployment(docs)["spec"]["strategy"]["type"] == "RollingUpdate"
+    crds = {d["metadata"]["name"]: d for d in by_kind(docs, "CustomResourceDefinition")}
+    assert crds["clusterkopfpeerings.kopf.dev"]["spec"]["scope"] == "Cluster"
+    assert crds["kopfpeerings.kopf.dev"]["spec"]["scope"] == "Namespaced"
+    (peering,) = by_kind(docs, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "lmo"
+    assert "post-install" in peering["metadata"]["annotations"]["helm.sh/hook"]
+
+    docs = renders["replicas-namespaced-peering"]
+    assert deployment(docs)["spec"]["replicas"] == 2
+    assert "--peering=lmo" in container(docs)["args"]
+    (peering,) = by_kind(docs, "KopfPeering")
+    assert peering["metadata"]["namespace"] == "ml"
+
+
+def test_monitoring_objects(renders):
+    assert not by_kind(renders["default"], "ServiceMonitor")
+    assert not by_kind(renders["default"], "PodMonitor")
+    docs = renders["monitoring"]
+    (sm,) = by_kind(docs, "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "prom"
+    (svc,) = by_kind(docs, "Service")
+    assert sm["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
+    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"] == "metrics"
+    (pm,) = by_kind(docs, "PodMonitor")
+    relabel = {r["targetLabel"]: r["sourceLabels"][0] for r in pm["spec"]["podMetricsEndpoints"][0]["relabelings"]}
+    # the label convention rollout analysis queries (contracts: lmo_model, lmo_version)
+    assert relabel["lmo_model"] == "__meta_kubernetes_pod_label_lmo_dev_model"
+    assert relabel["lmo_version"] == "__meta_kubernetes_pod_label_lmo_dev_version"
+    assert relabel["namespace"] == "__meta_kubernetes_namespace"
+
+
+def test_operator_env_parses_as_operator_settings(renders):
+    """The LMO_* variables the chart sets are read by lmo.settings (none is ignored or invalid)."""
+    operator_only = {"LMO_LOG_FORMAT", "LMO_METRICS_PORT"}  # read by the operator entry point
+    for name, docs in renders.items():
+        variables = {k: v for k, v in env(docs).items() if k.startswith("LMO_")}
+        setting_names = {"LMO_" + f.upper() for f in OperatorSettings.model_fields}
+        unknown = set(variables) - setting_names - operator_only
+        assert not unknown, f"{name}: the chart sets variables nobody reads: {unknown}"
+        settings = OperatorSettings.from_env(variables)
+        assert settings.converter_image.startswith(("ghcr.io/lmo-dev/lmo-converter:",))
+
+    custom = OperatorSettings.from_env(env(renders["s3-and-settings"]))
+    assert custom.artifact_store == "s3://models/lmo"
+    assert custom.artifact_store_secret == "store-creds"
+    assert custom.image_pull_secrets == ["regcred"]
+    assert custom.service_account == "irsa"
+    assert custom.job_ttl_seconds == 600
+    assert custom.gateway_name == "edge"
+    assert custom.converter_node_selector == {"pool": "cpu"}
+    assert custom.converter_resources == {"requests": {"cpu": "4", "memory": "16Gi"}}
+    assert env(renders["s3-and-settings"])["LMO_LOG_FORMAT"] == "text"
+    assert container(renders["s3-and-settings"])["image"] == "registry.local/lmo:dev"
+
+
+def test_workload_service_accounts_in_watched_namespaces(renders):
+    accounts = {(d["metadata"].get("namespace"), d["metadata"]["name"]) for d in by_kind(renders["namespaced"], "ServiceAccount")}
+    assert accounts == {("lmo-system", "lmo"), ("team-a", "lmo-workload"), ("team-b", "lmo-workload")}
+    assert env(renders["namespaced"])["LMO_SERVICE_ACCOUNT"] == "lmo-workload"
+
+
+@pytest.mark.parametrize(
+    "values,words",
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"logFormat": "xml"}, "logFormat"),
+        ({"artifactStore": {"uri": "file:///tmp/store"}}, "uri"),
+        ({"settings": {"artifactStore": "s3://x/y"}}, "artifactStore"),
+        ({"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
+        ({"securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": False}}, "readOnlyRootFilesystem"),
+        ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
+        ({"replicas": -1}, "replicas"),
+        ({"workloads": {"serviceAccount": {"create": True, "name": "w"}}}, "watchNamespaces"),
+    ],
+)
+def test_bad_values_are_refused(k8s_tools, tmp_path, values, words):
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    result = helm(k8s_tools, "template", "lmo", str(CHART), "-f", str(values_file), check=False)
+    assert result.returncode != 0, f"accepted: {json.dumps(values)}"
+    assert words in result.stderr, result.stderr
+
+
+def test_install_manifest_is_a_fresh_render(k8s_tools):
+    expected = crd.render_install(str(k8s_tools.helm))
+    assert crd.INSTALL_PATH.read_text() == expected, (
+        "manifests/install.yaml drifted: run `python -m lmo.crd --manifests --helm "
+        "$(python -m tests.fixtures.k8s_tools)/helm`"
+    )
+    docs = [d for d in yaml.safe_load_all(expected) if d]
+    assert docs[0]["kind"] == "Namespace" and docs[0]["metadata"]["name"] == "lmo-system"
+    assert any(d["kind"] == "CustomResourceDefinition" for d in docs)
