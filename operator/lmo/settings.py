@@ -3,7 +3,9 @@
 Every field maps to the environment variable `LMO_<FIELD NAME IN UPPER CASE>`; e.g.
 `artifact_store` is `LMO_ARTIFACT_STORE`. Dict and list fields take JSON
 (`LMO_CONVERTER_RESOURCES='{"requests": {"cpu": "2"}}'`). `lmo render --settings K=V`
-takes the same keys (field name, camelCase name or env name).
+takes the same keys (field name, camelCase name or env name). The Helm chart sets the
+common ones from its values and any other from `settings:` (camelCase keys). Unknown
+`LMO_*` variables are ignored here (other parts of lmo read their own, e.g. LMO_PVC_ROOT).
 """
 
 from __future__ import annotations
@@ -116,6 +118,15 @@ class OperatorSettings(BaseModel):
     )
     prometheus_annotations: bool = Field(
         default=True, description="Add prometheus.io/scrape annotations to Triton pods."
+    )
+
+    log_format: str = Field(
+        default="text",
+        pattern=r"^(text|json)$",
+        description="Operator log lines: text (for people) or json (for log pipelines).",
+    )
+    metrics_port: int = Field(
+        default=8080, ge=1, le=65535, description="Port of the operator's own /metrics."
     )
 
     @classmethod
