@@ -263,6 +263,9 @@ def test_monitoring_objects(renders):
 def test_operator_env_parses_as_operator_settings(renders):
     """The LMO_* variables the chart sets are read by lmo.settings (none is ignored or invalid)."""
     operator_only = {"LMO_LOG_FORMAT", "LMO_METRICS_PORT"}  # read by the operator entry point
+    sources = "".join(p.read_text() for p in (REPO / "operator" / "lmo").glob("*.py"))
+    for variable in operator_only:
+        assert f'"{variable}"' in sources, f"{variable} is set by the chart but read nowhere"
     for name, docs in renders.items():
         variables = {k: v for k, v in env(docs).items() if k.startswith("LMO_")}
         setting_names = {"LMO_" + f.upper() for f in OperatorSettings.model_fields}
