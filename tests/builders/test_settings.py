@@ -62,3 +62,22 @@ def test_override_unknown_key_lists_valid_ones():
         OperatorSettings().with_overrides(["artefact_store=s3://a"])
     with pytest.raises(UserError, match="--settings job_ttl_seconds"):
         OperatorSettings().with_overrides(["job_ttl_seconds=-1"])
+
+
+def test_every_setting_the_chart_sets_exists():
+    """The Helm chart passes settings as LMO_* env vars; each must be an OperatorSettings field."""
+    import json
+    import re
+    from pathlib import Path
+
+    from pydantic.alias_generators import to_camel
+
+    chart = Path(__file__).resolve().parents[2] / "charts" / "lmo"
+    template = (chart / "templates" / "deployment.yaml").read_text()
+    env_names = set(re.findall(r"name: (LMO_[A-Z0-9_]+)\b", template))
+    assert "LMO_ARTIFACT_STORE" in env_names
+    fields = set(OperatorSettings.model_fields)
+    assert {n.removeprefix("LMO_").lower() for n in env_names} <= fields
+    schema = json.loads((chart / "values.schema.json").read_text())
+    named = schema["properties"]["settings"]["propertyNames"]["not"]["enum"]
+    assert set(named) <= {to_camel(f) for f in fields}
