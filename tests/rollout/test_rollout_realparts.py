@@ -1,0 +1,155 @@
+"""A canary with real parts: two Triton servers, real Prometheus, golden replay.
+
+The stable (v1) and the candidate (v2) are real tritonservers serving the lmo entry model
+`feature_extraction`; Prometheus scrapes both with the labels the chart gives Triton pods; a
+load loop sends requests at the weights `decide` routes. A good candidate walks every step to
+100%; one that drifts (same speed, no errors, different answers) is stopped by the golden
+replay; one that fails a third of its requests is rolled back on the Prometheus error ratio.
+(Scenarios run in this order so no window sees an earlier scenario's errors.)
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from lmo.api import LanguageModelSpec
+from lmo.replay import ReplayTargets
+from lmo.rollout import REASON_ROLLED_BACK, VersionObservation
+from tests.fixtures.prometheus import Target
+from tests.rollout.harness import ENTRY, GOLDEN, LoadLoop, drive, set_behavior, write_embedding_model
+
+pytestmark = pytest.mark.slow
+
+NS, LM = "ml", "embed"
+VERSIONS = [VersionObservation("v1", True, "key-v1"), VersionObservation("v2", True, "key-v2")]
+
+
+def canary_spec() -> LanguageModelSpec:
+    return LanguageModelSpec.model_validate(
+        {
+            "task": "feature-extraction",
+            "versions": [
+                {"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}, "traffic": 100},
+                {"name": "v2", "checkpoint": {"uri": "s3://m/v2/"}, "traffic": 0},
+            ],
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [20, 50, 100],
+                "stepDuration": "3s",
+                "analysis": {
+                    "prometheusUrl": os.environ["LMO_TEST_PROMETHEUS"],
+                    "maxErrorRate": 0.05,
+                    "maxOutputDrift": 0.05,
+                    "maxLatencyP99Ms": 5000,
+                    "minRequests": 10,
+                    "inconclusiveLimit": 2,
+                },
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, triton_servers):
+    """Two Triton servers (v1 stable, v2 candidate) and a Prometheus scraping both."""
+    from tests.fixtures.prometheus import PrometheusServer
+
+    root = tmp_path_factory.mktemp("rollout-real")
+    servers, behavior = {}, {}
+    for v in ("v1", "v2"):
+        behavior[v] = root / f"{v}.json"
+        write_embedding_model(root / v, behavior[v])
+        servers[v] = triton_servers(root / v, [ENTRY])
+    targets = [
+        Target(f"127.0.0.1:{s.metrics_port}", NS, LM, v, f"{LM}-{v}-abc12-xyz34")
+        for v, s in servers.items()
+    ]
+    with PrometheusServer(targets) as prom:
+        old = os.environ.get("LMO_TEST_PROMETHEUS")
+        os.environ["LMO_TEST_PROMETHEUS"] = prom.url
+        try:
+            yield servers, behavior, prom
+        finally:
+            if old is None:
+                os.environ.pop("LMO_TEST_PROMETHEUS", None)
+            else:
+                os.environ["LMO_TEST_PROMETHEUS"] = old
+
+
+def run(env, **candidate_behavior):
+    servers, behavior, _ = env
+    set_behavior(behavior["v2"], **candidate_behavior)
+    urls = {v: s.http_address for v, s in servers.items()}
+    load = LoadLoop(urls).start()
+    try:
+        return (
+            *drive(
+                canary_spec(),
+                NS,
+                LM,
+                VERSIONS,
+                load,
+                lambda cand, stable: ReplayTargets(
+                    f"http://{urls[cand]}", f"http://{urls[stable]}", ENTRY, GOLDEN
+                ),
+                timeout=45,
+            ),
+            load,
+        )
+    finally:
+        load.stop()
+
+
+def routes(steps):
+    out = []
+    for s in steps:
+        if not out or s.decision.traffic != out[-1]:
+            out.append(s.decision.traffic)
+    return out
+
+
+def test_good_candidate_is_promoted_step_by_step(env):
+    status, steps, load = run(env)
+    assert status.phase == "Succeeded" and status.stable == "v2", status.message
+    assert [s.analysis_verdict for s in steps if s.analysis_verdict] == ["pass"] * 3
+    assert routes(steps) == [
+        {"v1": 80, "v2": 20},
+        {"v1": 50, "v2": 50},
+        {"v1": 0, "v2": 100},
+    ]
+    m = status.last_analysis["measurements"]
+    assert m["requests"] >= 10 and m["error_ratio"] == 0.0
+    assert m["output_drift"] < 1e-6  # same model: identical answers
+    assert load.failed == {}
+
+
+def test_drifted_candidate_is_stopped_by_golden_replay(env):
+    status, steps, load = run(env, drift=0.7)
+    assert status.phase == "RolledBack", status.message
+    assert routes(steps)[-1] == {"v1": 100, "v2": 0}
+    m = status.last_analysis["measurements"]
+    assert m["error_ratio"] == 0.0 and m["output_drift"] > 0.3
+    (warning,) = [e for s in steps for e in s.decision.events if e[1] == REASON_ROLLED_BACK]
+    assert "output drift" in warning[2] and "> maxOutputDrift 0.05" in warning[2]
+
+
+def test_failing_candidate_is_rolled_back_on_error_ratio(env):
+    status, steps, load = run(env, fail_every=3)
+    assert status.phase == "RolledBack", status.message
+    assert routes(steps) == [{"v1": 80, "v2": 20}, {"v1": 100, "v2": 0}]
+    m = status.last_analysis["measurements"]
+    assert 0.2 < m["error_ratio"] < 0.5 and m["failures"] >= 3
+    assert load.failed.get("v2", 0) > 0 and "v1" not in load.failed
+    (warning,) = [e for s in steps for e in s.decision.events if e[1] == REASON_ROLLED_BACK]
+    assert warning[0] == "Warning" and "> maxErrorRate 0.0500" in warning[2]
+
+
+def test_no_traffic_is_inconclusive_and_says_why(env):
+    from lmo.analysis import analyse
+
+    spec = canary_spec()
+    result = analyse(spec.rollout.analysis, NS, LM, "v9", "v1", 3.0)
+    assert result.verdict == "inconclusive"
+    assert result.reasons == ["v9 served 0 requests in 3s < minRequests 10"]
