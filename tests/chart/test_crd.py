@@ -477,3 +477,19 @@ def test_status_written_by_the_models_fits_the_crd(validator):
     obj = lm({"task": "fill-mask", "versions": [version("v1")]}, status=status.to_dict())
     verdict = validator.validate(obj)
     assert verdict.ok, verdict.all()
+
+
+def test_conditions_the_operator_writes_fit_the_crd(validator):
+    """lmo.conditions builds status.conditions by hand: nothing in it may be pruned or refused."""
+    from datetime import datetime, timezone
+
+    from lmo import conditions as C
+
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    conds = C.set_condition([], C.CONVERTED, C.TRUE, "Converted", "1 version(s) converted", 4, now)
+    conds = C.set_condition(conds, C.DEPLOYED, C.FALSE, "Deploying", "waiting for v1", 4, now)
+    conds = C.aggregate_ready(conds, 4, now)
+    obj = lm({"task": "fill-mask", "versions": [version("v1")]}, status={"conditions": conds})
+    verdict = validator.validate(obj)
+    assert verdict.ok, verdict.all()
+    assert {c["type"] for c in conds} >= {"Converted", "Deployed", "Ready"}
