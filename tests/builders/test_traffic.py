@@ -118,7 +118,7 @@ def test_parent_ref_from_spec_or_settings():
         (5, {"v1": 50, "v2": 50}, {"v1": 5, "v2": 5}),
         (3, {"v1": 70, "v2": 20, "v3": 10}, {"v1": 6, "v2": 2, "v3": 1}),  # pool 9: 6.3/1.8/0.9
         (1, {"v1": 34, "v2": 33, "v3": 33}, {"v1": 1, "v2": 1, "v3": 1}),
-        (2, {"v1": 100, "v2": 0}, {"v1": 2, "v2": 1}),  # a 0% version keeps one warm pod
+        (2, {"v1": 100, "v2": 0}, {"v1": 2, "v2": 2}),  # a 0% version stays warm, full size
         (0, {"v1": 60, "v2": 40}, {"v1": 0, "v2": 0}),
         (4, {"v1": 75, "v2": 25}, {"v1": 6, "v2": 2}),  # pool 8: exact
     ],
@@ -148,7 +148,7 @@ def test_provider_service_children():
     deps = {d["metadata"]["name"]: d for d in by_kind(children, "Deployment")}
     routed = {n: d["spec"]["template"]["metadata"]["labels"]["lmo.dev/routed"] for n, d in deps.items()}
     assert routed == {"chat-v1": "true", "chat-v2": "false"}
-    assert {n: d["spec"]["replicas"] for n, d in deps.items()} == {"chat-v1": 2, "chat-v2": 1}
+    assert {n: d["spec"]["replicas"] for n, d in deps.items()} == {"chat-v1": 2, "chat-v2": 2}
     # the routed label is not in the immutable selector: flipping it only rolls the pods
     assert "lmo.dev/routed" not in deps["chat-v1"]["spec"]["selector"]["matchLabels"]
 

@@ -195,3 +195,19 @@ def test_no_deployment_without_serve_uri(settings):
     assert ("Job", f"chat-v2-convert-{plans[1].key[:8]}") in kinds
     with pytest.raises(ValueError, match="no artifact to serve"):
         build_deployment(lm, OWNER, settings, plans[1], 1)
+
+
+@pytest.mark.parametrize(
+    "provider, bounds, expected",
+    [
+        ("GatewayAPI", {"v2": (0, 0)}, {"chat-v1": 3, "chat-v2": 0}),  # BlueGreen retires v2
+        ("GatewayAPI", {"v1": (5, 8)}, {"chat-v1": 5, "chat-v2": 3}),
+        ("Service", {"v2": (0, 0)}, {"chat-v1": 5, "chat-v2": 0}),  # pool 6: 5.4/0.6 -> 5/1
+        ("Service", {}, {"chat-v1": 5, "chat-v2": 1}),
+    ],
+)
+def test_bounds_clamp_replicas_without_autoscaler(settings, provider, bounds, expected):
+    lm = make_lm({"serving": {"replicas": 3}, "routing": {"provider": provider}})
+    plans = make_plans(lm, settings, bounds=bounds)
+    deps = by_kind(build_children(lm, OWNER, settings, plans), "Deployment")
+    assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in deps} == expected

@@ -81,17 +81,24 @@ def build_children(
     (HTTPRoute, or the Service over all versions for provider Service).
 
     Replicas: with spec.autoscaling the Deployment has no replicas field (the autoscaler
-    owns it); provider Service apportions replicas by traffic (`traffic.service_replicas`);
-    otherwise every version runs spec.serving.replicas.
+    owns it, within `plan.bounds`). Without it, provider Service apportions replicas by
+    traffic (`traffic.service_replicas`), otherwise every version runs
+    spec.serving.replicas; `plan.bounds` then clamps that count, so a rollout can scale a
+    retired version to zero with bounds (0, 0).
     """
     by_service = uses_service_provider(lm)
     autoscaled = lm.spec.autoscaling is not None
     if autoscaled:
         replicas: dict[str, int] = {}
-    elif by_service:
-        replicas = service_replicas(lm, plans)
     else:
-        replicas = {p.name: lm.spec.serving.replicas for p in plans}
+        if by_service:
+            replicas = service_replicas(lm, plans)
+        else:
+            replicas = {p.name: lm.spec.serving.replicas for p in plans}
+        for p in plans:
+            if p.bounds is not None and p.name in replicas:
+                lo, hi = p.bounds
+                replicas[p.name] = max(lo, min(replicas[p.name], hi))
     routed_names = {p.name for p in routed(plans)}
 
     out: list[dict] = []

@@ -5,7 +5,11 @@ GatewayAPI routes exactly: weighted backendRefs on the per-version Services, hea
 for A/B tests, a RequestMirror filter for shadow traffic. The Service provider can only
 split by pod count: one Service selects the ready Triton pods of every version that gets
 traffic, so a version's share is its replicas over all routed replicas
-(`service_replicas` documents the arithmetic).
+(`service_replicas` documents the arithmetic). Which versions get traffic is the pod label
+`lmo.dev/routed`, part of the pod template: a version going from 0% to some traffic, or
+back, rolls its pods (surge first, so it keeps serving meanwhile). A rollback under the
+Service provider therefore takes one pod start to drain the candidate; under GatewayAPI it
+is immediate.
 """
 
 from __future__ import annotations
@@ -35,12 +39,12 @@ def service_replicas(lm: LanguageModel, plans: list[VersionPlan]) -> dict[str, i
     over go to the largest fractional parts (ties: spec order). A routed version then gets
     at least one pod, taken from the version with the most (ties: the later one). Example:
     replicas 2, traffic 90/10 -> pool 4 -> 3.6/0.4 -> 4/0 -> 3/1, i.e. 75%/25% routed.
-    Versions with traffic 0 keep one warm pod (they are out of the shared Service, reachable
-    through `<lm>-<version>`, and ready when a rollout gives them a step), and 0 when
-    serving.replicas is 0.
+    Versions with traffic 0 run serving.replicas like under GatewayAPI: they are out of the
+    shared Service (reachable through `<lm>-<version>`) and ready when a rollout gives them
+    traffic; a rollout that wants them gone says so with bounds (see build_children).
     """
     per_version = lm.spec.serving.replicas
-    out = {p.name: min(1, per_version) for p in plans if p.serve_uri is not None}
+    out = {p.name: per_version for p in plans if p.serve_uri is not None}
     active = routed(plans)
     if not active or per_version == 0:
         return out
