@@ -251,7 +251,7 @@ def _keda_triggers(
         raise UserError(
             "spec.autoscaling: engine KEDA with metric "
             f"{metric} needs a Prometheus address: set spec.rollout.analysis.prometheusUrl "
-            "or the operator's prometheusUrl Helm value (LMO_PROMETHEUS_URL)"
+            "or the operator setting LMO_PROMETHEUS_URL"
         )
     name = lm.metadata.name
     if metric == Metric.QUEUE_TIME.value:
