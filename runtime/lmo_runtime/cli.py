@@ -1,0 +1,192 @@
+"""`lmo convert`: checkpoint -> Triton model repository, behind the accuracy gate.
+
+    lmo convert CHECKPOINT --task T --precision P --out DIR_OR_URI [...]
+
+Exit status: 0 accepted (or served from the cache), 3 refused by the accuracy gate (the
+refusal manifest is printed and written to --manifest-out), 2 bad input (the message names
+the field and the fix). `--out` may be a directory or an artifact-store URI (file://,
+pvc://, s3://): the artifact is built locally, then published with its manifest last.
+`--manifest-out PATH` (e.g. /dev/termination-log) receives a compact JSON summary under
+4 KiB that the operator reads back from the Job's pod.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lmo_runtime.errors import ConversionError, GateRefused
+from lmo_runtime.manifest import ConversionRequest, Manifest
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 2, 3
+SUMMARY_LIMIT = 4096
+TASKS = ["feature-extraction", "fill-mask", "text-classification", "text-generation"]
+PRECISIONS = ["fp32", "fp16", "int8", "int8-static"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint URI or directory (s3://, pvc://, https://, file://, path)")
+    parser.add_argument("--task", choices=TASKS, help="what the served model does (required unless --print-digest)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--out", help="artifact directory or store URI (file://, pvc://, s3://)")
+    parser.add_argument("--sha256", help="expected checkpoint digest (see --print-digest)")
+    parser.add_argument("--min-score", type=float, default=0.99, help="accuracy gate threshold (0..1)")
+    parser.add_argument("--fallback", action="store_true",
+                        help="on a gate refusal try the next safer precision")
+    parser.add_argument("--calibration-samples", type=int, default=64,
+                        help="texts used to calibrate int8-static")
+    parser.add_argument("--backend", choices=["onnxruntime", "python"], default="onnxruntime",
+                        help="Triton backend running the ONNX model")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--max-queue-delay-us", type=int, default=500)
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs per Triton replica (0 = CPU)")
+    parser.add_argument("--cache-dir", type=Path, default=_default_cache(),
+                        help="content cache of accepted artifacts (default $LMO_CACHE_DIR/artifacts)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or fill the cache")
+    parser.add_argument("--manifest-out", type=Path,
+                        help="also write a compact JSON summary here (e.g. /dev/termination-log)")
+    parser.add_argument("--print-digest", action="store_true",
+                        help="print the checkpoint digest (for checkpoint.sha256) and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _default_cache() -> Path:
+    root = os.environ.get("LMO_CACHE_DIR") or Path.home() / ".cache" / "lmo"
+    return Path(root) / "artifacts"
+
+
+def request_from_args(args: argparse.Namespace) -> ConversionRequest:
+    from pydantic import ValidationError
+
+    from lmo_runtime.store import local_path
+
+    uri = args.checkpoint
+    if "://" not in uri:  # a plain path: make it absolute so the cache key is stable
+        uri = str(Path(uri).resolve())
+    elif uri.startswith("file://"):
+        uri = str(local_path(uri).resolve())
+    try:
+        return ConversionRequest(
+            checkpoint_uri=uri,
+            checkpoint_sha256=args.sha256.lower() if args.sha256 else None,
+            task=args.task,
+            precision=args.precision,
+            min_score=args.min_score,
+            fallback=args.fallback,
+            calibration_samples=args.calibration_samples,
+            backend=args.backend,
+            max_batch_size=args.max_batch_size,
+            max_queue_delay_microseconds=args.max_queue_delay_us,
+            gpus=args.gpus,
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConversionError(f"--{field.replace('_', '-')}: {first['msg']}") from None
+
+
+def summary(manifest: Manifest, uri: str) -> dict[str, Any]:
+    """A compact JSON-able summary (no golden outputs, no file list) under 4 KiB."""
+    out: dict[str, Any] = {
+        "key": manifest.key,
+        "accepted": manifest.accepted,
+        "uri": uri,
+        "task": manifest.task,
+        "architecture": manifest.architecture,
+        "precision": manifest.precision,
+        "entryModel": manifest.entry_model,
+        "checkpointSha256": manifest.checkpoint_sha256,
+        "sha256": manifest.digest() if manifest.accepted else None,
+        "sizeBytes": manifest.size_bytes,
+        "score": None if manifest.score is None else round(manifest.score.value, 6),
+        "metric": None if manifest.score is None else manifest.score.metric,
+        "attempts": [
+            {"metric": s.metric, "value": round(s.value, 6), "passed": s.passed}
+            for s in manifest.attempts
+        ],
+        "reason": manifest.reason,
+    }
+    text = json.dumps(out, separators=(",", ":"))
+    if len(text.encode()) > SUMMARY_LIMIT:
+        out["reason"] = manifest.reason[:1000]
+        out["attempts"] = out["attempts"][-4:]
+    return out
+
+
+def _write_summary(path: Path | None, data: dict[str, Any]) -> None:
+    if path is None:
+        return
+    text = json.dumps(data, separators=(",", ":"))
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text[:SUMMARY_LIMIT])
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from lmo_runtime import store
+
+    try:
+        if args.print_digest:
+            with tempfile.TemporaryDirectory(prefix="lmo-digest-") as tmp:
+                path = store.local_path(args.checkpoint)
+                if path is None or not path.is_dir():
+                    path = store.fetch(args.checkpoint, Path(tmp) / "ckpt", progress=not args.quiet)
+                print(store.checkpoint_digest(path))
+            return EXIT_OK
+        if not args.task or not args.out:
+            raise ConversionError("--task and --out are required (unless --print-digest)")
+        request = request_from_args(args)
+        return _convert(request, args)
+    except GateRefused as err:
+        manifest = err.manifest
+        print(f"lmo convert: refused: {err}", file=sys.stderr)
+        if manifest is not None:
+            data = summary(manifest, args.out)
+            print(json.dumps(data, indent=2))
+            _write_summary(args.manifest_out, data)
+        return EXIT_REFUSED
+    except ConversionError as err:
+        print(f"lmo convert: error: {err}", file=sys.stderr)
+        _write_summary(args.manifest_out, {"accepted": False, "reason": str(err)[:3000]})
+        return EXIT_BAD_INPUT
+
+
+def _convert(request: ConversionRequest, args: argparse.Namespace) -> int:
+    from lmo_runtime import store
+    from lmo_runtime.convert import convert
+
+    cache = None if args.no_cache else args.cache_dir
+    target = store.local_path(args.out)
+    if target is not None:
+        manifest = convert(request, target, cache_dir=cache, progress=not args.quiet)
+    else:
+        if store.scheme(args.out) in ("https", "http"):
+            raise ConversionError("--out: artifacts are published to a directory, file://, pvc:// or s3://")
+        with tempfile.TemporaryDirectory(prefix="lmo-out-") as tmp:
+            local = Path(tmp) / "artifact"
+            manifest = convert(request, local, cache_dir=cache, progress=not args.quiet)
+            store.put(local, args.out)
+    data = summary(manifest, args.out)
+    if not args.quiet:
+        print(json.dumps(data, indent=2))
+    _write_summary(args.manifest_out, data)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lmo convert", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
