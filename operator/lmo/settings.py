@@ -111,6 +111,12 @@ class OperatorSettings(BaseModel):
         description="Startup probe failures tolerated (x period): model load and pulling "
         "from the store can take minutes for large models.",
     )
+    node_startup_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="Time a new (GPU) node may take to join; added to the Triton startup "
+        "budget for the Deployments' progressDeadlineSeconds.",
+    )
     pod_uid: int = Field(
         default=1000,
         ge=1,

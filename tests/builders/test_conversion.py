@@ -31,8 +31,15 @@ def test_job_identity_and_policies(settings):
     assert spec["backoffLimit"] == 1
     assert spec["ttlSecondsAfterFinished"] == settings.job_ttl_seconds
     assert spec["activeDeadlineSeconds"] == settings.job_deadline_seconds
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "convert", "operator": "In", "values": [2]},
+    }
+    assert rules[1]["action"] == "Ignore"
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
+    assert [c["name"] for c in pod["containers"]] == ["convert"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     c = container(job)
     assert c["image"] == settings.converter_image

@@ -56,6 +56,12 @@ def test_deployment_shape(settings):
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     startup = c["startupProbe"]
     assert startup["failureThreshold"] * startup["periodSeconds"] >= 600
+    # the Deployment is not declared stuck before a pod had its full startup budget
+    assert spec["progressDeadlineSeconds"] > startup["failureThreshold"] * startup["periodSeconds"]
+    # drain before Triton stops, and Triton's own exit timeout fits in the grace period
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    exit_timeout = int(next(a for a in c["args"] if a.startswith("--exit-timeout-secs=")).split("=")[1])
+    assert tmpl["spec"]["terminationGracePeriodSeconds"] > 5 + exit_timeout
     pod = tmpl["spec"]
     assert pod["securityContext"]["runAsUser"] == 1000
     assert pod["securityContext"]["runAsNonRoot"] is True

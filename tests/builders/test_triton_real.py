@@ -54,6 +54,7 @@ def _local_args(args: list[str], repo: Path, ports: dict[str, int], root: Path) 
         "--http-port": str(ports["http"]),
         "--grpc-port": str(ports["grpc"]),
         "--metrics-port": str(ports["metrics"]),
+        "--exit-timeout-secs": "5",
     }
     out = []
     for arg in args:
@@ -68,7 +69,6 @@ def _local_args(args: list[str], repo: Path, ports: dict[str, int], root: Path) 
         f"--cache-directory={root / 'caches'}",
         "--pinned-memory-pool-byte-size=0",
         "--cuda-memory-pool-byte-size=0:0",
-        "--exit-timeout-secs=5",
     ]
 
 

@@ -42,6 +42,9 @@ PVC_ROOT = "/mnt/pvc"
 SCRATCH = "/scratch"
 TERMINATION_LOG = "/dev/termination-log"
 STORE_ENV_PREFIX = "LMO_STORE_"
+# `lmo convert` exits 2 when it refuses the request (accuracy gate, digest mismatch, bad
+# checkpoint): a retry would refuse again, so the Job fails at once instead of using its retry.
+REFUSED_EXIT_CODE = 2
 
 
 def job_name(lm: str, version: str, key: str) -> str:
@@ -190,6 +193,24 @@ def build_conversion_job(
             "backoffLimit": 1,
             "activeDeadlineSeconds": settings.job_deadline_seconds,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            # A refusal fails the Job at once; an evicted pod (node drain, preemption) does
+            # not use up the one retry.
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "convert",
+                            "operator": "In",
+                            "values": [REFUSED_EXIT_CODE],
+                        },
+                    },
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                ]
+            },
             "template": {
                 "metadata": {"labels": dict(meta_labels), "annotations": dict(annotations)},
                 "spec": pod_spec,

@@ -32,6 +32,10 @@ HTTP_PORT = 8000
 GRPC_PORT = 8001
 METRICS_PORT = 8002
 MODELS = "/models"
+# On shutdown the pod first waits DRAIN_SECONDS (preStop) so that Services and Gateways stop
+# sending it requests, then Triton gets EXIT_TIMEOUT_SECONDS to finish in-flight ones.
+DRAIN_SECONDS = 5
+EXIT_TIMEOUT_SECONDS = 30
 
 
 def triton_args(lm: LanguageModel) -> list[str]:
@@ -47,6 +51,7 @@ def triton_args(lm: LanguageModel) -> list[str]:
         f"--metrics-port={METRICS_PORT}",
         f"--http-port={HTTP_PORT}",
         f"--grpc-port={GRPC_PORT}",
+        f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
     ]
     if lm.spec.serving.gpus == 0:
         args.append("--allow-gpu-metrics=false")
@@ -165,6 +170,7 @@ def build_deployment(
         ),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
         "readinessProbe": _probe("/v2/health/ready", 5, 3),
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(DRAIN_SECONDS)]}}},
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security(),
     }
@@ -172,6 +178,7 @@ def build_deployment(
         container["resources"] = resources
 
     pod_spec: dict = {
+        "terminationGracePeriodSeconds": DRAIN_SECONDS + EXIT_TIMEOUT_SECONDS + 5,
         "securityContext": pod_security(settings.pod_uid),
         "containers": [container],
         "volumes": volumes,
@@ -201,8 +208,13 @@ def build_deployment(
             }
         )
 
+    startup_budget = settings.triton_startup_period_seconds * settings.triton_startup_failure_threshold
     spec: dict = {
         "selector": {"matchLabels": L.selector(lm_name, plan.name)},
+        # Long enough for a GPU node to join and the model to load before the reconciler
+        # reports ProgressDeadlineExceeded.
+        "progressDeadlineSeconds": startup_budget + settings.node_startup_seconds,
+        "revisionHistoryLimit": 3,
         "strategy": {
             "type": "RollingUpdate",
             "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
