@@ -1,0 +1,75 @@
+"""The operator's own Prometheus metrics, served on LMO_METRICS_PORT (default 8080).
+
+A private registry (not prometheus-client's global one) so that tests and `lmo up` can
+import lmo without exporting anything, and so the exporter shows only lmo's series plus
+the process collectors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
+
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+
+RECONCILE_TOTAL = Counter(
+    "lmo_reconcile_total",
+    "Reconciles of LanguageModels by result (ready, progressing, failed, invalid, error).",
+    ["result"],
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "lmo_reconcile_errors_total",
+    "Reconciles that raised (API server refused a request, unreachable, bug).",
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "lmo_reconcile_duration_seconds",
+    "Wall time of one reconcile (observe, apply, status).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+READY = Gauge(
+    "lmo_languagemodel_ready",
+    "1 when the LanguageModel's Ready condition is True, else 0.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+CHILDREN_APPLIED = Counter(
+    "lmo_children_applied_total",
+    "Children written with server-side apply (skipped no-op applies are not counted), by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+
+
+def record(result: Any, seconds: float, namespace: str, name: str) -> None:
+    """Account one finished reconcile (`lmo.reconcile.Result`)."""
+    RECONCILE_TOTAL.labels(result=result.outcome).inc()
+    RECONCILE_DURATION.observe(seconds)
+    READY.labels(namespace=namespace, name=name).set(1 if result.ready else 0)
+    for kind, n in result.applied.items():
+        CHILDREN_APPLIED.labels(kind=kind).inc(n)
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop the ready gauge of a deleted LanguageModel."""
+    try:
+        READY.remove(namespace, name)
+    except KeyError:
+        pass
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> Any:
+    """Start the /metrics HTTP server in a daemon thread; returns the server (port 0: any)."""
+    server, _thread = start_http_server(port, addr=addr, registry=REGISTRY)
+    return server
