@@ -34,7 +34,7 @@ def test_job_identity_and_policies(settings):
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {
         "action": "FailJob",
-        "onExitCodes": {"containerName": "convert", "operator": "In", "values": [2]},
+        "onExitCodes": {"containerName": "convert", "operator": "In", "values": [2, 3]},
     }
     assert rules[1]["action"] == "Ignore"
     pod = spec["template"]["spec"]
@@ -216,3 +216,40 @@ def test_pull_secrets_and_service_account():
     pod = job["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "reg"}]
     assert pod["serviceAccountName"] == "lmo-runner"
+
+
+@pytest.mark.parametrize(
+    "version, serving",
+    [
+        ({"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}}, {}),
+        (
+            {
+                "name": "v1",
+                "checkpoint": {"uri": "pvc://ckpts/gpt2/v1", "sha256": "c" * 64},
+                "optimize": {
+                    "precision": "fp16",
+                    "accuracyGate": {"minScore": 0.925, "fallback": True},
+                    "calibrationSamples": 256,
+                },
+            },
+            {"gpus": 1, "backend": "python", "batching": {"maxBatchSize": 0, "maxQueueDelayMicroseconds": 0}},
+        ),
+    ],
+)
+def test_lmo_convert_parses_the_job_args_into_the_same_request(settings, version, serving):
+    """The converter rebuilds exactly the operator's ConversionRequest from the Job's args,
+    so the content key of what it publishes is the key the operator looks for."""
+    import argparse
+
+    from lmo_runtime.cli import add_arguments, request_from_args
+
+    lm = make_lm({"versions": [version], "serving": serving})
+    plan, job = _job(lm, settings)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(container(job)["args"])
+    assert request_from_args(args) == plan.request
+    assert request_from_args(args).key() == plan.key
+    assert args.out == plan.artifact_uri
+    assert str(args.manifest_out) == "/dev/termination-log"
+    assert args.no_cache

@@ -42,9 +42,10 @@ PVC_ROOT = "/mnt/pvc"
 SCRATCH = "/scratch"
 TERMINATION_LOG = "/dev/termination-log"
 STORE_ENV_PREFIX = "LMO_STORE_"
-# `lmo convert` exits 2 when it refuses the request (accuracy gate, digest mismatch, bad
-# checkpoint): a retry would refuse again, so the Job fails at once instead of using its retry.
-REFUSED_EXIT_CODE = 2
+# `lmo convert` exits 2 on bad input (the message names the field and the fix) and 3 when
+# the accuracy gate refuses the result: a retry would fail the same way, so the Job fails
+# at once instead of using its one retry (which is kept for crashes, OOM kills and the like).
+FINAL_EXIT_CODES = [2, 3]
 
 
 def job_name(lm: str, version: str, key: str) -> str:
@@ -76,6 +77,8 @@ def convert_args(plan: VersionPlan) -> list[str]:
         str(r.gpus),
         "--manifest-out",
         TERMINATION_LOG,
+        # the artifact store is the cache: a second copy would only double the scratch space
+        "--no-cache",
     ]
     if r.checkpoint_sha256:
         args += ["--sha256", r.checkpoint_sha256]
@@ -202,7 +205,7 @@ def build_conversion_job(
                         "onExitCodes": {
                             "containerName": "convert",
                             "operator": "In",
-                            "values": [REFUSED_EXIT_CODE],
+                            "values": list(FINAL_EXIT_CODES),
                         },
                     },
                     {
