@@ -325,3 +325,14 @@ def test_install_manifest_is_a_fresh_render(k8s_tools):
     docs = [d for d in yaml.safe_load_all(expected) if d]
     assert docs[0]["kind"] == "Namespace" and docs[0]["metadata"]["name"] == "lmo-system"
     assert any(d["kind"] == "CustomResourceDefinition" for d in docs)
+
+
+def test_notes_tell_how_to_start(k8s_tools):
+    out = helm(
+        k8s_tools, "install", "lmo", str(CHART), "--dry-run=client", "--namespace", "lmo-system",
+        "--set", "artifactStore.uri=pvc://shared-models/lmo",
+    ).stdout
+    notes = out[out.index("NOTES:"):]
+    assert "kubectl get lm" in notes
+    assert "PersistentVolumeClaim shared-models must exist" in notes
+    assert "rollout status deployment/lmo" in notes
