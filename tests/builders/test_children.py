@@ -170,3 +170,9 @@ def test_user_dicts_not_mutated_and_not_shared():
     # a second build is unaffected by edits to the first one's output
     again = build_children(lm, OWNER, settings, make_plans(lm, settings, convert={"v1"}))
     assert next(o for o in again if o["kind"] == "Deployment")["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "gpu"}
+
+
+def test_pods_get_no_api_token(rendered):
+    for obj in _core_objects(rendered):
+        for pod in _pod_specs(obj):
+            assert pod["automountServiceAccountToken"] is False

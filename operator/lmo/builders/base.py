@@ -121,7 +121,12 @@ def container_security() -> dict:
 
 
 def add_common_pod_fields(pod_spec: dict, settings: OperatorSettings) -> None:
-    """Service account and image pull secrets from the operator settings."""
+    """Service account and image pull secrets from the operator settings.
+
+    lmo's pods never call the Kubernetes API, so they get no API token (cloud workload
+    identity, e.g. IRSA, injects its own projected token and still works).
+    """
+    pod_spec["automountServiceAccountToken"] = False
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
     if settings.image_pull_secrets:
