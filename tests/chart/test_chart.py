@@ -126,8 +126,11 @@ def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
     return out
 
 
-def test_helm_lint_strict_is_clean(k8s_tools):
-    result = helm(k8s_tools, "lint", "--strict", str(CHART), check=False)
+@pytest.mark.parametrize("name", list(VALUES))
+def test_helm_lint_strict_is_clean(k8s_tools, tmp_path, name):
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(VALUES[name]))
+    result = helm(k8s_tools, "lint", "--strict", str(CHART), "-f", str(values_file), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
 

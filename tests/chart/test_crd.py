@@ -493,3 +493,35 @@ def test_conditions_the_operator_writes_fit_the_crd(validator):
     verdict = validator.validate(obj)
     assert verdict.ok, verdict.all()
     assert {c["type"] for c in conds} >= {"Converted", "Deployed", "Ready"}
+
+
+def _guaranteed(node: dict[str, Any], name: str) -> bool:
+    """A property that is always present once the API server has defaulted the object."""
+    prop = node.get("properties", {}).get(name, {})
+    return name in node.get("required", []) or "default" in prop
+
+
+def test_cel_rules_guard_every_optional_field(schema):
+    """cel-go (the API server) errors on a missing field where cel-python returns false for
+    `has(a.b.c)` with `a.b` absent, so check statically: every optional field a rule
+    selects, on the way to its target or as its target, is guarded by `has()` in that rule."""
+    problems = []
+    for path, node in walk(schema):
+        for rule in node.get("x-kubernetes-validations", []):
+            text = rule["rule"]
+            guarded = set(re.findall(r"has\((self(?:\.\w+)+)\)", text))
+            for match in re.finditer(r"(has\()?(self(?:\.\w+)+)", text):
+                in_has, chain = match.group(1), match.group(2)
+                parts = chain.split(".")[1:]
+                current = node
+                for i, part in enumerate(parts):
+                    if part not in current.get("properties", {}):
+                        break  # a method call such as .isSorted or .all
+                    prefix = ".".join(["self", *parts[: i + 1]])
+                    last = i == len(parts) - 1
+                    if not (_guaranteed(current, part) or prefix in guarded or (in_has and last)):
+                        problems.append(f"{path}: {rule['rule']!r} selects {prefix} unguarded")
+                    current = current["properties"][part]
+                    if current.get("type") == "array":
+                        break
+    assert not problems, problems
