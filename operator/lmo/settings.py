@@ -45,7 +45,9 @@ class OperatorSettings(BaseModel):
     )
     field_manager: str = Field(default="lmo", description="Server-side apply field manager.")
     image_pull_policy: str = Field(
-        default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$"
+        default="IfNotPresent",
+        pattern=r"^(Always|IfNotPresent|Never)$",
+        description="imagePullPolicy of the converter and Triton containers.",
     )
     image_pull_secrets: list[str] = Field(
         default_factory=list, description="Pull secrets added to every pod lmo creates."
@@ -104,7 +106,9 @@ class OperatorSettings(BaseModel):
         description="Operator-wide Prometheus that scrapes the Triton pods (KEDA triggers "
         "query it when spec.rollout.analysis.prometheusUrl is not set).",
     )
-    triton_startup_period_seconds: int = Field(default=10, ge=1)
+    triton_startup_period_seconds: int = Field(
+        default=10, ge=1, description="periodSeconds of the Triton startup probe."
+    )
     triton_startup_failure_threshold: int = Field(
         default=60,
         ge=1,
@@ -185,3 +189,23 @@ class OperatorSettings(BaseModel):
                 for e in err.errors()
             ]
             raise UserError("; ".join(problems)) from None
+
+
+def markdown_table() -> str:
+    """The settings reference (docs/children.md embeds it; a test keeps the two equal)."""
+    rows = ["| Helm `settings:` key | env var | default | meaning |", "|---|---|---|---|"]
+    for name, field in OperatorSettings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, (dict, list, bool)):
+            shown = json.dumps(default)
+        else:
+            shown = "unset" if default is None else default
+        rows.append(
+            f"| `{to_camel(name)}` | `{ENV_PREFIX}{name.upper()}` | `{shown}` | "
+            f"{(field.description or '').replace('|', '/')} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

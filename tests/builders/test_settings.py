@@ -81,3 +81,15 @@ def test_every_setting_the_chart_sets_exists():
     schema = json.loads((chart / "values.schema.json").read_text())
     named = schema["properties"]["settings"]["propertyNames"]["not"]["enum"]
     assert set(named) <= {to_camel(f) for f in fields}
+
+
+def test_docs_settings_table_matches_the_model():
+    """docs/children.md embeds `python -m lmo.settings`; regenerate it when a setting changes."""
+    from pathlib import Path
+
+    from lmo.settings import markdown_table
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "children.md").read_text()
+    start = doc.index("<!-- settings-table")
+    block = doc[doc.index("\n", start) + 1 : doc.index("<!-- /settings-table -->")]
+    assert block == markdown_table()
