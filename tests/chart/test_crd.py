@@ -231,6 +231,69 @@ VALID: dict[str, dict[str, Any]] = {
             },
         }
     ),
+    "every-field": lm(
+        {
+            "task": "text-generation",
+            "versions": [
+                version(
+                    "stable",
+                    80,
+                    optimize={
+                        "precision": "int8-static",
+                        "accuracyGate": {"minScore": 0.97, "fallback": True},
+                        "calibrationSamples": 32,
+                    },
+                ),
+                version("canary", 20),
+            ],
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [20, 60, 100],
+                "stepDuration": "1m30s",
+                "paused": True,
+                "scaleDownDelay": "5m",
+                "analysis": {
+                    **PROM,
+                    "maxErrorRate": 0.05,
+                    "maxLatencyP99Ms": 250.5,
+                    "maxQueueTimeMs": 20,
+                    "maxOutputDrift": 0.1,
+                    "minRequests": 0,
+                    "inconclusiveLimit": 5,
+                },
+            },
+            "routing": {
+                "provider": "GatewayAPI",
+                "parentRef": {"name": "gw", "namespace": "infra", "sectionName": "https"},
+                "hostnames": ["chat.example.com"],
+                "abTest": {"header": "x-version"},
+                "mirror": {"version": "canary", "percent": 5},
+            },
+            "serving": {
+                "image": "registry.local/triton:24.08",
+                "backend": "python",
+                "gpus": 2,
+                "gpuResource": "amd.com/gpu",
+                "replicas": 3,
+                "nodeSelector": {"pool": "gpu"},
+                "tolerations": [
+                    {"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoExecute", "tolerationSeconds": 60}
+                ],
+                "affinity": {"podAntiAffinity": {}},
+                "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "2"}},
+                "batching": {"maxBatchSize": 0, "maxQueueDelayMicroseconds": 0},
+            },
+            "autoscaling": {
+                "engine": "KEDA",
+                "minReplicas": 0,
+                "maxReplicas": 10,
+                "metric": "InferenceRate",
+                "target": "100",
+                "cooldownSeconds": 600,
+            },
+            "artifacts": {"uri": "s3://bucket/lmo", "secretRef": {"name": "s3-creds"}},
+        }
+    ),
     "keda-to-zero-service-routing": lm(
         {
             "task": "fill-mask",
@@ -525,3 +588,27 @@ def test_cel_rules_guard_every_optional_field(schema):
                     if current.get("type") == "array":
                         break
     assert not problems, problems
+
+
+def _leaves(obj: Any, path: str = "") -> set[str]:
+    if isinstance(obj, dict):
+        out = set()
+        for k, v in obj.items():
+            out |= _leaves(v, f"{path}.{k}") | {f"{path}.{k}"}
+        return out
+    if isinstance(obj, list):
+        return set().union(*(_leaves(v, f"{path}[]") for v in obj)) if obj else set()
+    return set()
+
+
+def test_valid_samples_use_every_spec_field(schema):
+    """A field added to lmo.api needs a sample here, so both doors are tested on it."""
+    used = set().union(*(_leaves(obj["spec"], ".spec") for obj in VALID.values()))
+    declared = set()
+    for path, node in walk(schema["properties"]["spec"], ".spec"):
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            continue
+        for name in node.get("properties", {}):
+            declared.add(f"{path}.{name}")
+    missing = sorted(p for p in declared if p not in used and "{}" not in p)
+    assert not missing, f"no valid sample sets: {missing}"
