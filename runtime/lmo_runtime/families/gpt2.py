@@ -1,0 +1,551 @@
+"""GPT-2 family: text-generation with a KV-cache ONNX decoder.
+
+Export: one ONNX graph serves prefill (zero-length past) and every decode step. It takes
+`input_ids`, `attention_mask` [batch, past + new], `position_ids` and per layer
+`past_key_values.<i>.key|value` [batch, heads, past, head_dim]; it returns `logits`
+[batch, new, vocab] and `present.<i>.key|value`. A wrapper rebuilds a `DynamicCache` from
+the flat inputs and passes an explicit 4-D additive attention mask (causal + padding) built
+from tensor shapes, so the traced graph has no sequence length baked in (the 2-D mask path
+of transformers computes sizes in Python and gets frozen by the tracer). The model's Conv1D
+layers are exported as Linear (MatMul + Add) so that dynamic int8 quantization, which
+handles MatMul but not Gemm, reaches every projection.
+
+Precisions: fp32; int8 = dynamic, per-channel, MatMul weights only (the embedding Gather
+stays float: quantizing it makes decoding about 2x slower for no size win that matters);
+fp16 = float16 weights with float32 inputs/outputs (for GPU serving). int8-static is refused
+(a calibrated decoder needs past-length-aware calibration: issue #3).
+
+Score (the accuracy gate): next-token top-1 agreement between PyTorch and the ONNX model over
+every position of the held-out texts, with the mean KL divergence (PyTorch || ONNX) in the
+details; the fp32 export check also compares a decode step through the cache.
+
+Repository (entry `text_generation` plus the decoupled `text_generation_stream`):
+backend "python": both Python models run onnxruntime themselves (`text_generation/1/`
+holds model.onnx, tokenizer.json, generation.json); backend "onnxruntime": the decoder is
+its own Triton model `gpt2_decoder` (onnxruntime backend, GPU instance groups when gpus > 0)
+and the Python models call it through BLS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmo_runtime.errors import ConversionError
+from lmo_runtime.families import Exported, Loaded
+from lmo_runtime.manifest import ENTRY_MODEL, ConversionRequest, Golden, Score
+
+OPSET = 17
+MODEL_FILE = "model.onnx"
+NO_CACHE_FILE = "model_no_cache.onnx"
+DECODER_MODEL = "gpt2_decoder"
+STREAM_MODEL = "text_generation_stream"
+GOLDEN_MAX_TOKENS = 8
+DEFAULT_MAX_TOKENS = 32
+TEXTGEN_FILES = ("textgen.py",)
+
+
+def _torch():
+    import torch
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    return torch
+
+
+def past_names(n_layer: int) -> list[str]:
+    return [f"past_key_values.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
+
+
+def present_names(n_layer: int) -> list[str]:
+    return [f"present.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
+
+
+def spec_of(loaded: Loaded) -> dict[str, Any]:
+    """What generation needs to know about the model (written as generation.json)."""
+    return dict(loaded.extra["spec"])
+
+
+def _decoder_module(model: Any, n_layer: int) -> Any:
+    """torch module: flat (ids, mask, positions, *past) -> (logits, *presents)."""
+    torch = _torch()
+    from transformers import DynamicCache
+
+    class Decoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, position_ids, *past):
+            new = input_ids.shape[1]
+            total = attention_mask.shape[1]
+            keys = torch.arange(total, device=input_ids.device)
+            queries = torch.arange(new, device=input_ids.device) + (total - new)
+            allowed = (keys[None, :] <= queries[:, None])[None, None] & attention_mask[
+                :, None, None, :
+            ].bool()
+            dtype = self.model.lm_head.weight.dtype
+            additive = torch.zeros(allowed.shape, dtype=dtype, device=input_ids.device)
+            additive = additive.masked_fill(~allowed, torch.finfo(dtype).min)
+            cache = DynamicCache(
+                ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(n_layer)]
+            )
+            out = self.model(
+                input_ids=input_ids, attention_mask=additive, position_ids=position_ids,
+                past_key_values=cache, use_cache=True,
+            )
+            presents = []
+            for layer in out.past_key_values.layers:
+                presents += [layer.keys, layer.values]
+            return (out.logits, *presents)
+
+    return Decoder().eval()
+
+
+def _linearize(model: Any) -> Any:
+    """A copy of `model` whose Conv1D layers are nn.Linear (same math; exports as MatMul)."""
+    import copy
+
+    torch = _torch()
+    from transformers.pytorch_utils import Conv1D
+
+    clone = copy.deepcopy(model).eval()
+    for module in list(clone.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, Conv1D):
+                nx, nf = child.weight.shape
+                linear = torch.nn.Linear(nx, nf, bias=True, dtype=child.weight.dtype)
+                with torch.no_grad():
+                    linear.weight.copy_(child.weight.T)
+                    linear.bias.copy_(child.bias)
+                setattr(module, name, linear)
+    return clone
+
+
+def _sample_ids(loaded: Loaded, texts: list[str]) -> list[list[int]]:
+    out = []
+    for text in texts:
+        ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = ids[: loaded.extra["spec"]["n_positions"]]
+        out.append(ids or [loaded.extra["spec"]["eos_token_id"] or 0])
+    return out
+
+
+class Gpt2Family:
+    """Converts GPT2LMHeadModel checkpoints for text-generation."""
+
+    name = "gpt2"
+    tasks = ("text-generation",)
+    architectures = ("GPT2LMHeadModel", "GPT2Model")
+
+    # ------------------------------------------------------------------ load
+
+    def load(self, ckpt_dir: Path, task: str) -> Loaded:
+        from lmo_runtime import checkpoint
+
+        config_dict = checkpoint.inspect(ckpt_dir)
+        if task not in self.tasks:
+            raise ConversionError(
+                f"task {task!r} is not possible with a GPT-2 checkpoint; it can serve "
+                "text-generation"
+            )
+        _torch()
+        from transformers import AutoTokenizer, GPT2LMHeadModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(ckpt_dir), use_fast=True)
+        except Exception as err:
+            raise ConversionError(
+                f"checkpoint tokenizer cannot be loaded ({type(err).__name__}: {str(err)[:200]}); "
+                "save it with tokenizer.save_pretrained(dir) into the checkpoint directory"
+            ) from None
+        if not getattr(tokenizer, "is_fast", False):
+            raise ConversionError(
+                "checkpoint tokenizer has no fast (tokenizers) version; add tokenizer.json "
+                "(AutoTokenizer.from_pretrained(dir).save_pretrained(dir) writes it)"
+            )
+        try:
+            model, info = GPT2LMHeadModel.from_pretrained(
+                str(ckpt_dir), attn_implementation="eager", output_loading_info=True
+            )
+        except Exception as err:
+            raise ConversionError(
+                f"checkpoint weights cannot be loaded ({type(err).__name__}: {str(err)[:300]}); "
+                "check that the files are complete and match config.json"
+            ) from None
+        missing = [k for k in info.get("missing_keys", []) if "lm_head" not in k
+                   and not k.endswith(".attn.bias") and not k.endswith("masked_bias")]
+        if missing:
+            raise ConversionError(
+                f"checkpoint weights are incomplete: {len(missing)} tensors missing "
+                f"(e.g. {missing[0]}); the weights do not match config.json"
+            )
+        model.eval()
+        cfg = model.config
+        if len(tokenizer) > cfg.vocab_size:
+            raise ConversionError(
+                f"tokenizer has {len(tokenizer)} tokens but config.json vocab_size is "
+                f"{cfg.vocab_size}; save the tokenizer the model was trained with"
+            )
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else cfg.eos_token_id
+        spec = {
+            "n_layer": int(cfg.n_layer),
+            "n_head": int(cfg.n_head),
+            "head_dim": int(cfg.n_embd // cfg.n_head),
+            "n_positions": int(cfg.n_positions),
+            "vocab_size": int(cfg.vocab_size),
+            "eos_token_id": None if eos is None else int(eos),
+            "pad_token_id": None if tokenizer.pad_token_id is None else int(tokenizer.pad_token_id),
+        }
+        return Loaded(
+            task=task,
+            architecture=model.__class__.__name__,
+            config=config_dict,
+            ckpt_dir=Path(ckpt_dir),
+            model=model,
+            tokenizer=tokenizer,
+            extra={"spec": spec},
+        )
+
+    # ------------------------------------------------------------------ export
+
+    def torch_logits(self, loaded: Loaded, ids: list[int]) -> np.ndarray:
+        """PyTorch logits [len(ids), vocab] for one sequence."""
+        torch = _torch()
+        with torch.inference_mode():
+            return loaded.model(torch.tensor([ids])).logits[0].float().numpy()
+
+    def export(self, loaded: Loaded, work_dir: Path) -> Exported:
+        import onnx
+
+        torch = _torch()
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        spec = spec_of(loaded)
+        n_layer, heads, head_dim = spec["n_layer"], spec["n_head"], spec["head_dim"]
+        decoder = _decoder_module(_linearize(loaded.model), n_layer)
+        batch, past_len, new = 2, 3, 4  # trace with a non-empty past; prefill works too
+        vocab = spec["vocab_size"]
+        generator = torch.Generator().manual_seed(0)
+        args = (
+            torch.randint(0, vocab, (batch, new), generator=generator),
+            torch.ones(batch, past_len + new, dtype=torch.long),
+            torch.arange(past_len, past_len + new).expand(batch, new).contiguous(),
+            *(torch.randn(batch, heads, past_len, head_dim, generator=generator)
+              for _ in range(2 * n_layer)),
+        )
+        inputs = ["input_ids", "attention_mask", "position_ids", *past_names(n_layer)]
+        outputs = ["logits", *present_names(n_layer)]
+        axes: dict[str, dict[int, str]] = {
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "total_sequence"},
+            "position_ids": {0: "batch", 1: "sequence"},
+            "logits": {0: "batch", 1: "sequence"},
+        }
+        axes.update({n: {0: "batch", 2: "past_sequence"} for n in past_names(n_layer)})
+        axes.update({n: {0: "batch", 2: "total_sequence"} for n in present_names(n_layer)})
+        path = work_dir / MODEL_FILE
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                decoder, args, str(path), input_names=inputs, output_names=outputs,
+                dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+            )
+        onnx.checker.check_model(str(path))
+        prefill, decode = self._check_export(loaded, path)
+        return Exported(
+            path=path, max_abs_diff=max(prefill, decode), opset=OPSET,
+            details={"max_abs_diff_prefill": prefill, "max_abs_diff_decode": decode},
+        )
+
+    def _check_export(self, loaded: Loaded, path: Path) -> tuple[float, float]:
+        """Max |ONNX - PyTorch| of the logits: prefill over a text, then one decode step."""
+        from lmo_runtime.families import heldout_texts
+
+        spec = spec_of(loaded)
+        session = _session(path)
+        prefill = decode = 0.0
+        for ids in _sample_ids(loaded, heldout_texts(4)):
+            ref = self.torch_logits(loaded, ids)
+            head, tail = ids[:-1] or ids, ids[-1]
+            logits, presents = _run_decoder(session, spec, [head])
+            prefill = max(prefill, float(np.abs(logits[0] - ref[: len(head)]).max()))
+            if len(ids) > 1:
+                step, _ = _run_decoder(session, spec, [[tail]], presents, past_len=len(head))
+                decode = max(decode, float(np.abs(step[0, -1] - ref[-1]).max()))
+        return prefill, decode
+
+    def export_no_cache(self, loaded: Loaded, path: Path) -> Path:
+        """A plain (input_ids, attention_mask) -> logits graph: every step recomputes the whole
+        sequence. Only for the benchmark's "without KV cache" comparison."""
+        import onnx
+
+        torch = _torch()
+        model = _linearize(loaded.model)
+
+        class Plain(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, attention_mask):
+                return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                  use_cache=False).logits
+
+        ids = torch.randint(0, loaded.extra["spec"]["vocab_size"], (2, 5))
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Plain().eval(), (ids, torch.ones_like(ids)), str(path),
+                input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
+                              "attention_mask": {0: "batch", 1: "sequence"},
+                              "logits": {0: "batch", 1: "sequence"}},
+                opset_version=OPSET, dynamo=False,
+            )
+        onnx.checker.check_model(str(path))
+        return path
+
+    # ------------------------------------------------------------------ optimize
+
+    def optimize(
+        self, exported: Exported, precision: str, loaded: Loaded, work_dir: Path,
+        calibration_samples: int,
+    ) -> Path:
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        out = work_dir / MODEL_FILE
+        src = exported.path
+        if precision == "fp32":
+            shutil.copy(src, out)
+        elif precision == "int8":
+            quantize_int8(src, out)
+        elif precision == "fp16":
+            import onnx
+            from onnxruntime.transformers.onnx_model import OnnxModel
+
+            model = OnnxModel(onnx.load(str(src)))
+            model.convert_float_to_float16(keep_io_types=True)
+            model.save_model_to_file(str(out))
+        elif precision == "int8-static":
+            raise ConversionError(
+                "precision int8-static is not supported for GPT-2 decoders; use int8 "
+                "(dynamic, per-channel) or fp16/fp32 in optimize.precision"
+            )
+        else:
+            raise ConversionError(
+                f"precision {precision!r} is not supported; use fp32, fp16 or int8"
+            )
+        return out
+
+    # ------------------------------------------------------------------ score
+
+    def score(self, loaded: Loaded, onnx_path: Path, texts: list[str], threshold: float) -> Score:
+        spec = spec_of(loaded)
+        session = _session(onnx_path)
+        agree = total = 0
+        kls: list[float] = []
+        max_diff = 0.0
+        for ids in _sample_ids(loaded, texts):
+            ref = self.torch_logits(loaded, ids).astype(np.float64)
+            got, _ = _run_decoder(session, spec, [ids])
+            got = got[0].astype(np.float64)
+            agree += int((ref.argmax(-1) == got.argmax(-1)).sum())
+            total += len(ids)
+            max_diff = max(max_diff, float(np.abs(ref - got).max()))
+            p, q = _log_softmax(ref), _log_softmax(got)
+            kls.extend((np.exp(p) * (p - q)).sum(-1).tolist())
+        value = agree / max(1, total)
+        return Score(
+            metric="next_token_top1",
+            value=value,
+            threshold=threshold,
+            passed=value >= threshold,
+            samples=len(texts),
+            details={"kl": float(np.mean(kls)), "kl_max": float(np.max(kls)),
+                     "positions": float(total), "max_abs_diff_logits": max_diff},
+        )
+
+    def golden(self, loaded: Loaded, texts: list[str]) -> Golden:
+        """Greedy continuations (GOLDEN_MAX_TOKENS tokens) of each text's first words."""
+        prompts = [" ".join(t.split()[:4]) for t in texts]
+        return Golden(
+            inputs=prompts,
+            outputs=[greedy_text(loaded, p, GOLDEN_MAX_TOKENS) for p in prompts],
+            kind="tokens",
+        )
+
+    # ------------------------------------------------------------------ repository
+
+    def write_repository(
+        self, loaded: Loaded, onnx_path: Path, repo_dir: Path, request: ConversionRequest
+    ) -> str:
+        from lmo_runtime.triton.config import DynamicBatching, ModelConfig, Tensor, write_config
+
+        entry = ENTRY_MODEL["text-generation"]
+        repo_dir = Path(repo_dir)
+        spec = spec_of(loaded)
+        bls = request.backend == "onnxruntime"
+        assets = repo_dir / entry / "1"
+        assets.mkdir(parents=True, exist_ok=True)
+        (assets / "generation.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+        loaded.tokenizer.backend_tokenizer.save(str(assets / "tokenizer.json"))
+        models = resources.files("lmo_runtime") / "triton_models"
+        source = models / "text_generation"
+        for name in TEXTGEN_FILES:
+            (assets / name).write_text((source / name).read_text())
+        (assets / "model.py").write_text((source / "model.py").read_text())
+        stream_dir = repo_dir / STREAM_MODEL / "1"
+        stream_dir.mkdir(parents=True, exist_ok=True)
+        for name in TEXTGEN_FILES:
+            (stream_dir / name).write_text((source / name).read_text())
+        (stream_dir / "text_generation_model.py").write_text((source / "model.py").read_text())
+        (stream_dir / "model.py").write_text((models / STREAM_MODEL / "model.py").read_text())
+
+        batch = max(0, request.max_batch_size)
+        optional = tuple(
+            Tensor(name, dtype, (1,), optional=True)
+            for name, dtype in (("MAX_TOKENS", "INT32"), ("TEMPERATURE", "FP32"),
+                                ("TOP_K", "INT32"), ("TOP_P", "FP32"), ("SEED", "INT64"),
+                                ("STOP", "STRING"))
+        )
+        inputs = (Tensor("TEXT", "STRING", (1,)), *optional)
+        outputs = (Tensor("TEXT_OUTPUT", "STRING", (1,)),)
+        params = {"ENGINE": "bls" if bls else "onnxruntime", "ORT_THREADS": "0",
+                  "DEFAULT_MAX_TOKENS": str(DEFAULT_MAX_TOKENS)}
+        if bls:
+            params["DECODER_MODEL"] = DECODER_MODEL
+        # BLS: the Python models only tokenize and sample (CPU); the decoder holds the GPUs.
+        python_gpus = 0 if bls else request.gpus
+        write_config(repo_dir / entry, ModelConfig(
+            name=entry, backend="python", inputs=inputs, outputs=outputs,
+            max_batch_size=batch,
+            dynamic_batching=(
+                DynamicBatching(max_queue_delay_microseconds=request.max_queue_delay_microseconds)
+                if batch > 0 else None
+            ),
+            gpus=python_gpus, parameters=params,
+        ))
+        write_config(repo_dir / STREAM_MODEL, ModelConfig(
+            name=STREAM_MODEL, backend="python", inputs=inputs, outputs=outputs,
+            max_batch_size=batch, decoupled=True, gpus=python_gpus,
+            parameters={**params, "ASSETS_MODEL": entry},
+        ))
+        onnx_dest = repo_dir / DECODER_MODEL / "1" if bls else assets
+        onnx_dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(onnx_path, onnx_dest / MODEL_FILE)
+        for data in Path(onnx_path).parent.glob(f"{Path(onnx_path).name}.data"):
+            shutil.copy(data, onnx_dest / data.name)
+        if bls:
+            n_layer, heads, head_dim = spec["n_layer"], spec["n_head"], spec["head_dim"]
+            write_config(repo_dir / DECODER_MODEL, ModelConfig(
+                name=DECODER_MODEL, backend="onnxruntime",
+                inputs=(
+                    Tensor("input_ids", "INT64", (-1, -1)),
+                    Tensor("attention_mask", "INT64", (-1, -1)),
+                    Tensor("position_ids", "INT64", (-1, -1)),
+                    *(Tensor(n, "FP32", (-1, heads, -1, head_dim)) for n in past_names(n_layer)),
+                ),
+                outputs=(
+                    Tensor("logits", "FP32", (-1, -1, spec["vocab_size"])),
+                    *(Tensor(n, "FP32", (-1, heads, -1, head_dim))
+                      for n in present_names(n_layer)),
+                ),
+                max_batch_size=0,  # the cache has its own batch axis; batching is in the caller
+                gpus=request.gpus,
+                default_model_filename=MODEL_FILE,
+            ))
+        return entry
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def greedy_text(loaded: Loaded, prompt: str, max_tokens: int) -> str:
+    """PyTorch greedy continuation of `prompt` (what the served model must reproduce)."""
+    torch = _torch()
+    spec = spec_of(loaded)
+    ids = loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"] or [spec["eos_token_id"]]
+    with torch.inference_mode():
+        out = loaded.model.generate(
+            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=max_tokens, do_sample=False, pad_token_id=spec["eos_token_id"],
+            eos_token_id=spec["eos_token_id"],
+        )
+    new = [t for t in out[0, len(ids):].tolist() if t != spec["eos_token_id"]]
+    return loaded.tokenizer.decode(new, skip_special_tokens=True)
+
+
+def quantize_int8(src: Path, out: Path) -> None:
+    """Dynamic int8, per-channel, MatMul weights only (embedding Gather stays float)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet_root_logger():
+        quantize_dynamic(
+            str(src), str(out), per_channel=True, weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+
+
+@contextmanager
+def _quiet_root_logger():
+    """onnxruntime.quantization logs advice on the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.log_severity_level = 3
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                 if p in ort.get_available_providers()]
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def _run_decoder(session: Any, spec: dict[str, Any], ids: list[list[int]],
+                 past: list[np.ndarray] | None = None, past_len: int = 0
+                 ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Run the decoder on equal-length rows `ids` after `past` (None: prefill)."""
+    batch, new = len(ids), len(ids[0])
+    n_layer = spec["n_layer"]
+    if past is None:
+        past = [np.zeros((batch, spec["n_head"], 0, spec["head_dim"]), np.float32)
+                for _ in range(2 * n_layer)]
+    feed = {
+        "input_ids": np.asarray(ids, dtype=np.int64),
+        "attention_mask": np.ones((batch, past_len + new), dtype=np.int64),
+        "position_ids": np.arange(past_len, past_len + new, dtype=np.int64)[None].repeat(batch, 0),
+        **dict(zip(past_names(n_layer), past)),
+    }
+    logits, *presents = session.run(["logits", *present_names(n_layer)], feed)
+    return logits.astype(np.float32), presents
+
+
+FAMILY = Gpt2Family()

@@ -1,0 +1,111 @@
+"""Triton Python-backend model `text_generation`: TEXT in, generated TEXT_OUTPUT out.
+
+Parameters (config.pbtxt):
+  ENGINE         "onnxruntime": run the decoder in this process (model.onnx in the assets);
+                 "bls": call the decoder Triton model DECODER_MODEL (onnxruntime backend,
+                 on the GPU when there is one) through Business Logic Scripting.
+  DECODER_MODEL  name of that model (ENGINE "bls").
+  ASSETS_MODEL   model directory whose version folder holds generation.json, tokenizer.json
+                 (and model.onnx); default: this model.
+  ORT_THREADS    onnxruntime intra-op threads (0: onnxruntime decides).
+  DEFAULT_MAX_TOKENS  MAX_TOKENS when a request does not send it.
+
+All requests of one call are generated as one batch (see textgen.py).
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import textgen  # noqa: E402
+
+
+class BlsDecoder:
+    """The decoder as another Triton model, called with pb_utils.InferenceRequest."""
+
+    def __init__(self, model_name, spec):
+        self.model_name = model_name
+        self.spec = spec
+        self.past = textgen.past_names(spec["n_layer"])
+        self.outputs = ["logits", *textgen.present_names(spec["n_layer"])]
+
+    def __call__(self, input_ids, attention_mask, position_ids, past):
+        tensors = [
+            pb_utils.Tensor("input_ids", input_ids),
+            pb_utils.Tensor("attention_mask", attention_mask),
+            pb_utils.Tensor("position_ids", position_ids),
+        ] + [pb_utils.Tensor(n, np.ascontiguousarray(p)) for n, p in zip(self.past, past)]
+        request = pb_utils.InferenceRequest(
+            model_name=self.model_name, requested_output_names=self.outputs, inputs=tensors
+        )
+        response = request.exec()
+        if response.has_error():
+            raise pb_utils.TritonModelException(response.error().message())
+        arrays = [pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in self.outputs]
+        return arrays[0][:, -1, :], arrays[1:]
+
+
+def make_generator(args):
+    """The Generator described by this model's config parameters."""
+    config = json.loads(args["model_config"])
+    params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+    repository = os.path.dirname(args["model_repository"].rstrip("/"))
+    assets = os.path.join(
+        repository, params.get("ASSETS_MODEL") or config["name"], args["model_version"]
+    )
+    defaults = textgen.Params(max_tokens=int(params.get("DEFAULT_MAX_TOKENS", "32")))
+    if params.get("ENGINE", "onnxruntime") == "bls":
+        spec = textgen.load_spec(assets)
+        decoder = BlsDecoder(params["DECODER_MODEL"], spec)
+        return textgen.Generator(decoder, textgen.load_tokenizer(assets), spec), defaults
+    device = None
+    if args.get("model_instance_kind") == "GPU":
+        device = int(args["model_instance_device_id"])
+    generator = textgen.ort_generator(
+        assets, threads=int(params.get("ORT_THREADS", "0")), device_id=device
+    )
+    return generator, defaults
+
+
+def optional_inputs(request):
+    out = {}
+    for name in textgen.PARAM_INPUTS:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is not None:
+            out[name] = tensor.as_numpy()
+    return out
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.generator, self.defaults = make_generator(args)
+
+    def execute(self, requests):
+        prompts, params, spans, errors = [], [], [], {}
+        for i, request in enumerate(requests):
+            try:
+                texts = textgen.texts_from_input(
+                    pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+                )
+                rows = textgen.params_from_inputs(optional_inputs(request), len(texts),
+                                                  self.defaults)
+            except ValueError as exc:
+                errors[i] = str(exc)
+                spans.append((len(prompts), len(prompts)))
+                continue
+            spans.append((len(prompts), len(prompts) + len(texts)))
+            prompts += texts
+            params += rows
+        outputs = self.generator.generate(prompts, params) if prompts else []
+        responses = []
+        for i, (start, end) in enumerate(spans):
+            if i in errors:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(errors[i])))
+                continue
+            text = np.array([[t.encode("utf-8")] for t in outputs[start:end]], dtype=np.object_)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("TEXT_OUTPUT", text)]))
+        return responses

@@ -1,0 +1,46 @@
+"""Triton Python-backend model `text_generation_stream` (decoupled): one response per token.
+
+Same inputs and parameters as `text_generation` (its model.py is copied beside this file as
+`text_generation_model.py`); each request must carry one prompt. Every response holds the
+next piece of text in TEXT_OUTPUT (concatenated they equal `text_generation`'s output for
+the same request); the last one is an empty response with the FINAL flag. Requests in one
+call are served one after another.
+"""
+
+import os
+import sys
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import textgen  # noqa: E402
+from text_generation_model import make_generator, optional_inputs  # noqa: E402
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.generator, self.defaults = make_generator(args)
+
+    def execute(self, requests):
+        # The flag exists on pb_utils only once the stub runs (not at import time).
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL_FLAG
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                texts = textgen.texts_from_input(
+                    pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+                )
+                if len(texts) != 1:
+                    raise ValueError(f"send one prompt per streaming request, got {len(texts)}")
+                (params,) = textgen.params_from_inputs(optional_inputs(request), 1, self.defaults)
+                for piece in self.generator.stream(texts[0], params):
+                    out = np.array([[piece.encode("utf-8")]], dtype=np.object_)
+                    sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("TEXT_OUTPUT", out)]))
+            except Exception as exc:  # noqa: BLE001 - reported to the client, stream closed
+                sender.send(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))), flags=final
+                )
+                continue
+            sender.send(flags=final)
+        return None
