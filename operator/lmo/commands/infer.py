@@ -1,0 +1,127 @@
+"""`lmo infer TEXT...`: send text to a model's endpoint and print the answer.
+
+Speaks KServe v2 JSON (`POST /v2/models/<entry>/infer`), so it works against a local
+front door, a cluster endpoint (`status.endpoint`) or a Triton server itself. The answer
+line says which version gave it (the `x-lmo-version` header) when the endpoint tells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import requests
+
+from lmo.commands.target import TIMEOUT, add_target_arguments, get_lm, resolve
+from lmo.errors import UserError
+from lmo_runtime.manifest import ENTRY_MODEL
+
+VERSION_HEADER = "x-lmo-version"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", nargs="+", help="input text(s), one request with all of them")
+    parser.add_argument("--name", help="LanguageModel name (cluster mode: uses status.endpoint)")
+    parser.add_argument("--version", dest="pin", metavar="VERSION",
+                        help="ask this version (sent in the A/B header, x-lmo-version)")
+    parser.add_argument("--header", default=VERSION_HEADER, help="A/B header name")
+    parser.add_argument("--task", choices=sorted(ENTRY_MODEL), help="skip task discovery")
+    parser.add_argument("--json", action="store_true", help="print the raw KServe v2 answer")
+    add_target_arguments(parser, name=False)
+
+
+def endpoint(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(base URL, task or None) of the model the command talks to."""
+    target = resolve(args)
+    if target.local:
+        return target.url, None
+    obj = get_lm(target)
+    url = (obj.get("status") or {}).get("endpoint")
+    if not url:
+        raise UserError(f"languagemodel {target.namespace}/{target.name} has no status.endpoint "
+                        f"yet (is it Ready? `lmo status {target.name}`); or pass --url")
+    return url.rstrip("/"), obj["spec"]["task"]
+
+
+def discover_task(url: str) -> str:
+    """The task behind an endpoint: lmo's admin API, else Triton's repository index."""
+    try:
+        r = requests.get(url + "/lmo/status", timeout=TIMEOUT)
+        if r.status_code == 200:
+            return r.json()["task"]
+        r = requests.post(url + "/v2/repository/index", json={}, timeout=TIMEOUT)
+        if r.status_code == 200:
+            names = {m.get("name") for m in r.json()}
+            for task, entry in ENTRY_MODEL.items():
+                if entry in names:
+                    return task
+    except (requests.RequestException, ValueError, KeyError) as err:
+        raise UserError(f"{url}: cannot reach the endpoint ({err.__class__.__name__})") from None
+    raise UserError(f"{url}: cannot tell which task it serves; pass --task")
+
+
+def infer(url: str, task: str, texts: list[str], headers: dict[str, str] | None = None,
+          extra: dict[str, tuple[str, Any]] | None = None) -> tuple[dict[str, Any], str | None]:
+    """One KServe v2 request; (answer JSON, version that answered or None)."""
+    inputs = [{"name": "TEXT", "shape": [len(texts), 1], "datatype": "BYTES", "data": texts}]
+    for name, (dtype, value) in (extra or {}).items():
+        inputs.append({"name": name, "shape": [len(texts), 1], "datatype": dtype,
+                       "data": [value] * len(texts)})
+    model = ENTRY_MODEL[task]
+    try:
+        r = requests.post(f"{url}/v2/models/{model}/infer", json={"inputs": inputs},
+                          headers=headers or {}, timeout=TIMEOUT * 4)
+    except requests.RequestException as err:
+        raise UserError(f"{url}: cannot reach the endpoint ({err.__class__.__name__})") from None
+    try:
+        body = r.json()
+    except ValueError:
+        body = {"error": r.text[:300]}
+    if r.status_code != 200:
+        raise UserError(f"{url}/v2/models/{model}/infer: {body.get('error', r.reason)} "
+                        f"(HTTP {r.status_code})")
+    return body, r.headers.get(VERSION_HEADER)
+
+
+def per_item(answer: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Split a batched KServe answer into one {output: value} dict per input."""
+    items: list[dict[str, Any]] = [{} for _ in range(n)]
+    for out in answer.get("outputs", []):
+        data = out.get("data", [])
+        per = len(data) // n if n else 0
+        for i in range(n):
+            chunk = data[i * per:(i + 1) * per]
+            items[i][out["name"]] = chunk[0] if per == 1 else chunk
+    return items
+
+
+def describe(item: dict[str, Any]) -> str:
+    """One readable line per answer."""
+    if "EMBEDDING" in item:
+        vec = item["EMBEDDING"]
+        head = ", ".join(f"{x:.4f}" for x in vec[:6])
+        return f"embedding[{len(vec)}] = [{head}, ...]"
+    if "LABEL" in item:
+        return f"{item['LABEL']} (score {float(item.get('SCORE', 0)):.4f})"
+    if "SEQUENCE" in item:
+        return f"{item['SEQUENCE']}  (token {item.get('TOKEN')!r}, score " \
+               f"{float(item.get('SCORE', 0)):.4f})"
+    if "TEXT_OUTPUT" in item:
+        return str(item["TEXT_OUTPUT"])
+    return json.dumps(item)
+
+
+def run(args: argparse.Namespace) -> int:
+    url, task = endpoint(args)
+    task = args.task or task or discover_task(url)
+    headers = {args.header: args.pin} if args.pin else {}
+    answer, version = infer(url, task, list(args.text), headers)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    by = f"[{version}] " if version else ""
+    for text, item in zip(args.text, per_item(answer, len(args.text))):
+        prefix = f"{text!r}: " if len(args.text) > 1 else ""
+        print(f"{by}{prefix}{describe(item)}")
+    return 0

@@ -1,0 +1,112 @@
+"""`lmo promote V`, `lmo rollback`, `lmo set-traffic v1=90 v2=10`.
+
+On a cluster they patch `spec.versions[].traffic` of the LanguageModel (a merge patch
+carrying the resourceVersion read, so a concurrent edit makes the API server refuse it
+rather than be overwritten); locally they call the front door's `POST /lmo/traffic`, which
+changes the running spec the same way (until the file is edited again).
+
+The weights of an automated rollout (Canary, BlueGreen) are decided by the rollout, not by
+the traffic fields, so these commands also set `spec.rollout.strategy: Manual`: a person
+taking over the traffic stops the automation, and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from typing import Any
+
+from lmo.commands.target import add_target_arguments, get_lm, local_get, local_post, resolve
+from lmo.errors import UserError
+from lmo.local.routing import check_weights, parse_assignments
+
+
+def add_promote_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("version", help="version that gets 100%% of the traffic")
+    add_target_arguments(parser, name=False)
+    parser.add_argument("name", nargs="?", help="LanguageModel name (cluster mode)")
+
+
+def add_rollback_arguments(parser: argparse.ArgumentParser) -> None:
+    add_target_arguments(parser)
+
+
+def add_set_traffic_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("weights", nargs="+", metavar="[NAME] VERSION=PERCENT",
+                        help="e.g. `chat v1=90 v2=10` on a cluster, `v1=90 v2=10` locally "
+                        "(versions not named get 0)")
+    add_target_arguments(parser, name=False)
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    return _apply(args, lambda versions, status: _all_to(args.version, versions), "promote")
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    return _apply(args, lambda versions, status: _all_to(stable_version(versions, status),
+                                                          versions), "rollback")
+
+
+def run_set_traffic(args: argparse.Namespace) -> int:
+    args.name = None
+    if args.weights and "=" not in args.weights[0]:
+        args.name, args.weights = args.weights[0], args.weights[1:]
+    if not args.weights:
+        raise UserError("set-traffic: give the weights, e.g. v1=90 v2=10")
+    return _apply(args, lambda versions, status: parse_assignments(args.weights, versions),
+                  "set-traffic")
+
+
+def _all_to(version: str, versions: list[str]) -> dict[str, int]:
+    if version not in versions:
+        raise UserError(f"version {version!r} is not one of {', '.join(versions)}")
+    return {v: 100 if v == version else 0 for v in versions}
+
+
+def stable_version(versions: list[str], status: dict[str, Any]) -> str:
+    """The version to roll back to: the rollout's stable one, else the first listed."""
+    stable = (status.get("rollout") or {}).get("stable")
+    return stable if stable in versions else versions[0]
+
+
+def _apply(args: argparse.Namespace, weights_for, what: str) -> int:
+    target = resolve(args)
+    if target.local:
+        status = local_get(target.url, "/lmo/status")
+        versions = [v["name"] for v in status.get("versions", [])]
+        weights = weights_for(versions, status)
+        new = local_post(target.url, "/lmo/traffic", {"weights": weights})
+        print(f"{what}: {status.get('name')} now routes {new.get('trafficSummary')} "
+              f"(local, until {status.get('name')}'s file is edited)")
+        return 0
+    obj = get_lm(target)
+    versions = [v["name"] for v in obj["spec"]["versions"]]
+    weights = weights_for(versions, obj.get("status") or {})
+    patch = traffic_patch(obj, weights)
+    from lmo.commands.target import patch_lm
+
+    patch_lm(target, patch)
+    note = ""
+    if (obj["spec"].get("rollout") or {}).get("strategy", "Manual") != "Manual":
+        note = " (rollout strategy set to Manual: the traffic is yours until you change it)"
+    summary = ",".join(f"{k}={v}" for k, v in weights.items())
+    print(f"{what}: languagemodel {target.namespace}/{target.name} traffic {summary}{note}")
+    return 0
+
+
+def traffic_patch(obj: dict[str, Any], weights: dict[str, int]) -> dict[str, Any]:
+    """The merge patch that sets every version's traffic (lists are replaced whole)."""
+    versions = copy.deepcopy(obj["spec"]["versions"])
+    names = [v["name"] for v in versions]
+    check_weights(weights, names)
+    for v in versions:
+        v["traffic"] = int(weights.get(v["name"], 0))
+    patch: dict[str, Any] = {
+        "metadata": {"resourceVersion": obj["metadata"].get("resourceVersion")},
+        "spec": {"versions": versions},
+    }
+    if (obj["spec"].get("rollout") or {}).get("strategy", "Manual") != "Manual":
+        patch["spec"]["rollout"] = {"strategy": "Manual"}
+    if patch["metadata"]["resourceVersion"] is None:
+        del patch["metadata"]
+    return patch

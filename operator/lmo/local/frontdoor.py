@@ -1,0 +1,359 @@
+"""The local front door: KServe v2 over HTTP, with the cluster's traffic rules.
+
+Clients talk to it exactly as they would to Triton (`/v2/models/<entry>/infer`, the
+binary-tensor extension included, so `tritonclient.http` works unchanged) or to the
+cluster's HTTPRoute. Per request it does only what routing needs: read one header, pick a
+version (`Router`), forward the body bytes untouched over one pooled `aiohttp.ClientSession`
+and add `x-lmo-version` to the answer. A mirrored copy is sent in the background and its
+answer discarded.
+
+Also served:
+* `POST /v1/<task>` `{"text": "..."}`: a JSON convenience for people and curl.
+* `POST /v2/models/<m>/generate[_stream]`: Triton's generate extension (streamed as it
+  comes), used by `lmo generate`.
+* `GET /lmo/status`, `POST /lmo/traffic` `{"weights": {"v1": 90, "v2": 10}}`: the admin
+  API behind `lmo status --local`, `set-traffic`, `promote` and `rollback`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from lmo.errors import UserError
+from lmo.local.controller import Controller
+from lmo.local.tritonmetrics import Snapshot, parse
+from lmo_runtime.manifest import ENTRY_MODEL
+
+log = logging.getLogger("lmo.up")
+
+VERSION_HEADER = "x-lmo-version"
+# Request headers Triton needs to read the body; everything else stays at the door.
+_FORWARD = ("Content-Type", "Inference-Header-Content-Length", "Content-Encoding", "Accept-Encoding")
+_RETURN = ("Content-Type", "Inference-Header-Content-Length", "Content-Encoding")
+# Optional inputs of the text_generation model accepted by POST /v1/text-generation.
+_GEN_INPUTS = {
+    "max_tokens": ("MAX_TOKENS", "INT32"),
+    "temperature": ("TEMPERATURE", "FP32"),
+    "top_k": ("TOP_K", "INT32"),
+    "top_p": ("TOP_P", "FP32"),
+    "seed": ("SEED", "INT64"),
+    "stop": ("STOP", "BYTES"),
+}
+
+
+class FrontDoor:
+    """aiohttp application around a `Controller`; `start()` binds, `stop()` closes."""
+
+    def __init__(self, controller: Controller, tick_seconds: float = 1.0):
+        self.controller = controller
+        self.tick_seconds = tick_seconds
+        self.entry = ENTRY_MODEL[controller.spec.task]
+        self.session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._ticker: asyncio.Task | None = None
+        self.port = 0
+        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        r = self.app.router
+        r.add_post("/v2/models/{model}/infer", self.infer)
+        r.add_post("/v2/models/{model}/versions/{mv}/infer", self.infer)
+        r.add_post("/v2/models/{model}/generate", self.generate)
+        r.add_post("/v2/models/{model}/generate_stream", self.generate)
+        r.add_get("/v2/health/live", self.live)
+        r.add_get("/v2/health/ready", self.ready)
+        r.add_get("/v2/{tail:.*}", self.forward_get)
+        r.add_get("/v2", self.forward_get)
+        r.add_post("/v1/{task}", self.v1)
+        r.add_get("/lmo/status", self.status)
+        r.add_post("/lmo/traffic", self.traffic)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=60),
+            auto_decompress=False,
+            # Forward the client's Accept-Encoding only: bodies pass through untouched.
+            skip_auto_headers=("Accept-Encoding", "User-Agent"),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        )
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._ticker = asyncio.create_task(self._tick_forever())
+        return self.port
+
+    async def stop(self) -> None:
+        if self._ticker:
+            self._ticker.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._runner:
+            await self._runner.cleanup()
+        if self.session:
+            await self.session.close()
+
+    # ------------------------------------------------------------------ routing
+
+    def _choose(self, request: web.Request):
+        router = self.controller.router
+        value = request.headers.get(router.header) if router.header else None
+        try:
+            return router.choose(value)
+        except LookupError:
+            raise web.HTTPServiceUnavailable(
+                text=json.dumps({"error": "no version of this model is ready yet"}),
+                content_type="application/json",
+            ) from None
+
+    async def infer(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        choice = self._choose(request)
+        headers = {h: request.headers[h] for h in _FORWARD if h in request.headers}
+        if choice.mirror:
+            self._mirror(choice.mirror, request.rel_url.path, body, headers)
+        return await self._forward(choice.version, request.rel_url.path, body, headers)
+
+    async def _forward(
+        self, version: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> web.Response:
+        backend = self.controller.backends[version]
+        assert self.session is not None
+        try:
+            async with self.session.post(backend.url + path, data=body, headers=headers) as up:
+                data = await up.read()
+                out = {h: up.headers[h] for h in _RETURN if h in up.headers}
+                status = up.status
+        except aiohttp.ClientError as err:
+            backend.errors += 1
+            return web.json_response(
+                {"error": f"version {version} did not answer: {err}"},
+                status=502,
+                headers={VERSION_HEADER: version},
+            )
+        if status >= 400:
+            backend.errors += 1
+        else:
+            backend.answered += 1
+        out[VERSION_HEADER] = version
+        return web.Response(status=status, body=data, headers=out)
+
+    def _mirror(self, version: str, path: str, body: bytes, headers: dict[str, str]) -> None:
+        """Fire-and-forget copy to the mirror version (its answer is read and dropped)."""
+
+        async def send() -> None:
+            backend = self.controller.backends[version]
+            assert self.session is not None
+            try:
+                async with self.session.post(backend.url + path, data=body, headers=headers) as up:
+                    await up.read()
+                backend.mirrored += 1
+            except aiohttp.ClientError:
+                backend.errors += 1
+
+        task = asyncio.create_task(send())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def generate(self, request: web.Request) -> web.StreamResponse:
+        """Triton's generate extension, streamed back chunk by chunk (SSE for _stream)."""
+        body = await request.read()
+        choice = self._choose(request)
+        backend = self.controller.backends[choice.version]
+        headers = {h: request.headers[h] for h in _FORWARD if h in request.headers}
+        assert self.session is not None
+        try:
+            async with self.session.post(
+                backend.url + request.rel_url.path, data=body, headers=headers
+            ) as up:
+                resp = web.StreamResponse(
+                    status=up.status,
+                    headers={
+                        **{h: up.headers[h] for h in _RETURN if h in up.headers},
+                        VERSION_HEADER: choice.version,
+                    },
+                )
+                await resp.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+                backend.answered += 1
+                return resp
+        except aiohttp.ClientError as err:
+            backend.errors += 1
+            return web.json_response(
+                {"error": f"version {choice.version} did not answer: {err}"}, status=502
+            )
+
+    async def forward_get(self, request: web.Request) -> web.Response:
+        """Metadata and other reads go to a ready version (the one weights pick)."""
+        choice = self._choose(request)
+        backend = self.controller.backends[choice.version]
+        assert self.session is not None
+        try:
+            async with self.session.get(backend.url + request.rel_url.path) as up:
+                data = await up.read()
+                out = {h: up.headers[h] for h in _RETURN if h in up.headers}
+                return web.Response(
+                    status=up.status, body=data, headers={**out, VERSION_HEADER: choice.version}
+                )
+        except aiohttp.ClientError as err:
+            return web.json_response({"error": str(err)}, status=502)
+
+    async def live(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        """Ready when every version that should take traffic can answer."""
+        c = self.controller
+        wanted = [v for v, w in c.router.weights.items() if w > 0]
+        ok = bool(wanted) and all(c.backends.get(v) and c.backends[v].ready for v in wanted)
+        return web.Response(status=200 if ok else 503)
+
+    # ------------------------------------------------------------------ JSON for humans
+
+    async def v1(self, request: web.Request) -> web.Response:
+        task = request.match_info["task"]
+        if task != self.controller.spec.task:
+            return _error(
+                404, f"this model does its task at /v1/{self.controller.spec.task}, not /v1/{task}"
+            )
+        try:
+            payload = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, 'body must be JSON such as {"text": "hello"}')
+        texts = payload.get("text") if isinstance(payload, dict) else None
+        single = isinstance(texts, str)
+        if single:
+            texts = [texts]
+        if not texts or not all(isinstance(t, str) for t in texts):
+            return _error(400, 'field "text" must be a string or a list of strings')
+        inputs = [{"name": "TEXT", "shape": [len(texts), 1], "datatype": "BYTES",
+                   "data": list(texts)}]
+        if task == "text-generation":
+            for key, (name, dtype) in _GEN_INPUTS.items():
+                if key in payload:
+                    inputs.append({"name": name, "shape": [len(texts), 1], "datatype": dtype,
+                                   "data": [payload[key]] * len(texts)})
+        body = json.dumps({"inputs": inputs}).encode()
+        choice = self._choose(request)
+        path = f"/v2/models/{self.entry}/infer"
+        headers = {"Content-Type": "application/json"}
+        if choice.mirror:
+            self._mirror(choice.mirror, path, body, headers)
+        resp = await self._forward(choice.version, path, body, headers)
+        if resp.status != 200:
+            return resp
+        answer = json.loads(resp.body)  # type: ignore[arg-type]
+        items: list[dict[str, Any]] = [{} for _ in texts]
+        for out in answer.get("outputs", []):
+            per = len(out["data"]) // len(texts) if texts else 0
+            for i in range(len(texts)):
+                chunk = out["data"][i * per : (i + 1) * per]
+                key = out["name"].lower()
+                items[i][key] = chunk[0] if len(out["shape"]) <= 2 and per == 1 else chunk
+        result = {"version": choice.version, **items[0]} if single else {
+            "version": choice.version, "results": items}
+        return web.json_response(result, headers={VERSION_HEADER: choice.version})
+
+    # ------------------------------------------------------------------ admin
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.controller.status())
+
+    async def traffic(self, request: web.Request) -> web.Response:
+        try:
+            payload = await request.json()
+            weights = {str(k): int(v) for k, v in payload["weights"].items()}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            return _error(400, 'body must be JSON such as {"weights": {"v1": 90, "v2": 10}}')
+        try:
+            self.controller.set_traffic(weights)
+        except UserError as err:
+            return _error(400, str(err))
+        return web.json_response(self.controller.status())
+
+    # ------------------------------------------------------------------ background
+
+    async def _tick_forever(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep serving; the next tick tries again
+                log.exception("front door tick failed")
+            await asyncio.sleep(self.tick_seconds)
+
+    async def tick(self) -> None:
+        """Poll readiness, then let the rollout logic decide the weights."""
+        c = self.controller
+        assert self.session is not None
+        for name, b in list(c.backends.items()):
+            try:
+                async with self.session.get(
+                    b.url + "/v2/health/ready", timeout=aiohttp.ClientTimeout(total=2)
+                ) as r:
+                    await r.read()
+                    c.set_ready(name, r.status == 200)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                c.set_ready(name, False)
+        now = datetime.now(timezone.utc)
+        decision = c.decide(now)
+        if decision is None:
+            return
+        if c.needs_mark():
+            c.mark(await self.snapshots(), now)
+        if decision.analyse:
+            result = await self.analyse(now)
+            c.decide(now, result)
+            c.mark(await self.snapshots(), now)
+
+    async def snapshots(self) -> dict[str, Snapshot]:
+        out = {}
+        assert self.session is not None
+        for name, b in self.controller.backends.items():
+            try:
+                async with self.session.get(b.metrics_url) as r:
+                    out[name] = parse((await r.read()).decode(), self.entry)
+            except aiohttp.ClientError:
+                continue
+        return out
+
+    async def analyse(self, now: datetime) -> Any:
+        """Judge the candidate's current step from the Triton counters of both versions."""
+        from lmo.local.judge import judge
+        from lmo.replay import ReplayError, ReplayTargets
+
+        c = self.controller
+        assert c.rollout is not None and c.spec.rollout is not None
+        candidate, stable = c.rollout.candidate or "", c.rollout.stable or ""
+        snaps = await self.snapshots()
+        cand = c.since_mark(candidate, snaps.get(candidate, Snapshot()))
+        base = c.since_mark(stable, snaps.get(stable, Snapshot()))
+        replay = None
+        if candidate in c.backends and stable in c.backends:
+            try:
+                replay = ReplayTargets.from_manifest(
+                    c.backends[candidate].artifact.manifest,
+                    c.backends[candidate].url,
+                    c.backends[stable].url,
+                )
+            except ReplayError:
+                replay = None
+        return await asyncio.to_thread(
+            judge, c.spec.rollout.analysis, candidate, cand, base, c.window_seconds(now), replay
+        )
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)

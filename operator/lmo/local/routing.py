@@ -1,0 +1,128 @@
+"""Traffic rules of a LanguageModel, applied per request on one machine.
+
+The cluster expresses the same rules as an HTTPRoute (weighted backends, one exact header
+match per version, a RequestMirror filter). Locally they are applied by `Router`, which is
+pure: no I/O, no clock, no randomness. Weights are honoured with smooth weighted
+round-robin (the nginx algorithm) and mirroring with an error-diffusion counter, so every
+100 consecutive requests split exactly as the weights say; a gateway's random choice only
+converges to them. That keeps `lmo up` predictable and its tests free of chance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lmo.errors import UserError
+
+
+@dataclass
+class Choice:
+    """Where one request goes: the version that answers, and a version that gets a copy."""
+
+    version: str
+    mirror: str | None = None
+    by_header: bool = False
+
+
+@dataclass
+class Router:
+    """Weighted choice, exact header A/B and mirroring over a set of versions.
+
+    `weights` are percentages (summing to 100) of the versions that take traffic;
+    `available` are the versions that can answer at all (ready servers). A header naming an
+    available version routes to it whatever its weight (as an HTTPRoute header match does);
+    a header naming anything else falls through to the weights.
+    """
+
+    weights: dict[str, int]
+    available: set[str] = field(default_factory=set)
+    header: str | None = None
+    mirror_version: str | None = None
+    mirror_percent: int = 0
+    _current: dict[str, int] = field(default_factory=dict, repr=False)
+    _mirror_acc: int = field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        self.set_weights(self.weights)
+        if not self.available:
+            self.available = set(self.weights)
+
+    def set_weights(self, weights: dict[str, int]) -> None:
+        """Replace the weights (keeps the round-robin position of versions that stay)."""
+        check_weights(weights, list(weights))
+        self.weights = dict(weights)
+        self._current = {v: self._current.get(v, 0) for v in weights}
+
+    def set_mirror(self, version: str | None, percent: int = 100) -> None:
+        self.mirror_version = version
+        self.mirror_percent = percent if version else 0
+        self._mirror_acc = 0
+
+    def choose(self, header_value: str | None = None) -> Choice:
+        """Pick the version for one request (raises LookupError when none can answer)."""
+        if header_value is not None and self.header and header_value in self.available:
+            return Choice(header_value, self._mirror_for(header_value), by_header=True)
+        version = self._weighted()
+        return Choice(version, self._mirror_for(version))
+
+    def _weighted(self) -> str:
+        live = {v: w for v, w in self.weights.items() if w > 0 and v in self.available}
+        if not live:
+            # Nothing with traffic can answer: fall back to any ready version rather than
+            # failing, as a gateway with a ready backend of weight 0 would not; say so.
+            if not self.available:
+                raise LookupError("no version is ready")
+            live = {v: 1 for v in sorted(self.available)}
+        total = sum(live.values())
+        best = None
+        for v, w in live.items():
+            self._current[v] = self._current.get(v, 0) + w
+            if best is None or self._current[v] > self._current[best]:
+                best = v
+        assert best is not None
+        self._current[best] -= total
+        return best
+
+    def _mirror_for(self, version: str) -> str | None:
+        m = self.mirror_version
+        if not m or m == version or m not in self.available:
+            return None
+        self._mirror_acc += self.mirror_percent
+        if self._mirror_acc >= 100:
+            self._mirror_acc -= 100
+            return m
+        return None
+
+
+def check_weights(weights: dict[str, int], versions: list[str]) -> None:
+    """Refuse weights that name unknown versions, are out of range or do not sum to 100."""
+    unknown = sorted(set(weights) - set(versions))
+    if unknown:
+        raise UserError(
+            f"traffic names unknown version(s) {', '.join(unknown)}; versions are "
+            f"{', '.join(versions)}"
+        )
+    bad = [f"{v}={w}" for v, w in weights.items() if not 0 <= int(w) <= 100]
+    if bad:
+        raise UserError(f"traffic weights must be between 0 and 100 (got {', '.join(bad)})")
+    total = sum(weights.values())
+    if weights and total != 100:
+        raise UserError(f"traffic weights must sum to 100; they sum to {total}")
+
+
+def parse_assignments(items: list[str], versions: list[str] | None = None) -> dict[str, int]:
+    """`["v1=90", "v2=10"]` -> {"v1": 90, "v2": 10}, with a clear error for each mistake."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.strip().isdigit():
+            raise UserError(f"set-traffic: expected VERSION=PERCENT such as v1=90, got {item!r}")
+        if name in out:
+            raise UserError(f"set-traffic: version {name!r} given twice")
+        out[name] = int(value)
+    if versions is not None:
+        missing = [v for v in versions if v not in out]
+        for v in missing:
+            out[v] = 0
+    check_weights(out, versions if versions is not None else list(out))
+    return out

@@ -1,0 +1,281 @@
+"""`lmo up -f FILE`: run a LanguageModel on this machine.
+
+1. Parse the file with `lmo.api.load_file` (the same checks and messages as the cluster).
+2. Convert every version with `lmo_runtime.convert` (progress bars; the conversion cache
+   lives under the work dir, so a second `lmo up` starts in seconds).
+3. Start one real Triton server per version, each on its own repository, exactly as the
+   cluster runs one Deployment per version. One server per version (rather than one server
+   with renamed models) keeps every artifact byte-identical to what the cluster serves, keeps
+   the entry model name the same for all versions (routing stays transparent to clients) and
+   gives per-version metrics for canary analysis without relabelling.
+4. Serve the front door (`lmo.local.frontdoor`) on localhost: KServe v2 plus `/v1/<task>`,
+   with the cluster's routing rules. Print the endpoint and a curl to paste.
+5. Watch the file: traffic, routing and rollout edits apply at once; a new or changed
+   version is converted and started in the background, then routed. Ctrl-C or SIGTERM stops
+   the front door and every Triton server it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from lmo.api import LanguageModel, SpecError, load_file
+from lmo.errors import UserError
+from lmo.local.controller import Backend, Controller
+from lmo.local.state import DEFAULT_WORK_DIR, remove_state, write_state
+from lmo.local.versions import (
+    Artifact,
+    ServerFlavour,
+    convert_version,
+    default_threads,
+    local_request,
+    server_flavour,
+)
+from lmo_runtime.manifest import ENTRY_MODEL
+
+log = logging.getLogger("lmo.up")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--file", required=True, help="YAML file with a LanguageModel")
+    parser.add_argument("--port", type=int, default=8080, help="front door port (0: any free)")
+    parser.add_argument("--host", default="127.0.0.1", help="front door address")
+    parser.add_argument(
+        "--work-dir", default=DEFAULT_WORK_DIR, help="artifacts, conversion cache, logs, state"
+    )
+    parser.add_argument(
+        "--no-watch", action="store_true", help="do not apply edits of the file while running"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _load_one(path: Path) -> LanguageModel:
+    if not path.is_file():
+        raise UserError(f"-f {path}: no such file")
+    models = load_file(path)
+    if len(models) > 1:
+        names = ", ".join(m.metadata.name for m in models)
+        raise UserError(f"-f {path}: lmo up serves one LanguageModel per file (found {names})")
+    return models[0]
+
+
+class Fleet:
+    """The Triton servers of one LanguageModel: one per version, keyed by artifact."""
+
+    def __init__(self, lm_name: str, work_dir: Path, base_dir: Path, flavour: ServerFlavour,
+                 progress: bool):
+        self.lm_name = lm_name
+        self.work_dir = work_dir
+        self.base_dir = base_dir
+        self.flavour = flavour
+        self.progress = progress
+        self.servers: dict[str, Any] = {}  # version -> TritonServer
+        self.keys: dict[str, str] = {}  # version -> artifact key it serves
+        self._retired: list[Any] = []  # replaced servers, stopped once traffic moved off
+
+    def artifacts(self, lm: LanguageModel, only: list[str] | None = None) -> dict[str, Artifact]:
+        """Convert (or reuse) the artifacts of the named versions (all when None)."""
+        out = {}
+        for v in lm.spec.versions:
+            if only is not None and v.name not in only:
+                continue
+            request = local_request(lm.spec, v, self.base_dir, self.flavour)
+            _say(f"version {v.name}: {v.checkpoint.uri} -> {request.precision} "
+                 f"({request.backend} backend), key {request.short_key()}")
+            artifact = convert_version(v.name, request, self.work_dir, progress=self.progress)
+            score = artifact.manifest.score
+            _say(f"version {v.name}: artifact ready"
+                 + (f", {score.metric} {score.value:.4f}" if score else "")
+                 + f", precision {artifact.manifest.precision}")
+            out[v.name] = artifact
+        return out
+
+    def changed(self, lm: LanguageModel) -> list[str]:
+        """Versions whose artifact would differ from the one served (or that are new)."""
+        return [
+            v.name
+            for v in lm.spec.versions
+            if self.keys.get(v.name) != local_request(lm.spec, v, self.base_dir, self.flavour).key()
+        ]
+
+    def start(self, artifacts: dict[str, Artifact]) -> dict[str, Backend]:
+        """Start one server per artifact, in parallel; each is ready when this returns."""
+        from lmo_runtime.triton.server import TritonServer, TritonError
+
+        logs = self.work_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        servers = {
+            name: TritonServer(a.repository, log_path=logs / f"{self.lm_name}-{name}.log")
+            for name, a in artifacts.items()
+        }
+        started: dict[str, Any] = {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(servers))) as pool:
+            futures = {pool.submit(s.start): name for name, s in servers.items()}
+            errors = []
+            for fut in concurrent.futures.as_completed(futures):
+                name = futures[fut]
+                try:
+                    fut.result()
+                    started[name] = servers[name]
+                except TritonError as err:
+                    errors.append(f"version {name}: Triton did not start: {err}")
+        if errors:
+            for s in started.values():
+                s.stop()
+            raise UserError("\n".join(errors))
+        backends = {}
+        for name, s in started.items():
+            old = self.servers.pop(name, None)
+            if old is not None:
+                self._retired.append(old)
+            self.servers[name] = s
+            self.keys[name] = artifacts[name].manifest.key
+            backends[name] = Backend(name, s.url, s.grpc_url, s.metrics_url, artifacts[name])
+            _say(f"version {name}: Triton ready at {s.url} (gRPC {s.grpc_url})")
+        return backends
+
+    def retire(self, names: list[str]) -> None:
+        for name in names:
+            server = self.servers.pop(name, None)
+            self.keys.pop(name, None)
+            if server is not None:
+                server.stop()
+
+    def stop_retired(self) -> None:
+        while self._retired:
+            self._retired.pop().stop()
+
+    def stop(self) -> None:
+        self.retire(list(self.servers))
+        self.stop_retired()
+
+
+def _say(msg: str) -> None:
+    print(f"lmo up: {msg}", flush=True)
+
+
+def curl_example(url: str, task: str) -> str:
+    body = {"text": "The quick brown fox jumps over the lazy dog."}
+    if task == "fill-mask":
+        body = {"text": "Paris is the [MASK] of France."}
+    elif task == "text-generation":
+        body = {"text": "Once upon a time", "max_tokens": 16}
+    return (f"curl -s {url}/v1/{task} -H 'content-type: application/json' "
+            f"-d '{json.dumps(body)}'")
+
+
+def run(args: argparse.Namespace) -> int:
+    default_threads()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("lmo up: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    path = Path(args.file).resolve()
+    work_dir = Path(args.work_dir).resolve()
+    lm = _load_one(path)
+    flavour = server_flavour()
+    _say(f"{lm.metadata.name}: {lm.spec.task}, {len(lm.spec.versions)} version(s); "
+         f"{flavour.describe()}")
+    # SIGTERM during conversion or server start: unwind like Ctrl-C so nothing is left.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    fleet = Fleet(lm.metadata.name, work_dir, path.parent, flavour, progress=not args.quiet)
+    try:
+        backends = fleet.start(fleet.artifacts(lm))
+        controller = Controller(lm, backends)
+        asyncio.run(_serve(controller, fleet, args, path, work_dir))
+    except KeyboardInterrupt:
+        _say("interrupted")
+    finally:
+        fleet.stop()
+        remove_state(work_dir)
+    _say("stopped")
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+async def _serve(controller: Controller, fleet: Fleet, args: argparse.Namespace, path: Path,
+                 work_dir: Path) -> None:
+    from lmo.local.frontdoor import FrontDoor
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    door = FrontDoor(controller)
+    try:
+        port = await door.start(args.host, args.port)
+    except OSError as err:
+        raise UserError(
+            f"--port {args.port}: cannot listen on {args.host}:{args.port} ({err.strerror}); "
+            f"pick another port or --port 0 for any free one"
+        ) from None
+    url = f"http://{args.host}:{port}"
+    controller.endpoint = url
+    await door.tick()
+    write_state(work_dir, {"pid": os.getpid(), "url": url, "name": controller.lm.metadata.name,
+                           "file": str(path), "task": controller.spec.task})
+    task = controller.spec.task
+    _say(f"{controller.lm.metadata.name} is serving at {url}  "
+         f"(traffic {controller.status()['trafficSummary']})")
+    print(f"\n  {curl_example(url, task)}\n"
+          f"  KServe v2 / tritonclient: {url}  model {ENTRY_MODEL[task]}\n"
+          f"  lmo status --local    |    Ctrl-C to stop\n", flush=True)
+    watcher = None if args.no_watch else asyncio.create_task(_watch(path, controller, fleet))
+    try:
+        await stop.wait()
+    finally:
+        if watcher:
+            watcher.cancel()
+        await door.stop()
+
+
+async def _watch(path: Path, controller: Controller, fleet: Fleet) -> None:
+    """Apply edits of the file: routing at once, new or changed versions after conversion."""
+    last = path.stat().st_mtime_ns
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            continue
+        if mtime == last:
+            continue
+        last = mtime
+        try:
+            lm = _load_one(path)
+        except (SpecError, UserError) as err:
+            controller.event("Warning", "InvalidSpec", f"{path.name} not applied: {err}")
+            continue
+        try:
+            changed = fleet.changed(lm)
+            if changed:
+                controller.event("Normal", "Converting", f"versions {', '.join(changed)}")
+                artifacts = await asyncio.to_thread(fleet.artifacts, lm, changed)
+                new = await asyncio.to_thread(fleet.start, artifacts)
+                controller.backends.update(new)
+                for name in new:
+                    controller.set_ready(name, True)
+            gone = [n for n in controller.backends if n not in {v.name for v in lm.spec.versions}]
+            controller.set_spec(lm.spec)
+            for name in gone:
+                controller.backends.pop(name, None)
+            controller.router.available -= set(gone)
+            fleet.retire(gone)
+            await asyncio.to_thread(fleet.stop_retired)
+            controller.event("Normal", "SpecApplied",
+                             f"{path.name} applied (traffic {controller.status()['trafficSummary']})")
+        except (SpecError, UserError) as err:
+            controller.event("Warning", "ApplyFailed", f"{path.name} not applied: {err}")
