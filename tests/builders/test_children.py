@@ -104,7 +104,9 @@ def test_ssa_list_merge_keys_present_and_unique(rendered):
             assert _unique(containers, lambda c: c.get("name"))
             assert _unique(pod["volumes"], lambda v: v.get("name"))
             for c in containers:
-                assert _unique(c.get("ports", []), lambda p: (p.get("containerPort"), p.get("protocol")))
+                assert _unique(
+                    c.get("ports", []), lambda p: (p.get("containerPort"), p.get("protocol"))
+                )
                 assert _unique(c.get("env", []), lambda e: e.get("name"))
                 assert _unique(c.get("volumeMounts", []), lambda m: m.get("mountPath"))
                 mounted = {m["name"] for m in c.get("volumeMounts", [])}
@@ -153,7 +155,9 @@ def test_user_dicts_not_mutated_and_not_shared():
                 "gpus": 1,
                 "nodeSelector": {"pool": "gpu"},
                 "resources": {"limits": {"memory": "1Gi"}},
-                "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+                "affinity": {
+                    "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}
+                },
             }
         }
     )
@@ -169,10 +173,31 @@ def test_user_dicts_not_mutated_and_not_shared():
     assert lm.spec.serving.resources.limits == {"memory": "1Gi"}
     # a second build is unaffected by edits to the first one's output
     again = build_children(lm, OWNER, settings, make_plans(lm, settings, convert={"v1"}))
-    assert next(o for o in again if o["kind"] == "Deployment")["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "gpu"}
+    assert next(o for o in again if o["kind"] == "Deployment")["spec"]["template"]["spec"][
+        "nodeSelector"
+    ] == {"pool": "gpu"}
 
 
 def test_pods_get_no_api_token(rendered):
     for obj in _core_objects(rendered):
         for pod in _pod_specs(obj):
             assert pod["automountServiceAccountToken"] is False
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("pending", [False, True], ids=["serving", "pending"])
+def test_every_example_renders_valid_objects(path, pending):
+    """The shipped examples become valid Kubernetes objects (the same code as the operator)."""
+    settings = OperatorSettings().with_overrides([PROMETHEUS])
+    objects = render_objects(load_file(path), settings, pending=pending, owner_uid=OWNER_UID)
+    assert objects
+    for obj in objects:
+        if obj["kind"] in CORE_KINDS:
+            kubernetes_validate.validate(obj, "1.30", strict=True)
+
+
+def test_examples_exist():
+    assert EXAMPLES, "examples/*.yaml missing"

@@ -128,7 +128,9 @@ def test_same_claim_for_checkpoint_and_store_is_one_writable_volume():
 def test_s3_store_and_checkpoint_have_no_pvc(settings):
     s3 = OperatorSettings(artifact_store="s3://b/lmo")
     _, job = _job(make_lm(), s3)
-    assert not [v for v in job["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert not [
+        v for v in job["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v
+    ]
 
 
 @pytest.mark.parametrize(
@@ -141,7 +143,10 @@ def test_s3_store_and_checkpoint_have_no_pvc(settings):
         (
             "ckpt",
             "store",
-            [{"secretRef": {"name": "ckpt"}}, {"prefix": "LMO_STORE_", "secretRef": {"name": "store"}}],
+            [
+                {"secretRef": {"name": "ckpt"}},
+                {"prefix": "LMO_STORE_", "secretRef": {"name": "store"}},
+            ],
         ),
     ],
 )
@@ -176,12 +181,18 @@ def test_fp16_on_gpu_converts_on_one_gpu(precision, gpus, setting, gpu):
     lm = make_lm(
         {
             "versions": [
-                {"name": "v1", "checkpoint": {"uri": "s3://m/"}, "optimize": {"precision": precision}}
+                {
+                    "name": "v1",
+                    "checkpoint": {"uri": "s3://m/"},
+                    "optimize": {"precision": precision},
+                }
             ],
             "serving": {
                 "gpus": gpus,
                 "nodeSelector": {"gpu": "a100"},
-                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "tolerations": [
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                ],
             },
         }
     )
@@ -202,7 +213,9 @@ def test_settings_resources_not_mutated_by_gpu_job():
     before = settings.model_dump()
     lm = make_lm(
         {
-            "versions": [{"name": "v1", "checkpoint": {"uri": "s3://m/"}, "optimize": {"precision": "fp16"}}],
+            "versions": [
+                {"name": "v1", "checkpoint": {"uri": "s3://m/"}, "optimize": {"precision": "fp16"}}
+            ],
             "serving": {"gpus": 1},
         }
     )
@@ -232,7 +245,11 @@ def test_pull_secrets_and_service_account():
                     "calibrationSamples": 256,
                 },
             },
-            {"gpus": 1, "backend": "python", "batching": {"maxBatchSize": 0, "maxQueueDelayMicroseconds": 0}},
+            {
+                "gpus": 1,
+                "backend": "python",
+                "batching": {"maxBatchSize": 0, "maxQueueDelayMicroseconds": 0},
+            },
         ),
     ],
 )

@@ -6,7 +6,13 @@ import pytest
 
 from lmo import labels as L
 from lmo.api import API_VERSION, KIND
-from lmo.builders import artifact_store, artifact_uri, child_name, conversion_request, owner_reference
+from lmo.builders import (
+    artifact_store,
+    artifact_uri,
+    child_name,
+    conversion_request,
+    owner_reference,
+)
 from lmo.builders.base import split_pvc
 from lmo.settings import OperatorSettings
 
@@ -81,9 +87,23 @@ def test_conversion_request_carries_spec_fields():
         }
     )
     r = conversion_request(lm.spec, lm.spec.versions[0])
-    assert (r.checkpoint_uri, r.checkpoint_sha256, r.task) == ("s3://m/v1/", "a" * 64, "text-generation")
-    assert (r.precision, r.min_score, r.fallback, r.calibration_samples) == ("int8-static", 0.95, True, 128)
-    assert (r.backend, r.max_batch_size, r.max_queue_delay_microseconds, r.gpus) == ("python", 4, 100, 2)
+    assert (r.checkpoint_uri, r.checkpoint_sha256, r.task) == (
+        "s3://m/v1/",
+        "a" * 64,
+        "text-generation",
+    )
+    assert (r.precision, r.min_score, r.fallback, r.calibration_samples) == (
+        "int8-static",
+        0.95,
+        True,
+        128,
+    )
+    assert (r.backend, r.max_batch_size, r.max_queue_delay_microseconds, r.gpus) == (
+        "python",
+        4,
+        100,
+        2,
+    )
 
 
 def test_serving_settings_change_the_content_key():
@@ -106,3 +126,55 @@ def test_plan_serve_key():
     lm = make_lm()
     plan = make_plans(lm, OperatorSettings())[0]
     assert plan.serve_key == plan.key == plan.request.key()
+
+
+@pytest.mark.parametrize(
+    "given, canonical",
+    [
+        ("0.5", "500m"),
+        ("1000m", "1"),
+        ("1.5", "1500m"),
+        ("2000", "2k"),
+        ("1200", "1200"),
+        ("1000k", "1M"),
+        ("2.5G", "2500M"),
+        ("0.001", "1m"),
+        ("0", "0"),
+        ("1024Mi", "1Gi"),
+        ("1536Mi", "1536Mi"),
+        ("0.5Gi", "512Mi"),
+        ("1.5Gi", "1536Mi"),
+        ("0.5Ki", "512"),
+        ("8Gi", "8Gi"),
+        ("1e3", "1e3"),
+        ("1.5e3", "1500"),
+        ("128974848", "128974848"),
+        ("not-a-quantity", "not-a-quantity"),
+    ],
+)
+def test_canonical_quantity(given, canonical):
+    """The API server's canonical spelling, so applied children equal what it returns."""
+    from lmo.builders.base import canonical_quantity
+
+    assert canonical_quantity(given) == canonical
+
+
+def test_user_resources_reach_the_pods_canonical():
+    from lmo.builders import build_children
+
+    settings = OperatorSettings(
+        converter_resources={"requests": {"cpu": "0.5", "memory": "4096Mi"}}, scratch_size="10240Mi"
+    )
+    lm = make_lm(
+        {"serving": {"resources": {"requests": {"cpu": "1.5", "memory": "2048Mi"}, "limits": {}}}}
+    )
+    children = build_children(lm, OWNER, settings, make_plans(lm, settings, convert={"v1"}))
+    job = next(o for o in children if o["kind"] == "Job")
+    dep = next(o for o in children if o["kind"] == "Deployment")
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "500m", "memory": "4Gi"}
+    }
+    assert job["spec"]["template"]["spec"]["volumes"][0]["emptyDir"]["sizeLimit"] == "10Gi"
+    assert dep["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "1500m", "memory": "2Gi"}
+    }

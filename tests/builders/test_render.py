@@ -56,8 +56,14 @@ def test_without_owner_uid_no_owner_references(capsys):
 def test_settings_from_flags_and_env(capsys, monkeypatch):
     monkeypatch.setenv("LMO_CONVERTER_IMAGE", "registry.local/conv:9")
     code, out, _ = _lmo(
-        capsys, "-f", str(GOLDEN / "inputs" / "tiny-bert.yaml"), "--pending",
-        "--settings", "artifact_store=s3://bucket/lmo", "-n", "team-a",
+        capsys,
+        "-f",
+        str(GOLDEN / "inputs" / "tiny-bert.yaml"),
+        "--pending",
+        "--settings",
+        "artifact_store=s3://bucket/lmo",
+        "-n",
+        "team-a",
     )
     assert code == 0
     jobs = [d for d in yaml.safe_load_all(out) if d["kind"] == "Job"]

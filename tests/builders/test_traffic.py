@@ -8,7 +8,7 @@ from lmo.builders import build_children, endpoint
 from lmo.builders.traffic import build_httproute, service_replicas
 from lmo.settings import OperatorSettings
 
-from .conftest import OWNER, by_kind, container, make_lm, make_plans
+from .conftest import OWNER, by_kind, make_lm, make_plans
 
 
 def _versions(traffic: dict[str, int]) -> list[dict]:
@@ -60,7 +60,7 @@ def test_ab_test_header_rules_first():
     )
     rules = route["spec"]["rules"]
     assert len(rules) == 3
-    for rule, version in zip(rules[:2], ["v1", "v2"]):
+    for rule, version in zip(rules[:2], ["v1", "v2"], strict=True):
         assert rule["matches"] == [
             {"headers": [{"type": "Exact", "name": "x-model", "value": version}]}
         ]
@@ -106,7 +106,12 @@ def test_parent_ref_from_spec_or_settings():
     assert route["spec"]["hostnames"] == ["chat.example.com"]
     default = _route({}, OperatorSettings(gateway_name="edge", gateway_namespace="infra"))
     assert default["spec"]["parentRefs"] == [
-        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge", "namespace": "infra"}
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "edge",
+            "namespace": "infra",
+        }
     ]
 
 
@@ -124,7 +129,13 @@ def test_parent_ref_from_spec_or_settings():
     ],
 )
 def test_service_replica_arithmetic(replicas, traffic, expected):
-    lm = make_lm({"versions": _versions(traffic), "routing": {"provider": "Service"}, "serving": {"replicas": replicas}})
+    lm = make_lm(
+        {
+            "versions": _versions(traffic),
+            "routing": {"provider": "Service"},
+            "serving": {"replicas": replicas},
+        }
+    )
     plans = make_plans(lm, OperatorSettings())
     got = service_replicas(lm, plans)
     assert got == expected
@@ -136,7 +147,13 @@ def test_service_replica_arithmetic(replicas, traffic, expected):
 
 def test_provider_service_children():
     settings = OperatorSettings()
-    lm = make_lm({"versions": _versions({"v1": 100, "v2": 0}), "routing": {"provider": "Service"}, "serving": {"replicas": 2}})
+    lm = make_lm(
+        {
+            "versions": _versions({"v1": 100, "v2": 0}),
+            "routing": {"provider": "Service"},
+            "serving": {"replicas": 2},
+        }
+    )
     children = build_children(lm, OWNER, settings, make_plans(lm, settings))
     assert by_kind(children, "HTTPRoute") == []
     shared = next(s for s in by_kind(children, "Service") if s["metadata"]["name"] == "chat")
@@ -146,7 +163,9 @@ def test_provider_service_children():
         "lmo.dev/routed": "true",
     }
     deps = {d["metadata"]["name"]: d for d in by_kind(children, "Deployment")}
-    routed = {n: d["spec"]["template"]["metadata"]["labels"]["lmo.dev/routed"] for n, d in deps.items()}
+    routed = {
+        n: d["spec"]["template"]["metadata"]["labels"]["lmo.dev/routed"] for n, d in deps.items()
+    }
     assert routed == {"chat-v1": "true", "chat-v2": "false"}
     assert {n: d["spec"]["replicas"] for n, d in deps.items()} == {"chat-v1": 2, "chat-v2": 2}
     # the routed label is not in the immutable selector: flipping it only rolls the pods
@@ -163,11 +182,27 @@ def test_gateway_pods_carry_no_routed_label(settings):
 @pytest.mark.parametrize(
     "spec, settings, expected",
     [
-        ({"routing": {"hostnames": ["*.example.com", "chat.example.com"]}}, {}, "http://chat.example.com/v2/models/text_generation"),
-        ({}, {"gateway_address": "gw.example.com:8080"}, "http://gw.example.com:8080/v2/models/text_generation"),
-        ({}, {"gateway_name": "edge", "gateway_namespace": "infra"}, "http://edge.infra/v2/models/text_generation"),
+        (
+            {"routing": {"hostnames": ["*.example.com", "chat.example.com"]}},
+            {},
+            "http://chat.example.com/v2/models/text_generation",
+        ),
+        (
+            {},
+            {"gateway_address": "gw.example.com:8080"},
+            "http://gw.example.com:8080/v2/models/text_generation",
+        ),
+        (
+            {},
+            {"gateway_name": "edge", "gateway_namespace": "infra"},
+            "http://edge.infra/v2/models/text_generation",
+        ),
         ({"routing": {"parentRef": {"name": "gw"}}}, {}, "http://gw.ml/v2/models/text_generation"),
-        ({"task": "feature-extraction", "routing": {"hostnames": ["e.x"]}}, {}, "http://e.x/v2/models/feature_extraction"),
+        (
+            {"task": "feature-extraction", "routing": {"hostnames": ["e.x"]}},
+            {},
+            "http://e.x/v2/models/feature_extraction",
+        ),
         ({"routing": {"provider": "Service"}}, {}, "http://chat.ml.svc:8000"),
     ],
 )

@@ -60,7 +60,9 @@ def test_deployment_shape(settings):
     assert spec["progressDeadlineSeconds"] > startup["failureThreshold"] * startup["periodSeconds"]
     # drain before Triton stops, and Triton's own exit timeout fits in the grace period
     assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
-    exit_timeout = int(next(a for a in c["args"] if a.startswith("--exit-timeout-secs=")).split("=")[1])
+    exit_timeout = int(
+        next(a for a in c["args"] if a.startswith("--exit-timeout-secs=")).split("=")[1]
+    )
     assert tmpl["spec"]["terminationGracePeriodSeconds"] > 5 + exit_timeout
     pod = tmpl["spec"]
     assert pod["securityContext"]["runAsUser"] == 1000
@@ -114,20 +116,47 @@ def test_gpu_limits_and_scheduling():
                 "resources": {"requests": {"cpu": "4"}, "limits": {"memory": "16Gi"}},
                 "nodeSelector": {"pool": "gpu"},
                 "tolerations": [
-                    {"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoExecute", "tolerationSeconds": 30}
+                    {
+                        "key": "gpu",
+                        "operator": "Equal",
+                        "value": "yes",
+                        "effect": "NoExecute",
+                        "tolerationSeconds": 30,
+                    }
                 ],
-                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {"key": "zone", "operator": "In", "values": ["a"]}
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                },
             }
         }
     )
     _, dep = _deployment(lm, OperatorSettings())
     c = container(dep)
-    assert c["resources"] == {"requests": {"cpu": "4"}, "limits": {"memory": "16Gi", "amd.com/gpu": "2"}}
+    assert c["resources"] == {
+        "requests": {"cpu": "4"},
+        "limits": {"memory": "16Gi", "amd.com/gpu": "2"},
+    }
     assert "--allow-gpu-metrics=false" not in c["args"]
     pod = dep["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "gpu"}
     assert pod["tolerations"] == [
-        {"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoExecute", "tolerationSeconds": 30}
+        {
+            "key": "gpu",
+            "operator": "Equal",
+            "value": "yes",
+            "effect": "NoExecute",
+            "tolerationSeconds": 30,
+        }
     ]
     assert pod["affinity"]["nodeAffinity"]
     assert pod["affinity"] is not lm.spec.serving.affinity
@@ -142,7 +171,9 @@ def test_cpu_has_no_gpu_limits(settings):
     assert not {"nodeSelector", "tolerations", "affinity"} & pod.keys()
 
 
-@pytest.mark.parametrize("autoscaling", [None, {"engine": "HPA", "minReplicas": 1, "maxReplicas": 3}])
+@pytest.mark.parametrize(
+    "autoscaling", [None, {"engine": "HPA", "minReplicas": 1, "maxReplicas": 3}]
+)
 def test_replicas_left_to_the_autoscaler(settings, autoscaling):
     spec = {"serving": {"replicas": 3}}
     if autoscaling:
@@ -164,18 +195,29 @@ def test_canary_bounds_reach_the_autoscaler(settings):
     lm = make_lm({"autoscaling": {"engine": "HPA", "minReplicas": 2, "maxReplicas": 8}})
     plans = make_plans(lm, settings, bounds={"v2": (1, 2)})
     hpas = by_kind(build_children(lm, OWNER, settings, plans), "HorizontalPodAutoscaler")
-    ranges = {h["metadata"]["name"]: (h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) for h in hpas}
+    ranges = {
+        h["metadata"]["name"]: (h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) for h in hpas
+    }
     assert ranges == {"chat-v1": (2, 8), "chat-v2": (1, 2)}
 
 
 def test_new_artifact_changes_the_pod_template(settings):
     a = make_lm()
-    b = make_lm({"versions": [{"name": "v1", "checkpoint": {"uri": "s3://models/gpt2/v1b/"}, "traffic": 90},
-                              {"name": "v2", "checkpoint": {"uri": "s3://models/gpt2/v2/"}, "traffic": 10}]})
+    b = make_lm(
+        {
+            "versions": [
+                {"name": "v1", "checkpoint": {"uri": "s3://models/gpt2/v1b/"}, "traffic": 90},
+                {"name": "v2", "checkpoint": {"uri": "s3://models/gpt2/v2/"}, "traffic": 10},
+            ]
+        }
+    )
     _, da = _deployment(a, settings)
     _, db = _deployment(b, settings)
     ta, tb = da["spec"]["template"], db["spec"]["template"]
-    assert ta["metadata"]["annotations"]["lmo.dev/artifact-key"] != tb["metadata"]["annotations"]["lmo.dev/artifact-key"]
+    assert (
+        ta["metadata"]["annotations"]["lmo.dev/artifact-key"]
+        != tb["metadata"]["annotations"]["lmo.dev/artifact-key"]
+    )
 
 
 def test_service_per_version(settings):

@@ -96,7 +96,10 @@ class _Pod:
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [str(binary), *args], stdout=out, stderr=subprocess.STDOUT, env=env,
+                [str(binary), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
                 start_new_session=True,
             )
 
@@ -142,7 +145,9 @@ def test_probes_and_metrics_on_a_real_server(tmp_path):
         assert _status(pod.probe_url("livenessProbe")) == 200
         ann = dep["spec"]["template"]["metadata"]["annotations"]
         port = int(ann["prometheus.io/port"])
-        assert port == next(p["containerPort"] for p in pod.container["ports"] if p["name"] == "metrics")
+        assert port == next(
+            p["containerPort"] for p in pod.container["ports"] if p["name"] == "metrics"
+        )
         metrics_url = f"http://127.0.0.1:{pod.ports['metrics']}{ann['prometheus.io/path']}"
         with urllib.request.urlopen(metrics_url, timeout=5) as r:
             assert "nv_inference_count" in r.read().decode()

@@ -6,7 +6,9 @@ plans into manifests. Nothing here does I/O or reads a clock.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
 from lmo.api import API_VERSION, KIND, LanguageModelSpec
@@ -131,3 +133,63 @@ def add_common_pod_fields(pod_spec: dict, settings: OperatorSettings) -> None:
         pod_spec["serviceAccountName"] = settings.service_account
     if settings.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
+
+
+_BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
+_DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
+
+
+def canonical_quantity(text: str) -> str:
+    """A resource quantity in the API server's canonical form ("0.5" -> "500m", "1024Mi" -> "1Gi").
+
+    The API server stores quantities canonicalised; a child that carries the user's spelling
+    would never equal what the server returns, so every reconcile would see drift (and
+    apply again). Same rules as apimachinery's `Quantity.CanonicalizeBytes`: binary
+    suffixes stay binary when the value is a whole number of bytes of at least 1Ki (largest
+    suffix with an integer mantissa), anything else is decimal with the exponent rounded
+    down to a multiple of 3 (or kept as an exponent, e.g. 1e3), precision 1n, rounded up.
+    Text that is not a quantity is returned unchanged for the API server to refuse.
+    """
+    m = _QUANTITY.match(text.strip())
+    if not m:
+        return text
+    number, suffix = m.group(1), m.group(2) or ""
+    try:
+        value = Decimal(number)
+    except InvalidOperation:
+        return text
+    if suffix in _BINARY:
+        value *= Decimal(1024) ** _BINARY[suffix]
+        if abs(value) >= 1024 and value == value.to_integral_value():
+            amount, power = int(value), 0
+            while power < 6 and amount % 1024 == 0:
+                amount, power = amount // 1024, power + 1
+            return f"{amount}{[k for k, v in _BINARY.items() if v == power][0] if power else ''}"
+        exponent_form = False
+    elif suffix[:1] in ("e", "E"):
+        value *= Decimal(10) ** int(suffix[1:])
+        exponent_form = True
+    else:
+        value *= Decimal(10) ** _DECIMAL[suffix]
+        exponent_form = False
+    nanos = int((value * Decimal(10) ** 9).to_integral_value(rounding=ROUND_CEILING))
+    if nanos == 0:
+        return "0"
+    amount, exponent = nanos, -9
+    while amount % 10 == 0 and exponent < 18:
+        amount, exponent = amount // 10, exponent + 1
+    while exponent % 3:
+        amount, exponent = amount * 10, exponent - 1
+    if exponent_form:
+        return f"{amount}e{exponent}" if exponent else str(amount)
+    return f"{amount}{[k for k, v in _DECIMAL.items() if v == exponent][0]}"
+
+
+def canonical_resources(resources: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """A copy of a ResourceRequirements dict with every quantity canonical; empty parts dropped."""
+    return {
+        part: {name: canonical_quantity(str(q)) for name, q in values.items()}
+        for part, values in resources.items()
+        if values
+    }

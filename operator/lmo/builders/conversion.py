@@ -20,8 +20,6 @@ Storage conventions the converter relies on:
 
 from __future__ import annotations
 
-import copy
-
 from lmo import labels as L
 from lmo.api import LanguageModel
 from lmo.builders.base import (
@@ -29,6 +27,8 @@ from lmo.builders.base import (
     VersionPlan,
     add_common_pod_fields,
     artifact_store,
+    canonical_quantity,
+    canonical_resources,
     child_name,
     container_security,
     owner_reference,
@@ -88,7 +88,7 @@ def convert_args(plan: VersionPlan) -> list[str]:
 
 
 def uses_gpu(lm: LanguageModel, plan: VersionPlan, settings: OperatorSettings) -> bool:
-    """fp16 conversions of GPU-served versions run on one GPU (see settings.converter_gpu_for_fp16)."""
+    """fp16 conversions of GPU-served versions run on one GPU (settings.converter_gpu_for_fp16)."""
     return (
         settings.converter_gpu_for_fp16
         and plan.request.precision == "fp16"
@@ -106,7 +106,7 @@ def build_conversion_job(
     store, store_secret = artifact_store(spec, settings)
 
     volumes: list[dict] = [
-        {"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": canonical_quantity(settings.scratch_size)}},
     ]
     mounts: list[dict] = [
         {"name": "scratch", "mountPath": SCRATCH},
@@ -143,7 +143,7 @@ def build_conversion_job(
             store_env = {"prefix": STORE_ENV_PREFIX, **store_env}
         env_from.append(store_env)
 
-    resources = copy.deepcopy(settings.converter_resources)
+    resources = canonical_resources(settings.converter_resources)
     node_selector = dict(settings.converter_node_selector)
     tolerations: list[dict] = []
     if uses_gpu(lm, plan, settings):

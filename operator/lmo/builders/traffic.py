@@ -52,9 +52,7 @@ def service_replicas(lm: LanguageModel, plans: list[VersionPlan]) -> dict[str, i
     total = sum(p.traffic for p in active)
     share = {p.name: pool * p.traffic // total for p in active}
     left = pool - sum(share.values())
-    order = sorted(
-        range(len(active)), key=lambda i: (-(pool * active[i].traffic % total), i)
-    )
+    order = sorted(range(len(active)), key=lambda i: (-(pool * active[i].traffic % total), i))
     for i in order[:left]:
         share[active[i].name] += 1
     for p in active:
@@ -120,9 +118,7 @@ def build_httproute(
                     "backendRefs": [_backend(lm_name, p.name)],
                 }
             )
-    default: dict = {
-        "backendRefs": [_backend(lm_name, p.name, p.traffic) for p in routed(plans)]
-    }
+    default: dict = {"backendRefs": [_backend(lm_name, p.name, p.traffic) for p in routed(plans)]}
     mirror = routing.mirror
     if mirror is not None and any(p.name == mirror.version for p in servable):
         request_mirror: dict = {"backendRef": _backend(lm_name, mirror.version)}

@@ -17,6 +17,8 @@ from lmo.builders.base import (
     VersionPlan,
     add_common_pod_fields,
     artifact_store,
+    canonical_quantity,
+    canonical_resources,
     child_name,
     container_security,
     owner_reference,
@@ -39,7 +41,7 @@ EXIT_TIMEOUT_SECONDS = 30
 
 
 def triton_args(lm: LanguageModel) -> list[str]:
-    """tritonserver flags: every model of the repository loaded at start, ready only when all are."""
+    """tritonserver flags: every model in the repository loaded at start, ready when all are."""
     args = [
         f"--model-repository={MODELS}",
         "--model-control-mode=none",
@@ -90,7 +92,10 @@ def _model_volume(
         mount = {"name": "models", "mountPath": MODELS, "subPath": sub, "readOnly": True}
         return [volume], mount, []
     if kind == "s3":
-        volume = {"name": "models", "emptyDir": {"sizeLimit": settings.scratch_size}}
+        volume = {
+            "name": "models",
+            "emptyDir": {"sizeLimit": canonical_quantity(settings.scratch_size)},
+        }
         init = {
             "name": "pull-model",
             "image": settings.converter_image,
@@ -145,8 +150,7 @@ def build_deployment(
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
     ]
 
-    resources = serving.resources.to_dict()
-    resources = {k: dict(v) for k, v in resources.items() if v}
+    resources = canonical_resources(serving.resources.to_dict())
     if serving.gpus > 0:
         resources.setdefault("limits", {})[serving.gpu_resource] = str(serving.gpus)
 
@@ -208,7 +212,9 @@ def build_deployment(
             }
         )
 
-    startup_budget = settings.triton_startup_period_seconds * settings.triton_startup_failure_threshold
+    startup_budget = (
+        settings.triton_startup_period_seconds * settings.triton_startup_failure_threshold
+    )
     spec: dict = {
         "selector": {"matchLabels": L.selector(lm_name, plan.name)},
         # Long enough for a GPU node to join and the model to load before the reconciler
