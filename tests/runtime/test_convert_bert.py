@@ -1,0 +1,109 @@
+"""Real MiniLM conversions scored against PyTorch; the accuracy gate; the content cache."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from lmo_runtime.convert import convert, file_digests, load_manifest
+from lmo_runtime.errors import GateRefused
+from lmo_runtime.families import bert as bert_family
+from lmo_runtime.families import heldout_texts
+from lmo_runtime.manifest import ConversionRequest
+from lmo_runtime.triton.config import validate_config
+from tests.fixtures.artifacts import convert_minilm
+
+pytestmark = pytest.mark.slow
+
+
+def _minilm_embeddings(minilm_path, texts):
+    """sentence-transformers' recipe computed independently: mean pooling + L2 norm."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    model = AutoModel.from_pretrained(minilm_path).eval()
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        h = model(**enc).last_hidden_state
+    m = enc["attention_mask"].unsqueeze(-1).float()
+    v = (h * m).sum(1) / m.sum(1)
+    return torch.nn.functional.normalize(v, dim=1).numpy()
+
+
+def test_fp32_artifact_matches_pytorch(minilm_fp32_artifact, minilm_path):
+    m = load_manifest(minilm_fp32_artifact)
+    assert m.accepted and m.precision == "fp32" and m.architecture == "BertModel"
+    assert m.entry_model == "feature_extraction"
+    assert m.score.metric == "cosine" and m.score.value > 0.9999
+    assert m.score.details["max_abs_diff_fp32"] < 1e-4
+    # the golden answers are the model's real embeddings of the golden inputs
+    ref = _minilm_embeddings(minilm_path, m.golden.inputs)
+    assert np.allclose(np.array(m.golden.outputs), ref, atol=1e-4)
+    # the manifest lists every file of the artifact with its real digest
+    assert [f.model_dump() for f in m.files] == [f.model_dump() for f in file_digests(minilm_fp32_artifact)]
+    cfg = (minilm_fp32_artifact / "model_repository/feature_extraction/config.pbtxt").read_text()
+    parsed = validate_config(cfg)
+    assert parsed.backend == "python" and parsed.output[0].name == "EMBEDDING"
+    assert list(parsed.output[0].dims) == [384]
+
+
+def test_int8_artifact_is_small_and_faithful(minilm_int8_artifact, minilm_fp32_artifact, minilm_path):
+    q, f = load_manifest(minilm_int8_artifact), load_manifest(minilm_fp32_artifact)
+    assert q.accepted and q.precision == "int8"
+    assert 0.99 <= q.score.value < 0.9999  # quantized: close, but not identical
+    assert q.size_bytes <= 0.3 * f.size_bytes
+    # score it independently: ONNX model in the artifact vs PyTorch on held-out texts
+    texts = heldout_texts()
+    onnx_path = minilm_int8_artifact / "model_repository/feature_extraction/1/model.onnx"
+    from transformers import AutoTokenizer
+
+    enc = AutoTokenizer.from_pretrained(minilm_path)(texts, padding=True, return_tensors="np")
+    got = bert_family.run_onnx(onnx_path, dict(enc))[0]
+    ref = _minilm_embeddings(minilm_path, texts)
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.mean() == pytest.approx(q.score.value, abs=1e-3)
+
+
+def test_int8_static_is_calibrated_and_passes(minilm_path, artifact_cache, tmp_path,
+                                              minilm_fp32_artifact):
+    m = convert_minilm(minilm_path, tmp_path / "a", artifact_cache, "int8-static",
+                       calibration_samples=64)
+    assert m.accepted and m.precision == "int8-static"
+    assert m.score.value >= 0.99
+    model = tmp_path / "a/model_repository/feature_extraction/1/model.onnx"
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(model)).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # calibrated activations
+    assert m.size_bytes < 0.5 * load_manifest(minilm_fp32_artifact).size_bytes
+
+
+def test_cache_hit_does_not_convert_again(minilm_int8_artifact, minilm_path, artifact_cache,
+                                          tmp_path, monkeypatch):
+    def no_export(*a, **k):
+        raise AssertionError("export ran on a cache hit")
+
+    monkeypatch.setattr(bert_family.BertFamily, "export", no_export)
+    m = convert_minilm(minilm_path, tmp_path / "again", artifact_cache, "int8")
+    assert m.accepted and m.key == load_manifest(minilm_int8_artifact).key
+    model = tmp_path / "again/model_repository/feature_extraction/1/model.onnx"
+    assert model.stat().st_size == (
+        minilm_int8_artifact / "model_repository/feature_extraction/1/model.onnx"
+    ).stat().st_size
+
+
+def test_gate_fallback_records_each_attempt(minilm_path, tmp_path):
+    request = ConversionRequest(
+        checkpoint_uri=str(minilm_path), task="feature-extraction", precision="int8",
+        min_score=0.9995, fallback=True, backend="python",
+    )
+    m = convert(request, tmp_path / "a", progress=False)
+    # int8 (~0.992) is below 0.9995; fp16 is skipped on CPU serving; fp32 passes
+    assert m.accepted and m.precision == "fp32"
+    assert [a.passed for a in m.attempts] == [False, True]
+    assert m.attempts[0].value < 0.9995 <= m.attempts[1].value
+    assert json.loads((tmp_path / "a/manifest.json").read_text())["precision"] == "fp32"

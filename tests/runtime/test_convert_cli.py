@@ -1,0 +1,58 @@
+"""`lmo convert` end to end: exit codes, the refusal path and --manifest-out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmo_runtime import cli, store
+
+pytestmark = pytest.mark.slow
+
+
+def test_gate_refusal_writes_no_artifact(minilm_path, tmp_path, capsys):
+    out, cache, term = tmp_path / "out", tmp_path / "cache", tmp_path / "termination-log"
+    rc = cli.main([
+        str(minilm_path), "--task", "feature-extraction", "--precision", "int8",
+        "--min-score", "0.9995", "--out", str(out), "--cache-dir", str(cache),
+        "--manifest-out", str(term), "--quiet",
+    ])
+    assert rc == cli.EXIT_REFUSED
+    assert not out.exists() and not any(cache.glob("*/manifest.json"))
+    err = capsys.readouterr().err
+    assert "cosine 0.99" in err and "minScore 0.9995" in err and "--fallback" in err
+    summary = json.loads(term.read_text())
+    assert summary["accepted"] is False and summary["attempts"][0]["passed"] is False
+    assert len(term.read_bytes()) < 4096
+
+
+def test_convert_tiny_classifier_to_store_uri(tiny_bert_classifier, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LMO_PVC_ROOT", str(tmp_path / "pvc"))
+    term = tmp_path / "term.json"
+    digest = store.checkpoint_digest(tiny_bert_classifier)
+    rc = cli.main([
+        f"file://{tiny_bert_classifier}", "--task", "text-classification", "--out",
+        "pvc://artifacts/store/v1", "--sha256", digest, "--no-cache", "--quiet",
+        "--manifest-out", str(term),
+    ])
+    assert rc == 0
+    assert store.exists("pvc://artifacts/store/v1")
+    art = tmp_path / "pvc/artifacts/store/v1"
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["accepted"] and manifest["checkpoint_sha256"] == digest
+    assert manifest["golden"]["kind"] == "label"
+    assert set(manifest["golden"]["outputs"]) <= {"NEGATIVE", "POSITIVE"}
+    assert json.loads(term.read_text())["score"] == 1.0
+    # the onnxruntime flavour delegates to a sibling ONNX model through BLS
+    assert (art / "model_repository/text_classification_onnx/1/model.onnx").is_file()
+
+
+def test_print_digest_and_bad_input_exit_codes(tiny_bert_classifier, tmp_path, capsys):
+    assert cli.main([str(tiny_bert_classifier), "--print-digest"]) == 0
+    assert capsys.readouterr().out.strip() == store.checkpoint_digest(tiny_bert_classifier)
+    rc = cli.main([str(tiny_bert_classifier), "--task", "text-generation", "--out", str(tmp_path / "o")])
+    assert rc == cli.EXIT_BAD_INPUT
+    assert "text-generation" in capsys.readouterr().err
+    assert cli.main([str(tmp_path / "missing"), "--task", "fill-mask", "--out", str(tmp_path / "o")]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
