@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--work-dir", default=DEFAULT_WORK_DIR, help="artifacts, conversion cache, logs, state"
     )
     parser.add_argument(
+        "--cache-dir", help="conversion cache, shareable between work dirs (default: "
+        "<work-dir>/cache)"
+    )
+    parser.add_argument(
         "--no-watch", action="store_true", help="do not apply edits of the file while running"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -72,8 +76,9 @@ class Fleet:
     """The Triton servers of one LanguageModel: one per version, keyed by artifact."""
 
     def __init__(self, lm_name: str, work_dir: Path, base_dir: Path, flavour: ServerFlavour,
-                 progress: bool):
+                 progress: bool, cache_dir: Path):
         self.lm_name = lm_name
+        self.cache_dir = cache_dir
         self.work_dir = work_dir
         self.base_dir = base_dir
         self.flavour = flavour
@@ -91,7 +96,8 @@ class Fleet:
             request = local_request(lm.spec, v, self.base_dir, self.flavour)
             _say(f"version {v.name}: {v.checkpoint.uri} -> {request.precision} "
                  f"({request.backend} backend), key {request.short_key()}")
-            artifact = convert_version(v.name, request, self.work_dir, progress=self.progress)
+            artifact = convert_version(v.name, request, self.work_dir, self.cache_dir,
+                                       progress=self.progress)
             score = artifact.manifest.score
             _say(f"version {v.name}: artifact ready"
                  + (f", {score.metric} {score.value:.4f}" if score else "")
@@ -188,7 +194,9 @@ def run(args: argparse.Namespace) -> int:
          f"{flavour.describe()}")
     # SIGTERM during conversion or server start: unwind like Ctrl-C so nothing is left.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    fleet = Fleet(lm.metadata.name, work_dir, path.parent, flavour, progress=not args.quiet)
+    cache_dir = Path(args.cache_dir).resolve() if args.cache_dir else work_dir / "cache"
+    fleet = Fleet(lm.metadata.name, work_dir, path.parent, flavour, progress=not args.quiet,
+                  cache_dir=cache_dir)
     try:
         backends = fleet.start(fleet.artifacts(lm))
         controller = Controller(lm, backends)

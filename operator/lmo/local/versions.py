@@ -100,9 +100,14 @@ class Artifact:
 
 
 def convert_version(
-    name: str, request: ConversionRequest, work_dir: Path, progress: bool = True
+    name: str, request: ConversionRequest, work_dir: Path, cache_dir: Path,
+    progress: bool = True,
 ) -> Artifact:
-    """Convert (or reuse) one version's artifact under `<work_dir>/artifacts/<key>/`."""
+    """Convert (or reuse) one version's artifact under `<work_dir>/artifacts/<key>/`.
+
+    `cache_dir` is the converter's content cache: a request converted before (in any work
+    dir sharing it) is copied from there without loading torch.
+    """
     from lmo_runtime.convert import ConversionError, convert
 
     out = work_dir / "artifacts" / request.key()
@@ -112,7 +117,7 @@ def convert_version(
         if manifest.accepted and manifest.key == request.key():
             return Artifact(name, out, manifest)
     try:
-        manifest = convert(request, out, cache_dir=work_dir / "cache", progress=progress)
+        manifest = convert(request, out, cache_dir=cache_dir, progress=progress)
     except ConversionError as err:
         raise UserError(f"version {name}: conversion refused: {err}") from None
     if not manifest.accepted:
