@@ -156,7 +156,17 @@ def test_user_dicts_not_mutated_and_not_shared():
                 "nodeSelector": {"pool": "gpu"},
                 "resources": {"limits": {"memory": "1Gi"}},
                 "affinity": {
-                    "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}
+                    "podAntiAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {
+                                "weight": 10,
+                                "podAffinityTerm": {
+                                    "topologyKey": "kubernetes.io/hostname",
+                                    "labelSelector": {"matchLabels": {"lmo.dev/model": "chat"}},
+                                },
+                            }
+                        ]
+                    }
                 },
             }
         }

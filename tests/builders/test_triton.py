@@ -259,3 +259,38 @@ def test_bounds_clamp_replicas_without_autoscaler(settings, provider, bounds, ex
     plans = make_plans(lm, settings, bounds=bounds)
     deps = by_kind(build_children(lm, OWNER, settings, plans), "Deployment")
     assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in deps} == expected
+
+
+def test_empty_user_fields_are_not_applied(settings):
+    """The API server drops empty optional fields: applying them would read as drift forever."""
+    lm = make_lm(
+        {
+            "serving": {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {"matchExpressions": [{"key": "zone", "operator": "Exists"}]}
+                            ]
+                        },
+                        "preferredDuringSchedulingIgnoredDuringExecution": [],
+                    },
+                    "podAffinity": {},
+                }
+            }
+        }
+    )
+    _, dep = _deployment(lm, settings)
+    assert dep["spec"]["template"]["spec"]["affinity"] == {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "Exists"}]}]
+            }
+        }
+    }
+    from lmo.builders.conversion import build_conversion_job
+
+    bare = OperatorSettings(converter_resources={})
+    plan = make_plans(lm, bare, convert={"v1"})[0]
+    job = build_conversion_job(lm, OWNER, bare, plan)
+    assert "resources" not in container(job)

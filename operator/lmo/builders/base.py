@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from typing import Any
 from urllib.parse import urlsplit
 
 from lmo.api import API_VERSION, KIND, LanguageModelSpec
@@ -193,3 +194,18 @@ def canonical_resources(resources: dict[str, dict[str, str]]) -> dict[str, dict[
         for part, values in resources.items()
         if values
     }
+
+
+def prune_empty(value: Any) -> Any:
+    """A deep copy of a user-supplied object without empty dicts, lists and nulls.
+
+    The API server leaves empty optional fields out of what it stores, so an applied `[]`
+    or `{}` would never be seen again and would read as drift on every reconcile.
+    """
+    if isinstance(value, dict):
+        out = {k: prune_empty(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in ({}, [], None)}
+    if isinstance(value, list):
+        out = [prune_empty(v) for v in value]
+        return [v for v in out if v not in ({}, [], None)]
+    return value

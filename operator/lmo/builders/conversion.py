@@ -158,12 +158,13 @@ def build_conversion_job(
         "command": ["lmo", "convert"],
         "args": convert_args(plan),
         "env": env,
-        "resources": resources,
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security(),
     }
+    if resources:
+        container["resources"] = resources
     if env_from:
         container["envFrom"] = env_from
 

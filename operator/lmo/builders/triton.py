@@ -8,8 +8,6 @@ a new artifact rolls the pods (surge first, never below the ready count).
 
 from __future__ import annotations
 
-import copy
-
 from lmo import labels as L
 from lmo.api import LanguageModel, RoutingProvider
 from lmo.builders.base import (
@@ -23,6 +21,7 @@ from lmo.builders.base import (
     container_security,
     owner_reference,
     pod_security,
+    prune_empty,
     scheme,
     split_pvc,
 )
@@ -195,8 +194,9 @@ def build_deployment(
         pod_spec["nodeSelector"] = dict(serving.node_selector)
     if serving.tolerations:
         pod_spec["tolerations"] = [t.to_dict() for t in serving.tolerations]
-    if serving.affinity:
-        pod_spec["affinity"] = copy.deepcopy(serving.affinity)
+    affinity = prune_empty(serving.affinity or {})
+    if affinity:
+        pod_spec["affinity"] = affinity
 
     pod_labels = L.labels(lm_name, plan.name)
     if routed is not None:
