@@ -372,26 +372,74 @@ class Routing(_Model):
 
 
 class Toleration(_Model):
-    key: str | None = Field(default=None, description="Taint key the toleration applies to.")
-    operator: str | None = Field(
-        default=None, description="Exists or Equal.", pattern=r"^(Exists|Equal)$"
+    # core/v1 Pod validation, checked here so a bad toleration is refused on apply instead of
+    # failing the Triton Deployment later
+    model_config = ConfigDict(
+        json_schema_extra=_cel_rules(
+            _cel(
+                "(has(self.key) && self.key != '') || "
+                "(has(self.operator) && self.operator == 'Exists')",
+                "tolerations[].operator must be Exists when key is empty",
+            ),
+            _cel(
+                "!has(self.operator) || self.operator != 'Exists' || "
+                "!has(self.value) || self.value == ''",
+                "tolerations[].value must be empty when operator is Exists",
+                ".value",
+            ),
+            _cel(
+                "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                "tolerations[].tolerationSeconds needs effect: NoExecute",
+                ".tolerationSeconds",
+            ),
+        )
     )
-    value: str | None = Field(default=None, description="Taint value (with Equal).")
+    key: str | None = Field(
+        default=None, description="Taint key the toleration applies to.", max_length=317
+    )
+    operator: str | None = Field(
+        default=None,
+        description="Exists or Equal (the default).",
+        pattern=r"^(Exists|Equal)$",
+        max_length=6,
+    )
+    value: str | None = Field(
+        default=None, description="Taint value (with Equal).", max_length=63
+    )
     effect: str | None = Field(
         default=None,
         description="NoSchedule, PreferNoSchedule or NoExecute.",
         pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)$",
+        max_length=16,
     )
     toleration_seconds: int | None = Field(
         default=None, description="How long a NoExecute taint is tolerated."
     )
 
+    @model_validator(mode="after")
+    def _pod_rules(self) -> "Toleration":
+        if not self.key and self.operator != "Exists":
+            raise ValueError("tolerations[].operator must be Exists when key is empty")
+        if self.operator == "Exists" and self.value:
+            raise ValueError("tolerations[].value must be empty when operator is Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerations[].tolerationSeconds needs effect: NoExecute")
+        return self
+
+
+# A resource.Quantity (k8s.io/apimachinery): 500m, 2, 4Gi, 1e3.
+QUANTITY = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+Quantity = Annotated[str, Field(pattern=QUANTITY, max_length=64)]
+
 
 class Resources(_Model):
-    requests: dict[str, str] = Field(
+    requests: dict[str, Quantity] = Field(
         default_factory=dict, description="Resource requests of the Triton container."
     )
-    limits: dict[str, str] = Field(
+    limits: dict[str, Quantity] = Field(
         default_factory=dict,
         description="Resource limits of the Triton container (GPU limits come from gpus).",
     )
@@ -439,7 +487,9 @@ class Serving(_Model):
         default_factory=dict, description="Node labels the Triton pods must run on."
     )
     tolerations: list[Toleration] = Field(
-        default_factory=list, description="Tolerations of the Triton pods (e.g. GPU taints)."
+        default_factory=list,
+        max_length=32,
+        description="Tolerations of the Triton pods (e.g. GPU taints).",
     )
     affinity: dict[str, Any] | None = Field(
         default=None,

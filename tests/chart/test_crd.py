@@ -217,7 +217,10 @@ VALID: dict[str, dict[str, Any]] = {
                 "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
                 "gpus": 1,
                 "nodeSelector": {"nvidia.com/gpu.present": "true"},
-                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "tolerations": [
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                    {"operator": "Exists"},
+                ],
                 "resources": {"requests": {"cpu": "2"}, "limits": {"memory": "8Gi"}},
                 "batching": {"maxBatchSize": 16, "maxQueueDelayMicroseconds": 500},
                 "affinity": {"nodeAffinity": {"anything": ["passes", {"through": 1}]}},
@@ -436,7 +439,37 @@ INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
         "autoscaling.minReplicas: 0 needs engine: KEDA",
         "cel",
     ),
+    "toleration-exists-with-value": (
+        lm({"task": "fill-mask", "versions": [version("v1")],
+            "serving": {"tolerations": [{"key": "gpu", "operator": "Exists", "value": "yes"}]}}),
+        "tolerations[].value must be empty when operator is Exists",
+        "cel",
+    ),
+    "toleration-without-key-or-exists": (
+        lm({"task": "fill-mask", "versions": [version("v1")],
+            "serving": {"tolerations": [{"value": "yes", "effect": "NoSchedule"}]}}),
+        "tolerations[].operator must be Exists when key is empty",
+        "cel",
+    ),
+    "toleration-seconds-without-noexecute": (
+        lm({"task": "fill-mask", "versions": [version("v1")],
+            "serving": {"tolerations": [{"key": "gpu", "effect": "NoSchedule", "tolerationSeconds": 5}]}}),
+        "tolerations[].tolerationSeconds needs effect: NoExecute",
+        "cel",
+    ),
     # refused by the schema alone
+    "bad-quantity": (
+        lm({"task": "fill-mask", "versions": [version("v1")],
+            "serving": {"resources": {"limits": {"memory": "4GB"}}}}),
+        "memory",
+        "schema",
+    ),
+    "too-many-tolerations": (
+        lm({"task": "fill-mask", "versions": [version("v1")],
+            "serving": {"tolerations": [{"operator": "Exists"}] * 33}}),
+        "tolerations",
+        "schema",
+    ),
     "no-versions": (lm({"task": "fill-mask", "versions": []}), "versions", "schema"),
     "nine-versions": (
         lm({"task": "fill-mask", "versions": [version(f"v{i}", 100 if i == 0 else 0) for i in range(9)]}),
@@ -612,3 +645,27 @@ def test_valid_samples_use_every_spec_field(schema):
             declared.add(f"{path}.{name}")
     missing = sorted(p for p in declared if p not in used and "{}" not in p)
     assert not missing, f"no valid sample sets: {missing}"
+
+
+def test_cel_rules_inside_lists_have_bounded_lists_and_strings(schema):
+    """The API server estimates a rule's cost times how many times it can run: every list
+    above a rule needs maxItems, and every string the rule reads needs maxLength or enum,
+    or the CRD is refused for exceeding the CEL cost budget."""
+    problems = []
+
+    def visit(node: dict[str, Any], path: str, arrays: list[tuple[str, dict[str, Any]]]) -> None:
+        rules = node.get("x-kubernetes-validations", [])
+        if rules and arrays:
+            problems.extend(f"{p}: no maxItems above a rule" for p, a in arrays if "maxItems" not in a)
+            for rule in rules:
+                for name in re.findall(r"self\.(\w+)", rule["rule"]):
+                    prop = node.get("properties", {}).get(name, {})
+                    if prop.get("type") == "string" and not ("maxLength" in prop or "enum" in prop):
+                        problems.append(f"{path}.{name}: string read by a rule in a list, no maxLength")
+        for name, sub in node.get("properties", {}).items():
+            visit(sub, f"{path}.{name}", arrays)
+        if "items" in node:
+            visit(node["items"], f"{path}[]", [*arrays, (path, node)])
+
+    visit(schema, "", [])
+    assert not problems, problems
