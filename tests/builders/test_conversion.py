@@ -270,3 +270,15 @@ def test_lmo_convert_parses_the_job_args_into_the_same_request(settings, version
     assert args.out == plan.artifact_uri
     assert str(args.manifest_out) == "/dev/termination-log"
     assert args.no_cache
+
+
+def test_long_job_names_are_shortened_and_stay_distinct():
+    key = "f" * 64
+    assert job_name("chat", "v1", key) == "chat-v1-convert-ffffffff"
+    lm = "a" * 40
+    first = job_name(lm, "candidate-version-01", key)
+    second = job_name(lm, "candidate-version-02", key)
+    for name in (first, second):
+        assert len(name) <= 63
+        assert name.startswith("a" * 20) and name.endswith("-convert-ffffffff")
+    assert first != second

@@ -20,6 +20,8 @@ Storage conventions the converter relies on:
 
 from __future__ import annotations
 
+import hashlib
+
 from lmo import labels as L
 from lmo.api import LanguageModel
 from lmo.builders.base import (
@@ -48,8 +50,22 @@ STORE_ENV_PREFIX = "LMO_STORE_"
 FINAL_EXIT_CODES = [2, 3]
 
 
+MAX_JOB_NAME = 63  # a Job's name is also the value of its pods' job-name label
+
+
 def job_name(lm: str, version: str, key: str) -> str:
-    return child_name(lm, version, f"convert-{key[:8]}")
+    """`<lm>-<version>-convert-<key[:8]>`, shortened when over 63 characters.
+
+    Long names keep a prefix of `<lm>-<version>` plus 8 hex of its sha256, so two versions
+    never share a Job name even when they convert the same request.
+    """
+    name = child_name(lm, version, f"convert-{key[:8]}")
+    if len(name) <= MAX_JOB_NAME:
+        return name
+    owner = child_name(lm, version)
+    tag = hashlib.sha256(owner.encode()).hexdigest()[:8]
+    keep = MAX_JOB_NAME - len(f"--{tag}-convert-{key[:8]}")
+    return f"{owner[:keep].rstrip('-')}-{tag}-convert-{key[:8]}"
 
 
 def convert_args(plan: VersionPlan) -> list[str]:
