@@ -23,8 +23,7 @@ class TritonPythonModel:
         self.generator, self.defaults = make_generator(args)
 
     def execute(self, requests):
-        # The flag exists on pb_utils only once the stub runs (not at import time).
-        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL_FLAG
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         for request in requests:
             sender = request.get_response_sender()
             try:
