@@ -1,0 +1,122 @@
+"""BERT artifacts served by a real Triton server (nvidia-pytriton's tritonserver, CPU).
+
+Every answer is checked against PyTorch on the original checkpoint; concurrent requests
+check that the entry model's batched execute() hands each request its own answer.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmo_runtime.convert import convert
+from lmo_runtime.manifest import REPOSITORY_DIR, ConversionRequest
+
+pytestmark = pytest.mark.slow
+tritonclient_http = pytest.importorskip("tritonclient.http")
+
+
+@pytest.fixture(scope="module")
+def bert_repo(minilm_int8_artifact, tiny_bert_mlm, tiny_bert_classifier, tmp_path_factory):
+    """One repository with feature_extraction (MiniLM int8), fill_mask and text_classification."""
+    root = tmp_path_factory.mktemp("bert-serving")
+    repo = root / "repo"
+    repo.mkdir()
+    shutil.copytree(minilm_int8_artifact / REPOSITORY_DIR / "feature_extraction",
+                    repo / "feature_extraction")
+    for ckpt, task in ((tiny_bert_mlm, "fill-mask"), (tiny_bert_classifier, "text-classification")):
+        request = ConversionRequest(checkpoint_uri=str(ckpt), task=task, backend="python",
+                                    max_batch_size=8)
+        out = root / task
+        m = convert(request, out, progress=False)
+        shutil.copytree(out / REPOSITORY_DIR / m.entry_model, repo / m.entry_model)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def client(bert_repo, triton_servers):
+    server = triton_servers(bert_repo)
+    server.wait_ready(180)
+    return tritonclient_http.InferenceServerClient(server.http_address, concurrency=8)
+
+
+def _text_input(texts):
+    inp = tritonclient_http.InferInput("TEXT", [len(texts), 1], "BYTES")
+    inp.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=np.object_))
+    return inp
+
+
+def _infer(client, model, texts):
+    return client.infer(model, [_text_input(texts)])
+
+
+def _torch(ckpt, cls, texts):
+    import torch
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    model = cls.from_pretrained(ckpt).eval()
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        return tok, enc, model(**enc)
+
+
+def test_embeddings_match_pytorch_under_concurrency(client, minilm_path):
+    import torch
+    from transformers import AutoModel
+
+    texts = [f"Sentence number {i} talks about {w}." for i, w in
+             enumerate(["cats", "the stock market", "rain", "piano lessons", "a red car",
+                        "mountains", "bread", "football"])]
+    _, enc, out = _torch(minilm_path, AutoModel, texts)
+    m = enc["attention_mask"].unsqueeze(-1).float()
+    ref = torch.nn.functional.normalize((out.last_hidden_state * m).sum(1) / m.sum(1), dim=1).numpy()
+    # one text per request, all in flight together (tritonclient.http's async pool)
+    handles = [client.async_infer("feature_extraction", [_text_input([t])]) for t in texts]
+    got = np.stack([h.get_result().as_numpy("EMBEDDING")[0] for h in handles])
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert got.shape == (8, 384)
+    assert cos.min() > 0.98 and cos.mean() > 0.99
+    # a multi-row request answers row by row, in order (dynamic int8 picks its activation
+    # scale per batch, so a row's values depend slightly on its batch: compare by cosine)
+    both = _infer(client, "feature_extraction", texts[:4]).as_numpy("EMBEDDING")
+    sim = both @ ref[:4].T
+    assert list(sim.argmax(1)) == [0, 1, 2, 3] and sim.diagonal().min() > 0.98
+
+
+def test_fill_mask_matches_pytorch(client, tiny_bert_mlm):
+    from transformers import AutoModelForMaskedLM
+
+    texts = ["The capital of France is [MASK].", "I like to drink [MASK] in the morning."]
+    tok, enc, out = _torch(tiny_bert_mlm, AutoModelForMaskedLM, texts)
+    probs = out.logits.softmax(-1)
+    result = _infer(client, "fill_mask", texts)
+    tokens = [t.decode() for t in result.as_numpy("TOKEN").reshape(-1)]
+    scores = result.as_numpy("SCORE").reshape(-1)
+    sequences = [s.decode() for s in result.as_numpy("SEQUENCE").reshape(-1)]
+    for i in range(2):
+        pos = int((enc["input_ids"][i] == tok.mask_token_id).nonzero()[0])
+        best = int(probs[i, pos].argmax())
+        assert tokens[i] == tok.decode([best]).strip()
+        assert scores[i] == pytest.approx(float(probs[i, pos, best]), abs=1e-4)
+        assert tokens[i] in sequences[i] and "[MASK]" not in sequences[i]
+
+
+def test_fill_mask_without_mask_token_is_a_clear_error(client):
+    with pytest.raises(Exception, match=r"\[MASK\]"):
+        _infer(client, "fill_mask", ["There is nothing to fill here."])
+
+
+def test_classification_matches_pytorch(client, tiny_bert_classifier):
+    from transformers import AutoModelForSequenceClassification
+
+    texts = ["I loved this film.", "Terrible service, never again.", "It was fine."]
+    _, _, out = _torch(tiny_bert_classifier, AutoModelForSequenceClassification, texts)
+    probs = out.logits.softmax(-1).numpy()
+    result = _infer(client, "text_classification", texts)
+    labels = [x.decode() for x in result.as_numpy("LABEL").reshape(-1)]
+    assert labels == [["NEGATIVE", "POSITIVE"][i] for i in probs.argmax(-1)]
+    assert np.allclose(result.as_numpy("SCORE").reshape(-1), probs.max(-1), atol=1e-4)
