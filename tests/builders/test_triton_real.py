@@ -54,7 +54,7 @@ def _local_args(args: list[str], repo: Path, ports: dict[str, int], root: Path) 
         "--http-port": str(ports["http"]),
         "--grpc-port": str(ports["grpc"]),
         "--metrics-port": str(ports["metrics"]),
-        "--exit-timeout-secs": "5",
+        "--exit-timeout-secs": "1",
     }
     out = []
     for arg in args:
