@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--settings",
         nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
         help="operator settings (as the Helm chart sets them), e.g. "

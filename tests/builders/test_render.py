@@ -62,6 +62,8 @@ def test_settings_from_flags_and_env(capsys, monkeypatch):
         "--pending",
         "--settings",
         "artifact_store=s3://bucket/lmo",
+        "--settings",
+        "job_ttl_seconds=60",
         "-n",
         "team-a",
     )
@@ -73,6 +75,7 @@ def test_settings_from_flags_and_env(capsys, monkeypatch):
         c = job["spec"]["template"]["spec"]["containers"][0]
         assert c["image"] == "registry.local/conv:9"
         assert c["args"][c["args"].index("--out") + 1].startswith("s3://bucket/lmo/")
+        assert job["spec"]["ttlSecondsAfterFinished"] == 60
 
 
 def test_json_output_and_crd(capsys):
