@@ -1,0 +1,120 @@
+"""Every bad input is refused with a message naming the problem and the fix; nothing is written."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import pytest
+
+from lmo_runtime import checkpoint, store
+from lmo_runtime.convert import convert
+from lmo_runtime.errors import ConversionError
+from lmo_runtime.families import family_for
+from lmo_runtime.manifest import ConversionRequest
+
+
+@pytest.fixture
+def ckpt(tiny_bert_classifier, tmp_path):
+    """A private copy of the tiny classifier that a test may damage."""
+    dest = tmp_path / "ckpt"
+    shutil.copytree(tiny_bert_classifier, dest)
+    return dest
+
+
+def _convert(path, tmp_path, task="text-classification", **kw):
+    request = ConversionRequest(checkpoint_uri=str(path), task=task, **kw)
+    out = tmp_path / "out"
+    try:
+        convert(request, out, cache_dir=tmp_path / "cache", progress=False)
+    finally:
+        # a refusal publishes nothing, neither the artifact nor a cache entry
+        if not (out / "manifest.json").exists():
+            assert not out.exists()
+            assert not list((tmp_path / "cache").glob("*"))
+
+
+def test_truncated_weights(ckpt, tmp_path):
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ConversionError, match=r"model.safetensors are corrupt or truncated.*upload"):
+        _convert(ckpt, tmp_path)
+
+
+def test_wrong_sha256_names_expected_and_actual(ckpt, tmp_path):
+    good = store.checkpoint_digest(ckpt)
+    with pytest.raises(ConversionError) as err:
+        _convert(ckpt, tmp_path, checkpoint_sha256="0" * 64)
+    msg = str(err.value)
+    assert f"expected {'0' * 64}, got {good}" in msg and "--print-digest" in msg
+
+
+def test_missing_tokenizer(ckpt, tmp_path):
+    for name in ("tokenizer.json", "vocab.txt"):
+        (ckpt / name).unlink()
+    with pytest.raises(ConversionError, match=r"no tokenizer.*tokenizer.save_pretrained"):
+        _convert(ckpt, tmp_path)
+
+
+def test_missing_config(ckpt, tmp_path):
+    (ckpt / "config.json").unlink()
+    with pytest.raises(ConversionError, match=r"no config.json"):
+        _convert(ckpt, tmp_path)
+
+
+def test_unsupported_architecture(ckpt, tmp_path):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg.update(model_type="llama", architectures=["LlamaForCausalLM"])
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConversionError, match=r"LlamaForCausalLM .*not supported; supported model types: bert"):
+        _convert(ckpt, tmp_path, task="text-generation")
+
+
+def test_task_the_model_cannot_do(ckpt, tmp_path, minilm_path):
+    with pytest.raises(ConversionError, match=r"'text-generation' is not possible with a bert"):
+        _convert(ckpt, tmp_path, task="text-generation")
+    # a plain encoder has no masked-LM head: fill-mask is refused, not served with random weights
+    with pytest.raises(ConversionError, match=r"needs a BertForMaskedLM checkpoint.*BertModel"):
+        _convert(minilm_path, tmp_path, task="fill-mask")
+
+
+def test_family_for_requires_model_type():
+    with pytest.raises(ConversionError, match="no model_type"):
+        family_for({"architectures": ["Foo"]}, "fill-mask")
+
+
+class _Boom:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/lmo-pickle-executed",))
+
+
+def test_pickled_code_in_bin_weights_is_never_executed(ckpt, tmp_path):
+    """pytorch_model.bin is read with weights_only=True: a pickle payload is refused."""
+    import os
+
+    marker = "/tmp/lmo-pickle-executed"
+    if os.path.exists(marker):
+        os.unlink(marker)
+    (ckpt / "model.safetensors").unlink()
+    with open(ckpt / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"weights": _Boom()}, f)
+    with pytest.raises(ConversionError, match="cannot be loaded"):
+        _convert(ckpt, tmp_path)
+    with pytest.raises(ConversionError, match="no pickled code"):
+        checkpoint.load_state_dict(ckpt)
+    assert not os.path.exists(marker)
+
+
+def test_bin_weights_load_when_they_are_plain_tensors(ckpt):
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(ckpt / "model.safetensors"))
+    (ckpt / "model.safetensors").unlink()
+    torch.save(tensors, ckpt / "pytorch_model.bin")
+    loaded = checkpoint.load_state_dict(ckpt)
+    assert set(loaded) == set(tensors)
+    assert checkpoint.inspect(ckpt)["model_type"] == "bert"
