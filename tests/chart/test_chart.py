@@ -162,7 +162,11 @@ def test_rbac_grants_exactly_what_the_operator_uses(renders, name):
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[field], f"wildcard in {role['metadata']['name']}: {rule}"
-    roles = {r["metadata"]["name"]: rules_of(r) for r in by_kind(docs, "ClusterRole")}
+    roles = {
+        r["metadata"]["name"]: rules_of(r)
+        for r in by_kind(docs, "ClusterRole")
+        if not r["metadata"]["name"].endswith(("-edit", "-view"))
+    }
     peering = name in {"peering", "replicas-namespaced-peering"}
     namespaced = "watchNamespaces" in VALUES[name]
     expected = dict(EXPECTED_RULES)
@@ -338,3 +342,17 @@ def test_notes_tell_how_to_start(k8s_tools):
     assert "kubectl get lm" in notes
     assert "PersistentVolumeClaim shared-models must exist" in notes
     assert "rollout status deployment/lmo" in notes
+
+
+def test_default_roles_get_languagemodel_rights(renders, k8s_tools, tmp_path):
+    roles = {r["metadata"]["name"]: r for r in by_kind(renders["default"], "ClusterRole")}
+    edit, view = roles["lmo-edit"], roles["lmo-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert rules_of(view) == {
+        ("lmo.dev", "languagemodels"): ["get", "list", "watch"],
+        ("lmo.dev", "languagemodels/status"): ["get", "list", "watch"],
+    }
+    assert "create" in rules_of(edit)[("lmo.dev", "languagemodels")]
+    off = render(k8s_tools, {"aggregateToDefaultRoles": False}, tmp_path)
+    assert not [r for r in by_kind(off, "ClusterRole") if r["metadata"]["name"].endswith(("-edit", "-view"))]

@@ -63,9 +63,20 @@ def rbac_request(method: str, path: str, params: dict[str, str]) -> tuple[str, s
 
 
 def granted(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """What the operator's ServiceAccount may do cluster-wide: the rules of the ClusterRoles
+    bound to it (not the aggregated roles the chart adds for people)."""
+    (sa,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    subject = {"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+               "namespace": sa["metadata"]["namespace"]}
+    bound = {
+        b["roleRef"]["name"]
+        for b in docs
+        if b["kind"] == "ClusterRoleBinding" and subject in b["subjects"]
+    }
+    assert bound, "no ClusterRoleBinding for the operator's ServiceAccount"
     out = set()
     for role in docs:
-        if role["kind"] != "ClusterRole":
+        if role["kind"] != "ClusterRole" or role["metadata"]["name"] not in bound:
             continue
         for rule in role["rules"]:
             for group in rule["apiGroups"]:
