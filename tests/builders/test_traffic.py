@@ -208,3 +208,40 @@ def test_gateway_pods_carry_no_routed_label(settings):
 )
 def test_endpoint(spec, settings, expected):
     assert endpoint(make_lm(spec), OperatorSettings(**settings)) == expected
+
+
+def _splits(n: int, step: int, total: int = 100):
+    """Every way to give n versions traffic in multiples of `step` summing to `total`."""
+    if n == 1:
+        yield (total,)
+        return
+    for first in range(0, total + 1, step):
+        for rest in _splits(n - 1, step, total - first):
+            yield (first, *rest)
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 3, 5])
+def test_service_replica_invariants_over_all_splits(replicas):
+    """For every split: the pool is used exactly, routed versions get >= 1 pod, and more
+    traffic never gets fewer pods."""
+    checked = 0
+    for n, step in ((2, 1), (3, 5), (4, 10)):
+        for split in _splits(n, step):
+            traffic = {f"v{i}": t for i, t in enumerate(split)}
+            lm = make_lm(
+                {
+                    "versions": _versions(traffic),
+                    "routing": {"provider": "Service"},
+                    "serving": {"replicas": replicas},
+                }
+            )
+            got = service_replicas(lm, make_plans(lm, OperatorSettings()))
+            routed = [v for v, t in traffic.items() if t > 0]
+            assert sum(got[v] for v in routed) == replicas * len(routed), (split, got)
+            assert all(got[v] >= 1 for v in routed), (split, got)
+            for a in routed:
+                for b in routed:
+                    if traffic[a] > traffic[b]:
+                        assert got[a] >= got[b], (split, got)
+            checked += 1
+    assert checked > 300

@@ -37,7 +37,8 @@ def service_replicas(lm: LanguageModel, plans: list[VersionPlan]) -> dict[str, i
     pods (as many as GatewayAPI would run), apportioned by traffic with the largest
     remainder method: each version gets floor(pool x traffic / total), and the pods left
     over go to the largest fractional parts (ties: spec order). A routed version then gets
-    at least one pod, taken from the version with the most (ties: the later one). Example:
+    at least one pod, taken from the version with the most (ties: the one with less traffic,
+    then the later one), so more traffic never means fewer pods. Example:
     replicas 2, traffic 90/10 -> pool 4 -> 3.6/0.4 -> 4/0 -> 3/1, i.e. 75%/25% routed.
     Versions with traffic 0 run serving.replicas like under GatewayAPI: they are out of the
     shared Service (reachable through `<lm>-<version>`) and ready when a rollout gives them
@@ -57,7 +58,11 @@ def service_replicas(lm: LanguageModel, plans: list[VersionPlan]) -> dict[str, i
         share[active[i].name] += 1
     for p in active:
         if share[p.name] == 0:
-            donor = max(reversed(active), key=lambda q: share[q.name])
+            # the donor has the most pods; among equals the least traffic, then the later one,
+            # so a version with more traffic never ends up with fewer pods
+            donor = max(
+                enumerate(active), key=lambda iq: (share[iq[1].name], -iq[1].traffic, iq[0])
+            )[1]
             share[donor.name] -= 1
             share[p.name] = 1
     out.update(share)
