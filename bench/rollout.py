@@ -37,7 +37,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from lmo.api import LanguageModelSpec  # noqa: E402
 from lmo.replay import ReplayTargets  # noqa: E402
-from lmo.rollout import VersionObservation, parse_duration  # noqa: E402
+from lmo.rollout import VersionObservation, desired_key, parse_duration  # noqa: E402
 from lmo_runtime.triton.server import TritonServer  # noqa: E402
 from tests.fixtures.prometheus import PrometheusServer, Target  # noqa: E402
 from tests.rollout.harness import (  # noqa: E402
@@ -51,7 +51,6 @@ from tests.rollout.harness import (  # noqa: E402
 
 SECTION = "## Rollouts (bench/rollout.py)"
 NS, LM = "bench", "embed"
-VERSIONS = [VersionObservation("v1", True, "k1"), VersionObservation("v2", True, "k2")]
 STEPS = [10, 25, 50, 100]
 
 
@@ -92,13 +91,15 @@ def run_once(servers, behavior, prom, step: str, scenario: str) -> dict:
             t.start()
             timers.append(t)
 
+    sp = spec(prom.url, step)
+    versions = [VersionObservation(v.name, True, desired_key(sp, v.name)) for v in sp.versions]
     t0 = time.monotonic()
     try:
         status, steps = drive(
-            spec(prom.url, step),
+            sp,
             NS,
             LM,
-            VERSIONS,
+            versions,
             load,
             lambda c, s: ReplayTargets(f"http://{urls[c]}", f"http://{urls[s]}", ENTRY, GOLDEN),
             timeout=len(STEPS) * parse_duration(step) * 4 + 30,

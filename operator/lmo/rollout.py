@@ -10,8 +10,9 @@ Strategies (spec.rollout.strategy):
 * Manual (or no spec.rollout): the versions' `traffic` fields are routed exactly.
 * Canary: the *stable* version is the one serving before (status.rollout.stable; at first
   the version with the most spec traffic). The *candidate* is the last version listed after
-  the stable in spec.versions whose artifact differs from the stable's. Until the candidate is
-  Ready the stable keeps 100% (never route to pods that are not ready). Then each step routes
+  the stable in spec.versions whose artifact differs from the stable's. Until the candidate's
+  pods are Ready *and* serve the artifact its spec asks for (a changed version keeps serving
+  its previous artifact while the new one converts) the stable keeps 100%. Then each step routes
   `steps[i]`% to the candidate and the rest to the stable, holds `stepDuration`, and asks the
   caller to analyse (`Decision.analyse`). pass -> next step (after the last step the
   candidate becomes the stable at 100%, Succeeded); fail -> RolledBack: all traffic to the
@@ -49,6 +50,7 @@ from lmo.api import (
     RolloutStatus,
     Strategy,
 )
+from lmo.builders import conversion_request
 from lmo.builders.autoscaling import share_bounds
 
 if TYPE_CHECKING:
@@ -67,6 +69,11 @@ REASON_INCONCLUSIVE = "AnalysisInconclusive"
 REASON_SUCCEEDED = "RolloutSucceeded"
 REASON_ROLLED_BACK = "RolloutRolledBack"
 REASON_CANDIDATE_NOT_READY = "CandidateNotReady"
+
+# "No value" is written as an empty string, never as a missing field: the status is written
+# with a JSON merge patch, and a field left out of a merge patch keeps its old value.
+NOT_STARTED = ""
+NONE = ""
 
 # How often to look again while the candidate's pods are starting (child events also wake
 # the reconciler; this is the fallback).
@@ -166,6 +173,11 @@ def pick_candidate(
     return None
 
 
+def desired_key(spec: LanguageModelSpec, name: str) -> str:
+    """Content key of the artifact version `name` should serve (what the converter builds)."""
+    return conversion_request(spec, spec.version(name)).key()
+
+
 def _weights(spec: LanguageModelSpec, assign: dict[str, int]) -> dict[str, int]:
     out = {v.name: 0 for v in spec.versions}
     out.update(assign)
@@ -226,8 +238,14 @@ class _Machine:
 
     # ------------------------------------------------------------------ helpers
     def ready(self, name: str) -> bool:
+        """Ready pods serving the artifact the spec asks for now.
+
+        While a changed candidate converts, its pods still serve the previous artifact
+        (the last good one); that artifact is not what this rollout is about, so the
+        candidate only counts as ready once it serves the desired content key.
+        """
         v = self.observed.get(name)
-        return bool(v and v.ready)
+        return bool(v and v.ready and v.artifact_key == desired_key(self.spec, name))
 
     def event(self, kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))
@@ -255,7 +273,7 @@ class _Machine:
 
     def candidate_bounds(self, status: RolloutStatus) -> dict[str, tuple[int, int]]:
         a = self.spec.autoscaling
-        if a is None or status.candidate is None:
+        if a is None or not status.candidate:
             return {}
         if self.blue_green:
             return {status.candidate: (max(1, a.min_replicas), a.max_replicas)}
@@ -285,7 +303,7 @@ class _Machine:
         if not same or status.phase in (RolloutPhase.IDLE.value, RolloutPhase.SUCCEEDED.value):
             restarted = (
                 status is not None
-                and status.candidate is not None
+                and bool(status.candidate)
                 and status.phase
                 in (
                     RolloutPhase.WAITING.value,
@@ -299,7 +317,8 @@ class _Machine:
                 candidate=candidate,
                 stable=stable,
                 spec_hash=digest,
-                message=f"waiting for {candidate} to be Ready",
+                step_started_at=NOT_STARTED,
+                message=f"waiting for {candidate} to serve its artifact",
             )
             what = "blue-green switch" if self.blue_green else (
                 "canary through steps " + ",".join(str(s) for s in self.ro.steps)
@@ -320,10 +339,10 @@ class _Machine:
             self.event(NORMAL, REASON_RESUMED, f"rollout of {candidate} resumed")
             status.phase = (
                 RolloutPhase.WAITING.value
-                if status.step_started_at is None
+                if not status.step_started_at
                 else RolloutPhase.PROGRESSING.value
             )
-            if status.step_started_at is not None:
+            if status.step_started_at:
                 status.step_started_at = format_time(self.now)  # the hold starts again
 
         if not self.ready(candidate):
@@ -331,16 +350,20 @@ class _Machine:
                 self.event(
                     WARNING,
                     REASON_CANDIDATE_NOT_READY,
-                    f"{candidate} has no ready pods: all traffic to {stable} until it is ready",
+                    f"{candidate} has no ready pods serving its artifact: all traffic to "
+                    f"{stable} until it has",
                 )
             status.phase = RolloutPhase.WAITING.value
-            status.step_started_at = None
-            status.message = f"waiting for {candidate} to be Ready"
+            status.step_started_at = NOT_STARTED
+            status.message = (
+                f"waiting for {candidate} to serve artifact "
+                f"{desired_key(spec, candidate)[:8]} with ready pods"
+            )
             return self.done(
                 status, all_stable, WAIT_REQUEUE_SECONDS, self.candidate_bounds(status)
             )
 
-        if status.phase == RolloutPhase.WAITING.value or status.step_started_at is None:
+        if status.phase == RolloutPhase.WAITING.value or not status.step_started_at:
             return self.start_step(status, status.step)
         return self.progress(status)
 
@@ -352,7 +375,8 @@ class _Machine:
             phase=RolloutPhase.SUCCEEDED if succeeded else RolloutPhase.IDLE,
             step=current.step if succeeded else 0,
             stable=stable,
-            step_started_at=current.step_started_at if succeeded else None,
+            candidate=NONE,
+            step_started_at=current.step_started_at if succeeded else NOT_STARTED,
             last_analysis=current.last_analysis if current is not None else None,
             message=current.message if succeeded else f"{stable} serves all traffic",
         )
@@ -371,7 +395,7 @@ class _Machine:
             self.event(NORMAL, REASON_PAUSED, f"rollout of {status.candidate} paused at step {status.step}")
         status.phase = RolloutPhase.PAUSED.value
         status.message = "paused (spec.rollout.paused)"
-        routed = status.step_started_at is not None and self.ready(status.candidate)
+        routed = bool(status.step_started_at) and self.ready(status.candidate)
         traffic = (
             _split(self.spec, status.stable, status.candidate, self.percent(status))
             if routed
@@ -437,7 +461,7 @@ class _Machine:
         new, old = status.candidate, status.stable
         status.phase = RolloutPhase.SUCCEEDED.value
         status.stable = new
-        status.candidate = None
+        status.candidate = NONE
         status.inconclusive = 0
         status.step_started_at = format_time(self.now)
         status.message = f"{new} serves all traffic (previous: {old})"
@@ -447,7 +471,7 @@ class _Machine:
 
     def roll_back(self, status: RolloutStatus, why: str) -> Decision:
         status.phase = RolloutPhase.ROLLED_BACK.value
-        status.step_started_at = None
+        status.step_started_at = NOT_STARTED
         status.message = f"rolled back to {status.stable}: {why}"
         self.event(
             WARNING,

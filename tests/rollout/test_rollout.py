@@ -21,6 +21,7 @@ from lmo.rollout import (
     Decision,
     VersionObservation,
     decide,
+    desired_key,
     parse_duration,
 )
 
@@ -54,8 +55,10 @@ def spec(strategy="Canary", *, steps=(10, 50, 100), versions=("v1", "v2"), traff
 
 
 def obs(*ready: str, keys: dict[str, str | None] | None = None, names=("v1", "v2", "v3")) -> list[VersionObservation]:
+    """Versions as the reconciler sees them; by default each serves the artifact its spec asks for."""
     keys = keys or {}
-    return [VersionObservation(n, n in ready, keys.get(n, f"key-{n}")) for n in names]
+    base = spec(versions=("v1", "v2", "v3"), traffic=[100, 0, 0])
+    return [VersionObservation(n, n in ready, keys.get(n, desired_key(base, n))) for n in names]
 
 
 def at(seconds: float) -> datetime:
@@ -81,7 +84,7 @@ def test_single_version_canary_is_idle():
     s = spec(versions=("v1",), traffic=[100])
     d = decide(s, None, obs("v1", names=("v1",)), T0)
     assert d.traffic == {"v1": 100}
-    assert d.rollout.phase == "Idle" and d.rollout.stable == "v1" and d.rollout.candidate is None
+    assert d.rollout.phase == "Idle" and d.rollout.stable == "v1" and not d.rollout.candidate
     assert d.events == []
 
 
@@ -124,7 +127,7 @@ def test_canary_walks_every_step_to_success():
     t += 60
     d = decide(s, d.rollout, obs("v1", "v2"), at(t), PASS)
     assert d.traffic == {"v1": 0, "v2": 100}
-    assert d.rollout.phase == "Succeeded" and d.rollout.stable == "v2" and d.rollout.candidate is None
+    assert d.rollout.phase == "Succeeded" and d.rollout.stable == "v2" and not d.rollout.candidate
     assert reasons(d) == [REASON_SUCCEEDED]
     # settled: v1 stays listed but is neither stable nor a newer candidate
     after = decide(s, d.rollout, obs("v1", "v2"), at(t + 600))
@@ -172,7 +175,11 @@ def test_spec_change_after_rollback_starts_a_new_rollout():
     d2 = decide(fixed, d.rollout, obs("v1", keys={"v2": None}), at(100))
     assert d2.rollout.phase == "Waiting" and reasons(d2) == [REASON_STARTED]
     assert d2.traffic == {"v1": 100, "v2": 0}
-    d3 = decide(fixed, d2.rollout, obs("v1", "v2", keys={"v2": "key-v2b"}), at(130))
+    # the fixed artifact converted; until then the old pods were ready but served the old one
+    old = decide(fixed, d2.rollout, obs("v1", "v2"), at(120))
+    assert old.rollout.phase == "Waiting" and old.traffic == {"v1": 100, "v2": 0}
+    assert "waiting for v2 to serve artifact" in old.rollout.message
+    d3 = decide(fixed, d2.rollout, obs("v1", "v2", keys={"v2": desired_key(fixed, "v2")}), at(130))
     assert d3.rollout.phase == "Progressing" and d3.traffic == {"v1": 90, "v2": 10}
     assert d3.rollout.spec_hash != d.rollout.spec_hash
 
@@ -314,3 +321,44 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_refuses_garbage():
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("2 minutes")
+
+
+def _merge_patch(old: dict, new: dict) -> dict:
+    """What the API server keeps after a JSON merge patch that omits None fields."""
+    out = dict(old)
+    for k, v in new.items():
+        out[k] = _merge_patch(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def test_status_survives_merge_patches_that_cannot_delete_fields():
+    """The status is written with a merge patch: a field the decision clears must not linger."""
+    s = spec(steps=(50, 100))
+    stored: dict = {}
+    t = 0.0
+
+    def step(observed, analysis=None):
+        nonlocal stored
+        current = RolloutStatus.model_validate(stored) if stored else None
+        d = decide(s, current, observed, at(t), analysis)
+        stored = _merge_patch(stored, d.rollout.to_dict())
+        return d
+
+    step(obs("v1", "v2"))
+    t = 30
+    lost = step(obs("v1"))  # candidate loses its pods mid-step
+    assert lost.rollout.phase == "Waiting"
+    t = 40
+    # pods back, but paused before the step restarted: the stale hold must not route to v2
+    paused = decide(
+        spec(steps=(50, 100), paused=True), RolloutStatus.model_validate(stored), obs("v1", "v2"), at(t)
+    )
+    assert paused.traffic == {"v1": 100, "v2": 0}
+    back = step(obs("v1", "v2"))
+    assert back.rollout.phase == "Progressing" and back.requeue_after == 60
+    t = 100
+    step(obs("v1", "v2"), PASS)
+    t = 160
+    done = step(obs("v1", "v2"), PASS)
+    assert done.rollout.phase == "Succeeded"
+    assert stored["candidate"] == "" and stored["stable"] == "v2"

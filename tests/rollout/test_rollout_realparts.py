@@ -16,14 +16,13 @@ import pytest
 
 from lmo.api import LanguageModelSpec
 from lmo.replay import ReplayTargets
-from lmo.rollout import REASON_ROLLED_BACK, VersionObservation
+from lmo.rollout import REASON_ROLLED_BACK, VersionObservation, desired_key
 from tests.fixtures.prometheus import Target
 from tests.rollout.harness import ENTRY, GOLDEN, LoadLoop, drive, set_behavior, write_embedding_model
 
 pytestmark = pytest.mark.slow
 
 NS, LM = "ml", "embed"
-VERSIONS = [VersionObservation("v1", True, "key-v1"), VersionObservation("v2", True, "key-v2")]
 
 
 def canary_spec() -> LanguageModelSpec:
@@ -78,18 +77,24 @@ def env(tmp_path_factory, triton_servers):
                 os.environ["LMO_TEST_PROMETHEUS"] = old
 
 
+def serving(spec: LanguageModelSpec) -> list[VersionObservation]:
+    """Both versions ready, each serving the artifact its spec asks for."""
+    return [VersionObservation(v.name, True, desired_key(spec, v.name)) for v in spec.versions]
+
+
 def run(env, **candidate_behavior):
     servers, behavior, _ = env
     set_behavior(behavior["v2"], **candidate_behavior)
     urls = {v: s.http_address for v, s in servers.items()}
     load = LoadLoop(urls).start()
+    spec = canary_spec()
     try:
         return (
             *drive(
-                canary_spec(),
+                spec,
                 NS,
                 LM,
-                VERSIONS,
+                serving(spec),
                 load,
                 lambda cand, stable: ReplayTargets(
                     f"http://{urls[cand]}", f"http://{urls[stable]}", ENTRY, GOLDEN
