@@ -131,7 +131,7 @@ class Controller:
             VersionObservation(
                 name=v.name,
                 ready=bool(self.backends.get(v.name) and self.backends[v.name].ready),
-                artifact_key=self.backends[v.name].artifact.manifest.key
+                artifact_key=self.backends[v.name].artifact.spec_key
                 if v.name in self.backends
                 else None,
             )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lmo.api import LanguageModel, SpecError, load_file
+from lmo.builders import conversion_request
 from lmo.errors import UserError
 from lmo.local.controller import Backend, Controller
 from lmo.local.state import DEFAULT_WORK_DIR, remove_state, write_state
@@ -98,6 +100,9 @@ class Fleet:
                  f"({request.backend} backend), key {request.short_key()}")
             artifact = convert_version(v.name, request, self.work_dir, self.cache_dir,
                                        progress=self.progress)
+            artifact = dataclasses.replace(
+                artifact, spec_key=conversion_request(lm.spec, v).key()
+            )
             score = artifact.manifest.score
             _say(f"version {v.name}: artifact ready"
                  + (f", {score.metric} {score.value:.4f}" if score else "")

@@ -93,6 +93,10 @@ class Artifact:
     version: str
     directory: Path
     manifest: Manifest
+    # The cluster's content key for the version spec this artifact was built from
+    # (`lmo.builders.conversion_request(...).key()`): what `lmo.rollout` compares. The local
+    # key differs (resolved path, backend), so it cannot stand in for it.
+    spec_key: str = ""
 
     @property
     def repository(self) -> Path:

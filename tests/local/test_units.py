@@ -1,0 +1,144 @@
+"""Pure parts of lmo up and the commands: routing rules, patches, metrics, docs, examples."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lmo.api import load_file
+from lmo.commands.traffic import stable_version, traffic_patch
+from lmo.errors import UserError
+from lmo.local.routing import Router, parse_assignments
+from lmo.local.tritonmetrics import Snapshot, parse
+from lmo.local.versions import resolve_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def picks(router: Router, n: int, header: str | None = None) -> Counter:
+    return Counter(router.choose(header).version for _ in range(n))
+
+
+def test_weights_split_exactly_every_hundred_requests():
+    router = Router({"v1": 90, "v2": 10})
+    assert picks(router, 100) == Counter({"v1": 90, "v2": 10})
+    router.set_weights({"v1": 33, "v2": 33, "v3": 34})
+    router.available = {"v1", "v2", "v3"}
+    assert picks(router, 300) == Counter({"v1": 99, "v2": 99, "v3": 102})
+    # smooth: the 10% version is spread out, not sent as one burst
+    router = Router({"v1": 90, "v2": 10})
+    seq = [router.choose().version for _ in range(20)]
+    assert seq.count("v2") == 2 and seq.index("v2") < 10
+
+
+def test_a_version_that_is_not_ready_gets_nothing():
+    router = Router({"v1": 50, "v2": 50}, available={"v1"})
+    assert picks(router, 50) == Counter({"v1": 50})
+    router.available = set()
+    with pytest.raises(LookupError):
+        router.choose()
+
+
+def test_header_is_exact_and_unknown_values_fall_through():
+    router = Router({"v1": 100, "v2": 0}, header="x-lmo-version")
+    assert picks(router, 10, "v2") == Counter({"v2": 10})
+    assert picks(router, 10, "V2") == Counter({"v1": 10})
+    assert picks(router, 10, "v9") == Counter({"v1": 10})
+    assert router.choose("v2").by_header
+
+
+def test_mirror_copies_the_given_share_of_other_versions_requests():
+    router = Router({"v1": 80, "v2": 20})
+    router.set_mirror("v2", 25)
+    choices = [router.choose() for _ in range(1000)]
+    to_v1 = sum(c.version == "v1" for c in choices)
+    assert sum(c.mirror == "v2" for c in choices) == to_v1 * 25 // 100
+    assert all(c.mirror is None for c in choices if c.version == "v2")
+
+
+def test_parse_assignments_names_each_mistake():
+    assert parse_assignments(["v1=90", "v2=10"], ["v1", "v2", "v3"]) == {
+        "v1": 90, "v2": 10, "v3": 0}
+    for bad, words in ((["v1"], "VERSION=PERCENT"), (["v1=x"], "VERSION=PERCENT"),
+                       (["v1=50", "v1=50"], "given twice"), (["v1=90"], "sum to 100"),
+                       (["v4=100"], "unknown version")):
+        with pytest.raises(UserError, match=words):
+            parse_assignments(bad, ["v1", "v2", "v3"])
+
+
+def test_traffic_patch_replaces_the_list_and_takes_over_a_rollout():
+    obj = {"metadata": {"name": "chat", "resourceVersion": "42"},
+           "spec": {"versions": [{"name": "v1", "checkpoint": {"uri": "s3://a/"}, "traffic": 90},
+                                 {"name": "v2", "checkpoint": {"uri": "s3://b/"}, "traffic": 10}],
+                    "rollout": {"strategy": "Canary"}}}
+    patch = traffic_patch(obj, {"v1": 0, "v2": 100})
+    assert patch["metadata"] == {"resourceVersion": "42"}
+    assert [v["traffic"] for v in patch["spec"]["versions"]] == [0, 100]
+    assert patch["spec"]["versions"][1]["checkpoint"] == {"uri": "s3://b/"}
+    assert patch["spec"]["rollout"] == {"strategy": "Manual"}
+    assert obj["spec"]["versions"][0]["traffic"] == 90  # the object read is not modified
+    with pytest.raises(UserError):
+        traffic_patch(obj, {"v1": 50, "v2": 40})
+    assert stable_version(["v1", "v2"], {"rollout": {"stable": "v2"}}) == "v2"
+    assert stable_version(["v1", "v2"], {}) == "v1"
+
+
+METRICS = """\
+# HELP nv_inference_request_success Number of successful inference requests
+# TYPE nv_inference_request_success counter
+nv_inference_request_success{model="text_classification",version="1"} 40
+nv_inference_request_success{model="tokenizer",version="1"} 999
+# HELP nv_inference_request_failure Number of failed inference requests
+# TYPE nv_inference_request_failure counter
+nv_inference_request_failure{model="text_classification",reason="BACKEND",version="1"} 2
+nv_inference_request_failure{model="text_classification",reason="OTHER",version="1"} 0
+# TYPE nv_inference_request_duration_us counter
+nv_inference_request_duration_us{model="text_classification",version="1"} 210000
+# TYPE nv_inference_queue_duration_us counter
+nv_inference_queue_duration_us{model="text_classification",version="1"} 4200
+"""
+
+
+def test_triton_metrics_give_step_numbers_for_the_entry_model():
+    snap = parse(METRICS, "text_classification")
+    assert snap == Snapshot(success=40, failure=2, duration_us=210000, queue_us=4200)
+    step = snap - Snapshot(success=10, failure=0, duration_us=60000, queue_us=1200)
+    assert step.requests == 32
+    assert step.error_ratio == pytest.approx(2 / 32)
+    assert step.latency_mean_ms == pytest.approx(150000 / 32 / 1000)
+    assert Snapshot().latency_mean_ms is None
+
+
+def test_relative_file_uris_resolve_against_the_yaml_folder(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    assert resolve_checkpoint("file://ckpt", tmp_path) == f"file://{tmp_path / 'ckpt'}"
+    assert resolve_checkpoint("s3://b/p/", tmp_path) == "s3://b/p/"
+    with pytest.raises(UserError, match="make_checkpoints.py"):
+        resolve_checkpoint("file://missing", tmp_path)
+
+
+def test_every_example_parses_and_its_checkpoints_are_made_by_the_maker():
+    from examples.make_checkpoints import MAKERS
+
+    files = sorted((ROOT / "examples").glob("*.yaml"))
+    assert {f.name for f in files} >= {"minilm.yaml", "gpt2.yaml", "canary.yaml",
+                                       "ab-test.yaml", "tiny-bert.yaml"}
+    for f in files:
+        for lm in load_file(f):
+            for v in lm.spec.versions:
+                m = re.fullmatch(r"file://checkpoints/([\w.-]+)", v.checkpoint.uri)
+                assert m and m.group(1) in MAKERS, (f.name, v.checkpoint.uri)
+
+
+def test_docs_api_md_is_generated_from_the_api():
+    out = subprocess.run([sys.executable, "-m", "lmo.local.apidoc"], capture_output=True,
+                         text=True, check=True, cwd=ROOT).stdout
+    assert (ROOT / "docs" / "api.md").read_text() == out, (
+        "docs/api.md is stale: run `python -m lmo.local.apidoc > docs/api.md`")
+    for field in ("accuracyGate", "stepDuration", "abTest", "maxOutputDrift"):
+        assert f"`{field}`" in out
