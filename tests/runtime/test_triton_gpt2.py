@@ -137,3 +137,28 @@ def test_int8_artifact_serves_what_onnxruntime_generates(triton_servers, gpt2_in
     finally:
         client.close()
     assert got == expected
+
+
+def test_bls_flavour_calls_the_decoder_model(triton_servers, gpt2_loaded, gpt2_fp32_artifact,
+                                             tmp_path):
+    """backend "onnxruntime": text_generation calls gpt2_decoder through BLS. Here the decoder
+    runs in a Python-backend stand-in (same ONNX, same tensors): the server has no ORT backend."""
+    from lmo_runtime.families.gpt2 import FAMILY
+    from lmo_runtime.manifest import ConversionRequest
+    from tests.fixtures.triton import as_python_onnx_model
+
+    onnx_path = gpt2_fp32_artifact / "model_repository/text_generation/1/model.onnx"
+    request = ConversionRequest(checkpoint_uri="file:///x", task="text-generation",
+                                backend="onnxruntime")
+    repo = tmp_path / "repo"
+    FAMILY.write_repository(gpt2_loaded, onnx_path, repo, request)
+    assert not (repo / "text_generation/1/model.onnx").exists()
+    as_python_onnx_model(repo / "gpt2_decoder")
+    server = triton_servers(repo)
+    client = httpclient.InferenceServerClient(server.http_address)
+    try:
+        got = _texts(client.infer("text_generation", _inputs(httpclient, PROMPTS, MAX_TOKENS=10)))
+    finally:
+        client.close()
+    assert got == [greedy_text(gpt2_loaded, p, 10) for p in PROMPTS]
+    assert _count(server, "gpt2_decoder") >= 10  # one decoder call per generated token
