@@ -106,6 +106,12 @@ class OperatorSettings(BaseModel):
         description="Operator-wide Prometheus that scrapes the Triton pods (KEDA triggers "
         "query it when spec.rollout.analysis.prometheusUrl is not set).",
     )
+    triton_default_requests: dict[str, str] = Field(
+        default_factory=lambda: {"cpu": "1", "memory": "2Gi"},
+        description="Requests of the Triton container for resources that spec.serving."
+        "resources names neither in requests nor in limits: a pod without requests is "
+        "the first evicted, and the CPU autoscaling metric is a share of the request.",
+    )
     triton_startup_period_seconds: int = Field(
         default=10, ge=1, description="periodSeconds of the Triton startup probe."
     )

@@ -165,7 +165,7 @@ def test_gpu_limits_and_scheduling():
 def test_cpu_has_no_gpu_limits(settings):
     _, dep = _deployment(make_lm(), settings)
     c = container(dep)
-    assert "resources" not in c
+    assert c["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}}  # the defaults
     assert "--allow-gpu-metrics=false" in c["args"]
     pod = dep["spec"]["template"]["spec"]
     assert not {"nodeSelector", "tolerations", "affinity"} & pod.keys()
@@ -294,3 +294,22 @@ def test_empty_user_fields_are_not_applied(settings):
     plan = make_plans(lm, bare, convert={"v1"})[0]
     job = build_conversion_job(lm, OWNER, bare, plan)
     assert "resources" not in container(job)
+
+
+@pytest.mark.parametrize(
+    "resources, expected",
+    [
+        ({}, {"requests": {"cpu": "1", "memory": "2Gi"}}),
+        ({"requests": {"cpu": "250m"}}, {"requests": {"cpu": "250m", "memory": "2Gi"}}),
+        # a limit alone makes the API server default the request to it: no default added
+        ({"limits": {"cpu": "500m"}}, {"requests": {"memory": "2Gi"}, "limits": {"cpu": "500m"}}),
+        (
+            {"requests": {"cpu": "2", "memory": "3Gi"}, "limits": {"memory": "4Gi"}},
+            {"requests": {"cpu": "2", "memory": "3Gi"}, "limits": {"memory": "4Gi"}},
+        ),
+    ],
+)
+def test_default_requests_fill_only_what_the_user_left_out(settings, resources, expected):
+    lm = make_lm({"serving": {"resources": resources}})
+    _, dep = _deployment(lm, settings)
+    assert container(dep)["resources"] == expected

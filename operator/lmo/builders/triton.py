@@ -150,6 +150,12 @@ def build_deployment(
     ]
 
     resources = canonical_resources(serving.resources.to_dict())
+    # A resource with only a limit gets request = limit from the API server; a default
+    # request above that limit would make the pod invalid, so only unmentioned ones get one.
+    mentioned = resources.get("requests", {}).keys() | resources.get("limits", {}).keys()
+    for resource, quantity in settings.triton_default_requests.items():
+        if resource not in mentioned:
+            resources.setdefault("requests", {})[resource] = canonical_quantity(quantity)
     if serving.gpus > 0:
         resources.setdefault("limits", {})[serving.gpu_resource] = str(serving.gpus)
 
