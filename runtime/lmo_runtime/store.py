@@ -426,6 +426,47 @@ def exists(uri: str, *, env: Mapping[str, str] | None = None) -> bool:
     return False
 
 
+def read_manifest(uri: str, *, env: Mapping[str, str] | None = None) -> str | None:
+    """The text of `<uri>/manifest.json`, or None when there is no complete artifact there."""
+    env = dict(os.environ if env is None else env)
+    s = scheme(uri)
+    if s in ("file", "pvc"):
+        path = local_path(uri, env)
+        f = None if path is None else path / MANIFEST_FILE
+        return f.read_text() if f is not None and f.is_file() else None
+    if s == "s3":
+        from botocore.exceptions import ClientError
+
+        bucket, prefix = _s3_split(uri)
+        key = (prefix.rstrip("/") + "/" if prefix else "") + MANIFEST_FILE
+        try:
+            body = s3_client(env).get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StoreError(f"{uri}: S3 error {err.response['Error'].get('Code')}") from None
+        return body.decode()
+    return None
+
+
+STORE_PREFIX = "LMO_STORE_"
+
+
+def store_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment to publish artifacts with.
+
+    When the checkpoint and the artifact store use different Secrets, the conversion Job gets
+    the store's keys prefixed with LMO_STORE_ (LMO_STORE_AWS_ACCESS_KEY_ID...); they override
+    the checkpoint's AWS_* for publishing only.
+    """
+    env = dict(os.environ if env is None else env)
+    overrides = {k[len(STORE_PREFIX):]: v for k, v in env.items() if k.startswith(STORE_PREFIX)}
+    if overrides:
+        env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+        env.update(overrides)
+    return env
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -451,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                 got.rmdir()
             print(args.dest)
         elif args.cmd == "put":
-            print(put(args.src, args.uri))
+            print(put(args.src, args.uri, env=store_env()))
         else:
             print(checkpoint_digest(args.dir))
     except ConversionError as err:

@@ -91,6 +91,7 @@ class _Boom:
         return (os.system, ("touch /tmp/lmo-pickle-executed",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_code_in_bin_weights_is_never_executed(ckpt, tmp_path):
     """pytorch_model.bin is read with weights_only=True: a pickle payload is refused."""
     import os

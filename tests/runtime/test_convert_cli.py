@@ -56,3 +56,18 @@ def test_print_digest_and_bad_input_exit_codes(tiny_bert_classifier, tmp_path, c
     assert "text-generation" in capsys.readouterr().err
     assert cli.main([str(tmp_path / "missing"), "--task", "fill-mask", "--out", str(tmp_path / "o")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_fp16_for_gpu_serving(tiny_bert_classifier, tmp_path):
+    import onnx
+
+    out = tmp_path / "fp16"
+    rc = cli.main([str(tiny_bert_classifier), "--task", "text-classification", "--precision",
+                   "fp16", "--gpus", "1", "--out", str(out), "--no-cache", "--quiet"])
+    assert rc == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "fp16" and manifest["score"]["value"] == 1.0
+    model = onnx.load(str(out / "model_repository/text_classification_onnx/1/model.onnx"))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    config = (out / "model_repository/text_classification_onnx/config.pbtxt").read_text()
+    assert "KIND_GPU" in config

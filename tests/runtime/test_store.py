@@ -136,7 +136,17 @@ def s3_env():
     server.stop()
 
 
-def test_s3_checkpoint_to_s3_artifact(s3_env, tiny_bert_classifier, tmp_path, capsys):
+def test_store_env_prefers_store_credentials():
+    env = {"AWS_ACCESS_KEY_ID": "ckpt", "AWS_SECRET_ACCESS_KEY": "ckpt-secret",
+           "AWS_ENDPOINT_URL": "http://ckpt", "LMO_STORE_AWS_ACCESS_KEY_ID": "store",
+           "LMO_STORE_AWS_SECRET_ACCESS_KEY": "store-secret", "PATH": "/bin"}
+    got = store.store_env(env)
+    assert got["AWS_ACCESS_KEY_ID"] == "store" and got["AWS_SECRET_ACCESS_KEY"] == "store-secret"
+    assert "AWS_ENDPOINT_URL" not in got and got["PATH"] == "/bin"
+    assert store.store_env({"AWS_ACCESS_KEY_ID": "a"}) == {"AWS_ACCESS_KEY_ID": "a"}
+
+
+def test_s3_checkpoint_to_s3_artifact(s3_env, tiny_bert_classifier, tmp_path, monkeypatch):
     from lmo_runtime import cli
 
     client = store.s3_client(s3_env)
@@ -148,21 +158,19 @@ def test_s3_checkpoint_to_s3_artifact(s3_env, tiny_bert_classifier, tmp_path, ca
 
     uri = "s3://artifacts/store/tiny-v1/"
     assert not store.exists(uri, env=s3_env)
-    import os
-
-    old = {k: os.environ.get(k) for k in s3_env}
-    os.environ.update(s3_env)
-    try:
-        rc = cli.main(["s3://models/tiny/v1/", "--task", "text-classification", "--out", uri,
-                       "--no-cache", "--quiet", "--backend", "python"])
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    assert rc == 0
+    for k, v in s3_env.items():
+        monkeypatch.setenv(k, v)
+    argv = ["s3://models/tiny/v1/", "--task", "text-classification", "--out", uri,
+            "--no-cache", "--quiet", "--backend", "python"]
+    assert cli.main(argv) == 0
     assert store.exists(uri, env=s3_env)
+
+    # a retried Job finds the published artifact and does not convert again
+    def no_convert(*a, **k):
+        raise AssertionError("converted although the artifact is published")
+
+    monkeypatch.setattr("lmo_runtime.convert.convert", no_convert)
+    assert cli.main(argv) == 0
     pulled = store.fetch(uri, tmp_path / "pulled", env=s3_env)
     assert (pulled / "model_repository/text_classification/1/model.onnx").is_file()
     with pytest.raises(ConversionError, match="no objects under this prefix"):
