@@ -172,8 +172,14 @@ def convert(
     with tempfile.TemporaryDirectory(prefix="lmo-convert-") as tmp:
         work = Path(tmp)
         with steps.step("fetch", request.checkpoint_uri):
-            ckpt_dir = store.fetch(request.checkpoint_uri, work / "checkpoint", env=env,
-                                   progress=progress)
+            # a local directory (path, file://, mounted pvc://) is read in place: copying a
+            # multi-GB checkpoint only to read it once would double the time and the disk
+            local = store.local_path(request.checkpoint_uri, env)
+            if local is not None and local.is_dir():
+                ckpt_dir = local
+            else:
+                ckpt_dir = store.fetch(request.checkpoint_uri, work / "checkpoint", env=env,
+                                       progress=progress)
         from lmo_runtime import checkpoint
 
         with steps.step("digest"):
