@@ -181,8 +181,11 @@ class TritonServer:
         return self._log_path
 
     def log_tail(self, lines: int = 40) -> str:
+        """The last `lines` lines of the server log ("" before start / after a temp log is gone)."""
+        if self._log_path is None:
+            return ""
         try:
-            text = self.log_path.read_text(errors="replace")
+            text = self._log_path.read_text(errors="replace")
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
@@ -300,6 +303,10 @@ class TritonServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if self._own_log_dir is not None:  # a log the caller did not ask to keep
+            shutil.rmtree(self._own_log_dir, ignore_errors=True)
+            self._own_log_dir = None
+            self._log_path = None
 
     def __enter__(self) -> "TritonServer":
         return self.start()
