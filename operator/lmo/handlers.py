@@ -1,13 +1,14 @@
 """Kopf handlers for `LanguageModel` (thin: each one hands over to `lmo.reconcile`).
 
 * create / update / resume: reconcile now.
-* a timer (every `LMO_RESYNC_SECONDS`, default 60) reconciles again: level-based, it
-  observes Jobs and Deployments and corrects drift even if an event was missed.
+* every reconcile schedules the next one (after `Result.requeue_after`, e.g. a rollout
+  step's hold, or at the latest `LMO_RESYNC_SECONDS`, default 60): level-based, it observes
+  Jobs and Deployments and corrects drift even if an event was missed. (Not a `kopf.timer`:
+  Kopf puts a finalizer on every object with a timer, see the deletion note below.)
 * Job and Deployment events of lmo's children wake their LanguageModel at once (a finished
-  conversion or a pod turning ready shows up without waiting for the timer), and a
-  reconcile that asks to be requeued (`Result.requeue_after`, e.g. a rollout step's hold)
-  is woken after that delay. Wakes coalesce per object and every reconcile of one object
-  runs under one lock, re-reading the object first, so two never race on its status.
+  conversion or a pod turning ready shows up without waiting for the resync). Wakes
+  coalesce per object and every reconcile of one object runs under one lock, re-reading
+  the object first, so two never race on its status.
 
 Deletion: no finalizer and no delete handler. Every child carries a controller
 ownerReference (blockOwnerDeletion), and the API server's garbage collector deletes the
@@ -104,8 +105,8 @@ class Runtime:
                 metrics.RECONCILE_TOTAL.labels(result="error").inc()
                 raise
             metrics.record(result, time.perf_counter() - started, namespace, name)
-        if result.requeue_after is not None:
-            self.wake(namespace, name, result.requeue_after)
+        # level-based resync: look again later even when nothing asks for it
+        self.wake(namespace, name, min(result.requeue_after or RESYNC_SECONDS, RESYNC_SECONDS))
 
     def wake(self, namespace: str, name: str, delay: float = 0.0) -> None:
         """Reconcile after `delay` s; a wake already due sooner, or queued, covers it."""
@@ -131,6 +132,13 @@ class Runtime:
     async def _woken(self, key: tuple[str, str]) -> None:
         try:
             await self.reconcile(*key)
+        except KubeError as err:
+            self.queued.discard(key)
+            if err.status == 404:  # deleted while being reconciled
+                self.forget(key)
+                return
+            log.warning("reconcile of %s/%s failed, retrying in %ss: %s", *key, RETRY_SECONDS, err)
+            self.wake(*key, RETRY_SECONDS)
         except Exception as err:
             self.queued.discard(key)
             log.warning("reconcile of %s/%s failed, retrying in %ss: %s", *key, RETRY_SECONDS, err)
@@ -180,15 +188,9 @@ async def reconcile(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_
     try:
         await runtime(memo).reconcile(namespace, name, logger)
     except KubeError as err:
+        if err.status == 404:  # deleted meanwhile: nothing left to do
+            return
         raise kopf.TemporaryError(str(err), delay=RETRY_SECONDS) from err
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-async def resync(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    try:
-        await runtime(memo).reconcile(namespace, name, logger)
-    except KubeError as err:
-        logger.warning("resync failed: %s", err)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_FILTER)

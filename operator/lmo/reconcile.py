@@ -31,6 +31,7 @@ normalised to 100).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -152,12 +153,39 @@ def _job_failure_message(job: dict) -> str:
     return "the conversion Job failed"
 
 
-def _manifest(messages: list[str]) -> Manifest | None:
+def _outcome(messages: list[str], uri: str, key: str) -> tuple[bool, str, dict | None] | None:
+    """(accepted, reason, status artifact) from the converter's termination message.
+
+    `lmo convert --manifest-out /dev/termination-log` writes a compact JSON summary of the
+    Manifest (camelCase: key, accepted, precision, sha256, sizeBytes, score, reason) or,
+    on bad input, just `{"accepted": false, "reason": ...}`; a full Manifest is read too.
+    None when no message holds either.
+    """
     for text in messages:
         try:
-            return Manifest.model_validate_json(text)
-        except ValidationError:
+            data = json.loads(text)
+        except ValueError:
             continue
+        if not isinstance(data, dict) or "accepted" not in data:
+            continue
+        if "request" in data:
+            try:
+                m = Manifest.model_validate(data)
+            except ValidationError:
+                continue
+            return m.accepted, m.reason, m.summary(uri) if m.accepted else None
+        accepted = bool(data["accepted"])
+        if accepted and data.get("key") not in (None, key):
+            return False, f"the converter reported artifact {data['key'][:8]}, not {key[:8]}", None
+        artifact = {
+            "uri": uri,
+            "sha256": data.get("sha256"),
+            "precision": data.get("precision"),
+            "sizeBytes": data.get("sizeBytes"),
+            "score": data.get("score"),
+            "key": key,
+        }
+        return accepted, str(data.get("reason") or ""), artifact if accepted else None
     return None
 
 
@@ -398,14 +426,14 @@ class Reconciler:
             st.phase, st.message = Phase.CONVERTING.value, f"conversion Job {jname} running"
             return
         messages = await self.kube.termination_messages(self.namespace, jname)
-        manifest = _manifest(messages)
-        if state == "succeeded" and manifest is not None and manifest.accepted:
+        outcome = _outcome(messages, st.uri, st.key)
+        if state == "succeeded" and outcome is not None and outcome[0]:
             st.available = True
             st.convert = False
-            st.artifact = manifest.summary(st.uri)
+            st.artifact = _prune_none(outcome[2])
             return
-        if manifest is not None and not manifest.accepted:
-            self._fail(st, Reason.CONVERSION_REFUSED, f"{marker}refused: {manifest.reason}")
+        if outcome is not None and not outcome[0]:
+            self._fail(st, Reason.CONVERSION_REFUSED, f"{marker}refused: {outcome[1]}")
         elif state == "succeeded":
             self._fail(
                 st,
