@@ -454,14 +454,18 @@ class BertFamily:
         src = resources.files("lmo_runtime") / "triton_models" / "bert" / "model.py"
         (version_dir / "model.py").write_text(src.read_text())
         hidden = loaded.extra["hidden_size"]
+        # Without batching (max_batch_size 0) dims are full shapes: one text in, [1, ...] out.
+        lead = () if batch else (1,)
         outputs = {
-            "feature-extraction": (Tensor("EMBEDDING", "FP32", (hidden,)),),
+            "feature-extraction": (Tensor("EMBEDDING", "FP32", (*lead, hidden)),),
             "fill-mask": (
-                Tensor("TOKEN", "STRING", (1,)),
-                Tensor("SCORE", "FP32", (1,)),
-                Tensor("SEQUENCE", "STRING", (1,)),
+                Tensor("TOKEN", "STRING", (*lead, 1)),
+                Tensor("SCORE", "FP32", (*lead, 1)),
+                Tensor("SEQUENCE", "STRING", (*lead, 1)),
             ),
-            "text-classification": (Tensor("LABEL", "STRING", (1,)), Tensor("SCORE", "FP32", (1,))),
+            "text-classification": (
+                Tensor("LABEL", "STRING", (*lead, 1)), Tensor("SCORE", "FP32", (*lead, 1)),
+            ),
         }[task]
         write_config(
             repo_dir / entry,
@@ -484,6 +488,7 @@ class BertFamily:
         onnx_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(onnx_path, onnx_dir / MODEL_FILE)
         seq_out = task == "fill-mask"
+        any_batch = () if batch else (-1,)  # without Triton batching the batch dim is explicit
         out_types = {"embedding": "FP32", "token_id": "INT64", "token_score": "FP32",
                      "probabilities": "FP32"}
         out_dims = {"embedding": (hidden,), "probabilities": (len(loaded.extra["labels"] or [1]),)}
@@ -492,9 +497,10 @@ class BertFamily:
             ModelConfig(
                 name=onnx_model,
                 backend="onnxruntime",
-                inputs=tuple(Tensor(n, "INT64", (-1,)) for n in INPUT_NAMES),
+                inputs=tuple(Tensor(n, "INT64", (*any_batch, -1)) for n in INPUT_NAMES),
                 outputs=tuple(
-                    Tensor(o, out_types[o], (-1,) if seq_out else out_dims[o]) for o in OUTPUTS[task]
+                    Tensor(o, out_types[o], (*any_batch, *((-1,) if seq_out else out_dims[o])))
+                    for o in OUTPUTS[task]
                 ),
                 max_batch_size=batch,
                 gpus=request.gpus,

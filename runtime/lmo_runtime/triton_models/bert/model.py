@@ -111,7 +111,10 @@ class TritonPythonModel:
             if error is None:
                 texts += batch
             counts.append(0 if error else len(batch))
-        outputs = self._postprocess(self._run_batched(self._encode(texts)), texts) if texts else None
+        outputs = None
+        if texts:
+            feed = self._encode(texts)
+            outputs = self._postprocess(self._run_batched(feed), feed["input_ids"])
         responses, start = [], 0
         for count, error in zip(counts, errors):
             if error is not None:
@@ -122,7 +125,7 @@ class TritonPythonModel:
             start += count
         return responses
 
-    def _postprocess(self, out, texts):
+    def _postprocess(self, out, input_ids):
         if self.task == "feature-extraction":
             return [("EMBEDDING", out[0].astype(np.float32))]
         if self.task == "text-classification":
@@ -134,7 +137,7 @@ class TritonPythonModel:
                 ("SCORE", probs.max(-1).astype(np.float32).reshape(-1, 1)),
             ]
         token_ids, token_scores = out
-        encoded = self._encode(texts)["input_ids"]
+        encoded = input_ids
         mask_id = int(self.meta["mask_token_id"])
         tokens, scores, sequences = [], [], []
         for row, ids, probs in zip(encoded, token_ids, token_scores):
