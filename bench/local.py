@@ -5,8 +5,9 @@
 1. cold: a fresh work dir (conversion included) until the first answer through the door;
 2. warm: the same work dir again (conversion cache hit) until the first answer;
 3. requests/s at N concurrent clients (KServe v2 JSON infer, one text each) through the
-   front door and straight to the version's Triton server, one after the other, with the
-   same client (aiohttp, one process). The ratio door/direct is the front door's cost.
+   front door and straight to the version's Triton server, in alternating rounds (both
+   sides see the same background load), with the same client (aiohttp, one process). The
+   ratio door/direct is the front door's cost.
 
 `--write` replaces the `## lmo up (bench/local.py)` section of bench/RESULTS.md.
 """
@@ -118,6 +119,12 @@ async def load(url: str, model: str, clients: int, seconds: float) -> tuple[floa
         return done / (time.monotonic() - t0), errors
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (the front door is the `lmo up` process)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_results(text: str) -> None:
     path = ROOT / "bench" / "RESULTS.md"
     old = path.read_text() if path.exists() else "# Benchmarks\n"
@@ -131,7 +138,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-f", "--file", type=Path, default=ROOT / "examples" / "minilm.yaml")
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--seconds", type=float, default=20.0, help="per side, all rounds")
+    p.add_argument("--rounds", type=int, default=4, help="alternating door/direct rounds")
     p.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = p.parse_args()
     args.file = args.file.resolve()
@@ -151,8 +159,23 @@ def main() -> int:
             first = status["versions"][0]["name"]
             direct = status["local"]["backends"][first]["url"]
             artifact = status["versions"][0]["artifact"]
-            door_rps, door_err = asyncio.run(load(url, model, args.clients, args.seconds))
-            direct_rps, direct_err = asyncio.run(load(direct, model, args.clients, args.seconds))
+            # Alternate short rounds so both sides see the same background load.
+            rounds = max(1, args.rounds)
+            door_runs, direct_runs = [], []
+            door_cpu = 0.0
+            for _ in range(rounds):
+                cpu0 = cpu_seconds(proc.pid)
+                door_runs.append(asyncio.run(load(url, model, args.clients,
+                                                  args.seconds / rounds)))
+                door_cpu += cpu_seconds(proc.pid) - cpu0
+                direct_runs.append(asyncio.run(load(direct, model, args.clients,
+                                                    args.seconds / rounds)))
+            door_rps = sum(r for r, _ in door_runs) / rounds
+            direct_rps = sum(r for r, _ in direct_runs) / rounds
+            door_err = sum(e for _, e in door_runs)
+            door_requests = sum(r for r, _ in door_runs) * args.seconds / rounds
+            cpu_ms = 1000 * door_cpu / door_requests if door_requests else 0.0
+            direct_err = sum(e for _, e in direct_runs)
         finally:
             stop(proc)
     finally:
@@ -160,7 +183,7 @@ def main() -> int:
     ratio = door_rps / direct_rps if direct_rps else 0.0
     text = f"""Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()},
 {os.cpu_count()} cores (shared), with `python bench/local.py -f {args.file.relative_to(ROOT)}
---clients {args.clients} --seconds {args.seconds:g}`: {lm.metadata.name} ({lm.spec.task},
+--clients {args.clients} --seconds {args.seconds:g} --rounds {args.rounds}`: {lm.metadata.name} ({lm.spec.task},
 precision {artifact.get('precision')}, {artifact.get('sizeBytes', 0) / 1e6:.1f} MB), the
 pytriton CPU server (Python backend), KServe v2 JSON, one text per request.
 
@@ -171,6 +194,7 @@ pytriton CPU server (Python backend), KServe v2 JSON, one text per request.
 | straight to Triton, {args.clients} clients | {direct_rps:.0f} req/s ({direct_err} errors) |
 | through the front door, {args.clients} clients | {door_rps:.0f} req/s ({door_err} errors) |
 | front door / direct | {ratio:.2f}x |
+| front door CPU per request (the `lmo up` process) | {cpu_ms:.2f} ms |
 """
     print(text)
     if args.write:

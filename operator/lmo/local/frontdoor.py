@@ -82,6 +82,7 @@ class FrontDoor:
             auto_decompress=False,
             # Forward the client's Accept-Encoding only: bodies pass through untouched.
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
+            cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
         )
         self._runner = web.AppRunner(self.app, access_log=None)
