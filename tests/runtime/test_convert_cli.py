@@ -71,3 +71,26 @@ def test_fp16_for_gpu_serving(tiny_bert_classifier, tmp_path):
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     config = (out / "model_repository/text_classification_onnx/config.pbtxt").read_text()
     assert "KIND_GPU" in config
+
+
+@pytest.mark.parametrize("fallback,sha", [(False, None), (True, "ab" * 32)])
+def test_job_arguments_reproduce_the_operators_content_key(fallback, sha):
+    """The conversion Job passes the request as `lmo convert` flags; the converter must
+    rebuild exactly the request the operator keyed the artifact URI with."""
+    import argparse
+
+    from lmo.builders.base import VersionPlan
+    from lmo.builders.conversion import convert_args
+    from lmo_runtime.manifest import ConversionRequest
+
+    request = ConversionRequest(
+        checkpoint_uri="s3://models/bert/v2/", checkpoint_sha256=sha, task="fill-mask",
+        precision="int8-static", min_score=0.97, fallback=fallback, calibration_samples=128,
+        backend="python", max_batch_size=32, max_queue_delay_microseconds=250, gpus=1,
+    )
+    plan = VersionPlan(name="v2", request=request, artifact_uri=f"s3://store/{request.key()}/",
+                       convert=True, serve_uri=None, traffic=0)
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    rebuilt = cli.request_from_args(parser.parse_args(convert_args(plan)))
+    assert rebuilt == request and rebuilt.key() == request.key()
