@@ -417,8 +417,8 @@ class Reconciler:
                 )
                 st.phase, st.message = Phase.FAILED.value, old["message"]
                 return
-            st.convert = True
-            st.phase, st.message = Phase.PENDING.value, f"creating conversion Job {jname}"
+            st.convert = True  # created by this pass: the same state as a running Job
+            st.phase, st.message = Phase.CONVERTING.value, f"conversion Job {jname} running"
             return
         st.convert = True  # keep the Job (its log, and no second attempt) until it expires
         state = _job_state(job)

@@ -308,3 +308,25 @@ async def test_delete_removes_children_through_owner_references(cluster: Cluster
     calls = reads(cluster, lm), cluster.writes(lm)
     await asyncio.sleep(1.0)
     assert (reads(cluster, lm), cluster.writes(lm)) == calls
+
+
+async def test_metrics_are_exported(cluster: Cluster):
+    import urllib.request
+
+    from lmo import metrics
+
+    await serving(cluster, "metered", spec(versions=[
+        {"name": "v1", "checkpoint": {"uri": "s3://models/minilm/v1/"}}]), versions=("v1",))
+    await quiet(cluster, "metered")
+    server = metrics.serve(0, addr="127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert 'lmo_languagemodel_ready{name="metered",namespace="default"} 1.0' in text
+    assert 'lmo_reconcile_total{result="ready"}' in text
+    assert 'lmo_children_applied_total{kind="Deployment"}' in text
+    assert "lmo_reconcile_duration_seconds_bucket" in text
+    assert "lmo_reconcile_errors_total" in text

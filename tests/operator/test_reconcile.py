@@ -1,0 +1,148 @@
+"""`lmo.reconcile` driven directly (no Kopf) against the KMock emulator, through `lmo.kube`.
+
+These pin the write discipline: a reconcile that finds nothing to change makes no write,
+drift in one child is corrected with exactly one apply, and what is routed is only what
+can be served.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import kopf
+import pytest
+import pytest_asyncio
+
+from lmo.kube import Kube
+from lmo.reconcile import reconcile
+from lmo.settings import OperatorSettings
+from tests.fixtures.kmock_fixture import LM_RESOURCE, job_for, manifest_for, start_cluster
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+NS = "default"
+SETTINGS = OperatorSettings()
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+HPAS = "autoscaling/v2/horizontalpodautoscalers"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env():
+    async with await start_cluster(operator=False) as (cluster, _):
+        kube = Kube(kopf.ConnectionInfo(server=str(cluster.kmock.url), insecure=True))
+        try:
+            yield cluster, kube
+        finally:
+            await kube.close()
+
+
+def spec(**over) -> dict:
+    out = {
+        "task": "fill-mask",
+        "versions": [
+            {"name": "a", "checkpoint": {"uri": "s3://m/a/"}, "traffic": 70},
+            {"name": "b", "checkpoint": {"uri": "s3://m/b/"}, "traffic": 30},
+        ],
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
+    }
+    out.update(over)
+    return out
+
+
+async def again(env, name: str):
+    cluster, kube = env
+    return await reconcile(cluster.get(LM_RESOURCE, NS, name), kube, SETTINGS, now=T0)
+
+
+async def test_a_second_reconcile_writes_nothing(env):
+    cluster, kube = env
+    body = spec()
+    await cluster.apply_lm("twice", body, NS)
+    first = await again(env, "twice")
+    assert first.applied["Job"] == 2 and first.status_written
+    writes = cluster.writes("twice")
+    second = await again(env, "twice")
+    assert cluster.writes("twice") == writes, cluster.write_log("twice")
+    assert not second.applied and not second.status_written and second.deleted == 0
+
+    # the same holds once everything is converted, deployed and ready
+    for v in ("a", "b"):
+        await cluster.finish_job(NS, job_for(body, "twice", v), manifest_for(body, v))
+    await again(env, "twice")  # Deployments, Services, HPAs, route; Jobs deleted
+    for v in ("a", "b"):
+        await cluster.ready_deployment(NS, f"twice-{v}")
+    result = await again(env, "twice")
+    assert result.ready and result.outcome == "ready"
+    assert [e[1] for e in result.events] == ["VersionReady", "VersionReady"]
+    writes = cluster.writes("twice")
+    quiet = await again(env, "twice")
+    assert cluster.writes("twice") == writes, cluster.write_log("twice")[-5:]
+    assert quiet.ready and not quiet.applied and not quiet.events
+    assert quiet.requeue_after is None  # nothing in progress: only the periodic resync
+
+
+async def test_drift_in_one_child_is_corrected_with_one_apply(env):
+    cluster, kube = env
+    body = spec()
+    await cluster.apply_lm("drift", body, NS)
+    await again(env, "drift")
+    for v in ("a", "b"):
+        await cluster.finish_job(NS, job_for(body, "drift", v), manifest_for(body, v))
+    await again(env, "drift")
+    await cluster.request(
+        "PATCH", f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/drift-b",
+        {"spec": {"maxReplicas": 40}}, "application/merge-patch+json",
+    )
+    result = await again(env, "drift")
+    assert dict(result.applied) == {"HorizontalPodAutoscaler": 1}
+    assert cluster.get(HPAS, NS, "drift-b")["spec"]["maxReplicas"] == 2
+
+
+async def test_only_servable_versions_are_routed(env):
+    cluster, kube = env
+    body = spec()
+    await cluster.apply_lm("partial", body, NS)
+    await again(env, "partial")
+    await cluster.finish_job(NS, job_for(body, "partial", "a"), manifest_for(body, "a"))
+    await again(env, "partial")
+    route = cluster.get("gateway.networking.k8s.io/v1/httproutes", NS, "partial")
+    assert [b["name"] for b in route["spec"]["rules"][-1]["backendRefs"]] == ["partial-a"]
+    status = cluster.lm_status("partial")
+    assert status["trafficSummary"] == "a=100,b=0"  # what the route really sends
+    routed = cluster.condition("partial", "Routed")
+    assert routed["status"] == "False" and routed["reason"] == "RoutePending"
+    assert "b" in routed["message"]
+    phases = {v["name"]: v["phase"] for v in status["versions"]}
+    assert phases == {"a": "Deploying", "b": "Converting"}
+
+
+async def test_last_transition_time_follows_the_clock_parameter(env):
+    cluster, kube = env
+    await cluster.apply_lm("clock", spec(), NS)
+    await again(env, "clock")
+    times = {c["lastTransitionTime"] for c in cluster.lm_status("clock")["conditions"]}
+    assert times == {"2026-03-01T12:00:00Z"}
+
+
+async def test_canary_keeps_the_stable_version_until_the_candidate_is_ready(env):
+    cluster, kube = env
+    body = spec(
+        versions=[
+            {"name": "a", "checkpoint": {"uri": "s3://m/a/"}, "traffic": 100},
+            {"name": "b", "checkpoint": {"uri": "s3://m/b/"}, "traffic": 0},
+        ],
+        rollout={"strategy": "Canary", "steps": [50, 100], "stepDuration": "1m",
+                 "analysis": {"prometheusUrl": "http://prometheus:9090"}},
+    )
+    await cluster.apply_lm("canary", body, NS)
+    await again(env, "canary")
+    for v in ("a", "b"):
+        await cluster.finish_job(NS, job_for(body, "canary", v), manifest_for(body, v))
+    await again(env, "canary")
+    await cluster.ready_deployment(NS, "canary-a")
+    result = await again(env, "canary")
+    status = cluster.lm_status("canary")
+    assert status["trafficSummary"] == "a=100,b=0"
+    assert status["rollout"]["stable"] == "a" and status["rollout"]["candidate"] == "b"
+    assert status["rollout"]["phase"] == "Waiting"
+    assert result.requeue_after is not None
