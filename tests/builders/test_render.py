@@ -111,3 +111,15 @@ def test_bad_settings_key(capsys):
     code, _, err = _lmo(capsys, "-f", str(INPUT), "--settings", "nope=1")
     assert code == 2
     assert "--settings 'nope=1'" in err
+
+
+def test_render_needs_no_torch_kopf_or_kubernetes():
+    """`lmo render` runs anywhere (CI, a laptop without the runtime extras): light imports."""
+    import subprocess
+
+    code = (
+        "import sys, lmo.render, lmo.builders; "
+        "print(sorted(m for m in ('torch', 'onnx', 'kopf', 'kubernetes') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
