@@ -1,0 +1,223 @@
+"""Operator benchmark (issue 2 item 10): the real `lmo operator` process against KMock.
+
+    .venv/bin/python bench/operator.py [--samples 50] [--burst 200]
+
+The operator runs as its own process (`python -m lmo.cli operator`, the chart's command)
+with a kubeconfig pointing at a KMock emulator served by this process (the emulator of
+tests/fixtures/kmock_fixture.py), so its peak RSS is the operator's alone. This process
+plays the cluster: it finishes conversion Jobs and reports Deployments ready.
+
+Measured:
+1. create -> children applied: a LanguageModel with two versions is created; time until
+   its conversion Jobs and HTTPRoute are applied and its status is written (p50/p95 over
+   `--samples` sequential creates);
+2. traffic patch -> route updated: on a Ready LanguageModel, a JSON patch moves the weights
+   90/10 -> 50/50; time until the operator has re-applied the HTTPRoute (p50/p95);
+3. `--burst` LanguageModels created at once -> all reconciled (status written, Jobs
+   applied): seconds;
+4. the operator's peak RSS (VmHWM from /proc).
+
+Aims (issue 2): 0.5 s p50 traffic shift, 60 s for 200 resources, 200 MB RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import kmock  # noqa: E402
+
+from tests.fixtures.kmock_fixture import (  # noqa: E402
+    Cluster,
+    LmoEmulator,
+    declare_kinds,
+    job_for,
+    manifest_for,
+)
+
+NS = "default"
+AIMS = {"traffic_p50_s": 0.5, "burst_s": 60.0, "rss_mb": 200.0}
+
+
+def spec() -> dict:
+    return {
+        "task": "feature-extraction",
+        "versions": [
+            {"name": "v1", "checkpoint": {"uri": "s3://models/minilm/v1/"}, "traffic": 90},
+            {"name": "v2", "checkpoint": {"uri": "s3://models/minilm/v2/"}, "traffic": 10},
+        ],
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 4},
+    }
+
+
+def kubeconfig(url: str, path: Path) -> None:
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: kmock\n"
+        f"clusters: [{{name: kmock, cluster: {{server: '{url}'}}}}]\n"
+        "users: [{name: kmock, user: {token: bench}}]\n"
+        "contexts: [{name: kmock, context: {cluster: kmock, user: kmock, namespace: default}}]\n"
+    )
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+async def wait(pred, timeout: float, what: str, step: float = 0.002) -> float:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(step)
+    return time.monotonic()
+
+
+def has_status(cluster: Cluster, name: str) -> bool:
+    return bool(cluster.lm_status(name).get("conditions"))
+
+
+async def create_latency(cluster: Cluster, emu: LmoEmulator, name: str, body: dict) -> float:
+    jobs = [job_for(body, name, v) for v in ("v1", "v2")]
+    t0 = time.monotonic()
+    await cluster.apply_lm(name, body, NS)
+
+    def done() -> bool:
+        keys = [("jobs", NS, j) for j in jobs] + [("httproutes", NS, name)]
+        return all(k in emu.written for k in keys) and has_status(cluster, name)
+
+    await wait(done, 30, f"children of {name}")
+    last = max(emu.written[("jobs", NS, j)] for j in jobs)
+    return max(last, emu.written[("httproutes", NS, name)], emu.written[("languagemodels", NS, name)]) - t0
+
+
+async def make_ready(cluster: Cluster, name: str, body: dict) -> None:
+    for v in ("v1", "v2"):
+        await cluster.finish_job(NS, job_for(body, name, v), manifest_for(body, v))
+    deps = {f"{name}-v1", f"{name}-v2"}
+    await wait(lambda: deps <= cluster.names("apps/v1/deployments", NS), 30, f"{name} Deployments", 0.01)
+    for d in sorted(deps):
+        await cluster.ready_deployment(NS, d)
+    await wait(
+        lambda: (cluster.condition(name, "Ready") or {}).get("status") == "True", 30, f"{name} Ready", 0.01
+    )
+
+
+async def traffic_latency(cluster: Cluster, emu: LmoEmulator, name: str) -> float:
+    await asyncio.sleep(0.05)  # let the last reconcile of `name` settle
+    key = ("httproutes", NS, name)
+    before = emu.written.get(key)
+    t0 = time.monotonic()
+    await cluster.patch_lm(name, [
+        {"op": "replace", "path": "/spec/versions/0/traffic", "value": 50},
+        {"op": "replace", "path": "/spec/versions/1/traffic", "value": 50},
+    ], NS)
+
+    def moved() -> bool:
+        route = cluster.get("gateway.networking.k8s.io/v1/httproutes", NS, name) or {}
+        refs = ((route.get("spec") or {}).get("rules") or [{}])[-1].get("backendRefs") or []
+        return emu.written.get(key) != before and [r.get("weight") for r in refs] == [50, 50]
+
+    await wait(moved, 30, f"route of {name}")
+    return emu.written[key] - t0
+
+
+async def main(samples: int, burst: int) -> dict:
+    async with LmoEmulator() as emu, kmock.Server(emu):
+        declare_kinds(emu)
+        cluster = Cluster(emu)
+        with tempfile.TemporaryDirectory(prefix="lmo-bench-") as tmp:
+            cfg = Path(tmp) / "kubeconfig"
+            kubeconfig(str(emu.url).rstrip("/"), cfg)
+            env = dict(os.environ, KUBECONFIG=str(cfg), LMO_LOG_FORMAT="text",
+                       OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(ROOT))
+            log = open(Path(tmp) / "operator.log", "w")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "lmo.cli", "operator", "--all-namespaces", "--metrics-port", "0"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            )
+            try:
+                body = spec()
+                await create_latency(cluster, emu, "warmup", body)  # the operator is up
+
+                creates = [await create_latency(cluster, emu, f"c{i}", body) for i in range(samples)]
+                for i in range(samples):
+                    await make_ready(cluster, f"c{i}", body)
+                shifts = [await traffic_latency(cluster, emu, f"c{i}") for i in range(samples)]
+
+                names = [f"b{i}" for i in range(burst)]
+                t0 = time.monotonic()
+                await asyncio.gather(*(cluster.apply_lm(n, body, NS) for n in names))
+                jobs = {n: [job_for(body, n, v) for v in ("v1", "v2")] for n in names}
+                await wait(
+                    lambda: all(
+                        has_status(cluster, n) and all(("jobs", NS, j) in emu.written for j in jobs[n])
+                        for n in names
+                    ),
+                    300, "the burst", 0.05,
+                )
+                burst_s = time.monotonic() - t0
+                rss_kb = 0
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        rss_kb = int(line.split()[1])
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                log.close()
+    return {
+        "create_p50_s": statistics.median(creates),
+        "create_p95_s": pct(creates, 0.95),
+        "traffic_p50_s": statistics.median(shifts),
+        "traffic_p95_s": pct(shifts, 0.95),
+        "burst_s": burst_s,
+        "rss_mb": rss_kb / 1024,
+        "samples": samples,
+        "burst": burst,
+    }
+
+
+def report(r: dict) -> str:
+    load = os.getloadavg()[0]
+    rows = [
+        ("create -> Jobs + route + status applied, p50", f"{r['create_p50_s'] * 1000:.0f} ms", "", ""),
+        ("create -> Jobs + route + status applied, p95", f"{r['create_p95_s'] * 1000:.0f} ms", "", ""),
+        ("traffic patch -> HTTPRoute updated, p50", f"{r['traffic_p50_s'] * 1000:.0f} ms", "0.5 s",
+         f"{r['traffic_p50_s'] / AIMS['traffic_p50_s']:.2f}"),
+        ("traffic patch -> HTTPRoute updated, p95", f"{r['traffic_p95_s'] * 1000:.0f} ms", "", ""),
+        (f"{r['burst']} created at once -> all reconciled", f"{r['burst_s']:.1f} s", "60 s",
+         f"{r['burst_s'] / AIMS['burst_s']:.2f}"),
+        ("operator peak RSS (VmHWM)", f"{r['rss_mb']:.0f} MB", "200 MB", f"{r['rss_mb'] / AIMS['rss_mb']:.2f}"),
+    ]
+    head = (
+        f"{date.today().isoformat()}, {platform.node() or 'vm'} ({os.cpu_count()} shared cores, "
+        f"load average {load:.1f} at the end), Python {platform.python_version()}, the operator "
+        f"as its own process against KMock over HTTP on localhost; {r['samples']} samples each.\n"
+    )
+    lines = ["| measure | value | aim | value / aim |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return head + "\n" + "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--burst", type=int, default=200)
+    args = ap.parse_args()
+    print(report(asyncio.run(main(args.samples, args.burst))))
