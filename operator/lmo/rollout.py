@@ -20,7 +20,9 @@ Strategies (spec.rollout.strategy):
   until the candidate's spec or the rollout settings change (their hash is kept in
   status.rollout.specHash); inconclusive (too few requests) -> the step holds for another
   window, and after `analysis.inconclusiveLimit` consecutive holds it rolls back (a
-  candidate nobody can judge is not promoted). `paused` holds the current weights.
+  candidate nobody can judge is not promoted). `paused` holds the current weights. Long
+  holds also get early checks (`early_check_interval`): a `fail` seen mid-hold rolls back
+  at once; anything else waits for the hold's end.
   Versions other than the stable and the candidate get 0%.
 * BlueGreen: the candidate runs at full size with 0% of the traffic while it is checked for
   one `stepDuration` (golden replay and a metric window on mirrored traffic, if
@@ -75,6 +77,9 @@ REASON_CANDIDATE_NOT_READY = "CandidateNotReady"
 NOT_STARTED = ""
 NONE = ""
 
+# Early checks within a hold are at least this far apart (see early_check_interval).
+EARLY_CHECK_MIN_SECONDS = 60.0
+
 # How often to look again while the candidate's pods are starting (child events also wake
 # the reconciler; this is the fallback).
 WAIT_REQUEUE_SECONDS = 15.0
@@ -123,10 +128,32 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
-def analysis_window(spec: LanguageModelSpec) -> float:
-    """Seconds of metrics one analysis judges: one step's hold."""
+def analysis_window(
+    spec: LanguageModelSpec, rollout: RolloutStatus | None = None, now: datetime | None = None
+) -> float:
+    """Seconds of metrics one analysis judges: one step's hold.
+
+    Given the rollout status and the clock, an early check (mid-hold) judges only the part of
+    the step elapsed so far (at least one second), so it never mixes in the previous step.
+    """
     assert spec.rollout is not None
-    return parse_duration(spec.rollout.step_duration)
+    hold = parse_duration(spec.rollout.step_duration)
+    if rollout is None or now is None or not rollout.step_started_at:
+        return hold
+    elapsed = (_utc(now) - parse_time(rollout.step_started_at)).total_seconds()
+    return max(1.0, min(hold, elapsed))
+
+
+def early_check_interval(hold: float) -> float | None:
+    """Seconds between early checks within a hold; None when the hold is too short for any.
+
+    A failing candidate is rolled back at the first check that sees it fail (with at least
+    minRequests requests), instead of serving its share for the whole hold. Checks are
+    spaced a quarter of the hold apart, never closer than EARLY_CHECK_MIN_SECONDS (rates
+    over shorter windows are noise at Prometheus' usual 15-30 s scrape interval).
+    """
+    interval = max(EARLY_CHECK_MIN_SECONDS, hold / 4)
+    return interval if interval < hold else None
 
 
 def rollout_hash(spec: LanguageModelSpec, stable: str, candidate: str) -> str:
@@ -188,9 +215,10 @@ def _split(spec: LanguageModelSpec, stable: str, candidate: str, percent: int) -
     return _weights(spec, {stable: 100 - percent, candidate: percent})
 
 
-def _analysis_record(analysis: AnalysisResult, now: datetime, step: int) -> dict:
+def _analysis_record(analysis: AnalysisResult, now: datetime, step: int, early: bool) -> dict:
     return {
         "verdict": analysis.verdict,
+        "early": early,
         "measurements": {
             k: round(v, 6) for k, v in analysis.measurements.items() if math.isfinite(v)
         },
@@ -235,6 +263,8 @@ class _Machine:
         self.events: list[tuple[str, str, str]] = []
         self.blue_green = self.ro.strategy == Strategy.BLUE_GREEN.value
         self.hold = parse_duration(self.ro.step_duration)
+        # when a fresh hold next needs a look: its first early check, or its end
+        self.first_wake = early_check_interval(self.hold) or self.hold
 
     # ------------------------------------------------------------------ helpers
     def ready(self, name: str) -> bool:
@@ -417,21 +447,22 @@ class _Machine:
         return self.done(
             status,
             _split(self.spec, status.stable, status.candidate, pct),
-            self.hold,
+            self.first_wake,
             self.candidate_bounds(status),
         )
 
     def progress(self, status: RolloutStatus) -> Decision:
         traffic = _split(self.spec, status.stable, status.candidate, self.percent(status))
         bounds = self.candidate_bounds(status)
-        elapsed = (self.now - parse_time(status.step_started_at)).total_seconds()
+        started = parse_time(status.step_started_at)
+        elapsed = (self.now - started).total_seconds()
         if elapsed < self.hold:
-            return self.done(status, traffic, self.hold - elapsed, bounds)
+            return self.early_check(status, traffic, bounds, started, elapsed)
         if self.analysis is None:
             return self.done(status, traffic, None, bounds, analyse=True)
 
         result = self.analysis
-        status.last_analysis = _analysis_record(result, self.now, status.step)
+        status.last_analysis = _analysis_record(result, self.now, status.step, early=False)
         why = "; ".join(result.reasons)
         if result.verdict == "pass":
             last = self.blue_green or status.step + 1 >= len(self.ro.steps)
@@ -455,7 +486,32 @@ class _Machine:
             f"({status.inconclusive}/{limit}): {why}"
         )
         self.event(NORMAL, REASON_INCONCLUSIVE, status.message)
-        return self.done(status, traffic, self.hold, bounds)
+        return self.done(status, traffic, self.first_wake, bounds)
+
+    def early_check(self, status, traffic, bounds, started: datetime, elapsed: float) -> Decision:
+        """Mid-hold: ask for an analysis when an early check is due; act only on "fail"."""
+        remaining = self.hold - elapsed
+        interval = early_check_interval(self.hold)
+        if interval is None:
+            return self.done(status, traffic, remaining, bounds)
+        last = status.last_analysis or {}
+        reference = started
+        if last.get("step") == status.step and last.get("early") and last.get("time"):
+            reference = max(started, parse_time(last["time"]))
+        wait = interval - (self.now - reference).total_seconds()
+        if wait > 0 or remaining < 1.0:
+            return self.done(status, traffic, min(remaining, wait) if wait > 0 else remaining, bounds)
+        if self.analysis is None:
+            return self.done(status, traffic, None, bounds, analyse=True)
+        result = self.analysis
+        status.last_analysis = _analysis_record(result, self.now, status.step, early=True)
+        if result.verdict == "fail":
+            why = "; ".join(result.reasons)
+            return self.roll_back(
+                status,
+                f"early check failed {elapsed:.0f}s into step {status.step + 1}: {why}",
+            )
+        return self.done(status, traffic, min(remaining, interval), bounds)
 
     def promote(self, status: RolloutStatus) -> Decision:
         new, old = status.candidate, status.stable

@@ -204,13 +204,14 @@ def drive(
         verdict = None
         if d.analyse:
             ro = d.rollout
+            now = datetime.now(timezone.utc)
             result = analyse(
                 spec.rollout.analysis,
                 namespace,
                 lm,
                 ro.candidate,
                 ro.stable,
-                analysis_window(spec),
+                analysis_window(spec, ro, now),
                 replay(ro.candidate, ro.stable),
             )
             verdict = result.verdict

@@ -362,3 +362,46 @@ def test_status_survives_merge_patches_that_cannot_delete_fields():
     done = step(obs("v1", "v2"), PASS)
     assert done.rollout.phase == "Succeeded"
     assert stored["candidate"] == "" and stored["stable"] == "v2"
+
+
+def test_early_checks_roll_back_a_failing_candidate_before_the_hold_ends():
+    s = spec(stepDuration="4m")  # early checks every 60 s within the 240 s hold
+    d = decide(s, None, obs("v1", "v2"), T0)
+    assert d.requeue_after == 60
+    assert not decide(s, d.rollout, obs("v1", "v2"), at(30)).analyse
+    due = decide(s, d.rollout, obs("v1", "v2"), at(60))
+    assert due.analyse and due.traffic == {"v1": 90, "v2": 10}
+    ok = decide(s, d.rollout, obs("v1", "v2"), at(60), PASS)
+    # an early pass does not advance: the step still needs its whole hold
+    assert ok.rollout.phase == "Progressing" and ok.rollout.step == 0 and ok.events == []
+    assert ok.rollout.last_analysis["early"] is True and ok.requeue_after == 60
+    assert ok.rollout.step_started_at == d.rollout.step_started_at
+    later = decide(s, ok.rollout, obs("v1", "v2"), at(90))
+    assert not later.analyse and later.requeue_after == pytest.approx(30)
+    unsure = decide(s, ok.rollout, obs("v1", "v2"), at(120), INCONCLUSIVE)
+    assert unsure.rollout.phase == "Progressing" and unsure.rollout.inconclusive == 0
+    bad = decide(s, unsure.rollout, obs("v1", "v2"), at(180), FAIL)
+    assert bad.rollout.phase == "RolledBack" and bad.traffic == {"v1": 100, "v2": 0}
+    assert "early check failed 180s into step 1" in bad.events[0][2]
+
+
+def test_after_early_checks_the_full_hold_decides_the_step():
+    s = spec(stepDuration="4m")
+    d = decide(s, None, obs("v1", "v2"), T0)
+    for t in (60, 120, 180):
+        d = decide(s, d.rollout, obs("v1", "v2"), at(t), PASS)
+        assert d.rollout.step == 0
+    assert decide(s, d.rollout, obs("v1", "v2"), at(239)).requeue_after == pytest.approx(1)
+    final = decide(s, d.rollout, obs("v1", "v2"), at(240), PASS)
+    assert final.rollout.step == 1 and final.rollout.last_analysis["early"] is False
+    assert final.traffic == {"v1": 50, "v2": 50}
+
+
+def test_analysis_window_of_an_early_check_is_the_elapsed_part_of_the_step():
+    from lmo.rollout import analysis_window
+
+    s = spec(stepDuration="4m")
+    d = decide(s, None, obs("v1", "v2"), T0)
+    assert analysis_window(s) == 240
+    assert analysis_window(s, d.rollout, at(60)) == 60
+    assert analysis_window(s, d.rollout, at(300)) == 240

@@ -36,7 +36,6 @@ from tests.fixtures.kmock_fixture import (
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 NS = "default"
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-ROUTES = "gateway.networking.k8s.io/v1/httproutes"
 
 
 class ScriptedAnalysis:
