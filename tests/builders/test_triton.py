@@ -65,6 +65,9 @@ def test_deployment_shape(settings):
     )
     assert tmpl["spec"]["terminationGracePeriodSeconds"] > 5 + exit_timeout
     pod = tmpl["spec"]
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert spread["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
     assert pod["securityContext"]["runAsUser"] == 1000
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert c["securityContext"]["readOnlyRootFilesystem"] is True

@@ -203,6 +203,16 @@ def build_deployment(
     affinity = prune_empty(serving.affinity or {})
     if affinity:
         pod_spec["affinity"] = affinity
+    # Replicas of a version prefer different nodes, so one node going away does not take
+    # the whole version with it (a preference: a one-node cluster still schedules them).
+    pod_spec["topologySpreadConstraints"] = [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": L.selector(lm_name, plan.name)},
+        }
+    ]
 
     pod_labels = L.labels(lm_name, plan.name)
     if routed is not None:
