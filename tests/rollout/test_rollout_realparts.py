@@ -158,3 +158,30 @@ def test_no_traffic_is_inconclusive_and_says_why(env):
     result = analyse(spec.rollout.analysis, NS, LM, "v9", "v1", 3.0)
     assert result.verdict == "inconclusive"
     assert result.reasons == ["v9 served 0 requests in 3s < minRequests 10"]
+
+
+def test_latency_and_queue_gates_quote_measured_values(env):
+    """Thresholds below what a CPU Triton can do fail the step, naming value and threshold."""
+    import time
+
+    from lmo.analysis import analyse
+
+    servers, behavior, _ = env
+    set_behavior(behavior["v2"])
+    load = LoadLoop({v: s.http_address for v, s in servers.items()}).start()
+    load.route({"v1": 50, "v2": 50})
+    try:
+        time.sleep(3)
+        strict = canary_spec().rollout.analysis.model_copy(
+            update={"max_latency_p99_ms": 0.001, "max_queue_time_ms": 0.000001}
+        )
+        result = analyse(strict, NS, LM, "v2", "v1", 3.0)
+    finally:
+        load.stop()
+    assert result.verdict == "fail", result
+    m = result.measurements
+    assert m["latency_mean_ms"] > 0.001 and m["queue_time_ms"] > 0 and m["error_ratio"] == 0.0
+    text = " ".join(result.reasons)
+    # Triton 2.51 exports no latency histograms by default: the mean is used, and said so
+    assert f"mean latency (no histograms) {m['latency_mean_ms']:.1f}ms > maxLatencyP99Ms 0.001" in text
+    assert "> maxQueueTimeMs 1e-06" in text
