@@ -550,6 +550,7 @@ def run_onnx(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         so = ort.SessionOptions()
         so.intra_op_num_threads = max(1, min(2, os.cpu_count() or 1))
         so.log_severity_level = 3
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                      if p in ort.get_available_providers()]
         sess = ort.InferenceSession(str(path), so, providers=providers)

@@ -37,6 +37,10 @@ class TritonPythonModel:
             threads = int(os.environ.get("LMO_ORT_THREADS", "0"))
             if threads:
                 opts.intra_op_num_threads = threads
+            # Busy-waiting worker threads burn a pod's CPU quota (CFS throttling) and, on a
+            # shared machine, the cores other processes need; LMO_ORT_SPIN=1 re-enables it.
+            if os.environ.get("LMO_ORT_SPIN", "0") != "1":
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             providers = ["CPUExecutionProvider"]
             if args.get("model_instance_kind") == "GPU" and (
                 "CUDAExecutionProvider" in ort.get_available_providers()
