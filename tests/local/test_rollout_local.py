@@ -47,7 +47,7 @@ def wait_for(up: LmoUp, predicate, timeout: float = 60.0) -> dict:
     raise AssertionError(f"timed out; last status: {status}\n{up.output()}")
 
 
-def test_canary_rolls_back_on_a_failed_gate_then_succeeds(
+def test_appending_a_version_starts_a_canary_that_rolls_back_then_succeeds(
     tmp_path, sentiment_checkpoints, convert_cache
 ):
     rollout = {
@@ -55,20 +55,22 @@ def test_canary_rolls_back_on_a_failed_gate_then_succeeds(
         "analysis": {"prometheusUrl": "http://unused.local:9090", "minRequests": 5,
                      "maxErrorRate": 0.01, "maxLatencyP99Ms": 0.001},
     }
-    file = write_lm(
-        tmp_path / "canary.yaml", "canary",
-        [{"name": "v1", "checkpoint": {"uri": rel(sentiment_checkpoints["v1"], tmp_path)},
-          "traffic": 100},
-         {"name": "v2", "checkpoint": {"uri": rel(sentiment_checkpoints["v2"], tmp_path)},
-          "traffic": 0}],
-        rollout=rollout,
-    )
+    v1 = {"name": "v1", "checkpoint": {"uri": rel(sentiment_checkpoints["v1"], tmp_path)},
+          "traffic": 100}
+    v2 = {"name": "v2", "checkpoint": {"uri": rel(sentiment_checkpoints["v2"], tmp_path)},
+          "traffic": 0}
+    file = write_lm(tmp_path / "canary.yaml", "canary", [v1], rollout=rollout)
     up = LmoUp(file, tmp_path / "work", convert_cache).start()
     try:
         with Load(up.url):
-            # An impossible latency gate: the first step fails, all traffic goes back to v1.
-            status = wait_for(up, lambda s: (s.get("rollout") or {}).get("phase") == "RolledBack")
+            assert up.status()["trafficSummary"] == "v1=100"
+            # Append v2 while running: it is converted and started, then the canary begins.
+            # An impossible latency gate fails the first step: all traffic back to v1.
+            write_lm(file, "canary", [v1, v2], rollout=rollout)
+            status = wait_for(up, lambda s: (s.get("rollout") or {}).get("phase") == "RolledBack",
+                              timeout=120)
             assert status["trafficSummary"] == "v1=100,v2=0"
+            assert status["readyVersions"] == "2/2"
             analysis = status["rollout"]["lastAnalysis"]
             assert analysis["verdict"] == "fail"
             assert any("maxLatencyP99Ms" in r for r in analysis["reasons"])

@@ -1,0 +1,98 @@
+"""`lmo status` and the traffic commands against an API server (the KMock emulator).
+
+The commands use the official kubernetes client with a kubeconfig, as a user would; they
+are synchronous, so they run in a thread beside the emulator's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import yaml
+
+from lmo.cli import main
+from tests.fixtures.kmock_fixture import LM_RESOURCE, start_cluster
+
+SPEC = {
+    "task": "text-classification",
+    "versions": [
+        {"name": "v1", "checkpoint": {"uri": "s3://models/sentiment/v1/"}, "traffic": 100},
+        {"name": "v2", "checkpoint": {"uri": "s3://models/sentiment/v2/"}, "traffic": 0},
+    ],
+    "rollout": {"strategy": "Canary", "steps": [10, 50, 100],
+                "analysis": {"prometheusUrl": "http://prometheus.monitoring:9090"}},
+}
+STATUS = {
+    "endpoint": "http://gateway.example/sentiment",
+    "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    "versions": [
+        {"name": "v1", "phase": "Ready", "traffic": 90, "replicas": 2, "readyReplicas": 2,
+         "artifact": {"uri": "s3://store/abc/", "precision": "int8", "score": 0.995,
+                      "sizeBytes": 23000000}},
+        {"name": "v2", "phase": "Ready", "traffic": 10, "replicas": 1, "readyReplicas": 1},
+    ],
+    "rollout": {"phase": "Progressing", "step": 0, "candidate": "v2", "stable": "v1",
+                "lastAnalysis": {"verdict": "pass", "step": 0, "time": "2026-01-01T00:02:00Z",
+                                 "measurements": {"error_ratio": 0.0, "requests": 120},
+                                 "reasons": ["error ratio 0.0000 (0/120) <= maxErrorRate"]}},
+}
+
+
+async def lmo(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = await asyncio.to_thread(main, list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.fixture
+def kubeconfig(tmp_path, monkeypatch):
+    def write(url: str) -> None:
+        path = tmp_path / "kubeconfig"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+            "users": [{"name": "me", "user": {"token": "not-a-secret"}}],
+            "contexts": [{"name": "test", "context": {"cluster": "kmock", "user": "me",
+                                                       "namespace": "models"}}],
+        }))
+        monkeypatch.setenv("KUBECONFIG", str(path))
+    return write
+
+
+async def test_status_and_traffic_commands_on_a_cluster(kubeconfig, capsys, tmp_path):
+    async with await start_cluster(operator=False) as (cluster, _):
+        kubeconfig(str(cluster.kmock.url))
+        await cluster.apply_lm("sentiment", SPEC, namespace="models")
+        await cluster.request(
+            "PATCH", "/apis/lmo.dev/v1alpha1/namespaces/models/languagemodels/sentiment/status",
+            {"status": STATUS}, ctype="application/merge-patch+json")
+        work = ["--work-dir", str(tmp_path)]  # no local lmo up there
+
+        rc, out, _ = await lmo(capsys, "status", "sentiment", *work)
+        assert rc == 0
+        for text in ("sentiment", "namespace models", "Ready=True", "90%", "10%", "2/2", "int8",
+                     "0.9950", "Progressing", "candidate v2", "last analysis: pass"):
+            assert text in out, (text, out)
+
+        rc, out, _ = await lmo(capsys, "set-traffic", "sentiment", "v1=80", "v2=20", *work)
+        assert rc == 0 and "rollout strategy set to Manual" in out
+        obj = cluster.get(LM_RESOURCE, "models", "sentiment")
+        assert [v["traffic"] for v in obj["spec"]["versions"]] == [80, 20]
+        assert obj["spec"]["versions"][1]["checkpoint"]["uri"] == "s3://models/sentiment/v2/"
+        assert obj["spec"]["rollout"]["strategy"] == "Manual"
+        assert obj["spec"]["rollout"]["steps"] == [10, 50, 100]  # the rest is untouched
+
+        rc, _, _ = await lmo(capsys, "promote", "v2", "sentiment", *work)
+        obj = cluster.get(LM_RESOURCE, "models", "sentiment")
+        assert [v["traffic"] for v in obj["spec"]["versions"]] == [0, 100]
+        rc, _, _ = await lmo(capsys, "rollback", "sentiment", *work)  # to status.rollout.stable
+        obj = cluster.get(LM_RESOURCE, "models", "sentiment")
+        assert [v["traffic"] for v in obj["spec"]["versions"]] == [100, 0]
+
+        rc, _, err = await lmo(capsys, "status", "nothing-here", *work)
+        assert rc == 2 and "languagemodel models/nothing-here not found" in err
+        rc, _, err = await lmo(capsys, "promote", "v7", "sentiment", *work)
+        assert rc == 2 and "'v7' is not one of v1, v2" in err
