@@ -224,3 +224,16 @@ def test_share_bounds(lo, hi, percent, expected):
     lm = model({"minReplicas": lo, "maxReplicas": hi, "engine": "KEDA" if lo == 0 else "HPA"},
                rollout=PROM if lo == 0 else None)
     assert share_bounds(lm.spec.autoscaling, percent) == expected
+
+
+def test_docs_show_the_prometheus_adapter_rules_the_code_defines():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from lmo.builders.autoscaling import prometheus_adapter_rules
+
+    text = (Path(__file__).parents[2] / "docs" / "rollouts.md").read_text()
+    block = re.search(r"```yaml\n(rules:.*?)```", text, re.S).group(1)
+    assert yaml.safe_load(block) == prometheus_adapter_rules()

@@ -185,3 +185,54 @@ def test_latency_and_queue_gates_quote_measured_values(env):
     # Triton 2.51 exports no latency histograms by default: the mean is used, and said so
     assert f"mean latency (no histograms) {m['latency_mean_ms']:.1f}ms > maxLatencyP99Ms 0.001" in text
     assert "> maxQueueTimeMs 1e-06" in text
+
+
+def test_autoscaling_queries_run_on_real_triton_metrics(env):
+    """The prometheus-adapter rules and the KEDA queries, evaluated by a real Prometheus."""
+    import time
+
+    from lmo.analysis import Prometheus
+    from lmo.builders.autoscaling import (
+        gpu_util_query,
+        inference_rate_query,
+        prometheus_adapter_rules,
+        queue_time_ms_query,
+    )
+
+    servers, behavior, prom_server = env
+    set_behavior(behavior["v2"])
+    load = LoadLoop({v: s.http_address for v, s in servers.items()}).start()
+    load.route({"v1": 50, "v2": 50})
+    prom = Prometheus(prom_server.url)
+    try:
+        time.sleep(3)
+        per_pod = {}
+        for rule in prometheus_adapter_rules()["rules"]["custom"]:
+            q = (
+                rule["metricsQuery"]
+                .replace("<<.LabelMatchers>>", f'namespace="{NS}",pod=~"{LM}-.*"')
+                .replace("<<.GroupBy>>", "namespace,pod")
+            )
+            per_pod[rule["name"]["as"]] = {labels["pod"]: v for labels, v in prom.query(q)}
+        keda = {
+            "queue": prom.query(queue_time_ms_query(NS, LM, "v2")),
+            "rate": prom.query(inference_rate_query(NS, LM, "v2")),
+            "idle": prom.query(inference_rate_query(NS, LM, "v9")),
+            "gpu": prom.query(gpu_util_query(NS, LM, "v2")),
+        }
+    finally:
+        load.stop()
+    pods = {f"{LM}-v1-abc12-xyz34", f"{LM}-v2-abc12-xyz34"}
+    # one value per pod: queue time in ms (small: one request at a time), inferences/s
+    assert set(per_pod["lmo_triton_queue_time_ms"]) == pods
+    assert all(0 < v < 1000 for v in per_pod["lmo_triton_queue_time_ms"].values())
+    assert set(per_pod["lmo_triton_inference_rate"]) == pods
+    assert all(v > 1 for v in per_pod["lmo_triton_inference_rate"].values())
+    assert per_pod["DCGM_FI_DEV_GPU_UTIL"] == {}  # valid query, no GPU exporter here
+    ((_, queue),) = keda["queue"]
+    ((_, rate),) = keda["rate"]
+    assert 0 < queue < 1000
+    # evaluated a moment apart from the adapter query, hence the tolerance
+    assert rate == pytest.approx(per_pod["lmo_triton_inference_rate"][f"{LM}-v2-abc12-xyz34"], rel=0.2)
+    assert [v for _, v in keda["idle"]] == [0.0]  # a version without pods reads as zero
+    assert keda["gpu"] == []

@@ -345,6 +345,53 @@ def build_scaled_object(
     }
 
 
+def prometheus_adapter_rules(window: str = RATE_WINDOW) -> dict[str, Any]:
+    """prometheus-adapter `rules` serving the HPA's Pods metrics (shown in docs/rollouts.md).
+
+    Queue time is a ratio per (pod, model), then the busiest model per pod; the inference
+    rate is counted at the busiest model per pod (an ensemble's steps would count a request
+    several times). The adapter fills in `<<.LabelMatchers>>` (namespace and pod) and
+    `<<.GroupBy>>` (namespace,pod).
+    """
+    def resources() -> dict[str, Any]:
+        return {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}}
+
+    lm = "<<.LabelMatchers>>"
+    by = "<<.GroupBy>>"
+    return {
+        "rules": {
+            "custom": [
+                {
+                    "seriesQuery": 'nv_inference_queue_duration_us{namespace!="",pod!="",lmo_model!=""}',
+                    "resources": resources(),
+                    "name": {"as": QUEUE_TIME_METRIC},
+                    "metricsQuery": (
+                        f"max by ({by}) ("
+                        f"sum by ({by}, model) (rate(nv_inference_queue_duration_us{{{lm}}}[{window}])) / "
+                        f"sum by ({by}, model) (rate(nv_inference_count{{{lm}}}[{window}]) > 0)"
+                        ") / 1000"
+                    ),
+                },
+                {
+                    "seriesQuery": 'nv_inference_count{namespace!="",pod!="",lmo_model!=""}',
+                    "resources": resources(),
+                    "name": {"as": INFERENCE_RATE_METRIC},
+                    "metricsQuery": (
+                        f"max by ({by}) (sum by ({by}, model) "
+                        f"(rate(nv_inference_count{{{lm}}}[{window}])))"
+                    ),
+                },
+                {
+                    "seriesQuery": f'{GPU_UTIL_METRIC}{{namespace!="",pod!=""}}',
+                    "resources": resources(),
+                    "name": {"as": GPU_UTIL_METRIC},
+                    "metricsQuery": f"avg by ({by}) ({GPU_UTIL_METRIC}{{{lm}}})",
+                },
+            ]
+        }
+    }
+
+
 def build_autoscaler(
     lm: LanguageModel,
     owner: Owner,
