@@ -75,6 +75,26 @@ def is_subset(desired: Any, observed: Any) -> bool:
     return desired == observed
 
 
+def merge_diff(old: Any, new: Any) -> Any:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`.
+
+    Changed keys carry their new value (dicts recursively, lists whole), removed keys are
+    null. Equal inputs give {}.
+    """
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    out: dict[str, Any] = {}
+    for key, value in new.items():
+        if key not in old:
+            out[key] = value
+        elif old[key] != value:
+            out[key] = merge_diff(old[key], value)
+    for key in old:
+        if key not in new:
+            out[key] = None
+    return out
+
+
 def api_path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
     """`/api/v1/namespaces/ns/pods/name` or `/apis/group/version/...`."""
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
@@ -277,19 +297,16 @@ class Kube:
     ) -> bool:
         """Merge-patch the status subresource to `status`; False when it is already equal.
 
-        Top-level status keys that disappeared are sent as null (a merge patch removes them).
+        The patch is the RFC 7386 difference (`merge_diff`): only what changed, with null for
+        every key that disappeared at any depth, so no stale field survives.
         """
         observed = observed or {}
         if status == observed:
             return False
-        body = dict(status)
-        for key in observed:
-            if key not in status:
-                body[key] = None
         await self.request(
             "PATCH",
             api_path(api_version, plural, namespace, name) + "/status",
-            body={"status": body},
+            body={"status": merge_diff(observed, status)},
             content_type=MERGE_PATCH,
             kind="status",
         )

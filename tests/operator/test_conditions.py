@@ -8,7 +8,7 @@ import pytest
 
 from lmo import conditions as C
 from lmo.api import Condition
-from lmo.kube import api_path, is_subset
+from lmo.kube import api_path, is_subset, merge_diff
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 T1 = T0 + timedelta(minutes=5)
@@ -104,3 +104,17 @@ def test_api_paths():
     assert api_path("v1", "pods", "ns", "p") == "/api/v1/namespaces/ns/pods/p"
     assert api_path("apps/v1", "deployments", "ns") == "/apis/apps/v1/namespaces/ns/deployments"
     assert api_path("v1", "namespaces", None, "x") == "/api/v1/namespaces/x"
+
+
+@pytest.mark.parametrize(
+    "old, new, patch",
+    [
+        ({"a": 1}, {"a": 1}, {}),
+        ({"a": 1, "b": 2}, {"a": 1}, {"b": None}),  # removed keys are nulled
+        ({"r": {"candidate": "v2", "step": 1}}, {"r": {"step": 2}}, {"r": {"candidate": None, "step": 2}}),
+        ({"l": [1, 2]}, {"l": [1]}, {"l": [1]}),  # lists are replaced whole
+        ({}, {"x": {"y": 1}}, {"x": {"y": 1}}),
+    ],
+)
+def test_merge_diff(old, new, patch):
+    assert merge_diff(old, new) == patch
