@@ -13,8 +13,8 @@ Nothing comes from a model hub:
                     (`tests/fixtures/checkpoints.py`, shared with the runtime tests; random
                     weights make next-token margins so small that INT8 comparisons look poor).
 
-Usage: `python examples/make_checkpoints.py [--out DIR] [--only NAME ...]`. Existing
-checkpoints are kept. The `make_*` functions are importable (tests use them) and need no
+Usage: `python examples/make_checkpoints.py [--out DIR] [--only NAME ...] [--for YAML ...]`
+(`--for examples/minilm.yaml` makes only what that file uses). Existing checkpoints are kept. The `make_*` functions are importable (tests use them) and need no
 pytest.
 """
 
@@ -123,7 +123,7 @@ def make_tiny_gpt2(dest: Path, seed: int = 0) -> Path:
 
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    make_gpt2_checkpoint(tmp, seed=seed)
+    make_gpt2_checkpoint(tmp, seed=seed, steps=150)
     tmp.rename(dest)
     return dest
 
@@ -147,12 +147,28 @@ MAKERS = {
 }
 
 
+def needed_by(yaml_file: Path) -> list[str]:
+    """Names of the checkpoints (`file://checkpoints/<name>`) a YAML file refers to."""
+    import re
+
+    names = re.findall(r"file://checkpoints/([\w.-]+)", Path(yaml_file).read_text())
+    unknown = sorted(set(names) - set(MAKERS))
+    if unknown:
+        raise SystemExit(f"{yaml_file}: no maker for checkpoints {', '.join(unknown)}")
+    return list(dict.fromkeys(names))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write them")
     parser.add_argument("--only", nargs="*", choices=sorted(MAKERS), help="just these")
+    parser.add_argument("--for", dest="files", nargs="*", type=Path, metavar="YAML",
+                        help="just the checkpoints these example files use")
     args = parser.parse_args(argv)
-    for name in args.only or MAKERS:
+    names = list(args.only or [])
+    for f in args.files or []:
+        names += needed_by(f)
+    for name in names or MAKERS:
         dest = args.out / name
         print(f"{name}: ", end="", flush=True)
         MAKERS[name](dest)

@@ -142,3 +142,15 @@ def test_docs_api_md_is_generated_from_the_api():
         "docs/api.md is stale: run `python -m lmo.local.apidoc > docs/api.md`")
     for field in ("accuracyGate", "stepDuration", "abTest", "maxOutputDrift"):
         assert f"`{field}`" in out
+
+
+def test_cluster_examples_parse_and_render_without_local_paths():
+    files = sorted((ROOT / "examples" / "cluster").glob("*.yaml"))
+    assert files
+    for f in files:
+        assert "file://" not in f.read_text(), f.name
+        assert load_file(f)
+        out = subprocess.run([sys.executable, "-m", "lmo.cli", "render", "-f", str(f)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "kind: Deployment" in out.stdout and "kind: HTTPRoute" in out.stdout

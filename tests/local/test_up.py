@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -184,7 +185,8 @@ def test_bad_yaml_gives_the_cluster_message(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_sigint_stops_every_process(tmp_path, sentiment_checkpoints, convert_cache):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_every_process(sig, tmp_path, sentiment_checkpoints, convert_cache):
     file = write_lm(tmp_path / "one.yaml", "solo",
                     [{"name": "v1", "checkpoint": {"uri": rel(sentiment_checkpoints["v1"],
                                                               tmp_path)}}])
@@ -193,6 +195,6 @@ def test_sigint_stops_every_process(tmp_path, sentiment_checkpoints, convert_cac
 
     kids = descendants(up.proc.pid)
     assert kids, "lmo up should have started a Triton server"
-    assert up.stop() == 0  # stop() asserts every descendant is gone
+    assert up.stop(sig) == 0  # stop() asserts every descendant is gone
     assert not (tmp_path / "work" / "up.json").exists()
     assert "stopped" in up.output()

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     target = resolve(args)
     if target.local:
         status = local_get(target.url, "/lmo/status")
-        name, task, where = status.get("name", "?"), status.get("task", "?"), target.url
+        name, task, where = status.get("name", "?"), status.get("task", "?"), "lmo up"
     else:
         obj = get_lm(target)
         status = dict(obj.get("status") or {})
