@@ -279,9 +279,13 @@ class BertFamily:
             import onnx
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
+            # Quantize the plain export: ORT then fuses the quantized graph itself at load,
+            # measured ~10% faster at batch 32 than quantizing the offline-fused graph
+            # (same cosine, same size).
+            raw = Path(loaded.extra.get("raw_onnx") or src)
             with _quiet_root_logger():
                 quantize_dynamic(
-                    str(src), str(out), per_channel=True, weight_type=QuantType.QInt8,
+                    str(raw), str(out), per_channel=True, weight_type=QuantType.QInt8,
                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
                 )
         elif precision == "int8-static":
