@@ -5,7 +5,9 @@ The stable (v1) and the candidate (v2) are real tritonservers serving the lmo en
 load loop sends requests at the weights `decide` routes. A good candidate walks every step to
 100%; one that drifts (same speed, no errors, different answers) is stopped by the golden
 replay; one that fails a third of its requests is rolled back on the Prometheus error ratio.
-(Scenarios run in this order so no window sees an earlier scenario's errors.)
+BlueGreen checks a candidate at 0% by golden replay, then switches at once. The latency and
+queue gates and the autoscaling queries (prometheus-adapter rules, KEDA triggers) run on the
+same real metrics. (Scenarios run in file order so no window sees an earlier one's errors.)
 """
 
 from __future__ import annotations
@@ -82,12 +84,20 @@ def serving(spec: LanguageModelSpec) -> list[VersionObservation]:
     return [VersionObservation(v.name, True, desired_key(spec, v.name)) for v in spec.versions]
 
 
-def run(env, **candidate_behavior):
+def blue_green_spec() -> LanguageModelSpec:
+    """BlueGreen without mirrored traffic: judged on golden replay alone (minRequests 0)."""
+    spec = canary_spec().model_dump(by_alias=True, exclude_none=True)
+    spec["rollout"].update(strategy="BlueGreen", stepDuration="2s", scaleDownDelay="1m")
+    spec["rollout"]["analysis"]["minRequests"] = 0
+    return LanguageModelSpec.model_validate(spec)
+
+
+def run(env, spec: LanguageModelSpec | None = None, **candidate_behavior):
     servers, behavior, _ = env
     set_behavior(behavior["v2"], **candidate_behavior)
     urls = {v: s.http_address for v, s in servers.items()}
     load = LoadLoop(urls).start()
-    spec = canary_spec()
+    spec = spec or canary_spec()
     try:
         return (
             *drive(
@@ -236,3 +246,18 @@ def test_autoscaling_queries_run_on_real_triton_metrics(env):
     assert rate == pytest.approx(per_pod["lmo_triton_inference_rate"][f"{LM}-v2-abc12-xyz34"], rel=0.2)
     assert [v for _, v in keda["idle"]] == [0.0]  # a version without pods reads as zero
     assert keda["gpu"] == []
+
+
+def test_blue_green_never_switches_to_a_drifted_candidate(env):
+    status, steps, load = run(env, blue_green_spec(), drift=0.7)
+    assert status.phase == "RolledBack", status.message
+    assert routes(steps) == [{"v1": 100, "v2": 0}]
+    assert load.sent.get("v2", 0) == 0  # users never saw it; only the golden replay did
+    assert "output drift" in status.message
+
+
+def test_blue_green_switches_all_traffic_at_once_after_its_checks(env):
+    status, steps, load = run(env, blue_green_spec())
+    assert status.phase == "Succeeded" and status.stable == "v2", status.message
+    assert routes(steps) == [{"v1": 100, "v2": 0}, {"v1": 0, "v2": 100}]
+    assert status.last_analysis["measurements"]["output_drift"] < 1e-6
