@@ -24,8 +24,9 @@ Per version:
 Traffic comes from `lmo.rollout.decide` (Manual: the spec's weights; Canary/BlueGreen: the
 state machine, with Prometheus analysis from `lmo.analysis` when a step's hold elapsed).
 Only versions with a Deployment are routed; `status.versions[].traffic` is what the route
-really sends (HTTPRoute weights are relative, so the shares of routed versions are
-normalised to 100).
+really sends: HTTPRoute weights are relative, so the shares of routed versions are
+normalised to 100; with provider Service (no autoscaling) it is each version's share of the
+pods behind the one Service (`lmo.builders.traffic.service_replicas`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from lmo.api import (
     LanguageModel,
     Phase,
     RolloutStatus,
+    RoutingProvider,
     SpecError,
     parse,
 )
@@ -65,6 +67,8 @@ from lmo.builders import (
     endpoint,
 )
 from lmo.builders.conversion import job_name
+from lmo.builders.traffic import routed as routed_plans
+from lmo.builders.traffic import service_replicas
 from lmo.conditions import Reason
 from lmo.kube import Kube, Ref, is_subset
 from lmo.settings import OperatorSettings
@@ -351,6 +355,11 @@ class Reconciler:
             )
             for st in states
         ]
+        if spec.routing.provider == RoutingProvider.SERVICE.value and spec.autoscaling is None:
+            # one Service over the routed pods: each version's share is its share of the pods
+            active = {p.name for p in routed_plans(plans)}
+            pods = service_replicas(lm, plans)
+            routed = _normalise({n: c for n, c in pods.items() if n in active})
         desired = build_children(lm, owner, self.settings, plans)
         blocked = {st.name for st in states if st.blocked}
 

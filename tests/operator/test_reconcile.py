@@ -146,3 +146,20 @@ async def test_canary_keeps_the_stable_version_until_the_candidate_is_ready(env)
     assert status["rollout"]["stable"] == "a" and status["rollout"]["candidate"] == "b"
     assert status["rollout"]["phase"] == "Waiting"
     assert result.requeue_after is not None
+
+
+async def test_service_provider_reports_the_pod_share_it_can_route(env):
+    cluster, kube = env
+    body = spec(routing={"provider": "Service"}, serving={"replicas": 2})
+    body.pop("autoscaling")
+    body["versions"][0]["traffic"], body["versions"][1]["traffic"] = 90, 10
+    await cluster.apply_lm("pods", body, NS)
+    await again(env, "pods")
+    for v in ("a", "b"):
+        await cluster.finish_job(NS, job_for(body, "pods", v), manifest_for(body, v))
+    await again(env, "pods")
+    # 90/10 over a pool of 4 pods is 3 + 1: the Service really sends 75/25
+    assert cluster.get("apps/v1/deployments", NS, "pods-a")["spec"]["replicas"] == 3
+    assert cluster.get("apps/v1/deployments", NS, "pods-b")["spec"]["replicas"] == 1
+    assert cluster.lm_status("pods")["trafficSummary"] == "a=75,b=25"
+    assert cluster.get("v1/services", NS, "pods") is not None
