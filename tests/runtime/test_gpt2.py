@@ -140,8 +140,16 @@ def test_repository_configs_parse_for_both_backends(gpt2_loaded, gpt2_fp32_artif
     assert spec["n_layer"] == 2 and spec["eos_token_id"] is not None
 
 
-def test_unsupported_precision_and_task_are_refused(gpt2_loaded, gpt2_checkpoint, tmp_path):
+def test_fp16_keeps_float32_io_and_int8_static_is_refused(gpt2_loaded, gpt2_checkpoint,
+                                                            tmp_path):
     exported = FAMILY.export(gpt2_loaded, tmp_path / "e")
+    fp16 = FAMILY.optimize(exported, "fp16", gpt2_loaded, tmp_path / "fp16", 8)
+    graph = onnx.load(str(fp16))
+    assert {i.type.tensor_type.elem_type for i in graph.graph.input[3:]} == {
+        onnx.TensorProto.FLOAT}  # clients and the cache stay float32
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
+    score = FAMILY.score(gpt2_loaded, fp16, heldout_texts(8), 0.99)
+    assert score.passed and score.details["kl"] < 1e-3
     with pytest.raises(ConversionError, match="int8-static is not supported for GPT-2"):
         FAMILY.optimize(exported, "int8-static", gpt2_loaded, tmp_path / "o", 8)
     with pytest.raises(ConversionError, match="text-generation"):
