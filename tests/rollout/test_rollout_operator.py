@@ -169,6 +169,10 @@ async def test_canary_walks_steps_and_promotes(env, scripted):
         {"v1": 80, "v2": 20}, {"v1": 50, "v2": 50}, {"v2": 100},
     ]
     assert [c[1:3] for c in scripted.calls if c[0] == "walk"] == [("v2", "v1")] * 3
+    # one route write per weight change: reconciles in between (status, child events) re-apply
+    # nothing
+    route_writes = cluster.writes(name="walk", resource="gateway.networking.k8s.io/v1/httproutes")
+    assert route_writes == len(route_history(cluster, "walk"))
     ev = events(cluster, "walk")
     assert len(ev["RolloutStep"]) == 3 and all(e["count"] == 1 for e in ev["RolloutStep"])
     assert ev["RolloutSucceeded"][0]["count"] == 1
