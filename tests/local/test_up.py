@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 
@@ -198,3 +199,37 @@ def test_a_signal_stops_every_process(sig, tmp_path, sentiment_checkpoints, conv
     assert up.stop(sig) == 0  # stop() asserts every descendant is gone
     assert not (tmp_path / "work" / "up.json").exists()
     assert "stopped" in up.output()
+
+
+def test_a_taken_port_is_refused_before_any_conversion(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "lmo.cli", "up", "-f", str(ROOT / "examples/tiny-bert.yaml"),
+             "--port", str(port), "--work-dir", str(tmp_path)],
+            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2
+    assert f"--port {port}: cannot listen" in proc.stderr and "--port 0" in proc.stderr
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_json_endpoint_explains_mistakes(ab_up):
+    def status_and_error(path: str, body: bytes) -> tuple[int, str]:
+        try:
+            post(ab_up.url + path, body)
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())["error"]
+        raise AssertionError("expected an error")
+
+    assert status_and_error("/v1/fill-mask", b'{"text": "x"}') == (
+        404, "this model does its task at /v1/text-classification, not /v1/fill-mask")
+    code, msg = status_and_error("/v1/text-classification", b"not json")
+    assert code == 400 and '{"text": "hello"}' in msg
+    code, msg = status_and_error("/v1/text-classification", b'{"text": 3}')
+    assert code == 400 and 'field "text"' in msg
+    code, msg = status_and_error("/lmo/traffic", b'{"weights": {"v1": 60, "v2": 30}}')
+    assert code == 400 and "sum to 100" in msg

@@ -88,7 +88,11 @@ class FrontDoor:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError:
+            await self.stop()
+            raise
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._ticker = asyncio.create_task(self._tick_forever())
         return self.port
@@ -236,7 +240,7 @@ class FrontDoor:
         single = isinstance(texts, str)
         if single:
             texts = [texts]
-        if not texts or not all(isinstance(t, str) for t in texts):
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             return _error(400, 'field "text" must be a string or a list of strings')
         inputs = [{"name": "TEXT", "shape": [len(texts), 1], "datatype": "BYTES",
                    "data": list(texts)}]

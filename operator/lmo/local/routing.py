@@ -68,8 +68,8 @@ class Router:
     def _weighted(self) -> str:
         live = {v: w for v, w in self.weights.items() if w > 0 and v in self.available}
         if not live:
-            # Nothing with traffic can answer: fall back to any ready version rather than
-            # failing, as a gateway with a ready backend of weight 0 would not; say so.
+            # Nothing with traffic can answer (e.g. its server is restarting): answer from a
+            # ready version rather than fail; x-lmo-version tells the client which.
             if not self.available:
                 raise LookupError("no version is ready")
             live = {v: 1 for v in sorted(self.available)}

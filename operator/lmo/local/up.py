@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.file).resolve()
     work_dir = Path(args.work_dir).resolve()
     lm = _load_one(path)
+    _check_port(args.host, args.port)
     flavour = server_flavour()
     _say(f"{lm.metadata.name}: {lm.spec.task}, {len(lm.spec.versions)} version(s); "
          f"{flavour.describe()}")
@@ -214,6 +216,21 @@ def run(args: argparse.Namespace) -> int:
         remove_state(work_dir)
     _say("stopped")
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before converting anything when the front door's port is taken."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise UserError(
+                f"--port {port}: cannot listen on {host}:{port} ({err.strerror}); pick "
+                f"another port or --port 0 for any free one"
+            ) from None
 
 
 def _loop_factory():
