@@ -273,8 +273,8 @@ def bench_gpt2(rounds: int, work: Path) -> str:
     return text
 
 
-def _triton_clients(server, texts: list[str], clients: int, per_client: int, protocol: str):
-    """Requests/s of `clients` threads, each sending `per_client` one-text requests."""
+def _triton_clients(server, texts: list[str], clients: int, seconds: float, protocol: str):
+    """Requests/s of `clients` threads sending one-text requests back to back for `seconds`."""
     import threading
 
     import numpy as np
@@ -293,27 +293,58 @@ def _triton_clients(server, texts: list[str], clients: int, per_client: int, pro
         tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
         return client.infer("feature_extraction", [tensor]).as_numpy("EMBEDDING")
 
-    conns = [module.InferenceServerClient(address) for _ in range(clients)]
-    for c in conns:
-        one_request(c, texts[0])
     barrier = threading.Barrier(clients + 1)
+    errors: list[BaseException] = []
+    deadline = [float("inf")]
+    done = [0] * clients
 
-    def work(client, k):
-        barrier.wait()
-        for i in range(per_client):
-            one_request(client, texts[(k + i) % len(texts)])
+    def work(k):
+        # one client per thread, created in it: the HTTP client (gevent) is bound to its thread
+        client = module.InferenceServerClient(address)
+        try:
+            one_request(client, texts[0])
+            barrier.wait()
+            i = 0
+            while time.perf_counter() < deadline[0]:
+                one_request(client, texts[(k + i) % len(texts)])
+                i += 1
+            done[k] = i
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller below
+            errors.append(exc)
+            barrier.abort()
+        finally:
+            client.close()
 
-    threads = [threading.Thread(target=work, args=(c, k)) for k, c in enumerate(conns)]
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(clients)]
     for t in threads:
         t.start()
-    barrier.wait()
     start = time.perf_counter()
+    deadline[0] = start + seconds + 3600  # released below, once every client is connected
+    try:
+        barrier.wait()
+        start = time.perf_counter()
+        deadline[0] = start + seconds
+    except threading.BrokenBarrierError:
+        deadline[0] = 0.0
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
-    for c in conns:
-        c.close()
-    return clients * per_client / elapsed
+    if errors:
+        raise RuntimeError(f"{len(errors)} client(s) failed: {errors[0]!r}")
+    return sum(done) / elapsed
+
+
+def _triton_counts(server, model: str = "feature_extraction") -> tuple[float, float]:
+    """(nv_inference_count, nv_inference_exec_count) of `model`: rows and executions."""
+    import urllib.request
+
+    with urllib.request.urlopen(server.metrics_url, timeout=5) as r:
+        text = r.read().decode()
+    out = []
+    for metric in ("nv_inference_count", "nv_inference_exec_count"):
+        pattern = rf'^{metric}\{{[^}}]*model="{model}"[^}}]*\}} (\S+)$'
+        out.append(sum(float(v) for v in re.findall(pattern, text, re.M)))
+    return out[0], out[1]
 
 
 def _triton_batch(server, texts: list[str], protocol: str) -> Callable[[], object]:
@@ -391,33 +422,40 @@ def bench_triton(rounds: int, work: Path) -> str:
         return session.run(None, {k: v for k, v in feed.items() if k in names})
 
     texts = heldout_texts(32)
-    per_client = max(8, rounds * 2)
-    results: dict[str, float] = {}
-    start = time.perf_counter()
-    n_single = 0
-    while time.perf_counter() - start < 3:
-        direct([texts[n_single % 32]])
-        n_single += 1
-    results["direct 1 caller req/s"] = n_single / (time.perf_counter() - start)
-    batch_runs = {"direct": lambda: direct(texts)}
-    for label, repo in repos.items():
-        with TritonServer(repo) as server:
-            if label == "dynamic batching":
-                batch_runs["http"] = _triton_batch(server, texts, "http")
-                batch_runs["grpc"] = _triton_batch(server, texts, "grpc")
-                b32 = _interleaved(batch_runs, rounds)
-                del batch_runs["http"], batch_runs["grpc"]
+    seconds = 2.0
+    results: dict[str, list[float]] = {}
+    batch_runs: dict[str, Callable[[], object]] = {"direct": lambda: direct(texts)}
+    with TritonServer(repos["dynamic batching"]) as batched, \
+            TritonServer(repos["no batching"]) as plain:
+        servers = {"dynamic batching": batched, "no batching": plain}
+        batch_runs["http"] = _triton_batch(batched, texts, "http")
+        batch_runs["grpc"] = _triton_batch(batched, texts, "grpc")
+        b32 = _interleaved(batch_runs, rounds)
+        # rounds of every configuration in turn, so that machine noise hits all alike
+        for _ in range(max(2, rounds // 5)):
+            start, count = time.perf_counter(), 0
+            while time.perf_counter() - start < seconds:
+                direct([texts[count % 32]])
+                count += 1
+            results.setdefault("direct 1 caller", []).append(
+                count / (time.perf_counter() - start))
             for protocol in ("http", "grpc"):
                 for clients in (1, 16):
-                    key = f"{protocol} {clients} clients {label}"
-                    results[key] = _triton_clients(server, texts, clients,
-                                                   per_client * (1 if clients > 1 else 4),
-                                                   protocol)
+                    for label, server in servers.items():
+                        key = f"{protocol} {clients} clients {label}"
+                        rows0, execs0 = _triton_counts(server)
+                        results.setdefault(key, []).append(
+                            _triton_clients(server, texts, clients, seconds, protocol))
+                        rows1, execs1 = _triton_counts(server)
+                        results.setdefault(f"{key} batch", []).append(
+                            (rows1 - rows0) / max(1.0, execs1 - execs0))
+    rates = {k: statistics.median(v) for k, v in results.items()}
     lines = [
         f"{date.today().isoformat()}, {platform.node()} ({os.cpu_count()} cores, shared "
         f"with the clients); MiniLM int8 (dynamic) in the Python backend of the nvidia-pytriton "
         f"tritonserver, onnxruntime {ort.__version__} with {THREADS} threads in both; "
-        "direct = tokenize + onnxruntime in this process; clients are threads in this process.",
+        "direct = tokenize + onnxruntime in this process; clients are threads in this process; "
+        f"median of {max(2, rounds // 5)} interleaved {seconds:.0f} s runs per row.",
         "",
         "| batch 32 (one request) | seq/s | vs direct |",
         "|---|---|---|",
@@ -425,16 +463,17 @@ def bench_triton(rounds: int, work: Path) -> str:
     for k in ("direct", "http", "grpc"):
         lines.append(f"| {k} | {32 / b32[k]:.0f} | {b32['direct'] / b32[k]:.2f}x |")
     lines += ["", "| one text per request | no batching req/s | dynamic batching req/s | "
-              "batching gain |", "|---|---|---|---|",
-              f"| direct, 1 caller | {results['direct 1 caller req/s']:.0f} | - | - |"]
+              "batching gain | mean executed batch |", "|---|---|---|---|---|",
+              f"| direct, 1 caller | {rates['direct 1 caller']:.0f} | - | - | - |"]
     for protocol in ("http", "grpc"):
         for clients in (1, 16):
-            off = results[f"{protocol} {clients} clients no batching"]
-            on = results[f"{protocol} {clients} clients dynamic batching"]
+            off = rates[f"{protocol} {clients} clients no batching"]
+            on = rates[f"{protocol} {clients} clients dynamic batching"]
+            size = rates[f"{protocol} {clients} clients dynamic batching batch"]
             lines.append(f"| {protocol}, {clients} clients | {off:.0f} | {on:.0f} | "
-                         f"{on / off:.2f}x |")
-    ratio = b32["direct"] / min(b32["http"], b32["grpc"])
-    gain = min(results[f"{p} 16 clients dynamic batching"] / results[f"{p} 16 clients no batching"]
+                         f"{on / off:.2f}x | {size:.1f} |")
+    ratio = b32["direct"] / max(b32["http"], b32["grpc"])  # the slower protocol
+    gain = min(rates[f"{p} 16 clients dynamic batching"] / rates[f"{p} 16 clients no batching"]
                for p in ("http", "grpc"))
     lines.append("")
     lines.append(
@@ -460,8 +499,8 @@ def _cpu_flags() -> list[str]:
 
 SECTIONS: dict[str, tuple[str, Callable[[int, Path], str]]] = {
     "minilm": ("## Runtime: MiniLM", bench_minilm),
-    "gpt2": ("## Runtime: GPT-2 and Triton", bench_gpt2),
-    "triton": ("## Runtime: Triton serving", bench_triton),
+    "gpt2": ("## Runtime: GPT-2 and Triton: decoding", bench_gpt2),
+    "triton": ("## Runtime: GPT-2 and Triton: serving", bench_triton),
 }
 
 
