@@ -16,7 +16,6 @@ from lmo import logs
 from lmo.cli import build_parser
 from tests.fixtures.kmock_fixture import job_for, start_cluster
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -56,6 +55,7 @@ def test_json_logs_carry_the_object(capsys):
         root.setLevel(saved[1])
 
 
+@pytest.mark.asyncio(loop_scope="module")
 async def test_operator_process_reconciles_through_a_kubeconfig(tmp_path):
     async with await start_cluster(operator=False) as (cluster, _):
         cfg = tmp_path / "kubeconfig"

@@ -304,7 +304,6 @@ async def test_delete_removes_children_through_owner_references(cluster: Cluster
         assert mine(cluster, resource, lm) == set()
     # a reconcile already under way may still apply a child; its owner is gone, so the
     # garbage collector removes it again, and the operator stops looking at the object
-    await cluster.wait(lambda: reads(cluster, lm) == reads(cluster, lm), what="nothing")
     await asyncio.sleep(1.0)
     for resource in (DEPLOYMENTS, SERVICES, HPAS, ROUTES, JOBS):
         assert mine(cluster, resource, lm) == set()
