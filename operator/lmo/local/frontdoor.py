@@ -321,7 +321,10 @@ class FrontDoor:
         if decision.analyse:
             result = await self.analyse(now)
             c.decide(now, result)
-            c.mark(await self.snapshots(), now)
+            # A new step (or a held one) restarts the window; an early check that passes
+            # keeps it, so the next check still judges the whole elapsed part of the step.
+            if c.needs_mark():
+                c.mark(await self.snapshots(), now)
 
     async def snapshots(self) -> dict[str, Snapshot]:
         out = {}
