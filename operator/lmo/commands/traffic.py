@@ -32,7 +32,8 @@ def add_rollback_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_set_traffic_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("weights", nargs="+", metavar="[NAME] VERSION=PERCENT",
+    parser.usage = "lmo set-traffic [NAME] VERSION=PERCENT [VERSION=PERCENT ...] [options]"
+    parser.add_argument("weights", nargs="+", metavar="VERSION=PERCENT",
                         help="e.g. `chat v1=90 v2=10` on a cluster, `v1=90 v2=10` locally "
                         "(versions not named get 0)")
     add_target_arguments(parser, name=False)
