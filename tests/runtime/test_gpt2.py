@@ -159,3 +159,11 @@ def test_fp16_keeps_float32_io_and_int8_static_is_refused(gpt2_loaded, gpt2_chec
 def test_golden_replays_greedy_continuations(gpt2_loaded):
     golden = FAMILY.golden(gpt2_loaded, heldout_texts(2))
     assert golden.outputs == [greedy_text(gpt2_loaded, p, 8) for p in golden.inputs]
+
+
+def test_too_large_for_one_onnx_file_is_refused(gpt2_loaded, tmp_path, monkeypatch):
+    from lmo_runtime.families import gpt2
+
+    monkeypatch.setattr(gpt2, "ONNX_SINGLE_FILE_LIMIT", 1000)
+    with pytest.raises(ConversionError, match="too large for a single-file ONNX export"):
+        FAMILY.export(gpt2_loaded, tmp_path)

@@ -51,6 +51,7 @@ STREAM_MODEL = "text_generation_stream"
 GOLDEN_MAX_TOKENS = 8
 DEFAULT_MAX_TOKENS = 32
 TEXTGEN_FILES = ("textgen.py",)
+ONNX_SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB, less room for the graph itself
 
 
 def _torch():
@@ -233,6 +234,16 @@ class Gpt2Family:
         work_dir.mkdir(parents=True, exist_ok=True)
         spec = spec_of(loaded)
         n_layer, heads, head_dim = spec["n_layer"], spec["n_head"], spec["head_dim"]
+        # The exporter stores the tied embedding twice (Gather and lm_head MatMul).
+        size = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+        size += loaded.model.lm_head.weight.numel() * loaded.model.lm_head.weight.element_size()
+        if size > ONNX_SINGLE_FILE_LIMIT:
+            raise ConversionError(
+                f"checkpoint is too large for a single-file ONNX export ({size / 2**30:.1f} GiB "
+                f"> {ONNX_SINGLE_FILE_LIMIT / 2**30:.1f} GiB with the tied embedding stored "
+                "twice); GPT-2 models up to gpt2-medium (355M) convert, larger ones need external ONNX "
+                "data which this converter does not write yet (issue #3)"
+            )
         decoder = _decoder_module(_linearize(loaded.model), n_layer)
         batch, past_len, new = 2, 3, 4  # trace with a non-empty past; prefill works too
         vocab = spec["vocab_size"]
