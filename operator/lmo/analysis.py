@@ -5,10 +5,11 @@
 * requests and failures: `increase()` of `nv_inference_request_success` and
   `nv_inference_request_failure` per model, taken at the model with the most requests (the
   entry model; an ensemble's composing models would otherwise count a request twice);
-* latency: p99 from `nv_inference_request_duration` histograms or a
-  `nv_inference_request_summary_us` summary when Triton exports one, else the mean request
-  duration (`nv_inference_request_duration_us` / `nv_inference_count`), per model, the
-  slowest model (the entry model's duration includes its composing models);
+* latency: p99 from `nv_inference_request_duration` histograms or the
+  `nv_inference_request_summary_us{quantile="0.99"}` summary (Triton 2.51 exports it with
+  `--metrics-config summary_latencies=true`; the highest value seen in the window), else
+  the mean request duration (`nv_inference_request_duration_us` / `nv_inference_count`), per
+  model, the slowest model (the entry model's duration includes its composing models);
 * queue time: `nv_inference_queue_duration_us` / `nv_inference_count`, per model, the worst.
 
 Series are selected with the labels every Triton pod's scrape carries (the chart relabels the

@@ -62,7 +62,9 @@ def env(tmp_path_factory, triton_servers):
     for v in ("v1", "v2"):
         behavior[v] = root / f"{v}.json"
         write_embedding_model(root / v, behavior[v])
-        servers[v] = triton_servers(root / v, [ENTRY])
+        # the candidate exports latency summaries (p99), the stable only counters (mean)
+        extra = ["--metrics-config=summary_latencies=true"] if v == "v2" else []
+        servers[v] = triton_servers(root / v, [ENTRY], extra_args=extra)
     targets = [
         Target(f"127.0.0.1:{s.metrics_port}", NS, LM, v, f"{LM}-{v}-abc12-xyz34")
         for v, s in servers.items()
@@ -171,7 +173,10 @@ def test_no_traffic_is_inconclusive_and_says_why(env):
 
 
 def test_latency_and_queue_gates_quote_measured_values(env):
-    """Thresholds below what a CPU Triton can do fail the step, naming value and threshold."""
+    """Thresholds below what a CPU Triton can do fail the step, naming value and threshold.
+
+    p99 where Triton exports latency summaries, else the mean (and the reason says which).
+    """
     import time
 
     from lmo.analysis import analyse
@@ -190,11 +195,15 @@ def test_latency_and_queue_gates_quote_measured_values(env):
         load.stop()
     assert result.verdict == "fail", result
     m = result.measurements
-    assert m["latency_mean_ms"] > 0.001 and m["queue_time_ms"] > 0 and m["error_ratio"] == 0.0
+    assert m["latency_p99_ms"] > 0.001 and m["queue_time_ms"] > 0 and m["error_ratio"] == 0.0
     text = " ".join(result.reasons)
-    # Triton 2.51 exports no latency histograms by default: the mean is used, and said so
-    assert f"mean latency (no histograms) {m['latency_mean_ms']:.1f}ms > maxLatencyP99Ms 0.001" in text
+    # the candidate's p99 comes from Triton's latency summary (summary_latencies=true)
+    assert f"p99 latency {m['latency_p99_ms']:.1f}ms > maxLatencyP99Ms 0.001" in text
     assert "> maxQueueTimeMs 1e-06" in text
+    # the stable exports no summaries or histograms (Triton's default): its mean is used
+    assert m["stable_latency_mean_ms"] > 0 and "stable_latency_p99_ms" not in m
+    swapped = analyse(strict, NS, LM, "v1", "v2", 3.0)
+    assert "mean latency (no histograms)" in " ".join(swapped.reasons)
 
 
 def test_autoscaling_queries_run_on_real_triton_metrics(env):
