@@ -79,3 +79,25 @@ def test_broken_model_fails_with_log_tail(tmp_path):
 def test_empty_repository_is_refused(tmp_path):
     with pytest.raises(TritonError, match="no model to load"):
         TritonServer(tmp_path).start()
+
+
+def test_a_tritonserver_on_path_is_preferred_as_is(tmp_path, monkeypatch):
+    """GPU images ship tritonserver: run it without the wheel's backend dir or library path."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "tritonserver"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    make_python_model(tmp_path / "repo", "scale")
+    monkeypatch.delenv("LMO_TRITONSERVER", raising=False)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    args, env = TritonServer(tmp_path / "repo").command()
+    assert args[0] == str(fake)
+    assert "--load-model=scale" in args and "--model-control-mode=explicit" in args
+    assert not any(a.startswith(("--backend-directory", "--cache-directory")) for a in args)
+    assert "nvidia_pytriton.libs" not in env.get("LD_LIBRARY_PATH", "")
+    args, _ = TritonServer(tmp_path / "repo", backend_directory="/opt/b").command()
+    assert "--backend-directory=/opt/b" in args
+    # a server that exits at once is reported with its exit code, not awaited forever
+    with pytest.raises(TritonError, match=r"exited \(code 0\)"):
+        TritonServer(tmp_path / "repo", start_timeout=10).start()
