@@ -20,7 +20,7 @@ import yaml
 
 from lmo.api import SpecError, parse
 from lmo.local.tritonmetrics import parse as parse_metrics
-from tests.local.conftest import ROOT, LmoUp, rel, write_lm
+from tests.local.conftest import ROOT, LmoUp, descendants, rel, write_lm
 
 pytestmark = pytest.mark.slow
 
@@ -192,8 +192,6 @@ def test_a_signal_stops_every_process(sig, tmp_path, sentiment_checkpoints, conv
                     [{"name": "v1", "checkpoint": {"uri": rel(sentiment_checkpoints["v1"],
                                                               tmp_path)}}])
     up = LmoUp(file, tmp_path / "work", convert_cache).start()
-    from tests.local.conftest import descendants
-
     kids = descendants(up.proc.pid)
     assert kids, "lmo up should have started a Triton server"
     assert up.stop(sig) == 0  # stop() asserts every descendant is gone
@@ -233,3 +231,31 @@ def test_json_endpoint_explains_mistakes(ab_up):
     assert code == 400 and 'field "text"' in msg
     code, msg = status_and_error("/lmo/traffic", b'{"weights": {"v1": 60, "v2": 30}}')
     assert code == 400 and "sum to 100" in msg
+
+
+def test_a_crashed_triton_server_is_restarted(tmp_path, sentiment_checkpoints, convert_cache):
+    import os
+
+    file = write_lm(tmp_path / "one.yaml", "crashy",
+                    [{"name": "v1", "checkpoint": {"uri": rel(sentiment_checkpoints["v1"],
+                                                              tmp_path)}}])
+    up = LmoUp(file, tmp_path / "work", convert_cache).start()
+    try:
+        old = up.status()["local"]["backends"]["v1"]["url"]
+        port = old.rsplit(":", 1)[1]
+        pid = next(p for p in descendants(up.proc.pid)
+                   if f"--http-port={port}" in open(f"/proc/{p}/cmdline").read().replace("\0", " "))
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            s = up.status()
+            if s["local"]["backends"]["v1"]["url"] != old and s["readyVersions"] == "1/1":
+                break
+            time.sleep(0.3)
+        assert s["local"]["backends"]["v1"]["url"] != old, up.output()
+        assert any(e["reason"] == "TritonExited" for e in s["local"]["events"])
+        status, headers, body = post(up.url + "/v1/text-classification",
+                                     json.dumps({"text": "I love it"}).encode())
+        assert status == 200 and body["label"] in ("negative", "positive")
+    finally:
+        up.stop()

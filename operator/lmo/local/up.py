@@ -11,7 +11,8 @@
 4. Serve the front door (`lmo.local.frontdoor`) on localhost: KServe v2 plus `/v1/<task>`,
    with the cluster's routing rules. Print the endpoint and a curl to paste.
 5. Watch the file: traffic, routing and rollout edits apply at once; a new or changed
-   version is converted and started in the background, then routed. Ctrl-C or SIGTERM stops
+   version is converted and started in the background, then routed. A Triton server that
+   exits is restarted (as a Deployment restarts a crashed pod). Ctrl-C or SIGTERM stops
    the front door and every Triton server it started.
 """
 
@@ -273,13 +274,41 @@ async def _serve(controller: Controller, fleet: Fleet, args: argparse.Namespace,
     print(f"\n  {curl_example(url, task)}\n"
           f"  KServe v2 / tritonclient: {url}  model {ENTRY_MODEL[task]}\n"
           f"  lmo status --local    |    Ctrl-C to stop\n", flush=True)
-    watcher = None if args.no_watch else asyncio.create_task(_watch(path, controller, fleet))
+    tasks = [asyncio.create_task(_supervise(controller, fleet))]
+    if not args.no_watch:
+        tasks.append(asyncio.create_task(_watch(path, controller, fleet)))
     try:
         await stop.wait()
     finally:
-        if watcher:
-            watcher.cancel()
+        for t in tasks:
+            t.cancel()
         await door.stop()
+
+
+async def _supervise(controller: Controller, fleet: Fleet, every: float = 2.0) -> None:
+    """Restart a Triton server that exited, as a Deployment restarts a crashed pod."""
+    while True:
+        await asyncio.sleep(every)
+        for name, server in list(fleet.servers.items()):
+            proc = server.process
+            if proc is not None and proc.poll() is None:
+                continue
+            backend = controller.backends.get(name)
+            if backend is None:
+                continue
+            code = None if proc is None else proc.returncode
+            controller.set_ready(name, False)
+            controller.event("Warning", "TritonExited",
+                             f"version {name}: Triton exited (code {code}); restarting. Log tail:"
+                             f" {server.log_tail(5)}")
+            try:
+                new = await asyncio.to_thread(fleet.start, {name: backend.artifact})
+            except UserError as err:
+                controller.event("Warning", "TritonRestartFailed", str(err))
+                continue
+            controller.backends.update(new)
+            controller.set_ready(name, True)
+            await asyncio.to_thread(fleet.stop_retired)
 
 
 async def _watch(path: Path, controller: Controller, fleet: Fleet) -> None:
