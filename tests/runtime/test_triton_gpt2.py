@@ -78,26 +78,44 @@ def test_greedy_over_http_and_grpc_equals_pytorch(server, http, grpc, gpt2_loade
     assert _count(server, "text_generation") == before + 2 * len(PROMPTS) + len(PROMPTS)
 
 
-def test_streaming_over_grpc_sends_pieces_then_final(server, grpc):
-    whole = _texts(grpc.infer("text_generation", _inputs(grpcclient, PROMPTS[:1], MAX_TOKENS=12)))
+def _stream(grpc, prompt: str, **params) -> list[str]:
+    """The pieces a text_generation_stream request sends before its final response."""
     responses: queue.Queue = queue.Queue()
     grpc.start_stream(callback=lambda result, error: responses.put((result, error)))
     try:
-        grpc.async_stream_infer("text_generation_stream",
-                                _inputs(grpcclient, PROMPTS[:1], MAX_TOKENS=12),
+        grpc.async_stream_infer("text_generation_stream", _inputs(grpcclient, [prompt], **params),
                                 enable_empty_final_response=True)
         pieces = []
         while True:
             result, error = responses.get(timeout=60)
             assert error is None, error
-            final = result.get_response().parameters["triton_final_response"].bool_param
-            if final:
-                break
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                return pieces
             pieces.append(_texts(result)[0])
     finally:
         grpc.stop_stream()
+
+
+def test_streaming_over_grpc_sends_pieces_then_final(server, grpc):
+    whole = _texts(grpc.infer("text_generation", _inputs(grpcclient, PROMPTS[:1], MAX_TOKENS=12)))
+    pieces = _stream(grpc, PROMPTS[0], MAX_TOKENS=12)
     assert len(pieces) > 1  # tokens arrive one by one, before the final response
     assert "".join(pieces) == whole[0]
+
+
+def test_concurrent_streams_each_get_their_own_text(server, gpt2_loaded):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(prompt):
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            return "".join(_stream(client, prompt, MAX_TOKENS=12))
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        got = list(pool.map(one, PROMPTS))
+    assert got == [greedy_text(gpt2_loaded, p, 12) for p in PROMPTS]
 
 
 def test_seeded_sampling_is_reproducible(http):
@@ -162,3 +180,9 @@ def test_bls_flavour_calls_the_decoder_model(triton_servers, gpt2_loaded, gpt2_f
         client.close()
     assert got == [greedy_text(gpt2_loaded, p, 10) for p in PROMPTS]
     assert _count(server, "gpt2_decoder") >= 10  # one decoder call per generated token
+    grpc = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        pieces = _stream(grpc, PROMPTS[0], MAX_TOKENS=10)
+    finally:
+        grpc.close()
+    assert "".join(pieces) == got[0] and len(pieces) > 1
