@@ -94,7 +94,7 @@ def bench_minilm(rounds: int, work: Path) -> str:
     # attention the exporter traces
     from transformers import AutoModel
 
-    baseline = bert._wrapper(AutoModel.from_pretrained(str(ckpt)).eval(), "feature-extraction", None)
+    baseline = bert._wrapper(AutoModel.from_pretrained(str(ckpt)).eval(), "feature-extraction")
 
     def torch_run(enc):
         with torch.inference_mode():

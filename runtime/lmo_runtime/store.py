@@ -129,6 +129,8 @@ def _extract(archive: Path, dest: Path) -> None:
         else:
             with tarfile.open(archive) as tf:
                 tf.extractall(dest, filter="data")
+    except tarfile.FilterError as err:
+        raise StoreError(f"{archive.name}: unsafe member refused ({err})") from None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as err:
         raise StoreError(f"{archive.name}: not a readable archive ({err})") from None
 
@@ -208,7 +210,7 @@ def _download(session, url: str, target: Path, progress: bool) -> None:
                 raise StoreError(f"{url}: HTTP {resp.status_code} (check the URI and secretRef)")
             total = int(resp.headers.get("content-length") or 0)
             tmp = target.with_name(f".{target.name}.part")
-            with open(tmp, "wb") as f, _bar(progress, target.name, total) as advance:
+            with open(tmp, "wb") as f, _Bar(progress, target.name, total) as advance:
                 for chunk in resp.iter_content(CHUNK):
                     f.write(chunk)
                     advance(len(chunk))
@@ -217,7 +219,7 @@ def _download(session, url: str, target: Path, progress: bool) -> None:
         raise StoreError(f"{url}: download failed ({type(err).__name__})") from None
 
 
-class _bar:
+class _Bar:
     """A rich progress bar for one download (a no-op when progress is off)."""
 
     def __init__(self, show: bool, name: str, total: int):
@@ -355,7 +357,7 @@ def _fetch_s3(uri: str, dest: Path, env: Mapping[str, str], progress: bool) -> P
             keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
         if not keys:
             raise StoreError(f"{uri}: no objects under this prefix (check the bucket and prefix)")
-        with _bar(progress, f"s3://{bucket}/{prefix}", len(keys)) as advance:
+        with _Bar(progress, f"s3://{bucket}/{prefix}", len(keys)) as advance:
             for k in sorted(keys):
                 target = (dest / k[len(prefix) :]).resolve()
                 if dest.resolve() not in target.parents:

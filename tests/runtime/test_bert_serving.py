@@ -7,7 +7,6 @@ check that the entry model's batched execute() hands each request its own answer
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

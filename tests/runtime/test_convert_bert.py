@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 
 from lmo_runtime.convert import convert, file_digests, load_manifest
-from lmo_runtime.errors import GateRefused
 from lmo_runtime.families import bert as bert_family
 from lmo_runtime.families import heldout_texts
 from lmo_runtime.manifest import ConversionRequest

@@ -74,7 +74,7 @@ def test_archives_unpack_safely(tiny_bert_classifier, tmp_path):
         info = tarfile.TarInfo("../escape.txt")
         info.size = 0
         tf.addfile(info)
-    with pytest.raises(Exception):
+    with pytest.raises(ConversionError, match="unsafe member refused"):
         store.fetch(str(evil), tmp_path / "y")
     assert not (tmp_path / "escape.txt").exists()
 

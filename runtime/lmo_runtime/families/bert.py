@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -62,7 +63,7 @@ def _torch():
     return torch
 
 
-def _wrapper(model: Any, task: str, mask_token_id: int | None):
+def _wrapper(model: Any, task: str):
     """A torch module whose forward returns what the ONNX graph returns for `task`."""
     torch = _torch()
     F = torch.nn.functional
@@ -171,7 +172,7 @@ class BertFamily:
             architecture=model.__class__.__name__,
             config=config_dict,
             ckpt_dir=Path(ckpt_dir),
-            model=_wrapper(model, task, tokenizer.mask_token_id),
+            model=_wrapper(model, task),
             tokenizer=tokenizer,
             extra={
                 "num_heads": int(config.num_attention_heads),
@@ -213,8 +214,6 @@ class BertFamily:
         axes = {k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES}
         for o in outputs:
             axes[o] = {0: "batch", 1: "sequence"} if loaded.task == "fill-mask" else {0: "batch"}
-        import warnings
-
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             torch.onnx.export(
