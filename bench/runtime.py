@@ -168,7 +168,7 @@ def bench_minilm(rounds: int, work: Path) -> str:
 # onnxruntime directly.
 
 GPT2_SIZES = {
-    # name: (make_gpt2_checkpoint kwargs, training steps)
+    # name: make_gpt2_checkpoint kwargs (untrained: speed only)
     "tiny (2x64)": dict(n_layer=2, n_embd=64, n_head=4, n_positions=128),
     "124M (12x768)": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257),
 }
