@@ -61,6 +61,7 @@ class Controller:
     rollout: RolloutStatus | None = None
     last_analysis: dict[str, Any] | None = None
     events: list[Event] = field(default_factory=list)
+    converting: set[str] = field(default_factory=set)  # versions being converted now
     router: Router = field(init=False)
     _marks: dict[str, Snapshot] = field(default_factory=dict, init=False)
     _mark_key: tuple[Any, ...] | None = field(default=None, init=False)
@@ -191,9 +192,13 @@ class Controller:
         versions = []
         for v in self.spec.versions:
             b = self.backends.get(v.name)
-            if b is None:
-                versions.append({"name": v.name, "phase": "Pending", "traffic": 0,
-                                 "replicas": 0, "readyReplicas": 0, "message": "not started"})
+            if b is None or v.name in self.converting:
+                converting = v.name in self.converting
+                versions.append({
+                    "name": v.name, "phase": "Converting" if converting else "Pending",
+                    "traffic": routed.get(v.name, 0), "replicas": 0, "readyReplicas": 0,
+                    "message": "converting the new checkpoint" if converting else "not started",
+                })
                 continue
             versions.append(
                 {

@@ -332,8 +332,12 @@ async def _watch(path: Path, controller: Controller, fleet: Fleet) -> None:
             changed = fleet.changed(lm)
             if changed:
                 controller.event("Normal", "Converting", f"versions {', '.join(changed)}")
-                artifacts = await asyncio.to_thread(fleet.artifacts, lm, changed)
-                new = await asyncio.to_thread(fleet.start, artifacts)
+                controller.converting = set(changed)
+                try:
+                    artifacts = await asyncio.to_thread(fleet.artifacts, lm, changed)
+                    new = await asyncio.to_thread(fleet.start, artifacts)
+                finally:
+                    controller.converting = set()
                 controller.backends.update(new)
                 for name in new:
                     controller.set_ready(name, True)
