@@ -186,3 +186,27 @@ def test_bls_flavour_calls_the_decoder_model(triton_servers, gpt2_loaded, gpt2_f
     finally:
         grpc.close()
     assert "".join(pieces) == got[0] and len(pieces) > 1
+
+
+def test_unbatched_repository_takes_one_dimensional_text(triton_servers, gpt2_loaded,
+                                                         gpt2_fp32_artifact, tmp_path):
+    """maxBatchSize 0: no batch axis, TEXT is [1] and TEXT_OUTPUT comes back as [1]."""
+    from lmo_runtime.families.gpt2 import FAMILY
+    from lmo_runtime.manifest import ConversionRequest
+
+    onnx_path = gpt2_fp32_artifact / "model_repository/text_generation/1/model.onnx"
+    request = ConversionRequest(checkpoint_uri="file:///x", task="text-generation",
+                                backend="python", max_batch_size=0)
+    FAMILY.write_repository(gpt2_loaded, onnx_path, tmp_path / "repo", request)
+    server = triton_servers(tmp_path / "repo", ["text_generation"])
+    client = httpclient.InferenceServerClient(server.http_address)
+    try:
+        text = httpclient.InferInput("TEXT", [1], "BYTES")
+        text.set_data_from_numpy(np.array([PROMPTS[0].encode()], dtype=np.object_))
+        tokens = httpclient.InferInput("MAX_TOKENS", [1], "INT32")
+        tokens.set_data_from_numpy(np.array([6], dtype=np.int32))
+        out = client.infer("text_generation", [text, tokens]).as_numpy("TEXT_OUTPUT")
+    finally:
+        client.close()
+    assert out.shape == (1,)
+    assert out[0].decode() == greedy_text(gpt2_loaded, PROMPTS[0], 6)

@@ -85,12 +85,12 @@ class TritonPythonModel:
         self.generator, self.defaults = make_generator(args)
 
     def execute(self, requests):
-        prompts, params, spans, errors = [], [], [], {}
+        prompts, params, spans, shapes, errors = [], [], [], [], {}
         for i, request in enumerate(requests):
+            raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+            shapes.append(raw.shape)  # [batch, 1], or [1] when the model does not batch
             try:
-                texts = textgen.texts_from_input(
-                    pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
-                )
+                texts = textgen.texts_from_input(raw)
                 rows = textgen.params_from_inputs(optional_inputs(request), len(texts),
                                                   self.defaults)
             except ValueError as exc:
@@ -106,6 +106,7 @@ class TritonPythonModel:
             if i in errors:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(errors[i])))
                 continue
-            text = np.array([[t.encode("utf-8")] for t in outputs[start:end]], dtype=np.object_)
+            text = np.array([t.encode("utf-8") for t in outputs[start:end]], dtype=np.object_)
+            text = text.reshape(shapes[i])
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("TEXT_OUTPUT", text)]))
         return responses

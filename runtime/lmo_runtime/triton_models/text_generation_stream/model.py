@@ -36,10 +36,9 @@ class TritonPythonModel:
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         for request in requests:
             sender = request.get_response_sender()
+            raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
             try:
-                texts = textgen.texts_from_input(
-                    pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
-                )
+                texts = textgen.texts_from_input(raw)
                 if len(texts) != 1:
                     raise ValueError(f"send one prompt per streaming request, got {len(texts)}")
                 (params,) = textgen.params_from_inputs(optional_inputs(request), 1, self.defaults)
@@ -47,13 +46,13 @@ class TritonPythonModel:
                 sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))),
                             flags=final)
                 continue
-            self.pool.submit(self._stream, sender, texts[0], params, final)
+            self.pool.submit(self._stream, sender, texts[0], params, final, raw.shape)
         return None
 
-    def _stream(self, sender, prompt, params, final):
+    def _stream(self, sender, prompt, params, final, shape):
         try:
             for piece in self.generator.stream(prompt, params):
-                out = np.array([[piece.encode("utf-8")]], dtype=np.object_)
+                out = np.array([piece.encode("utf-8")], dtype=np.object_).reshape(shape)
                 sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("TEXT_OUTPUT", out)]))
         except Exception as exc:  # noqa: BLE001 - reported to the client, stream closed
             sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))),
