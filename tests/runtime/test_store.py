@@ -177,3 +177,42 @@ def test_s3_checkpoint_to_s3_artifact(s3_env, tiny_bert_classifier, tmp_path, mo
         store.fetch("s3://models/absent/", tmp_path / "none", env=s3_env)
     with pytest.raises(ConversionError, match="S3 error"):
         store.fetch("s3://no-such-bucket/x/", tmp_path / "none2", env=s3_env)
+
+
+def test_https_index_file_and_authorization(tiny_bert_classifier, tmp_path):
+    """A server that needs a token: the index file drives the download, the token is sent,
+    and a refusal names the URI and the fix, never the token."""
+    root = tmp_path / "www"
+    shutil.copytree(tiny_bert_classifier, root / "ckpt")
+    names = sorted(p.name for p in (root / "ckpt").iterdir())
+    (root / "ckpt" / store.INDEX_FILE).write_text("\n".join(names) + "\n")
+    token = "Bearer s3cr3t-token"
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(root), **k)
+
+        def do_GET(self):
+            if self.headers.get("Authorization") != token:
+                self.send_error(401)
+                return
+            super().do_GET()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/ckpt/"
+    try:
+        got = store.fetch(base, tmp_path / "a", env={"HTTP_AUTHORIZATION": token})
+        assert sorted(p.name for p in got.iterdir()) == names
+        with pytest.raises(ConversionError) as err:
+            store.fetch(base, tmp_path / "b", env={"HTTP_AUTHORIZATION": "Bearer wrong"})
+        assert "HTTP 401" in str(err.value) and "secretRef" in str(err.value)
+        assert "wrong" not in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
