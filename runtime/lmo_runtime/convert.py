@@ -16,6 +16,7 @@ files changed since is converted again.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -39,6 +40,9 @@ __all__ = ["ConversionError", "GateRefused", "convert", "precisions_to_try", "lo
 # From least to most faithful (the same order as lmo.api.PRECISION_FALLBACK_ORDER).
 FALLBACK_ORDER = ["int8-static", "int8", "fp16", "fp32"]
 MODEL_SUFFIXES = (".onnx", ".onnx.data", ".data")
+# In a cache entry only: the local checkpoint's stat fingerprint and digest at conversion, so a
+# hit on an unchanged multi-GB checkpoint does not re-hash it.
+SOURCE_FILE = ".lmo-source.json"
 
 
 def precisions_to_try(request: ConversionRequest) -> list[str]:
@@ -89,9 +93,26 @@ def _copy_artifact(src: Path, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    shutil.copytree(src, stage, ignore=shutil.ignore_patterns(MANIFEST_FILE))
+    shutil.copytree(src, stage, ignore=shutil.ignore_patterns(MANIFEST_FILE, SOURCE_FILE))
     shutil.copy2(src / MANIFEST_FILE, stage / MANIFEST_FILE)
     _publish(stage, out_dir)
+
+
+def _unchanged(src: Path, entry: Path, manifest: Manifest) -> bool:
+    """Whether the local checkpoint still has the digest the artifact was converted from:
+    same stat fingerprint as recorded in the cache entry, else re-hashed."""
+    from lmo_runtime.store import checkpoint_digest, checkpoint_fingerprint
+
+    recorded = entry / SOURCE_FILE
+    if recorded.is_file():
+        try:
+            source = json.loads(recorded.read_text())
+        except ValueError:
+            source = {}
+        if (source.get("fingerprint") == checkpoint_fingerprint(src)
+                and source.get("checkpoint_sha256") == manifest.checkpoint_sha256):
+            return True
+    return checkpoint_digest(src) == manifest.checkpoint_sha256
 
 
 def _cached(request: ConversionRequest, key: str, cache_dir: Path | None, out_dir: Path) -> Manifest | None:
@@ -110,11 +131,8 @@ def _cached(request: ConversionRequest, key: str, cache_dir: Path | None, out_di
             continue
         # A local checkpoint can change in place under the same URI: re-check its digest.
         src = local_path(request.checkpoint_uri)
-        if src is not None and src.is_dir():
-            from lmo_runtime.store import checkpoint_digest
-
-            if checkpoint_digest(src) != manifest.checkpoint_sha256:
-                continue
+        if src is not None and src.is_dir() and not _unchanged(src, where, manifest):
+            continue
         if where != Path(out_dir):
             _copy_artifact(where, Path(out_dir))
         return manifest
@@ -255,5 +273,11 @@ def convert(
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     if cache_dir is not None:
-        _copy_artifact(out_dir, Path(cache_dir) / key)
+        entry = Path(cache_dir) / key
+        _copy_artifact(out_dir, entry)
+        local = store.local_path(request.checkpoint_uri, env)
+        if local is not None and local.is_dir():
+            source = {"fingerprint": store.checkpoint_fingerprint(local),
+                      "checkpoint_sha256": manifest.checkpoint_sha256}
+            (entry / SOURCE_FILE).write_text(json.dumps(source))
     return manifest

@@ -82,6 +82,17 @@ def checkpoint_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+def checkpoint_fingerprint(root: Path) -> str:
+    """A cheap stand-in for the digest: sha256 over (relative path, size, mtime) of the same
+    files. Equal fingerprints mean nothing was rewritten since (no content is read)."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for p in _visible_files(root):
+        st = p.stat()
+        h.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 # --------------------------------------------------------------------------- URIs
 
 

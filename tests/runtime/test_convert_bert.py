@@ -85,7 +85,11 @@ def test_cache_hit_does_not_convert_again(minilm_int8_artifact, minilm_path, art
     def no_export(*a, **k):
         raise AssertionError("export ran on a cache hit")
 
+    def no_hashing(*a, **k):
+        raise AssertionError("an unchanged checkpoint was re-hashed on a cache hit")
+
     monkeypatch.setattr(bert_family.BertFamily, "export", no_export)
+    monkeypatch.setattr("lmo_runtime.store.checkpoint_digest", no_hashing)
     m = convert_minilm(minilm_path, tmp_path / "again", artifact_cache, "int8")
     assert m.accepted and m.key == load_manifest(minilm_int8_artifact).key
     model = tmp_path / "again/model_repository/feature_extraction/1/model.onnx"
@@ -105,3 +109,22 @@ def test_gate_fallback_records_each_attempt(minilm_path, tmp_path):
     assert [a.passed for a in m.attempts] == [False, True]
     assert m.attempts[0].value < 0.9995 <= m.attempts[1].value
     assert json.loads((tmp_path / "a/manifest.json").read_text())["precision"] == "fp32"
+
+
+def test_changed_local_checkpoint_is_converted_again(tiny_bert_classifier, tmp_path, monkeypatch):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_bert_classifier, ckpt)
+    request = ConversionRequest(checkpoint_uri=str(ckpt), task="text-classification")
+    first = convert(request, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False)
+    exports = []
+    real_export = bert_family.BertFamily.export
+    monkeypatch.setattr(bert_family.BertFamily, "export",
+                        lambda self, *a, **k: exports.append(1) or real_export(self, *a, **k))
+    assert convert(request, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False) == first
+    assert exports == []
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**cfg, "label2id": {"NEG": 0, "POS": 1}}))
+    again = convert(request, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False)
+    assert exports == [1] and again.checkpoint_sha256 != first.checkpoint_sha256
