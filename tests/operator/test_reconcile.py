@@ -163,3 +163,53 @@ async def test_service_provider_reports_the_pod_share_it_can_route(env):
     assert cluster.get("apps/v1/deployments", NS, "pods-b")["spec"]["replicas"] == 1
     assert cluster.lm_status("pods")["trafficSummary"] == "a=75,b=25"
     assert cluster.get("v1/services", NS, "pods") is not None
+
+
+async def serve_both(env, name: str, body: dict) -> None:
+    cluster, _ = env
+    await cluster.apply_lm(name, body, NS)
+    await again(env, name)
+    for v in ("a", "b"):
+        await cluster.finish_job(NS, job_for(body, name, v), manifest_for(body, v))
+    await again(env, name)
+    for v in ("a", "b"):
+        await cluster.ready_deployment(NS, f"{name}-{v}")
+    assert (await again(env, name)).ready
+
+
+async def test_progress_deadline_fails_the_version(env):
+    cluster, _ = env
+    await serve_both(env, "stuck", spec())
+    await cluster.request(
+        "PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/stuck-b/status",
+        {"status": {"readyReplicas": 0, "conditions": [
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+             "message": 'ReplicaSet "stuck-b-5d8" has timed out progressing.'}]}},
+        "application/merge-patch+json",
+    )
+    result = await again(env, "stuck")
+    assert not result.ready and result.outcome == "failed"
+    deployed = cluster.condition("stuck", "Deployed")
+    assert deployed["status"] == "False" and deployed["reason"] == "ProgressDeadlineExceeded"
+    b = next(v for v in cluster.lm_status("stuck")["versions"] if v["name"] == "b")
+    assert b["phase"] == "Failed" and "progress deadline" in b["message"]
+    assert ("Warning", "ProgressDeadlineExceeded") in [(t, r) for t, r, _ in result.events]
+
+
+async def test_a_missing_secret_leaves_the_serving_version_alone(env):
+    cluster, _ = env
+    body = spec()
+    await serve_both(env, "locked", body)
+    deployment = cluster.get("apps/v1/deployments", NS, "locked-b")
+    changed = spec()
+    changed["versions"][1]["checkpoint"] = {"uri": "s3://m/b-new/", "secretRef": {"name": "nope"}}
+    await cluster.apply_lm("locked", changed, NS)
+    writes = cluster.writes("locked-b")
+    result = await again(env, "locked")
+    assert cluster.writes("locked-b") == writes  # no new Job, Deployment, Service or HPA for b
+    assert cluster.get("apps/v1/deployments", NS, "locked-b") == deployment
+    assert not result.ready
+    cond = cluster.condition("locked", "Converted")
+    assert cond["reason"] == "SecretMissing"
+    assert "spec.versions[1].checkpoint.secretRef.name" in cond["message"]
+    assert cluster.lm_status("locked")["trafficSummary"] == "a=70,b=30"  # still served
