@@ -101,3 +101,15 @@ def test_a_tritonserver_on_path_is_preferred_as_is(tmp_path, monkeypatch):
     # a server that exits at once is reported with its exit code, not awaited forever
     with pytest.raises(TritonError, match=r"exited \(code 0\)"):
         TritonServer(tmp_path / "repo", start_timeout=10).start()
+
+
+def test_a_taken_port_is_reported(tmp_path):
+    import socket
+
+    make_python_model(tmp_path, "scale")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(TritonError, match="already in use"):
+            TritonServer(tmp_path, http_port=port).start()

@@ -252,7 +252,7 @@ class TritonServer:
                 self.wait_ready(self.start_timeout)
                 return self
             except TritonError:
-                port_clash = "address already in use" in self.log_tail(200).lower()
+                port_clash = "already in use" in self.log_tail(200).lower()
                 self.stop()
                 if not port_clash or attempt == attempts - 1:
                     raise
