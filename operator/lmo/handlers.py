@@ -82,8 +82,12 @@ class Runtime:
             analyse = None
         self.analyse = analyse
 
-    def login(self, info: Any) -> None:
-        self.kube = Kube(info, field_manager=self.settings.field_manager)
+    async def login(self, info: Any) -> None:
+        """Use new credentials. Kopf calls the login handler again when the API server
+        answers 401 (an expired token), so lmo's client is renewed with Kopf's."""
+        old, self.kube = self.kube, Kube(info, field_manager=self.settings.field_manager)
+        if old is not None:
+            await old.close()
 
     async def reconcile(self, namespace: str, name: str, logger: Any = None) -> None:
         """Re-read the LanguageModel and reconcile it, one at a time per object."""
@@ -168,11 +172,11 @@ def runtime(memo: Any) -> Runtime:
 
 
 @kopf.on.login()
-def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
     rt = runtime(memo)
     info = rt.connection or kopf.login_via_client(**kwargs)
     if info is not None:
-        rt.login(info)
+        await rt.login(info)
     return info
 
 
