@@ -77,6 +77,14 @@ def test_int8_static_is_calibrated_and_passes(minilm_path, artifact_cache, tmp_p
 
     ops = {n.op_type for n in onnx.load(str(model)).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # calibrated activations
+    # fixed activation scales: a text's embedding does not depend on what it is batched with
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    texts = heldout_texts(8)
+    batched = bert_family.run_onnx(model, dict(tok(texts, padding=True, return_tensors="np")))[0]
+    alone = bert_family.run_onnx(model, dict(tok(texts[:1], return_tensors="np")))[0]
+    assert np.abs(batched[0] - alone[0]).max() < 1e-5
     assert m.size_bytes < 0.5 * load_manifest(minilm_fp32_artifact).size_bytes
 
 
