@@ -90,6 +90,8 @@ class Fleet:
         self.servers: dict[str, Any] = {}  # version -> TritonServer
         self.keys: dict[str, str] = {}  # version -> artifact key it serves
         self._retired: list[Any] = []  # replaced servers, stopped once traffic moved off
+        # One change of the servers at a time (file edits vs restarts after a crash).
+        self.lock = asyncio.Lock()
 
     def artifacts(self, lm: LanguageModel, only: list[str] | None = None) -> dict[str, Artifact]:
         """Convert (or reuse) the artifacts of the named versions (all when None)."""
@@ -301,14 +303,17 @@ async def _supervise(controller: Controller, fleet: Fleet, every: float = 2.0) -
             controller.event("Warning", "TritonExited",
                              f"version {name}: Triton exited (code {code}); restarting. Log tail:"
                              f" {server.log_tail(5)}")
-            try:
-                new = await asyncio.to_thread(fleet.start, {name: backend.artifact})
-            except UserError as err:
-                controller.event("Warning", "TritonRestartFailed", str(err))
-                continue
-            controller.backends.update(new)
-            controller.set_ready(name, True)
-            await asyncio.to_thread(fleet.stop_retired)
+            async with fleet.lock:
+                if fleet.servers.get(name) is not server:
+                    continue  # replaced by a file edit meanwhile
+                try:
+                    new = await asyncio.to_thread(fleet.start, {name: backend.artifact})
+                except UserError as err:
+                    controller.event("Warning", "TritonRestartFailed", str(err))
+                    continue
+                controller.backends.update(new)
+                controller.set_ready(name, True)
+                await asyncio.to_thread(fleet.stop_retired)
 
 
 async def _watch(path: Path, controller: Controller, fleet: Fleet) -> None:
@@ -328,27 +333,33 @@ async def _watch(path: Path, controller: Controller, fleet: Fleet) -> None:
         except (SpecError, UserError) as err:
             controller.event("Warning", "InvalidSpec", f"{path.name} not applied: {err}")
             continue
-        try:
-            changed = fleet.changed(lm)
-            if changed:
-                controller.event("Normal", "Converting", f"versions {', '.join(changed)}")
-                controller.converting = set(changed)
-                try:
-                    artifacts = await asyncio.to_thread(fleet.artifacts, lm, changed)
-                    new = await asyncio.to_thread(fleet.start, artifacts)
-                finally:
-                    controller.converting = set()
-                controller.backends.update(new)
-                for name in new:
-                    controller.set_ready(name, True)
-            gone = [n for n in controller.backends if n not in {v.name for v in lm.spec.versions}]
-            controller.set_spec(lm.spec)
-            for name in gone:
-                controller.backends.pop(name, None)
-            controller.router.available -= set(gone)
-            fleet.retire(gone)
-            await asyncio.to_thread(fleet.stop_retired)
-            controller.event("Normal", "SpecApplied",
-                             f"{path.name} applied (traffic {controller.status()['trafficSummary']})")
-        except (SpecError, UserError) as err:
-            controller.event("Warning", "ApplyFailed", f"{path.name} not applied: {err}")
+        async with fleet.lock:
+            await _apply(path, lm, controller, fleet)
+
+
+async def _apply(path: Path, lm: LanguageModel, controller: Controller, fleet: Fleet) -> None:
+    """Make the running servers and routing match an edited file."""
+    try:
+        changed = fleet.changed(lm)
+        if changed:
+            controller.event("Normal", "Converting", f"versions {', '.join(changed)}")
+            controller.converting = set(changed)
+            try:
+                artifacts = await asyncio.to_thread(fleet.artifacts, lm, changed)
+                new = await asyncio.to_thread(fleet.start, artifacts)
+            finally:
+                controller.converting = set()
+            controller.backends.update(new)
+            for name in new:
+                controller.set_ready(name, True)
+        gone = [n for n in controller.backends if n not in {v.name for v in lm.spec.versions}]
+        controller.set_spec(lm.spec)
+        for name in gone:
+            controller.backends.pop(name, None)
+        controller.router.available -= set(gone)
+        await asyncio.to_thread(fleet.retire, gone)
+        await asyncio.to_thread(fleet.stop_retired)
+        controller.event("Normal", "SpecApplied",
+                         f"{path.name} applied (traffic {controller.status()['trafficSummary']})")
+    except (SpecError, UserError) as err:
+        controller.event("Warning", "ApplyFailed", f"{path.name} not applied: {err}")
