@@ -115,7 +115,10 @@ def _unchanged(src: Path, entry: Path, manifest: Manifest) -> bool:
     return checkpoint_digest(src) == manifest.checkpoint_sha256
 
 
-def _cached(request: ConversionRequest, key: str, cache_dir: Path | None, out_dir: Path) -> Manifest | None:
+def _cached(
+    request: ConversionRequest, key: str, cache_dir: Path | None, out_dir: Path,
+    env: dict[str, str],
+) -> Manifest | None:
     """An accepted artifact for this key already at `out_dir` or in the cache."""
     from lmo_runtime.store import local_path
 
@@ -130,7 +133,7 @@ def _cached(request: ConversionRequest, key: str, cache_dir: Path | None, out_di
         if manifest is None or not manifest.accepted or manifest.key != key:
             continue
         # A local checkpoint can change in place under the same URI: re-check its digest.
-        src = local_path(request.checkpoint_uri)
+        src = local_path(request.checkpoint_uri, env)
         if src is not None and src.is_dir() and not _unchanged(src, where, manifest):
             continue
         if where != Path(out_dir):
@@ -181,7 +184,7 @@ def convert(
     steps = Steps(show=progress)
 
     with steps.step("cache", key[:12]):
-        hit = _cached(request, key, cache_dir, out_dir)
+        hit = _cached(request, key, cache_dir, out_dir, env)
     if hit is not None:
         steps.note(f"cache hit: {out_dir}")
         return hit
