@@ -119,3 +119,63 @@ def test_classification_matches_pytorch(client, tiny_bert_classifier):
     labels = [x.decode() for x in result.as_numpy("LABEL").reshape(-1)]
     assert labels == [["NEGATIVE", "POSITIVE"][i] for i in probs.argmax(-1)]
     assert np.allclose(result.as_numpy("SCORE").reshape(-1), probs.max(-1), atol=1e-4)
+
+
+ORT_AS_PYTHON = '''
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+from pathlib import Path
+
+
+class TritonPythonModel:
+    """Test stand-in for Triton's ONNX Runtime backend (absent from the CPU-only server)."""
+
+    def initialize(self, args):
+        here = Path(args["model_repository"]) / args["model_version"]
+        self.session = ort.InferenceSession(str(here / "model.onnx"), providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            feed = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.inputs}
+            out = self.session.run(self.outputs, feed)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, v) for n, v in zip(self.outputs, out)]))
+        return responses
+'''
+
+
+def test_onnxruntime_backend_flavour_calls_the_onnx_model_through_bls(
+    tiny_bert_classifier, tmp_path, triton_server_factory
+):
+    """backend: onnxruntime writes <entry> (tokenize, BLS, post-process) + <entry>_onnx. The
+    CPU-only server has no ONNX Runtime backend, so <entry>_onnx is served here by a Python
+    stand-in running the same model.onnx; the entry model's BLS path is the real one."""
+    from google.protobuf import text_format
+    from transformers import AutoModelForSequenceClassification
+
+    from lmo_runtime.triton.config import validate_config
+
+    request = ConversionRequest(checkpoint_uri=str(tiny_bert_classifier),
+                                task="text-classification", backend="onnxruntime")
+    convert(request, tmp_path / "a", progress=False)
+    repo = tmp_path / "a" / REPOSITORY_DIR
+    onnx_dir = repo / "text_classification_onnx"
+    config = validate_config((onnx_dir / "config.pbtxt").read_text())
+    assert config.platform == "onnxruntime_onnx"
+    config.platform, config.backend, config.default_model_filename = "", "python", ""
+    (onnx_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+    (onnx_dir / "1" / "model.py").write_text(ORT_AS_PYTHON)
+
+    server = triton_server_factory(repo)
+    server.wait_ready(180)
+    client = tritonclient_http.InferenceServerClient(server.http_address)
+    texts = ["I loved this film.", "Terrible service, never again."]
+    _, _, out = _torch(tiny_bert_classifier, AutoModelForSequenceClassification, texts)
+    probs = out.logits.softmax(-1).numpy()
+    result = _infer(client, "text_classification", texts)
+    labels = [x.decode() for x in result.as_numpy("LABEL").reshape(-1)]
+    assert labels == [["NEGATIVE", "POSITIVE"][i] for i in probs.argmax(-1)]
+    assert np.allclose(result.as_numpy("SCORE").reshape(-1), probs.max(-1), atol=1e-4)
