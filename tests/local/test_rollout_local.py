@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.local.conftest import LmoUp, rel, write_lm
+from tests.local.conftest import LmoUp, alive, descendants, rel, write_lm
 from tests.local.test_up import burst
 
 pytestmark = pytest.mark.slow
@@ -84,5 +85,18 @@ def test_appending_a_version_starts_a_canary_that_rolls_back_then_succeeds(
         assert status["rollout"]["lastAnalysis"]["verdict"] == "pass"
         reasons = [e["reason"] for e in status["local"]["events"]]
         assert "RolloutSucceeded" in reasons
+        # Removing the old version from the file stops its server.
+        port = status["local"]["backends"]["v1"]["url"].rsplit(":", 1)[1]
+        v1_pids = [p for p in descendants(up.proc.pid) if f"--http-port={port}" in
+                   Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")]
+        assert v1_pids
+        write_lm(file, "canary", [dict(v2, traffic=100)], rollout=rollout)
+        status = wait_for(up, lambda s: [v["name"] for v in s["versions"]] == ["v2"]
+                          and "v1" not in s["local"]["backends"])
+        assert status["trafficSummary"] == "v2=100"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(alive(p) for p in v1_pids):
+            time.sleep(0.2)
+        assert not any(alive(p) for p in v1_pids)
     finally:
         up.stop()
