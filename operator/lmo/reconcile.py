@@ -32,17 +32,15 @@ pods behind the one Service (`lmo.builders.traffic.service_replicas`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from pydantic import ValidationError
-
 from lmo import conditions as C
 from lmo import labels as L
+from lmo import observe as O
 from lmo import rollout as R
 from lmo.api import (
     API_VERSION,
@@ -72,7 +70,6 @@ from lmo.builders.traffic import service_replicas
 from lmo.conditions import Reason
 from lmo.kube import Kube, Ref, is_subset
 from lmo.settings import OperatorSettings
-from lmo_runtime.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -132,65 +129,6 @@ def _prune_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_prune_none(v) for v in value]
     return value
-
-
-def _owned(obj: dict, uid: str) -> bool:
-    refs = obj.get("metadata", {}).get("ownerReferences") or []
-    return any(r.get("uid") == uid and r.get("controller") for r in refs)
-
-
-def _job_state(job: dict) -> str:
-    """succeeded | failed | running for a batch/v1 Job."""
-    status = job.get("status") or {}
-    conds = {c.get("type"): c for c in status.get("conditions") or []}
-    if (conds.get("Complete") or {}).get("status") == "True" or (status.get("succeeded") or 0) > 0:
-        return "succeeded"
-    if (conds.get("Failed") or {}).get("status") == "True":
-        return "failed"
-    return "running"
-
-
-def _job_failure_message(job: dict) -> str:
-    for c in (job.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Failed" and c.get("status") == "True":
-            return c.get("message") or c.get("reason") or "the conversion Job failed"
-    return "the conversion Job failed"
-
-
-def _outcome(messages: list[str], uri: str, key: str) -> tuple[bool, str, dict | None] | None:
-    """(accepted, reason, status artifact) from the converter's termination message.
-
-    `lmo convert --manifest-out /dev/termination-log` writes a compact JSON summary of the
-    Manifest (camelCase: key, accepted, precision, sha256, sizeBytes, score, reason) or,
-    on bad input, just `{"accepted": false, "reason": ...}`; a full Manifest is read too.
-    None when no message holds either.
-    """
-    for text in messages:
-        try:
-            data = json.loads(text)
-        except ValueError:
-            continue
-        if not isinstance(data, dict) or "accepted" not in data:
-            continue
-        if "request" in data:
-            try:
-                m = Manifest.model_validate(data)
-            except ValidationError:
-                continue
-            return m.accepted, m.reason, m.summary(uri) if m.accepted else None
-        accepted = bool(data["accepted"])
-        if accepted and data.get("key") not in (None, key):
-            return False, f"the converter reported artifact {data['key'][:8]}, not {key[:8]}", None
-        artifact = {
-            "uri": uri,
-            "sha256": data.get("sha256"),
-            "precision": data.get("precision"),
-            "sizeBytes": data.get("sizeBytes"),
-            "score": data.get("score"),
-            "key": key,
-        }
-        return accepted, str(data.get("reason") or ""), artifact if accepted else None
-    return None
 
 
 def _normalise(weights: dict[str, int]) -> dict[str, int]:
@@ -275,7 +213,7 @@ class Reconciler:
         owner = Owner(self.name, self.namespace, self.uid)
         store, _ = artifact_store(spec, self.settings)
         children = await self.kube.list_children(CHILD_KINDS, self.namespace, {L.MODEL: self.name})
-        children = {k: o for k, o in children.items() if _owned(o, self.uid)}
+        children = {k: o for k, o in children.items() if O.controlled_by(o, self.uid)}
         old_versions = {v.get("name"): v for v in self.old_status.get("versions") or []}
 
         secret_names = sorted(
@@ -319,20 +257,14 @@ class Reconciler:
                 ds = dep.get("status") or {}
                 st.replicas = int(ds.get("replicas") or 0)
                 st.ready_replicas = int(ds.get("readyReplicas") or 0)
-                for c in ds.get("conditions") or []:
-                    if (
-                        c.get("type") == "Progressing"
-                        and c.get("status") == "False"
-                        and c.get("reason") == "ProgressDeadlineExceeded"
-                    ):
-                        st.deadline_exceeded = True
+                st.deadline_exceeded = O.progress_deadline_exceeded(dep)
 
         # traffic: the rollout state machine (Manual: the spec's weights)
         observations = [
             R.VersionObservation(
                 name=st.name,
                 ready=st.serve_uri is not None
-                and dep_ready(children.get(("Deployment", child_name(self.name, st.name)))),
+                and O.deployment_ready(children.get(("Deployment", child_name(self.name, st.name)))),
                 artifact_key=(st.serve_uri.rstrip("/").rsplit("/", 1)[-1] if st.serve_uri else None),
             )
             for st in states
@@ -376,7 +308,7 @@ class Reconciler:
             st.ready = (
                 observed is not None
                 and (frozen(obj) or is_subset(obj, observed))
-                and dep_ready(observed)
+                and O.deployment_ready(observed)
                 and st.ready_replicas >= want
             )
 
@@ -430,12 +362,12 @@ class Reconciler:
             st.phase, st.message = Phase.CONVERTING.value, f"conversion Job {jname} running"
             return
         st.convert = True  # keep the Job (its log, and no second attempt) until it expires
-        state = _job_state(job)
+        state = O.job_state(job)
         if state == "running":
             st.phase, st.message = Phase.CONVERTING.value, f"conversion Job {jname} running"
             return
         messages = await self.kube.termination_messages(self.namespace, jname)
-        outcome = _outcome(messages, st.uri, st.key)
+        outcome = O.conversion_outcome(messages, st.uri, st.key)
         if state == "succeeded" and outcome is not None and outcome[0]:
             st.available = True
             st.convert = False
@@ -451,7 +383,7 @@ class Reconciler:
                 "termination message",
             )
         else:
-            detail = next((m for m in messages if m.strip()), "") or _job_failure_message(job)
+            detail = next((m for m in messages if m.strip()), "") or O.job_failure_message(job)
             self._fail(st, Reason.CONVERSION_FAILED, f"{marker}failed: {detail.strip()[-600:]}")
 
     @staticmethod
@@ -602,18 +534,6 @@ class Reconciler:
         self.result.status_written = await self.kube.patch_status(
             API_VERSION, PLURAL, self.namespace, self.name, status, self.old_status
         )
-
-
-def dep_ready(dep: dict | None) -> bool:
-    """A Deployment whose controller has seen its latest spec and has ready replicas."""
-    if dep is None:
-        return False
-    status = dep.get("status") or {}
-    gen = dep.get("metadata", {}).get("generation")
-    seen = status.get("observedGeneration")
-    if gen is not None and seen is not None and seen < gen:
-        return False
-    return int(status.get("readyReplicas") or 0) >= 1
 
 
 async def reconcile(

@@ -1,0 +1,100 @@
+"""Reading observed children into facts (pure: plain dicts in, plain values out).
+
+The reconciler lists a LanguageModel's children once per pass; these functions interpret
+them: whether a conversion Job finished and what the converter reported, whether a
+Deployment serves ready pods or is stuck. Naming follows STYLE.md: observe_* and friends
+read, they never write.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+
+from lmo_runtime.manifest import Manifest
+
+
+def controlled_by(obj: dict, uid: str) -> bool:
+    """Whether `obj` has a controller ownerReference to the object with `uid`."""
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid and r.get("controller") for r in refs)
+
+
+def job_state(job: dict) -> str:
+    """succeeded | failed | running for a batch/v1 Job."""
+    status = job.get("status") or {}
+    conds = {c.get("type"): c for c in status.get("conditions") or []}
+    if (conds.get("Complete") or {}).get("status") == "True" or (status.get("succeeded") or 0) > 0:
+        return "succeeded"
+    if (conds.get("Failed") or {}).get("status") == "True":
+        return "failed"
+    return "running"
+
+
+def job_failure_message(job: dict) -> str:
+    """The Job controller's explanation of a failed Job (e.g. BackoffLimitExceeded)."""
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Failed" and c.get("status") == "True":
+            return c.get("message") or c.get("reason") or "the conversion Job failed"
+    return "the conversion Job failed"
+
+
+def conversion_outcome(messages: list[str], uri: str, key: str) -> tuple[bool, str, dict | None] | None:
+    """(accepted, reason, status artifact) from the converter's termination message.
+
+    `lmo convert --manifest-out /dev/termination-log` writes a compact JSON summary of the
+    Manifest (camelCase: key, accepted, precision, sha256, sizeBytes, score, reason) or,
+    on bad input, just `{"accepted": false, "reason": ...}`; a full Manifest is read too.
+    None when no message holds either.
+    """
+    for text in messages:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or "accepted" not in data:
+            continue
+        if "request" in data:
+            try:
+                m = Manifest.model_validate(data)
+            except ValidationError:
+                continue
+            return m.accepted, m.reason, m.summary(uri) if m.accepted else None
+        accepted = bool(data["accepted"])
+        if accepted and data.get("key") not in (None, key):
+            return False, f"the converter reported artifact {data['key'][:8]}, not {key[:8]}", None
+        artifact = {
+            "uri": uri,
+            "sha256": data.get("sha256"),
+            "precision": data.get("precision"),
+            "sizeBytes": data.get("sizeBytes"),
+            "score": data.get("score"),
+            "key": key,
+        }
+        return accepted, str(data.get("reason") or ""), artifact if accepted else None
+    return None
+
+
+def deployment_ready(dep: dict | None) -> bool:
+    """A Deployment whose controller has seen its latest spec and has ready replicas."""
+    if dep is None:
+        return False
+    status = dep.get("status") or {}
+    gen = dep.get("metadata", {}).get("generation")
+    seen = status.get("observedGeneration")
+    if gen is not None and seen is not None and seen < gen:
+        return False
+    return int(status.get("readyReplicas") or 0) >= 1
+
+
+def progress_deadline_exceeded(dep: dict | None) -> bool:
+    """The Deployment controller gave up waiting for new pods (Progressing=False)."""
+    for c in ((dep or {}).get("status") or {}).get("conditions") or []:
+        if (
+            c.get("type") == "Progressing"
+            and c.get("status") == "False"
+            and c.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            return True
+    return False

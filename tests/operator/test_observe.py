@@ -1,0 +1,96 @@
+"""Unit tables for lmo.observe: reading Jobs, termination messages and Deployments."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmo import observe as O
+
+KEY = "ab" * 32
+URI = f"s3://store/{KEY}/"
+
+
+@pytest.mark.parametrize(
+    "status, expect",
+    [
+        ({}, "running"),
+        ({"active": 1}, "running"),
+        ({"succeeded": 1}, "succeeded"),
+        ({"conditions": [{"type": "Complete", "status": "True"}]}, "succeeded"),
+        ({"conditions": [{"type": "Failed", "status": "True"}]}, "failed"),
+        ({"conditions": [{"type": "Failed", "status": "False"}], "active": 1}, "running"),
+    ],
+)
+def test_job_state(status, expect):
+    assert O.job_state({"status": status}) == expect
+
+
+def test_job_failure_message():
+    job = {"status": {"conditions": [{"type": "Failed", "status": "True",
+                                      "reason": "BackoffLimitExceeded",
+                                      "message": "Job has reached the specified backoff limit"}]}}
+    assert O.job_failure_message(job) == "Job has reached the specified backoff limit"
+    assert O.job_failure_message({}) == "the conversion Job failed"
+
+
+def summary(**over) -> str:
+    data = {"key": KEY, "accepted": True, "precision": "int8", "sha256": "f" * 64,
+            "sizeBytes": 1000, "score": 0.995, "reason": ""}
+    data.update(over)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    "messages, expect",
+    [
+        ([], None),
+        (["Traceback: boom"], None),  # not JSON: no verdict
+        ([summary()], (True, "", {"uri": URI, "sha256": "f" * 64, "precision": "int8",
+                                  "sizeBytes": 1000, "score": 0.995, "key": KEY})),
+        ([summary(accepted=False, reason="accuracyGate.minScore: 0.91 < 0.99", sha256=None)],
+         (False, "accuracyGate.minScore: 0.91 < 0.99", None)),
+        (['{"accepted": false, "reason": "--task: bad"}'], (False, "--task: bad", None)),
+        ([summary(key="cd" * 32)], (False, "the converter reported artifact cdcdcdcd, not abababab", None)),
+        (["not json", summary()], (True, "", {"uri": URI, "sha256": "f" * 64, "precision": "int8",
+                                             "sizeBytes": 1000, "score": 0.995, "key": KEY})),
+    ],
+)
+def test_conversion_outcome(messages, expect):
+    assert O.conversion_outcome(messages, URI, KEY) == expect
+
+
+def test_a_full_manifest_is_read_too():
+    from lmo_runtime.manifest import ConversionRequest, Manifest
+
+    request = ConversionRequest(checkpoint_uri="s3://m/x/", task="fill-mask")
+    m = Manifest(key=KEY, request=request, accepted=True, task="fill-mask", precision="fp32")
+    accepted, reason, artifact = O.conversion_outcome([m.model_dump_json()], URI, KEY)
+    assert accepted and reason == "" and artifact["key"] == KEY and artifact["uri"] == URI
+
+
+@pytest.mark.parametrize(
+    "dep, ready",
+    [
+        (None, False),
+        ({"metadata": {"generation": 2}, "status": {"observedGeneration": 2, "readyReplicas": 1}}, True),
+        ({"metadata": {"generation": 3}, "status": {"observedGeneration": 2, "readyReplicas": 1}}, False),
+        ({"metadata": {"generation": 2}, "status": {"observedGeneration": 2, "readyReplicas": 0}}, False),
+        ({"status": {"readyReplicas": 2}}, True),
+    ],
+)
+def test_deployment_ready(dep, ready):
+    assert O.deployment_ready(dep) is ready
+
+
+def test_progress_deadline_and_ownership():
+    stuck = {"status": {"conditions": [{"type": "Progressing", "status": "False",
+                                        "reason": "ProgressDeadlineExceeded"}]}}
+    assert O.progress_deadline_exceeded(stuck)
+    assert not O.progress_deadline_exceeded({"status": {"conditions": [
+        {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}})
+    assert not O.progress_deadline_exceeded(None)
+    owned = {"metadata": {"ownerReferences": [{"uid": "u1", "controller": True}]}}
+    assert O.controlled_by(owned, "u1") and not O.controlled_by(owned, "u2")
+    assert not O.controlled_by({"metadata": {"ownerReferences": [{"uid": "u1"}]}}, "u1")
