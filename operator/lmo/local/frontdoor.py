@@ -93,7 +93,7 @@ class FrontDoor:
         except OSError:
             await self.stop()
             raise
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
         self._ticker = asyncio.create_task(self._tick_forever())
         return self.port
 
