@@ -68,7 +68,7 @@ from lmo.builders.conversion import job_name
 from lmo.builders.traffic import routed as routed_plans
 from lmo.builders.traffic import service_replicas
 from lmo.conditions import Reason
-from lmo.kube import Kube, Ref, is_subset
+from lmo.kube import Kube, KubeError, Ref, is_subset
 from lmo.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,7 @@ class Reconciler:
         self.old_status: dict = dict(body.get("status") or {})
         self.ref = Ref(API_VERSION, KIND, self.namespace, self.name, self.uid)
         self.result = Result(outcome="progressing")
+        self._replaced = False  # a Job was deleted to be re-created: look again soon
 
     # ------------------------------------------------------------------ entry
 
@@ -314,7 +315,7 @@ class Reconciler:
 
         to_apply = [o for o in desired if not frozen(o)]
         applied = await asyncio.gather(
-            *(self.kube.apply(o, children.get((o["kind"], o["metadata"]["name"]))) for o in to_apply)
+            *(self._apply(o, children.get((o["kind"], o["metadata"]["name"]))) for o in to_apply)
         )
         for obj, did in zip(to_apply, applied):
             if did:
@@ -341,6 +342,27 @@ class Reconciler:
             self.result.requeue_after = decision.requeue_after
         elif any(st.phase not in (Phase.READY.value, Phase.FAILED.value) for st in states):
             self.result.requeue_after = PROGRESS_REQUEUE_SECONDS
+        if self._replaced:
+            self.result.requeue_after = min(self.result.requeue_after or 1.0, 1.0)
+
+    async def _apply(self, obj: dict, observed: dict | None) -> bool:
+        """Server-side apply one child; a Job the server refuses to change is replaced.
+
+        A Job's pod template is immutable, so operator settings that reshape it (converter
+        image, resources) make the apply fail with 422. Its content key is unchanged, so
+        the Job is deleted and created again on the next pass (soon), and the converter's
+        content-addressed store answers at once if the artifact was already built.
+        """
+        try:
+            return await self.kube.apply(obj, observed)
+        except KubeError as err:
+            if err.status != 422 or obj["kind"] != "Job" or observed is None:
+                raise
+            name = obj["metadata"]["name"]
+            self.log.info("replacing conversion Job %s (its template changed): %s", name, err)
+            await self.kube.delete(obj["apiVersion"], "Job", self.namespace, name)
+            self._replaced = True
+            return True
 
     async def _observe_conversion(self, st: _Version, old: dict, children: dict) -> None:
         """Is the desired artifact available, being built, or refused?"""

@@ -213,3 +213,21 @@ async def test_a_missing_secret_leaves_the_serving_version_alone(env):
     assert cond["reason"] == "SecretMissing"
     assert "spec.versions[1].checkpoint.secretRef.name" in cond["message"]
     assert cluster.lm_status("locked")["trafficSummary"] == "a=70,b=30"  # still served
+
+
+async def test_a_job_the_server_will_not_change_is_replaced(env):
+    cluster, kube = env
+    body = spec(versions=[{"name": "a", "checkpoint": {"uri": "s3://m/a/"}}])
+    await cluster.apply_lm("immutable", body, NS)
+    await again(env, "immutable")
+    job = job_for(body, "immutable", "a")
+    assert cluster.get("batch/v1/jobs", NS, job) is not None
+    # a real server (and the emulator) refuses to change a Job's pod template: a new
+    # converter image must replace the Job
+    newer = OperatorSettings(converter_image="registry.example/lmo-converter:0.2.0")
+    result = await reconcile(cluster.get(LM_RESOURCE, NS, "immutable"), kube, newer, now=T0)
+    assert cluster.get("batch/v1/jobs", NS, job) is None
+    assert result.requeue_after is not None and result.requeue_after <= 1.0
+    await reconcile(cluster.get(LM_RESOURCE, NS, "immutable"), kube, newer, now=T0)
+    containers = cluster.get("batch/v1/jobs", NS, job)["spec"]["template"]["spec"]["containers"]
+    assert containers[0]["image"] == "registry.example/lmo-converter:0.2.0"
