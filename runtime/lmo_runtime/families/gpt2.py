@@ -5,13 +5,14 @@ Export: one ONNX graph serves prefill (zero-length past) and every decode step. 
 `past_key_values.<i>.key|value` [batch, heads, past, head_dim]; it returns `logits`
 [batch, new, vocab] and `present.<i>.key|value`. A wrapper rebuilds a `DynamicCache` from
 the flat inputs and passes an explicit 4-D additive attention mask (causal + padding) built
-from tensor shapes, so the traced graph has no sequence length baked in (the 2-D mask path
-of transformers computes sizes in Python and gets frozen by the tracer). The model's Conv1D
+from tensor shapes, so that no sequence length computed in Python can be frozen into the
+traced graph (tests check prefill with an empty past and decode steps against PyTorch;
+note the wrapper must be in eval mode: export restores its training flag). The model's Conv1D
 layers are exported as Linear (MatMul + Add) so that dynamic int8 quantization, which
 handles MatMul but not Gemm, reaches every projection.
 
 Precisions: fp32; int8 = dynamic, per-channel, MatMul weights only (the embedding Gather
-stays float: quantizing it makes decoding about 2x slower for no size win that matters);
+stays float: TRITON-CPU.md measured a naive int8 GPT-2, Gather included, decoding 2x slower);
 fp16 = float16 weights with float32 inputs/outputs (for GPU serving). int8-static is refused
 (a calibrated decoder needs past-length-aware calibration: issue #3).
 
@@ -456,9 +457,7 @@ class Gpt2Family:
         ))
         onnx_dest = repo_dir / DECODER_MODEL / "1" if bls else assets
         onnx_dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy(onnx_path, onnx_dest / MODEL_FILE)
-        for data in Path(onnx_path).parent.glob(f"{Path(onnx_path).name}.data"):
-            shutil.copy(data, onnx_dest / data.name)
+        shutil.copy(onnx_path, onnx_dest / MODEL_FILE)  # single file: export() refuses > 2 GiB
         if bls:
             n_layer, heads, head_dim = spec["n_layer"], spec["n_head"], spec["head_dim"]
             write_config(repo_dir / DECODER_MODEL, ModelConfig(
