@@ -167,3 +167,16 @@ def test_too_large_for_one_onnx_file_is_refused(gpt2_loaded, tmp_path, monkeypat
     monkeypatch.setattr(gpt2, "ONNX_SINGLE_FILE_LIMIT", 1000)
     with pytest.raises(ConversionError, match="too large for a single-file ONNX export"):
         FAMILY.export(gpt2_loaded, tmp_path)
+
+
+def test_engine_keeps_within_the_context_window(gpt2_fp32_artifact):
+    tg = _textgen()
+    generator = tg.ort_generator(gpt2_fp32_artifact / "model_repository/text_generation/1",
+                                 threads=1)
+    long_prompt = " ".join(heldout_texts(32))  # far more than n_positions (128) tokens
+    row = generator._row(long_prompt, tg.Params(max_tokens=500))
+    assert len(row.prompt_ids) + row.limit <= generator.n_positions
+    # a long and a short prompt in one batch: positions stay per row, both generate
+    out = generator.generate([long_prompt, "It"], [tg.Params(max_tokens=8)] * 2)
+    assert all(isinstance(o, str) for o in out)
+    assert out[1] == generator.generate(["It"], [tg.Params(max_tokens=8)])[0]
