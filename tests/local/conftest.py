@@ -155,9 +155,10 @@ def rel(path: Path, base: Path) -> str:
     return "file://" + os.path.relpath(path, base)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ab_up(tmp_path_factory, sentiment_checkpoints, convert_cache):
-    """Two versions 50/50, the A/B header and a 20% mirror to v2: one `lmo up` per session."""
+    """Two versions 50/50, the A/B header and a 20% mirror to v2: one `lmo up` for the
+    tests/local package, stopped when it is done (not kept through other areas' tests)."""
     d = tmp_path_factory.mktemp("ab")
     file = write_lm(
         d / "ab.yaml", "sentiment-ab",
