@@ -502,10 +502,134 @@ def _cpu_flags() -> list[str]:
     return sorted(found - {"avx512_vnni", "avx_vnni"}) + [vnni]
 
 
+def bench_gpt2_served(rounds: int, work: Path) -> str:
+    """Tiny GPT-2 generation served by tritonserver: batched generation across requests."""
+    import importlib.util
+    import shutil
+    import sys
+    import threading
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from google.protobuf import text_format
+
+    from lmo_runtime.convert import convert
+    from lmo_runtime.manifest import ConversionRequest
+    from lmo_runtime.triton.config import validate_config
+    from lmo_runtime.triton.server import TritonServer
+
+    sys.path.insert(0, str(ROOT))
+    from tests.fixtures.checkpoints import make_gpt2_checkpoint
+
+    os.environ.setdefault("LMO_ORT_THREADS", str(THREADS))
+    ckpt = make_gpt2_checkpoint(work / "ckpt", steps=0, **GPT2_SIZES["tiny (2x64)"])
+    request = ConversionRequest(checkpoint_uri=str(ckpt), task="text-generation",
+                                precision="fp32", backend="python")
+    convert(request, work / "batched", progress=False)
+    repos = {"dynamic batching": work / "batched" / "model_repository"}
+    shutil.copytree(repos["dynamic batching"], work / "unbatched")
+    config_path = work / "unbatched" / "text_generation" / "config.pbtxt"
+    config = validate_config(config_path.read_text())
+    config.ClearField("dynamic_batching")
+    config_path.write_text(text_format.MessageToString(config))
+    repos["no batching"] = work / "unbatched"
+
+    assets = repos["dynamic batching"] / "text_generation" / "1"
+    spec = importlib.util.spec_from_file_location("lmo_bench_textgen", assets / "textgen.py")
+    textgen = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = textgen
+    spec.loader.exec_module(textgen)
+    generator = textgen.ort_generator(assets, threads=THREADS)
+    tokenizer = textgen.load_tokenizer(assets)
+    max_tokens = 32
+    prompts = [f"Request number {i} says" for i in range(64)]
+
+    def ntokens(texts):
+        return sum(len(tokenizer.encode(t, add_special_tokens=False).ids) for t in texts)
+
+    def direct_rate(seconds=2.0):
+        start, done = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            done += ntokens(generator.generate([prompts[done % 64]],
+                                               [textgen.Params(max_tokens=max_tokens)]))
+        return done / (time.perf_counter() - start)
+
+    def served_rate(server, clients, seconds=3.0):
+        tokens = [0] * clients
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(clients + 1)
+        stop = [float("inf")]
+
+        def work_(k):
+            client = grpcclient.InferenceServerClient(server.grpc_url)
+            try:
+                barrier.wait()
+                i = 0
+                while time.perf_counter() < stop[0]:
+                    text = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+                    text.set_data_from_numpy(
+                        np.array([[prompts[(k * 7 + i) % 64].encode()]], dtype=np.object_))
+                    n = grpcclient.InferInput("MAX_TOKENS", [1, 1], "INT32")
+                    n.set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
+                    out = client.infer("text_generation", [text, n]).as_numpy("TEXT_OUTPUT")
+                    tokens[k] += ntokens([out[0, 0].decode()])
+                    i += 1
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+                barrier.abort()
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=work_, args=(k,)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        start = time.perf_counter()
+        stop[0] = start + seconds
+        for t in threads:
+            t.join()
+        if errors:
+            raise RuntimeError(f"client failed: {errors[0]!r}")
+        return sum(tokens) / (time.perf_counter() - start)
+
+    results: dict[str, list[float]] = {}
+    with TritonServer(repos["dynamic batching"], ["text_generation"]) as batched, \
+            TritonServer(repos["no batching"], ["text_generation"]) as plain:
+        for _ in range(max(2, rounds // 5)):
+            results.setdefault("direct", []).append(direct_rate())
+            for clients in (1, 8):
+                for label, server in (("no batching", plain), ("dynamic batching", batched)):
+                    results.setdefault(f"{clients} {label}", []).append(
+                        served_rate(server, clients))
+    rates = {k: statistics.median(v) for k, v in results.items()}
+    lines = [
+        f"{date.today().isoformat()}, {platform.node()} ({os.cpu_count()} cores, shared with "
+        f"the clients); tiny GPT-2 (2x64, random weights), fp32, Python backend with "
+        f"onnxruntime ({THREADS} threads); one prompt per request, MAX_TOKENS {max_tokens}, "
+        "greedy, gRPC clients as threads; tokens counted by re-tokenizing the answers; median "
+        f"of {max(2, rounds // 5)} interleaved runs. Requests that arrive together are "
+        "generated as one left-padded batch with one KV cache.",
+        "",
+        "| callers | no batching tokens/s | dynamic batching tokens/s | batching gain |",
+        "|---|---|---|---|",
+        f"| direct engine, 1 caller | {rates['direct']:.0f} | - | - |",
+    ]
+    for clients in (1, 8):
+        off, on = rates[f"{clients} no batching"], rates[f"{clients} dynamic batching"]
+        lines.append(f"| Triton gRPC, {clients} clients | {off:.0f} | {on:.0f} | {on / off:.2f}x |")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
 SECTIONS: dict[str, tuple[str, Callable[[int, Path], str]]] = {
     "minilm": ("## Runtime: MiniLM", bench_minilm),
     "gpt2": ("## Runtime: GPT-2 and Triton: decoding", bench_gpt2),
     "triton": ("## Runtime: GPT-2 and Triton: serving", bench_triton),
+    "gpt2served": ("## Runtime: GPT-2 and Triton: generation served", bench_gpt2_served),
 }
 
 
