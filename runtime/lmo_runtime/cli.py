@@ -65,6 +65,16 @@ def request_from_args(args: argparse.Namespace) -> ConversionRequest:
 
     from lmo_runtime.store import local_path
 
+    checks = [
+        ("--min-score", 0.0 <= args.min_score <= 1.0, "must be between 0 and 1 (e.g. 0.99)"),
+        ("--calibration-samples", args.calibration_samples >= 1, "must be at least 1"),
+        ("--max-batch-size", args.max_batch_size >= 0, "must be >= 0 (0 disables batching)"),
+        ("--max-queue-delay-us", args.max_queue_delay_us >= 0, "must be >= 0"),
+        ("--gpus", args.gpus >= 0, "must be >= 0 (0 serves on CPU)"),
+    ]
+    for flag, ok, why in checks:
+        if not ok:
+            raise ConversionError(f"{flag} {why}")
     uri = args.checkpoint
     if "://" not in uri:  # a plain path: make it absolute so the cache key is stable
         uri = str(Path(uri).resolve())

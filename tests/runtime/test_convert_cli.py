@@ -56,6 +56,10 @@ def test_print_digest_and_bad_input_exit_codes(tiny_bert_classifier, tmp_path, c
     assert "text-generation" in capsys.readouterr().err
     assert cli.main([str(tmp_path / "missing"), "--task", "fill-mask", "--out", str(tmp_path / "o")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+    rc = cli.main([str(tiny_bert_classifier), "--task", "fill-mask", "--min-score", "1.5",
+                   "--out", str(tmp_path / "o")])
+    assert rc == 2 and "--min-score must be between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_fp16_for_gpu_serving(tiny_bert_classifier, tmp_path):
