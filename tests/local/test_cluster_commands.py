@@ -71,8 +71,8 @@ async def test_status_and_traffic_commands_on_a_cluster(kubeconfig, capsys, tmp_
             {"status": STATUS}, ctype="application/merge-patch+json")
         work = ["--work-dir", str(tmp_path)]  # no local lmo up there
 
-        rc, out, _ = await lmo(capsys, "status", "sentiment", *work)
-        assert rc == 0
+        rc, out, err = await lmo(capsys, "status", "sentiment", *work)
+        assert rc == 0, err
         for text in ("sentiment", "namespace models", "Ready=True", "90%", "10%", "2/2", "int8",
                      "0.9950", "Progressing", "candidate v2", "last analysis: pass"):
             assert text in out, (text, out)
@@ -96,3 +96,17 @@ async def test_status_and_traffic_commands_on_a_cluster(kubeconfig, capsys, tmp_
         assert rc == 2 and "languagemodel models/nothing-here not found" in err
         rc, _, err = await lmo(capsys, "promote", "v7", "sentiment", *work)
         assert rc == 2 and "'v7' is not one of v1, v2" in err
+
+
+async def test_cluster_commands_name_a_bad_context_or_a_missing_kubeconfig(
+        kubeconfig, capsys, tmp_path, monkeypatch):
+    work = ["--work-dir", str(tmp_path)]
+    kubeconfig("http://127.0.0.1:9")
+    rc, _, err = await lmo(capsys, "status", "sentiment", "--context", "prod", *work)
+    assert rc == 2 and "kubeconfig" in err and "prod" in err and "--context" in err, err
+    assert "Traceback" not in err
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nowhere"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    rc, _, err = await lmo(capsys, "status", "sentiment", *work)
+    assert rc == 2 and "no Kubernetes cluster configured" in err, err

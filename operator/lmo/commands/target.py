@@ -10,6 +10,7 @@ context (or the in-cluster service account).
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,20 +101,37 @@ def _json(r: requests.Response, where: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- cluster
 
 
+def kubeconfig_path() -> str:
+    """`$KUBECONFIG` (a `:`-separated list is merged) as it is now, else ~/.kube/config.
+
+    Passed explicitly: the kubernetes package reads `$KUBECONFIG` once, when it is first
+    imported, so a process that imported it before the variable was set would otherwise
+    ignore it.
+    """
+    return os.environ.get("KUBECONFIG") or "~/.kube/config"
+
+
 def _kube(context: str | None):
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
-    try:
-        config.load_kube_config(context=context)
-    except (ConfigException, FileNotFoundError, TypeError):
+    path = kubeconfig_path()
+    files = [os.path.expanduser(p) for p in path.split(os.pathsep) if p]
+    if any(os.path.isfile(f) for f in files):
         try:
-            config.load_incluster_config()
-        except ConfigException:
+            config.load_kube_config(config_file=path, context=context)
+        except (ConfigException, TypeError, ValueError) as err:
             raise UserError(
-                "no Kubernetes cluster configured (no kubeconfig, not in a pod): set "
-                "KUBECONFIG or --context, or use a local `lmo up` with --local"
+                f"kubeconfig {path}: {err} (check KUBECONFIG and --context)"
             ) from None
+        return client
+    try:
+        config.load_incluster_config()
+    except ConfigException:
+        raise UserError(
+            "no Kubernetes cluster configured (no kubeconfig, not in a pod): set "
+            "KUBECONFIG or --context, or use a local `lmo up` with --local"
+        ) from None
     return client
 
 
@@ -121,9 +139,8 @@ def default_namespace(context: str | None) -> str:
     from kubernetes import config
 
     try:
-        _, active = config.list_kube_config_contexts()
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig_path())
         if context:
-            contexts, _ = config.list_kube_config_contexts()
             active = next((c for c in contexts if c["name"] == context), active)
         return active["context"].get("namespace") or "default"
     except Exception:  # no kubeconfig: in-cluster or nothing; "default" is the answer
