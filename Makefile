@@ -1,6 +1,6 @@
 # The two commands a newcomer needs (README, first screen):
 #   make up    set up .venv, create the example checkpoints, run `lmo up -f examples/minilm.yaml`
-#   make test  set up .venv (and Prometheus for the rollout tests), run the test suite
+#   make test  set up .venv (and Prometheus for the rollout tests, the CRD schemas), run the test suite
 # Both work on a fresh machine with Python 3.11 and the package registries.
 
 PYTHON ?= python3
@@ -13,7 +13,9 @@ export OMP_WAIT_POLICY := PASSIVE
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup up test prometheus lint clean
+CRD_SCHEMAS := tests/fixtures/crd_schemas
+
+.PHONY: setup up test prometheus crd-schemas lint clean
 
 # torch first, from the CPU wheel: a resolve that reaches torch through another package
 # would otherwise pull a multi-GB CUDA build.
@@ -30,17 +32,23 @@ up: setup
 	$(BIN)/python examples/make_checkpoints.py
 	$(BIN)/lmo up -f $(EXAMPLE)
 
+# Gateway API / KEDA / Prometheus Operator CRD schemas for the custom-resource checks
+# (node and npm ship with this machine image; the lock file pins every package).
+crd-schemas: $(CRD_SCHEMAS)/node_modules/.package-lock.json
+$(CRD_SCHEMAS)/node_modules/.package-lock.json: $(CRD_SCHEMAS)/package-lock.json
+	cd $(CRD_SCHEMAS) && npm ci --no-audit --no-fund --loglevel=error
+
 # The rollout tests scrape real Triton servers with a real Prometheus (Debian's package).
 prometheus:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  else echo "prometheus is missing: run 'sudo apt-get install -y prometheus'" >&2; exit 1; fi; }
 
-test: setup prometheus
+test: setup prometheus crd-schemas
 	$(BIN)/pytest
 
 lint: setup
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) .lmo .pytest_cache
+	rm -rf $(VENV) .lmo .pytest_cache $(CRD_SCHEMAS)/node_modules

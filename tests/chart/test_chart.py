@@ -18,6 +18,7 @@ import yaml
 from lmo import crd
 from lmo.builders import CHILD_KINDS
 from lmo.settings import OperatorSettings
+from tests.fixtures import crd_schemas
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "lmo"
@@ -265,6 +266,8 @@ def test_monitoring_objects(renders):
     assert relabel["lmo_model"] == "__meta_kubernetes_pod_label_lmo_dev_model"
     assert relabel["lmo_version"] == "__meta_kubernetes_pod_label_lmo_dev_version"
     assert relabel["namespace"] == "__meta_kubernetes_namespace"
+    # and the Prometheus Operator's own CRD schemas accept both
+    assert crd_schemas.validate([sm, pm]) == 2
 
 
 def test_operator_env_parses_as_operator_settings(renders):
