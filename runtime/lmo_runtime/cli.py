@@ -32,18 +32,25 @@ PRECISIONS = ["fp32", "fp16", "int8", "int8-static"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint URI or directory (s3://, pvc://, https://, file://, path)")
     parser.add_argument("--task", choices=TASKS, help="what the served model does (required unless --print-digest)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (default), fp16 (GPU serving), int8 (dynamic), "
+                             "int8-static (calibrated)")
     parser.add_argument("--out", help="artifact directory or store URI (file://, pvc://, s3://)")
     parser.add_argument("--sha256", help="expected checkpoint digest (see --print-digest)")
-    parser.add_argument("--min-score", type=float, default=0.99, help="accuracy gate threshold (0..1)")
+    parser.add_argument("--min-score", type=float, default=0.99, help="accuracy gate threshold (0..1, default 0.99)")
     parser.add_argument("--fallback", action="store_true",
                         help="on a gate refusal try the next safer precision")
     parser.add_argument("--calibration-samples", type=int, default=64,
-                        help="texts used to calibrate int8-static")
+                        help="texts used to calibrate int8-static (default 64)")
     parser.add_argument("--backend", choices=["onnxruntime", "python"], default="onnxruntime",
-                        help="Triton backend running the ONNX model")
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--max-queue-delay-us", type=int, default=500)
+                        help="Triton backend running the ONNX model: onnxruntime (default, "
+                             "official Triton images) or python (onnxruntime inside Triton's "
+                             "Python backend, for builds without the onnxruntime backend such "
+                             "as the nvidia-pytriton tritonserver)")
+    parser.add_argument("--max-batch-size", type=int, default=16,
+                        help="Triton max_batch_size (default 16; 0 disables batching)")
+    parser.add_argument("--max-queue-delay-us", type=int, default=500,
+                        help="dynamic batching max queue delay (default 500)")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs per Triton replica (0 = CPU)")
     parser.add_argument("--cache-dir", type=Path, default=_default_cache(),
                         help="content cache of accepted artifacts (default $LMO_CACHE_DIR/artifacts)")
