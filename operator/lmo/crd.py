@@ -200,7 +200,11 @@ def openapi_schema() -> dict[str, Any]:
             **model_schema(api.LanguageModelStatus, keep_defaults=False),
         }
     )
-    name_schema = model_schema(api.ObjectMeta, keep_defaults=False)["properties"]["name"]
+    name_schema = dict(model_schema(api.ObjectMeta, keep_defaults=False)["properties"]["name"])
+    name_schema["description"] = (
+        "Resource name: a DNS label of at most 40 characters, so that children named "
+        "<lm>-<version>-convert-<hash> stay valid object names."
+    )
     return {
         "description": "A language model served by NVIDIA Triton: one or more versions "
         "(checkpoints converted to ONNX), traffic split between them, rollouts and "
@@ -218,13 +222,10 @@ def openapi_schema() -> dict[str, Any]:
                 "object represents.",
                 "type": "string",
             },
-            "metadata": {
-                "description": "Standard object metadata. The name is a DNS label of at most "
-                "40 characters, so that children named <lm>-<version>-convert-<hash> stay "
-                "valid object names.",
-                "type": "object",
-                "properties": {"name": name_schema},
-            },
+            # The API server allows nothing on metadata but `type` and the schemas of
+            # name/generateName (not even a description): structural-schema rule 4,
+            # apiextensions validateStructuralMetadataInvariants.
+            "metadata": {"type": "object", "properties": {"name": name_schema}},
             "spec": spec,
             "status": status,
         },

@@ -91,9 +91,23 @@ def test_every_field_has_a_description(schema):
     missing = []
     for path, node in walk(schema):
         for name, sub in node.get("properties", {}).items():
+            if not path and name == "metadata":
+                continue  # the API server forbids one there (below); explain shows ObjectMeta's
             if not sub.get("description", "").strip():
                 missing.append(f"{path}.{name}")
     assert not missing, f"fields without description (kubectl explain shows them): {missing}"
+
+
+def test_root_metadata_holds_only_what_the_api_server_allows(schema):
+    """Only `type: object` and the schemas of name/generateName: anything else on metadata,
+    a description included, makes kube-apiserver refuse the CRD ("must not specify anything
+    other than name and generateName, but metadata is implicitly specified")."""
+    metadata = schema["properties"]["metadata"]
+    assert set(metadata) <= {"type", "properties"}, sorted(metadata)
+    assert metadata.get("type") == "object"
+    assert set(metadata.get("properties", {})) <= {"name", "generateName"}
+    assert "default" not in metadata["properties"]["name"]
+    assert metadata["properties"]["name"]["maxLength"] == 40
 
 
 def test_schema_is_structural(schema):
