@@ -504,6 +504,26 @@ class Serving(_Model):
     )
 
 
+_MIN_ZERO_CPU = (
+    "autoscaling.minReplicas: 0 cannot be used with metric: CPU (KEDA's cpu scaler cannot "
+    "wake a Deployment from zero pods); use QueueTime or InferenceRate, or minReplicas >= 1"
+)
+# what autoscaling.target must look like for each metric (CEL rules and the validator)
+_TARGET_UNITS = {
+    "QueueTime": "autoscaling.target: metric QueueTime needs a duration such as 50ms or 0.2s",
+    "InferenceRate": "autoscaling.target: metric InferenceRate needs inferences per second "
+    "per pod as a plain number such as 100",
+    "GPUUtilization": "autoscaling.target: metrics GPUUtilization and CPU need a percentage "
+    "such as 70% (the default 50ms fits QueueTime only)",
+}
+_TARGET_PATTERNS = {
+    "QueueTime": r"[0-9]+(\.[0-9]+)?(ms|s)",
+    "InferenceRate": r"[0-9]+(\.[0-9]+)?",
+    "GPUUtilization": r"[0-9]+(\.[0-9]+)?%?",
+    "CPU": r"[0-9]+(\.[0-9]+)?%?",
+}
+
+
 class Autoscaling(_Model):
     model_config = ConfigDict(
         json_schema_extra=_cel_rules(
@@ -515,6 +535,27 @@ class Autoscaling(_Model):
                 "self.minReplicas > 0 || self.engine == 'KEDA'",
                 "autoscaling.minReplicas: 0 needs engine: KEDA (HPA cannot scale to zero)",
                 ".minReplicas",
+            ),
+            _cel(
+                "self.minReplicas > 0 || self.metric != 'CPU'",
+                _MIN_ZERO_CPU,
+                ".minReplicas",
+            ),
+            _cel(
+                "self.metric != 'QueueTime' || self.target.matches('^[0-9]+([.][0-9]+)?(ms|s)$')",
+                _TARGET_UNITS["QueueTime"],
+                ".target",
+            ),
+            _cel(
+                "self.metric != 'InferenceRate' || self.target.matches('^[0-9]+([.][0-9]+)?$')",
+                _TARGET_UNITS["InferenceRate"],
+                ".target",
+            ),
+            _cel(
+                "!(self.metric in ['GPUUtilization', 'CPU']) "
+                "|| self.target.matches('^[0-9]+([.][0-9]+)?%?$')",
+                _TARGET_UNITS["GPUUtilization"],
+                ".target",
             ),
         )
     )
@@ -532,6 +573,7 @@ class Autoscaling(_Model):
     )
     target: str = Field(
         default="50ms",
+        max_length=16,
         pattern=r"^[0-9]+(\.[0-9]+)?(ms|s|%)?$",
         description="Target value per pod: a duration for QueueTime (50ms), a rate for "
         "InferenceRate (100), a percentage for GPUUtilization and CPU (70%).",
@@ -551,6 +593,11 @@ class Autoscaling(_Model):
             raise ValueError(
                 "autoscaling.minReplicas: 0 needs engine: KEDA (HPA cannot scale to zero)"
             )
+        if self.min_replicas == 0 and self.metric == Metric.CPU.value:
+            raise ValueError(_MIN_ZERO_CPU)
+        if not re.fullmatch(_TARGET_PATTERNS[self.metric], self.target):
+            key = "GPUUtilization" if self.metric == Metric.CPU.value else self.metric
+            raise ValueError(f"{_TARGET_UNITS[key]} (got {self.target!r})")
         return self
 
 

@@ -424,12 +424,12 @@ INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
         "cel",
     ),
     "gpu-metric-on-cpu": (
-        _spec_with(autoscaling={"metric": "GPUUtilization"}),
+        _spec_with(autoscaling={"metric": "GPUUtilization", "target": "70%"}),
         "spec.autoscaling.metric: GPUUtilization needs spec.serving.gpus > 0",
         "cel",
     ),
     "gpu-metric-zero-gpus": (
-        _spec_with(autoscaling={"metric": "GPUUtilization"}, serving={"gpus": 0}),
+        _spec_with(autoscaling={"metric": "GPUUtilization", "target": "70%"}, serving={"gpus": 0}),
         "spec.autoscaling.metric: GPUUtilization needs spec.serving.gpus > 0",
         "cel",
     ),
@@ -446,6 +446,26 @@ INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
     "min-above-max": (
         _spec_with(autoscaling={"minReplicas": 5, "maxReplicas": 2}),
         "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        "cel",
+    ),
+    "queue-time-target-without-unit": (
+        _spec_with(autoscaling={"metric": "QueueTime", "target": "50"}),
+        "autoscaling.target: metric QueueTime needs a duration such as 50ms",
+        "cel",
+    ),
+    "inference-rate-target-with-unit": (
+        _spec_with(autoscaling={"metric": "InferenceRate", "target": "10ms"}),
+        "autoscaling.target: metric InferenceRate needs inferences per second",
+        "cel",
+    ),
+    "cpu-target-left-at-the-queue-time-default": (
+        _spec_with(autoscaling={"metric": "CPU"}),
+        "metrics GPUUtilization and CPU need a percentage such as 70%",
+        "cel",
+    ),
+    "keda-cpu-to-zero": (
+        _spec_with(autoscaling={"engine": "KEDA", "minReplicas": 0, "metric": "CPU", "target": "70%"}),
+        "autoscaling.minReplicas: 0 cannot be used with metric: CPU",
         "cel",
     ),
     "hpa-to-zero": (

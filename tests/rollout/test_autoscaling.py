@@ -6,6 +6,7 @@ import copy
 
 import kubernetes_validate
 import pytest
+from pydantic import ValidationError
 
 from lmo.api import LanguageModel
 from lmo.builders.autoscaling import (
@@ -127,20 +128,29 @@ def test_hpa_bounds_override(spec_range, bounds, expected):
 
 
 @pytest.mark.parametrize(
-    "autoscaling, gpus, message",
+    "autoscaling, message",
     [
-        ({"metric": "QueueTime", "target": "50"}, 0, "QueueTime needs a duration"),
-        ({"metric": "QueueTime", "target": "50%"}, 0, "QueueTime needs a duration"),
-        ({"metric": "InferenceRate", "target": "10ms"}, 0, "InferenceRate needs inferences per second"),
-        ({"metric": "CPU", "target": "50ms"}, 0, "CPU needs a percentage"),
-        ({"metric": "CPU", "target": "150%"}, 0, "between 1% and 100%"),
-        ({"metric": "GPUUtilization", "target": "0"}, 1, "between 1% and 100%"),
+        ({"metric": "QueueTime", "target": "50"}, "QueueTime needs a duration"),
+        ({"metric": "QueueTime", "target": "50%"}, "QueueTime needs a duration"),
+        ({"metric": "InferenceRate", "target": "10ms"}, "InferenceRate needs inferences per second"),
+        ({"metric": "CPU", "target": "50ms"}, "CPU need a percentage"),
     ],
 )
-def test_target_unit_must_fit_metric(autoscaling, gpus, message):
+def test_target_unit_must_fit_metric_at_parse_time(autoscaling, message):
+    """Refused by the API (CEL in the CRD, the same rule in the model), not later."""
+    with pytest.raises(ValidationError, match="autoscaling.target") as err:
+        model(autoscaling)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "autoscaling, gpus",
+    [({"metric": "CPU", "target": "150%"}, 0), ({"metric": "GPUUtilization", "target": "0"}, 1)],
+)
+def test_percentage_target_must_be_in_range(autoscaling, gpus):
     with pytest.raises(UserError, match="spec.autoscaling.target") as err:
         build_autoscaler(model(autoscaling, gpus=gpus), OWNER, "v1")
-    assert message in str(err.value)
+    assert "between 1% and 100%" in str(err.value)
 
 
 PROM = {"strategy": "Canary", "analysis": {"prometheusUrl": "http://prom.monitoring:9090"}}
@@ -191,8 +201,8 @@ def test_keda_without_prometheus_is_refused_with_the_fix():
 def test_keda_cpu_trigger_and_cpu_scale_to_zero_refused():
     so = build_autoscaler(keda({"minReplicas": 1, "metric": "CPU", "target": "65%"}, rollout=None), OWNER, "v1")
     assert so["spec"]["triggers"] == [{"type": "cpu", "metricType": "Utilization", "metadata": {"value": "65"}}]
-    with pytest.raises(UserError, match="minReplicas: 0 cannot be used with metric: CPU"):
-        build_autoscaler(keda({"minReplicas": 0, "metric": "CPU", "target": "65%"}), OWNER, "v1")
+    with pytest.raises(ValidationError, match="minReplicas: 0 cannot be used with metric: CPU"):
+        keda({"minReplicas": 0, "metric": "CPU", "target": "65%"})
 
 
 def test_keda_gpu_query_matches_version_pods():
