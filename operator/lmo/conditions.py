@@ -42,6 +42,8 @@ class Reason:
     READY = "Ready"
     VERSION_READY = "VersionReady"
     NOT_READY = "NotReady"
+    NOT_SERVABLE = "NotServable"
+    APPLY_REFUSED = "ApplyRefused"
 
 
 def rfc3339(now: datetime) -> str:

@@ -35,6 +35,7 @@ from lmo import labels as L
 from lmo import metrics
 from lmo.api import API_VERSION, GROUP, PLURAL, VERSION
 from lmo.kube import Kube, KubeError
+from lmo.logs import object_logger
 from lmo.reconcile import reconcile as reconcile_lm
 from lmo.settings import OperatorSettings
 
@@ -100,6 +101,8 @@ class Runtime:
                 self.forget(key)
                 return
             started = time.perf_counter()
+            if logger is None:  # a timer or a child's event, not a Kopf handler
+                logger = object_logger(namespace, name, body.get("metadata", {}).get("uid"), log)
             try:
                 result = await reconcile_lm(
                     body, self.kube, self.settings, analyse=self.analyse, logger=logger
@@ -141,11 +144,11 @@ class Runtime:
             if err.status == 404:  # deleted while being reconciled
                 self.forget(key)
                 return
-            log.warning("reconcile of %s/%s failed, retrying in %ss: %s", *key, RETRY_SECONDS, err)
+            object_logger(*key, base=log).warning("reconcile failed, retrying in %ss: %s", RETRY_SECONDS, err)
             self.wake(*key, RETRY_SECONDS)
         except Exception as err:
             self.queued.discard(key)
-            log.warning("reconcile of %s/%s failed, retrying in %ss: %s", *key, RETRY_SECONDS, err)
+            object_logger(*key, base=log).warning("reconcile failed, retrying in %ss: %s", RETRY_SECONDS, err)
             self.wake(*key, RETRY_SECONDS)
 
     def forget(self, key: tuple[str, str]) -> None:

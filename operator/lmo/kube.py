@@ -53,6 +53,7 @@ class KubeError(Exception):
 
     def __init__(self, status: int, method: str, path: str, message: str):
         self.status = status
+        self.server_message = message  # what the API server said (names the field)
         super().__init__(f"{method} {path}: HTTP {status}: {message}")
 
 

@@ -68,6 +68,7 @@ from lmo.builders.conversion import job_name
 from lmo.builders.traffic import routed as routed_plans
 from lmo.builders.traffic import service_replicas
 from lmo.conditions import Reason
+from lmo.errors import UserError
 from lmo.kube import Kube, KubeError, Ref, is_subset
 from lmo.settings import OperatorSettings
 
@@ -171,6 +172,7 @@ class Reconciler:
         self.ref = Ref(API_VERSION, KIND, self.namespace, self.name, self.uid)
         self.result = Result(outcome="progressing")
         self._replaced = False  # a Job was deleted to be re-created: look again soon
+        self._refused: list[tuple[str, str]] = []  # (kind, why) children the server refused
 
     # ------------------------------------------------------------------ entry
 
@@ -187,23 +189,27 @@ class Reconciler:
         except SpecError as err:
             await self._invalid(str(err))
             return self.result
-        await self._reconcile(lm)
+        try:
+            await self._reconcile(lm)
+        except UserError as err:
+            # valid for the API, but no child can be built from it with these settings
+            # (a KEDA trigger without a Prometheus address, a file:// artifact store...):
+            # raised while building, before any write, so nothing serving is touched
+            await self._invalid(str(err), Reason.NOT_SERVABLE)
         return self.result
 
     # ------------------------------------------------------------------ invalid spec
 
-    async def _invalid(self, message: str) -> None:
-        """Ready=False InvalidSpec naming the field; no child is touched."""
+    async def _invalid(self, message: str, reason: str = Reason.INVALID_SPEC) -> None:
+        """Ready=False naming the field (InvalidSpec, or NotServable); no child is touched."""
         conds = list(self.old_status.get("conditions") or [])
         old_ready = C.get_condition(conds, C.READY) or {}
-        conds = C.set_condition(
-            conds, C.READY, C.FALSE, Reason.INVALID_SPEC, message, self.generation, self.now
-        )
+        conds = C.set_condition(conds, C.READY, C.FALSE, reason, message, self.generation, self.now)
         status = dict(self.old_status, conditions=conds)
         if self.generation is not None:
             status["observedGeneration"] = self.generation
-        if old_ready.get("reason") != Reason.INVALID_SPEC or old_ready.get("message") != message:
-            await self._event(WARNING, Reason.INVALID_SPEC, message)
+        if old_ready.get("reason") != reason or old_ready.get("message") != message:
+            await self._event(WARNING, reason, message)
         await self._write_status(status)
         self.result.outcome = "invalid"
 
@@ -212,13 +218,15 @@ class Reconciler:
     async def _reconcile(self, lm: LanguageModel) -> None:
         spec = lm.spec
         owner = Owner(self.name, self.namespace, self.uid)
-        store, _ = artifact_store(spec, self.settings)
+        store, store_secret = artifact_store(spec, self.settings)
+        _check_buildable(lm, owner, self.settings, store)
         children = await self.kube.list_children(CHILD_KINDS, self.namespace, {L.MODEL: self.name})
         children = {k: o for k, o in children.items() if O.controlled_by(o, self.uid)}
         old_versions = {v.get("name"): v for v in self.old_status.get("versions") or []}
 
         secret_names = sorted(
             {v.checkpoint.secret_ref.name for v in spec.versions if v.checkpoint.secret_ref}
+            | ({store_secret} if store_secret else set())
         )
         exists = await asyncio.gather(
             *(self.kube.secret_exists(self.namespace, s) for s in secret_names)
@@ -235,7 +243,20 @@ class Reconciler:
             old = old_versions.get(v.name) or {}
             st.artifact = old.get("artifact") or None
             last_good = st.artifact.get("uri") if st.artifact else None
-            if v.checkpoint.secret_ref and not secrets[v.checkpoint.secret_ref.name]:
+            if store_secret and not secrets[store_secret]:
+                # Jobs and Triton init containers read the store with it: nothing can start
+                where = ("spec.artifacts.secretRef.name" if spec.artifacts is not None
+                         else "the operator's artifact store Secret (Helm value artifactStore.secret)")
+                st.blocked = True
+                st.serve_uri = last_good
+                self._fail(
+                    st,
+                    Reason.SECRET_MISSING,
+                    f"{where}: Secret {store_secret!r} not found in namespace "
+                    f"{self.namespace!r}; create it there (kubectl create secret generic "
+                    f"{store_secret} -n {self.namespace} ...) with the store's credentials",
+                )
+            elif v.checkpoint.secret_ref and not secrets[v.checkpoint.secret_ref.name]:
                 sname = v.checkpoint.secret_ref.name
                 st.blocked = True
                 st.serve_uri = last_good
@@ -324,6 +345,7 @@ class Reconciler:
         self._phases(states)
         status = self._status(lm, states, routed, decision)
         await self._events(states, old_versions, decision)
+        await self._refusal_events(status["conditions"])
         await self._write_status(status)
 
         wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
@@ -344,6 +366,11 @@ class Reconciler:
             self.result.requeue_after = PROGRESS_REQUEUE_SECONDS
         if self._replaced:
             self.result.requeue_after = min(self.result.requeue_after or 1.0, 1.0)
+        if self._refused:  # a CRD may be installed, RBAC fixed: look again, not too often
+            self.result.requeue_after = min(self.result.requeue_after or REFUSED_REQUEUE_SECONDS,
+                                            REFUSED_REQUEUE_SECONDS)
+            if self.result.outcome != "ready":
+                self.result.outcome = "failed"
 
     async def _apply(self, obj: dict, observed: dict | None) -> bool:
         """Server-side apply one child; a Job the server refuses to change is replaced.
@@ -357,6 +384,9 @@ class Reconciler:
             return await self.kube.apply(obj, observed)
         except KubeError as err:
             if err.status != 422 or obj["kind"] != "Job" or observed is None:
+                if err.status in REFUSALS:
+                    self._refused.append((obj["kind"], _refusal(obj, err)))
+                    return False
                 raise
             name = obj["metadata"]["name"]
             self.log.info("replacing conversion Job %s (its template changed): %s", name, err)
@@ -500,6 +530,12 @@ class Reconciler:
             )
         else:
             conds = C.set_condition(conds, C.ROUTED, C.TRUE, Reason.ROUTED, f"routing {summary}", gen, now)
+        for type_, kinds in ((C.ROUTED, {"HTTPRoute"}), (C.DEPLOYED, None)):
+            why = [w for k, w in self._refused if (k in kinds if kinds else k != "HTTPRoute")]
+            if why:
+                conds = C.set_condition(
+                    conds, type_, C.FALSE, Reason.APPLY_REFUSED, "; ".join(why), gen, now
+                )
         conds = C.aggregate_ready(conds, gen, now)
 
         versions = []
@@ -544,6 +580,17 @@ class Reconciler:
         for type_, reason, message in decision.events:
             await self._event(type_, reason, message)
 
+    async def _refusal_events(self, conditions: list[dict]) -> None:
+        """A Warning when a child is newly refused (or for a new reason), not every pass."""
+        old = self.old_status.get("conditions") or []
+        for type_ in (C.ROUTED, C.DEPLOYED):
+            c = C.get_condition(conditions, type_) or {}
+            if c.get("reason") != Reason.APPLY_REFUSED:
+                continue
+            before = C.get_condition(old, type_) or {}
+            if before.get("reason") != c["reason"] or before.get("message") != c.get("message"):
+                await self._event(WARNING, Reason.APPLY_REFUSED, c.get("message", ""))
+
     async def _event(self, type_: str, reason: str, message: str) -> None:
         self.result.events.append((type_, reason, message))
         try:
@@ -556,6 +603,46 @@ class Reconciler:
         self.result.status_written = await self.kube.patch_status(
             API_VERSION, PLURAL, self.namespace, self.name, status, self.old_status
         )
+
+
+def _check_buildable(lm: LanguageModel, owner: Owner, settings: OperatorSettings, store: str) -> None:
+    """Build every child as if every version were converted and serving, and discard it.
+
+    What the builders refuse (UserError: a KEDA trigger with no Prometheus address, a
+    file:// store on a cluster...) is then refused on the first pass, before a conversion
+    Job runs for an hour only for its Deployment to be refused.
+    """
+    traffic = lm.spec.effective_traffic()
+    plans = []
+    for v in lm.spec.versions:
+        request = conversion_request(lm.spec, v)
+        uri = artifact_uri(store, request.key())
+        plans.append(VersionPlan(name=v.name, request=request, artifact_uri=uri, convert=True,
+                                 serve_uri=uri, traffic=traffic.get(v.name, 0)))
+    build_children(lm, owner, settings, plans)
+
+
+# refusals of a child apply that a person must fix (not retried as transient errors)
+REFUSALS = (400, 403, 404, 422)
+REFUSED_REQUEUE_SECONDS = 30.0
+_MISSING_KIND_FIX = {
+    "HTTPRoute": "install the Gateway API CRDs (v1.3 or newer for routing.mirror.percent), "
+    "or set spec.routing.provider: Service",
+    "ScaledObject": "install KEDA (2.12 or newer), or set spec.autoscaling.engine: HPA",
+}
+
+
+def _refusal(obj: dict, err: KubeError) -> str:
+    """Why the API server refused a child, and the fix, in one line for a condition."""
+    kind, name = obj["kind"], obj["metadata"]["name"]
+    said = err.server_message
+    if err.status == 404:
+        fix = _MISSING_KIND_FIX.get(kind, "is its API installed?")
+        return f"{kind} {name}: the API server does not serve {obj['apiVersion']} {kind}; {fix}"
+    if err.status == 403:
+        return (f"{kind} {name}: the operator may not apply it ({said}); grant its "
+                "ServiceAccount patch and create on it (the chart's ClusterRole does)")
+    return f"{kind} {name} refused by the API server: {said}"
 
 
 async def reconcile(

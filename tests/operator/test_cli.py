@@ -48,6 +48,13 @@ def test_json_logs_carry_the_object(capsys):
         assert record["message"] == "reconciled"
         assert record["object"]["name"] == "chat" and record["object"]["namespace"] == "ml"
         assert record["severity"] == "info"
+        # work started by a resync timer or a child's event, not a Kopf handler
+        logs.object_logger("ml", "chat", "u1", logging.getLogger("lmo.handlers")).warning(
+            "reconcile failed, retrying in %ss", 15)
+        record = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+        assert record["message"] == "reconcile failed, retrying in 15s"
+        assert record["object"] == {"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
+                                    "namespace": "ml", "name": "chat", "uid": "u1"}
         with pytest.raises(ValueError, match="LMO_LOG_FORMAT"):
             logs.configure("xml")
     finally:

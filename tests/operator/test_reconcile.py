@@ -13,7 +13,7 @@ import kopf
 import pytest
 import pytest_asyncio
 
-from lmo.kube import Kube
+from lmo.kube import Kube, KubeError
 from lmo.reconcile import reconcile
 from lmo.settings import OperatorSettings
 from tests.fixtures.kmock_fixture import LM_RESOURCE, job_for, manifest_for, start_cluster
@@ -231,3 +231,80 @@ async def test_a_job_the_server_will_not_change_is_replaced(env):
     await reconcile(cluster.get(LM_RESOURCE, NS, "immutable"), kube, newer, now=T0)
     containers = cluster.get("batch/v1/jobs", NS, job)["spec"]["template"]["spec"]["containers"]
     assert containers[0]["image"] == "registry.example/lmo-converter:0.2.0"
+
+
+class Refusing:
+    """`Kube` whose server-side applies of some kinds are refused as a real server would."""
+
+    def __init__(self, kube: Kube, refuse: dict[str, tuple[int, str]]):
+        self.kube, self.refuse = kube, refuse
+
+    def __getattr__(self, name: str):
+        return getattr(self.kube, name)
+
+    async def apply(self, desired: dict, observed: dict | None = None, **kw):
+        if desired["kind"] in self.refuse:
+            status, message = self.refuse[desired["kind"]]
+            raise KubeError(status, "PATCH", f"/{desired['kind']}", message)
+        return await self.kube.apply(desired, observed, **kw)
+
+
+async def test_a_child_the_server_refuses_becomes_a_condition_not_a_silent_stop(env):
+    """No Gateway API CRDs (404 on the HTTPRoute): Routed=False naming the fix, one Event,
+    the other children still applied, and the next pass is soon; a 422 names the field."""
+    cluster, kube = env
+    body = spec()
+    await serve_both(env, "nogw", body)
+    refusing = Refusing(kube, {"HTTPRoute": (404, "the server could not find the requested resource")})
+    await cluster.apply_lm("nogw", spec(versions=[dict(v, traffic=50) for v in body["versions"]]), NS)
+    result = await reconcile(cluster.get(LM_RESOURCE, NS, "nogw"), refusing, SETTINGS, now=T0)
+    routed = cluster.condition("nogw", "Routed")
+    assert routed["status"] == "False" and routed["reason"] == "ApplyRefused"
+    assert "HTTPRoute nogw" in routed["message"] and "install the Gateway API CRDs" in routed["message"]
+    assert "spec.routing.provider: Service" in routed["message"]
+    assert cluster.condition("nogw", "Ready")["reason"] == "ApplyRefused"
+    assert [e[1] for e in result.events] == ["ApplyRefused"]
+    assert result.outcome == "failed" and result.requeue_after is not None
+    again_ = await reconcile(cluster.get(LM_RESOURCE, NS, "nogw"), refusing, SETTINGS, now=T0)
+    assert not again_.events  # the Warning is posted once, not every pass
+
+    invalid = Refusing(kube, {"Deployment": (422, 'Deployment.apps "nogw-a" is invalid: '
+                                             'spec.template.spec.affinity: Invalid value')})
+    await cluster.apply_lm("nogw", spec(serving={"replicas": 2}, autoscaling=None), NS)
+    await reconcile(cluster.get(LM_RESOURCE, NS, "nogw"), invalid, SETTINGS, now=T0)
+    deployed = cluster.condition("nogw", "Deployed")
+    assert deployed["reason"] == "ApplyRefused"
+    assert "spec.template.spec.affinity" in deployed["message"]
+    # once the server accepts again, the conditions recover
+    await reconcile(cluster.get(LM_RESOURCE, NS, "nogw"), kube, SETTINGS, now=T0)
+    assert cluster.condition("nogw", "Routed")["reason"] == "Routed"
+
+
+async def test_a_spec_no_child_can_be_built_from_is_refused_in_status(env):
+    """Valid for the API, unusable with these operator settings (KEDA with no Prometheus
+    address anywhere): Ready=False NotServable naming the fix, and no child is written."""
+    cluster, kube = env
+    body = spec(autoscaling={"engine": "KEDA", "metric": "QueueTime", "minReplicas": 1})
+    await cluster.apply_lm("nokeda", body, NS)
+    result = await again(env, "nokeda")
+    ready = cluster.condition("nokeda", "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "NotServable"
+    assert "LMO_PROMETHEUS_URL" in ready["message"] and "prometheusUrl" in ready["message"]
+    assert result.outcome == "invalid" and not result.applied
+    assert cluster.writes("nokeda-") == 0
+    assert [e[1] for e in result.events] == ["NotServable"]
+
+
+async def test_a_missing_artifact_store_secret_blocks_every_version(env):
+    cluster, kube = env
+    settings = SETTINGS.model_copy(update={"artifact_store": "s3://store/lmo",
+                                           "artifact_store_secret": "store-creds"})
+    await cluster.apply_lm("nostore", spec(), NS)
+    result = await reconcile(cluster.get(LM_RESOURCE, NS, "nostore"), kube, settings, now=T0)
+    assert not result.applied["Job"]  # no Job would get past its missing envFrom Secret
+    converted = cluster.condition("nostore", "Converted")
+    assert converted["reason"] == "SecretMissing"
+    assert "artifactStore.secret" in converted["message"] and "'store-creds'" in converted["message"]
+    await cluster.create_secret("store-creds", NS)
+    result = await reconcile(cluster.get(LM_RESOURCE, NS, "nostore"), kube, settings, now=T0)
+    assert result.applied["Job"] == 2
