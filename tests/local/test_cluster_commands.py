@@ -10,8 +10,12 @@ import asyncio
 
 import pytest
 import yaml
+from aiohttp import web
 
+from lmo.api import parse
+from lmo.builders import endpoint
 from lmo.cli import main
+from lmo.settings import OperatorSettings
 from tests.fixtures.kmock_fixture import LM_RESOURCE, start_cluster
 
 SPEC = {
@@ -24,7 +28,7 @@ SPEC = {
                 "analysis": {"prometheusUrl": "http://prometheus.monitoring:9090"}},
 }
 STATUS = {
-    "endpoint": "http://gateway.example/sentiment",
+    "endpoint": "http://gateway.example/v2/models/text_classification",
     "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "",
                     "lastTransitionTime": "2026-01-01T00:00:00Z"}],
     "versions": [
@@ -110,3 +114,47 @@ async def test_cluster_commands_name_a_bad_context_or_a_missing_kubeconfig(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     rc, _, err = await lmo(capsys, "status", "sentiment", *work)
     assert rc == 2 and "no Kubernetes cluster configured" in err, err
+
+
+async def test_infer_on_a_cluster_posts_to_the_model_under_status_endpoint(
+        kubeconfig, capsys, tmp_path):
+    """status.endpoint is the model's URL (GatewayAPI); infer must not append a second
+    /v2/models/<entry> to it."""
+    paths: list[str] = []
+
+    async def kserve(request: web.Request) -> web.Response:
+        paths.append(request.path)
+        body = await request.json()
+        assert body["inputs"][0]["data"] == ["great film"]
+        return web.json_response(
+            {"outputs": [{"name": "LABEL", "datatype": "BYTES", "shape": [1, 1],
+                          "data": ["POSITIVE"]},
+                         {"name": "SCORE", "datatype": "FP32", "shape": [1, 1], "data": [0.99]}]},
+            headers={"x-lmo-version": "v2"})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", kserve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    lm = parse({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
+                "metadata": {"name": "sentiment", "namespace": "models"}, "spec": SPEC})
+    url = endpoint(lm, OperatorSettings(gateway_address=f"127.0.0.1:{port}"))
+    assert url.endswith("/v2/models/text_classification")
+    try:
+        async with await start_cluster(operator=False) as (cluster, _):
+            kubeconfig(str(cluster.kmock.url))
+            await cluster.apply_lm("sentiment", SPEC, namespace="models")
+            await cluster.request(
+                "PATCH",
+                "/apis/lmo.dev/v1alpha1/namespaces/models/languagemodels/sentiment/status",
+                {"status": {**STATUS, "endpoint": url}}, ctype="application/merge-patch+json")
+            rc, out, err = await lmo(capsys, "infer", "great film", "--name", "sentiment",
+                                     "--work-dir", str(tmp_path))
+            assert rc == 0, err
+            assert paths == ["/v2/models/text_classification/infer"]
+            assert "[v2]" in out and "POSITIVE" in out
+    finally:
+        await runner.cleanup()

@@ -11,11 +11,15 @@ from pathlib import Path
 import pytest
 
 from lmo.api import load_file
+from lmo.api import parse as parse_lm
+from lmo.builders import endpoint
+from lmo.commands.infer import base_url
 from lmo.commands.traffic import stable_version, traffic_patch
 from lmo.errors import UserError
 from lmo.local.routing import Router, parse_assignments
 from lmo.local.tritonmetrics import Snapshot, parse
 from lmo.local.versions import resolve_checkpoint
+from lmo.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,6 +90,37 @@ def test_traffic_patch_replaces_the_list_and_takes_over_a_rollout():
         traffic_patch(obj, {"v1": 50, "v2": 40})
     assert stable_version(["v1", "v2"], {"rollout": {"stable": "v2"}}) == "v2"
     assert stable_version(["v1", "v2"], {}) == "v1"
+
+
+@pytest.mark.parametrize(
+    "routing,settings,base",
+    [
+        ({"hostnames": ["*.example.com", "chat.example.com"]}, {}, "http://chat.example.com"),
+        ({}, {"gateway_address": "gw.example.com:8080"}, "http://gw.example.com:8080"),
+        ({}, {"gateway_name": "edge", "gateway_namespace": "infra"}, "http://edge.infra"),
+        ({"parentRef": {"name": "gw"}}, {}, "http://gw.ml"),
+        ({"provider": "Service"}, {}, "http://chat.ml.svc:8000"),
+    ],
+)
+def test_infer_builds_its_urls_on_every_form_of_status_endpoint(routing, settings, base):
+    """status.endpoint as the operator writes it (GatewayAPI: the model's URL; Service: the
+    server's), cut back to the URL that /v2/models/<entry>/infer is appended to."""
+    lm = parse_lm({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
+                   "metadata": {"name": "chat", "namespace": "ml"},
+                   "spec": {"task": "text-generation", "routing": routing,
+                            "versions": [{"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}}]}})
+    status_endpoint = endpoint(lm, OperatorSettings(**settings))
+    assert base_url(status_endpoint) == base
+    assert base_url(status_endpoint + "/") == base
+
+
+def test_base_url_keeps_a_bare_server_url_and_a_path_prefix():
+    assert base_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    assert base_url("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
+    assert base_url("http://h/v2") == "http://h"
+    assert base_url("http://h/v2/models/fill_mask/infer") == "http://h"
+    assert base_url("https://h/ml/v2/models/fill_mask") == "https://h/ml"
+    assert base_url("https://h/ml") == "https://h/ml"
 
 
 METRICS = """\
