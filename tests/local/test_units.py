@@ -14,7 +14,7 @@ from lmo.api import load_file
 from lmo.api import parse as parse_lm
 from lmo.builders import endpoint
 from lmo.commands.infer import base_url
-from lmo.commands.traffic import stable_version, traffic_patch
+from lmo.commands.traffic import rollback_version, traffic_patch
 from lmo.errors import UserError
 from lmo.local.routing import Router, parse_assignments
 from lmo.local.tritonmetrics import Snapshot, parse
@@ -88,8 +88,19 @@ def test_traffic_patch_replaces_the_list_and_takes_over_a_rollout():
     assert obj["spec"]["versions"][0]["traffic"] == 90  # the object read is not modified
     with pytest.raises(UserError):
         traffic_patch(obj, {"v1": 50, "v2": 40})
-    assert stable_version(["v1", "v2"], {"rollout": {"stable": "v2"}}) == "v2"
-    assert stable_version(["v1", "v2"], {}) == "v1"
+    assert rollback_version(["v1", "v2"], {"rollout": {"stable": "v2"}}) == "v2"
+    assert rollback_version(["v1", "v2"], {}) == "v1"
+
+
+def test_rollback_after_a_succeeded_rollout_goes_to_the_version_it_replaced():
+    done = {"phase": "Succeeded", "stable": "v2", "candidate": "",
+            "message": "v2 serves all traffic (previous: v1)"}
+    assert rollback_version(["v1", "v2"], {"rollout": done}) == "v1"
+    assert rollback_version(["v1", "v2"], {"rollout": {**done, "phase": "RolledBack"}}) == "v2"
+    with pytest.raises(UserError, match=r"does not record.*lmo promote VERSION"):
+        rollback_version(["v1", "v2"], {"rollout": {**done, "message": ""}})
+    with pytest.raises(UserError, match=r"v1, is no longer in spec.versions.*lmo promote"):
+        rollback_version(["v2", "v3"], {"rollout": done})
 
 
 @pytest.mark.parametrize(
