@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -200,3 +203,66 @@ def test_cluster_examples_parse_and_render_without_local_paths():
                              capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert out.returncode == 0, out.stderr
         assert "kind: Deployment" in out.stdout and "kind: HTTPRoute" in out.stdout
+
+
+class SlowServer:
+    """Stands in for TritonServer in Fleet.start: v1 takes seconds to get ready (or is
+    ready at once), v2 is interrupted (Ctrl-C) once v1's process runs."""
+
+    instances: dict[str, SlowServer] = {}
+    ready_at_once = False
+
+    def __init__(self, repository, log_path=None):
+        self.name = Path(repository).name
+        self.process = None
+        self.stops = 0
+        self.spawned = threading.Event()
+        self.returned = threading.Event()
+        SlowServer.instances[self.name] = self
+
+    def start(self):
+        from lmo_runtime.triton.server import TritonError
+
+        if self.name == "v2":
+            v1 = SlowServer.instances["v1"]
+            v1.spawned.wait(5)
+            if self.ready_at_once:
+                v1.returned.wait(5)
+            raise KeyboardInterrupt
+        self.process = "running"
+        self.spawned.set()
+        deadline = time.monotonic() + (0 if self.ready_at_once else 5)
+        while self.process is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.returned.set()
+        if self.process is None:
+            raise TritonError("exited before it was ready")
+        return self
+
+    def stop(self):
+        self.process = None
+        self.stops += 1
+
+
+@pytest.mark.parametrize("ready_at_once", [False, True])
+def test_ctrl_c_while_servers_start_stops_every_server(tmp_path, monkeypatch, ready_at_once):
+    """`lmo up` interrupted while its Triton servers start leaves none running (they run in
+    their own sessions, so nothing else would stop them), whether a server was still
+    starting or already ready."""
+    import lmo_runtime.triton.server as triton_server
+    from lmo.local.up import Fleet
+
+    SlowServer.instances = {}
+    monkeypatch.setattr(SlowServer, "ready_at_once", ready_at_once)
+    monkeypatch.setattr(triton_server, "TritonServer", SlowServer)
+    fleet = Fleet("chat", tmp_path, tmp_path, flavour=None, progress=False, cache_dir=tmp_path)
+    artifacts = {n: SimpleNamespace(repository=tmp_path / n, manifest=SimpleNamespace(key=n))
+                 for n in ("v1", "v2")}
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        fleet.start(artifacts)
+    v1 = SlowServer.instances["v1"]
+    assert v1.process is None and v1.stops >= 1
+    assert v1.returned.is_set()  # its start() had returned before start() gave up
+    assert time.monotonic() - t0 < 4  # stopped, not waited for until ready
+    fleet.stop()
