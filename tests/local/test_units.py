@@ -51,6 +51,43 @@ def test_a_version_that_is_not_ready_gets_nothing():
         router.choose()
 
 
+def test_a_version_at_zero_never_stands_in_for_a_stable_that_is_down():
+    """After a rollback v2 is ready at 0%; with v1 down the cluster's HTTPRoute sends v2
+    nothing (the gateway answers 503), and so does the router. A header still reaches it."""
+    router = Router({"v1": 100, "v2": 0}, available={"v2"}, header="x-lmo-version")
+    with pytest.raises(LookupError, match=r"no version with traffic is ready .*v1=100,v2=0"):
+        router.choose()
+    with pytest.raises(LookupError, match="ready: v2"):
+        router.choose("v9")
+    assert router.choose("v2").version == "v2"
+    router.available = {"v1", "v2"}
+    assert picks(router, 10) == Counter({"v1": 10})
+
+
+async def test_front_door_answers_503_rather_than_route_to_a_version_at_zero():
+    import aiohttp
+
+    from lmo.local.controller import Controller
+    from lmo.local.frontdoor import FrontDoor
+
+    lm = parse_lm({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
+                   "metadata": {"name": "sentiment"},
+                   "spec": {"task": "text-classification", "versions": [
+                       {"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}, "traffic": 100},
+                       {"name": "v2", "checkpoint": {"uri": "s3://m/v2/"}, "traffic": 0}]}})
+    door = FrontDoor(Controller(lm, backends={}), tick_seconds=3600)
+    port = await door.start()
+    door.controller.router.available = {"v2"}  # v1 down, the rolled-back v2 ready
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"http://127.0.0.1:{port}/v2/models/text_classification/infer",
+                              json={"inputs": []}) as r:
+                assert r.status == 503
+                assert "no version with traffic is ready" in (await r.json())["error"]
+    finally:
+        await door.stop()
+
+
 def test_header_is_exact_and_unknown_values_fall_through():
     router = Router({"v1": 100, "v2": 0}, header="x-lmo-version")
     assert picks(router, 10, "v2") == Counter({"v2": 10})
