@@ -7,11 +7,18 @@ are synchronous, so they run in a thread beside the emulator's event loop.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
+from aiohttp import web
 
+from lmo.analysis import AnalysisResult
+from lmo.api import LanguageModelSpec, parse
+from lmo.builders import endpoint
 from lmo.cli import main
+from lmo.rollout import VersionObservation, decide, desired_key
+from lmo.settings import OperatorSettings
 from tests.fixtures.kmock_fixture import LM_RESOURCE, start_cluster
 
 SPEC = {
@@ -24,7 +31,7 @@ SPEC = {
                 "analysis": {"prometheusUrl": "http://prometheus.monitoring:9090"}},
 }
 STATUS = {
-    "endpoint": "http://gateway.example/sentiment",
+    "endpoint": "http://gateway.example/v2/models/text_classification",
     "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "",
                     "lastTransitionTime": "2026-01-01T00:00:00Z"}],
     "versions": [
@@ -110,3 +117,91 @@ async def test_cluster_commands_name_a_bad_context_or_a_missing_kubeconfig(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     rc, _, err = await lmo(capsys, "status", "sentiment", *work)
     assert rc == 2 and "no Kubernetes cluster configured" in err, err
+
+
+def succeeded_rollout(spec: dict) -> dict:
+    """status.rollout after the canary of v2 passed every step, as lmo.rollout writes it."""
+    s = LanguageModelSpec.model_validate(spec)
+    seen = [VersionObservation(v.name, True, desired_key(s, v.name)) for v in s.versions]
+    passed = AnalysisResult("pass", {"error_ratio": 0.0, "requests": 120.0}, ["ok"])
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    d = decide(s, None, seen, t0)
+    for i in range(1, len(s.rollout.steps) + 1):
+        d = decide(s, d.rollout, seen, t0 + timedelta(minutes=10 * i), passed)
+    assert d.rollout.phase == "Succeeded" and d.rollout.stable == "v2"
+    return d.rollout.to_dict()
+
+
+async def test_rollback_after_a_succeeded_canary_goes_back_to_the_replaced_version(
+        kubeconfig, capsys, tmp_path):
+    async with await start_cluster(operator=False) as (cluster, _):
+        kubeconfig(str(cluster.kmock.url))
+        await cluster.apply_lm("sentiment", SPEC, namespace="models")
+        status_path = "/apis/lmo.dev/v1alpha1/namespaces/models/languagemodels/sentiment/status"
+        rollout = succeeded_rollout(SPEC)
+        await cluster.request("PATCH", status_path, {"status": {**STATUS, "rollout": rollout}},
+                              ctype="application/merge-patch+json")
+        work = ["--work-dir", str(tmp_path)]
+
+        # v2 was promoted to stable; rolling back means v1, the version it replaced
+        rc, out, err = await lmo(capsys, "rollback", "sentiment", *work)
+        assert rc == 0, err
+        assert "v1=100,v2=0" in out and "rollout strategy set to Manual" in out
+        obj = cluster.get(LM_RESOURCE, "models", "sentiment")
+        assert [v["traffic"] for v in obj["spec"]["versions"]] == [100, 0]
+        assert obj["spec"]["rollout"]["strategy"] == "Manual"
+
+        # a Succeeded status that does not name the replaced version: refuse, say what to do
+        await cluster.apply_lm("sentiment", SPEC, namespace="models")
+        unknown = {**rollout, "message": "v2 serves all traffic"}
+        await cluster.request("PATCH", status_path, {"status": {"rollout": unknown}},
+                              ctype="application/merge-patch+json")
+        before = cluster.get(LM_RESOURCE, "models", "sentiment")["spec"]
+        rc, _, err = await lmo(capsys, "rollback", "sentiment", *work)
+        assert rc == 2 and "succeeded" in err and "lmo promote VERSION" in err, err
+        assert "v1, v2" in err
+        assert cluster.get(LM_RESOURCE, "models", "sentiment")["spec"] == before
+
+
+async def test_infer_on_a_cluster_posts_to_the_model_under_status_endpoint(
+        kubeconfig, capsys, tmp_path):
+    """status.endpoint is the model's URL (GatewayAPI); infer must not append a second
+    /v2/models/<entry> to it."""
+    paths: list[str] = []
+
+    async def kserve(request: web.Request) -> web.Response:
+        paths.append(request.path)
+        body = await request.json()
+        assert body["inputs"][0]["data"] == ["great film"]
+        return web.json_response(
+            {"outputs": [{"name": "LABEL", "datatype": "BYTES", "shape": [1, 1],
+                          "data": ["POSITIVE"]},
+                         {"name": "SCORE", "datatype": "FP32", "shape": [1, 1], "data": [0.99]}]},
+            headers={"x-lmo-version": "v2"})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", kserve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    lm = parse({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
+                "metadata": {"name": "sentiment", "namespace": "models"}, "spec": SPEC})
+    url = endpoint(lm, OperatorSettings(gateway_address=f"127.0.0.1:{port}"))
+    assert url.endswith("/v2/models/text_classification")
+    try:
+        async with await start_cluster(operator=False) as (cluster, _):
+            kubeconfig(str(cluster.kmock.url))
+            await cluster.apply_lm("sentiment", SPEC, namespace="models")
+            await cluster.request(
+                "PATCH",
+                "/apis/lmo.dev/v1alpha1/namespaces/models/languagemodels/sentiment/status",
+                {"status": {**STATUS, "endpoint": url}}, ctype="application/merge-patch+json")
+            rc, out, err = await lmo(capsys, "infer", "great film", "--name", "sentiment",
+                                     "--work-dir", str(tmp_path))
+            assert rc == 0, err
+            assert paths == ["/v2/models/text_classification/infer"]
+            assert "[v2]" in out and "POSITIVE" in out
+    finally:
+        await runner.cleanup()

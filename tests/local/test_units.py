@@ -5,17 +5,24 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from lmo.api import load_file
-from lmo.commands.traffic import stable_version, traffic_patch
+from lmo.api import parse as parse_lm
+from lmo.builders import endpoint
+from lmo.commands.infer import base_url
+from lmo.commands.traffic import rollback_version, traffic_patch
 from lmo.errors import UserError
 from lmo.local.routing import Router, parse_assignments
 from lmo.local.tritonmetrics import Snapshot, parse
 from lmo.local.versions import resolve_checkpoint
+from lmo.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,6 +49,43 @@ def test_a_version_that_is_not_ready_gets_nothing():
     router.available = set()
     with pytest.raises(LookupError):
         router.choose()
+
+
+def test_a_version_at_zero_never_stands_in_for_a_stable_that_is_down():
+    """After a rollback v2 is ready at 0%; with v1 down the cluster's HTTPRoute sends v2
+    nothing (the gateway answers 503), and so does the router. A header still reaches it."""
+    router = Router({"v1": 100, "v2": 0}, available={"v2"}, header="x-lmo-version")
+    with pytest.raises(LookupError, match=r"no version with traffic is ready .*v1=100,v2=0"):
+        router.choose()
+    with pytest.raises(LookupError, match="ready: v2"):
+        router.choose("v9")
+    assert router.choose("v2").version == "v2"
+    router.available = {"v1", "v2"}
+    assert picks(router, 10) == Counter({"v1": 10})
+
+
+async def test_front_door_answers_503_rather_than_route_to_a_version_at_zero():
+    import aiohttp
+
+    from lmo.local.controller import Controller
+    from lmo.local.frontdoor import FrontDoor
+
+    lm = parse_lm({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
+                   "metadata": {"name": "sentiment"},
+                   "spec": {"task": "text-classification", "versions": [
+                       {"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}, "traffic": 100},
+                       {"name": "v2", "checkpoint": {"uri": "s3://m/v2/"}, "traffic": 0}]}})
+    door = FrontDoor(Controller(lm, backends={}), tick_seconds=3600)
+    port = await door.start()
+    door.controller.router.available = {"v2"}  # v1 down, the rolled-back v2 ready
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"http://127.0.0.1:{port}/v2/models/text_classification/infer",
+                              json={"inputs": []}) as r:
+                assert r.status == 503
+                assert "no version with traffic is ready" in (await r.json())["error"]
+    finally:
+        await door.stop()
 
 
 def test_header_is_exact_and_unknown_values_fall_through():
@@ -84,8 +128,50 @@ def test_traffic_patch_replaces_the_list_and_takes_over_a_rollout():
     assert obj["spec"]["versions"][0]["traffic"] == 90  # the object read is not modified
     with pytest.raises(UserError):
         traffic_patch(obj, {"v1": 50, "v2": 40})
-    assert stable_version(["v1", "v2"], {"rollout": {"stable": "v2"}}) == "v2"
-    assert stable_version(["v1", "v2"], {}) == "v1"
+    assert rollback_version(["v1", "v2"], {"rollout": {"stable": "v2"}}) == "v2"
+    assert rollback_version(["v1", "v2"], {}) == "v1"
+
+
+def test_rollback_after_a_succeeded_rollout_goes_to_the_version_it_replaced():
+    done = {"phase": "Succeeded", "stable": "v2", "candidate": "",
+            "message": "v2 serves all traffic (previous: v1)"}
+    assert rollback_version(["v1", "v2"], {"rollout": done}) == "v1"
+    assert rollback_version(["v1", "v2"], {"rollout": {**done, "phase": "RolledBack"}}) == "v2"
+    with pytest.raises(UserError, match=r"does not record.*lmo promote VERSION"):
+        rollback_version(["v1", "v2"], {"rollout": {**done, "message": ""}})
+    with pytest.raises(UserError, match=r"v1, is no longer in spec.versions.*lmo promote"):
+        rollback_version(["v2", "v3"], {"rollout": done})
+
+
+@pytest.mark.parametrize(
+    "routing,settings,base",
+    [
+        ({"hostnames": ["*.example.com", "chat.example.com"]}, {}, "http://chat.example.com"),
+        ({}, {"gateway_address": "gw.example.com:8080"}, "http://gw.example.com:8080"),
+        ({}, {"gateway_name": "edge", "gateway_namespace": "infra"}, "http://edge.infra"),
+        ({"parentRef": {"name": "gw"}}, {}, "http://gw.ml"),
+        ({"provider": "Service"}, {}, "http://chat.ml.svc:8000"),
+    ],
+)
+def test_infer_builds_its_urls_on_every_form_of_status_endpoint(routing, settings, base):
+    """status.endpoint as the operator writes it (GatewayAPI: the model's URL; Service: the
+    server's), cut back to the URL that /v2/models/<entry>/infer is appended to."""
+    lm = parse_lm({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
+                   "metadata": {"name": "chat", "namespace": "ml"},
+                   "spec": {"task": "text-generation", "routing": routing,
+                            "versions": [{"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}}]}})
+    status_endpoint = endpoint(lm, OperatorSettings(**settings))
+    assert base_url(status_endpoint) == base
+    assert base_url(status_endpoint + "/") == base
+
+
+def test_base_url_keeps_a_bare_server_url_and_a_path_prefix():
+    assert base_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    assert base_url("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
+    assert base_url("http://h/v2") == "http://h"
+    assert base_url("http://h/v2/models/fill_mask/infer") == "http://h"
+    assert base_url("https://h/ml/v2/models/fill_mask") == "https://h/ml"
+    assert base_url("https://h/ml") == "https://h/ml"
 
 
 METRICS = """\
@@ -154,3 +240,66 @@ def test_cluster_examples_parse_and_render_without_local_paths():
                              capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert out.returncode == 0, out.stderr
         assert "kind: Deployment" in out.stdout and "kind: HTTPRoute" in out.stdout
+
+
+class SlowServer:
+    """Stands in for TritonServer in Fleet.start: v1 takes seconds to get ready (or is
+    ready at once), v2 is interrupted (Ctrl-C) once v1's process runs."""
+
+    instances: dict[str, SlowServer] = {}
+    ready_at_once = False
+
+    def __init__(self, repository, log_path=None):
+        self.name = Path(repository).name
+        self.process = None
+        self.stops = 0
+        self.spawned = threading.Event()
+        self.returned = threading.Event()
+        SlowServer.instances[self.name] = self
+
+    def start(self):
+        from lmo_runtime.triton.server import TritonError
+
+        if self.name == "v2":
+            v1 = SlowServer.instances["v1"]
+            v1.spawned.wait(5)
+            if self.ready_at_once:
+                v1.returned.wait(5)
+            raise KeyboardInterrupt
+        self.process = "running"
+        self.spawned.set()
+        deadline = time.monotonic() + (0 if self.ready_at_once else 5)
+        while self.process is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.returned.set()
+        if self.process is None:
+            raise TritonError("exited before it was ready")
+        return self
+
+    def stop(self):
+        self.process = None
+        self.stops += 1
+
+
+@pytest.mark.parametrize("ready_at_once", [False, True])
+def test_ctrl_c_while_servers_start_stops_every_server(tmp_path, monkeypatch, ready_at_once):
+    """`lmo up` interrupted while its Triton servers start leaves none running (they run in
+    their own sessions, so nothing else would stop them), whether a server was still
+    starting or already ready."""
+    import lmo_runtime.triton.server as triton_server
+    from lmo.local.up import Fleet
+
+    SlowServer.instances = {}
+    monkeypatch.setattr(SlowServer, "ready_at_once", ready_at_once)
+    monkeypatch.setattr(triton_server, "TritonServer", SlowServer)
+    fleet = Fleet("chat", tmp_path, tmp_path, flavour=None, progress=False, cache_dir=tmp_path)
+    artifacts = {n: SimpleNamespace(repository=tmp_path / n, manifest=SimpleNamespace(key=n))
+                 for n in ("v1", "v2")}
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        fleet.start(artifacts)
+    v1 = SlowServer.instances["v1"]
+    assert v1.process is None and v1.stops >= 1
+    assert v1.returned.is_set()  # its start() had returned before start() gave up
+    assert time.monotonic() - t0 < 4  # stopped, not waited for until ready
+    fleet.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -31,17 +32,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser, name=False)
 
 
+def base_url(endpoint: str) -> str:
+    """The server URL in front of `/v2/...` that the KServe v2 paths are appended to.
+
+    `status.endpoint` is the model's URL under GatewayAPI (`http://HOST/v2/models/<entry>`,
+    see `lmo.builders.traffic.endpoint`) and a bare server URL under the Service provider
+    (`http://<lm>.<ns>.svc:8000`); `--url` may be either too. Everything from the first
+    `/v2` path segment on is cut off, so both give the URL requests are built on (a path
+    prefix before `/v2`, as some gateways add, is kept).
+    """
+    parts = urlsplit(endpoint.strip())
+    segments = parts.path.rstrip("/").split("/")
+    if "v2" in segments:
+        segments = segments[: segments.index("v2")]
+    return urlunsplit((parts.scheme, parts.netloc, "/".join(segments), "", "")).rstrip("/")
+
+
 def endpoint(args: argparse.Namespace) -> tuple[str, str | None]:
     """(base URL, task or None) of the model the command talks to."""
     target = resolve(args)
     if target.local:
-        return target.url, None
+        return base_url(target.url), None
     obj = get_lm(target)
     url = (obj.get("status") or {}).get("endpoint")
     if not url:
         raise UserError(f"languagemodel {target.namespace}/{target.name} has no status.endpoint "
                         f"yet (is it Ready? `lmo status {target.name}`); or pass --url")
-    return url.rstrip("/"), obj["spec"]["task"]
+    return base_url(url), obj["spec"]["task"]
 
 
 def discover_task(url: str) -> str:

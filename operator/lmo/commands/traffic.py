@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 from typing import Any
 
+from lmo.api import RolloutPhase
 from lmo.commands.target import add_target_arguments, get_lm, local_get, local_post, resolve
 from lmo.errors import UserError
 from lmo.local.routing import check_weights, parse_assignments
@@ -44,7 +46,7 @@ def run_promote(args: argparse.Namespace) -> int:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    return _apply(args, lambda versions, status: _all_to(stable_version(versions, status),
+    return _apply(args, lambda versions, status: _all_to(rollback_version(versions, status),
                                                           versions), "rollback")
 
 
@@ -64,10 +66,36 @@ def _all_to(version: str, versions: list[str]) -> dict[str, int]:
     return {v: 100 if v == version else 0 for v in versions}
 
 
-def stable_version(versions: list[str], status: dict[str, Any]) -> str:
-    """The version to roll back to: the rollout's stable one, else the first listed."""
-    stable = (status.get("rollout") or {}).get("stable")
-    return stable if stable in versions else versions[0]
+# How a Succeeded rollout names the version it replaced (lmo.rollout, `promote`):
+# "<new> serves all traffic (previous: <old>)". status.rollout has no field for it.
+_PREVIOUS = re.compile(r"\(previous: ([^()\s]+)\)")
+
+
+def rollback_version(versions: list[str], status: dict[str, Any]) -> str:
+    """The version `lmo rollback` sends all traffic to.
+
+    While a rollout runs (or after it rolled back), that is `status.rollout.stable`: the
+    version serving before the candidate. After a Succeeded rollout the candidate *is* the
+    stable, so going back means the version that was stable before it, which the rollout
+    records only in its message; when that is missing (or the version was removed from
+    spec.versions) nothing is guessed and the command asks for `lmo promote VERSION`.
+    Without a rollout status: the first listed version.
+    """
+    rollout = status.get("rollout") or {}
+    stable = rollout.get("stable")
+    if rollout.get("phase") != RolloutPhase.SUCCEEDED.value:
+        return stable if stable in versions else versions[0]
+    m = _PREVIOUS.search(rollout.get("message") or "")
+    previous = m.group(1) if m else None
+    if previous in versions:
+        return previous
+    why = (f"the version it replaced, {previous}, is no longer in spec.versions" if m
+           else "status.rollout does not record which version served before it")
+    raise UserError(
+        f"rollback: the rollout to {stable or 'the candidate'} succeeded and {why}; send all "
+        f"traffic to the version you want with `lmo promote VERSION` (versions: "
+        f"{', '.join(versions)})"
+    )
 
 
 def _apply(args: argparse.Namespace, weights_for, what: str) -> int:

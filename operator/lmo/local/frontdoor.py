@@ -114,10 +114,9 @@ class FrontDoor:
         value = request.headers.get(router.header) if router.header else None
         try:
             return router.choose(value)
-        except LookupError:
+        except LookupError as err:
             raise web.HTTPServiceUnavailable(
-                text=json.dumps({"error": "no version of this model is ready yet"}),
-                content_type="application/json",
+                text=json.dumps({"error": str(err)}), content_type="application/json"
             ) from None
 
     async def infer(self, request: web.Request) -> web.StreamResponse:

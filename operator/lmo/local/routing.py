@@ -31,7 +31,11 @@ class Router:
     `weights` are percentages (summing to 100) of the versions that take traffic;
     `available` are the versions that can answer at all (ready servers). A header naming an
     available version routes to it whatever its weight (as an HTTPRoute header match does);
-    a header naming anything else falls through to the weights.
+    a header naming anything else falls through to the weights. The weights pick among the
+    ready versions with a weight above 0 only: as an HTTPRoute never sends traffic to a
+    0-weight backend, a version at 0% (a rolled-back candidate, the version a rollout
+    replaced) never stands in for a stable that is down; `choose` raises LookupError then,
+    and the front door answers 503 as the gateway would.
     """
 
     weights: dict[str, int]
@@ -59,7 +63,10 @@ class Router:
         self._mirror_acc = 0
 
     def choose(self, header_value: str | None = None) -> Choice:
-        """Pick the version for one request (raises LookupError when none can answer)."""
+        """Pick the version for one request.
+
+        Raises LookupError, saying why, when no version with traffic is ready.
+        """
         if header_value is not None and self.header and header_value in self.available:
             return Choice(header_value, self._mirror_for(header_value), by_header=True)
         version = self._weighted()
@@ -68,11 +75,16 @@ class Router:
     def _weighted(self) -> str:
         live = {v: w for v, w in self.weights.items() if w > 0 and v in self.available}
         if not live:
-            # Nothing with traffic can answer (e.g. its server is restarting): answer from a
-            # ready version rather than fail; x-lmo-version tells the client which.
+            # E.g. the stable's server is restarting. The cluster answers 503 then (no
+            # ready endpoints behind any weighted backend); so does the front door.
+            routed = ",".join(f"{v}={w}" for v, w in self.weights.items())
             if not self.available:
-                raise LookupError("no version is ready")
-            live = {v: 1 for v in sorted(self.available)}
+                raise LookupError(f"no version is ready (traffic {routed})")
+            raise LookupError(
+                f"no version with traffic is ready (traffic {routed}; ready: "
+                f"{', '.join(sorted(self.available))}, which a version at 0% does not "
+                f"replace)"
+            )
         total = sum(live.values())
         best = None
         for v, w in live.items():

@@ -133,9 +133,10 @@ class Fleet:
             for name, a in artifacts.items()
         }
         started: dict[str, Any] = {}
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(servers))) as pool:
-            futures = {pool.submit(s.start): name for name, s in servers.items()}
-            errors = []
+        errors = []
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(servers)))
+        futures = {pool.submit(s.start): name for name, s in servers.items()}
+        try:
             for fut in concurrent.futures.as_completed(futures):
                 name = futures[fut]
                 try:
@@ -143,6 +144,14 @@ class Fleet:
                     started[name] = servers[name]
                 except TritonError as err:
                     errors.append(f"version {name}: Triton did not start: {err}")
+        except BaseException:
+            # Ctrl-C (SIGTERM arrives as KeyboardInterrupt too) or an unexpected error while
+            # servers start. None is in self.servers yet, and each runs in its own session,
+            # so nothing else would stop them: stop every one, started or still starting.
+            _stop_starting(list(servers.values()), list(futures))
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         if errors:
             for s in started.values():
                 s.stop()
@@ -172,6 +181,23 @@ class Fleet:
     def stop(self) -> None:
         self.retire(list(self.servers))
         self.stop_retired()
+
+
+def _stop_starting(servers: list[Any], futures: list[concurrent.futures.Future]) -> None:
+    """Stop servers whose `start()` may still be running in other threads.
+
+    A start that is waiting for readiness fails soon after its process is stopped; one that
+    had not spawned its process yet may spawn it after a stop, so stop again until every
+    start has returned.
+    """
+    while True:
+        for s in servers:
+            s.stop()
+        _, pending = concurrent.futures.wait(futures, timeout=0.5)
+        if not pending:
+            break
+    for s in servers:
+        s.stop()
 
 
 def _say(msg: str) -> None:
