@@ -76,9 +76,35 @@ def file_digests(root: Path) -> list[FileDigest]:
     return out
 
 
-def _publish(stage: Path, out_dir: Path) -> None:
-    """Move a complete staged artifact to `out_dir` (replacing an older one)."""
+def _check_out_dir(request: ConversionRequest, out_dir: Path, env: dict[str, str]) -> None:
+    """Refuse an `out_dir` that publishing would destroy, before any work is done.
+
+    Publishing replaces `out_dir` as a whole: it must be new, empty or an earlier artifact,
+    and neither the local checkpoint directory nor inside it nor above it (an `--out` equal
+    to the checkpoint would delete the checkpoint, one inside it would change its digest).
+    """
+    from lmo_runtime.store import check_replaceable, local_path
+
+    src = local_path(request.checkpoint_uri, env)
+    if src is not None:
+        out, ckpt = Path(out_dir).resolve(), src.resolve()
+        if out == ckpt or ckpt in out.parents or out in ckpt.parents:
+            where = ("is" if out == ckpt else "is inside" if ckpt in out.parents
+                     else "contains")
+            raise ConversionError(
+                f"--out {out_dir} {where} the checkpoint directory {src}; publishing there "
+                "would delete or change the checkpoint. Choose an --out directory outside "
+                "the checkpoint"
+            )
+    check_replaceable(Path(out_dir), "--out")
+
+
+def _publish(stage: Path, out_dir: Path, flag: str = "--out") -> None:
+    """Move a complete staged artifact to `out_dir` (replacing an older artifact only)."""
+    from lmo_runtime.store import check_replaceable
+
     out_dir = Path(out_dir)
+    check_replaceable(out_dir, flag)
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
         out_dir.rename(old)
@@ -88,14 +114,17 @@ def _publish(stage: Path, out_dir: Path) -> None:
         stage.rename(out_dir)
 
 
-def _copy_artifact(src: Path, out_dir: Path) -> None:
+def _copy_artifact(src: Path, out_dir: Path, flag: str = "--out") -> None:
     """Copy an artifact directory to `out_dir`, manifest last, through a staging dir."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     shutil.copytree(src, stage, ignore=shutil.ignore_patterns(MANIFEST_FILE, SOURCE_FILE))
     shutil.copy2(src / MANIFEST_FILE, stage / MANIFEST_FILE)
-    _publish(stage, out_dir)
+    try:
+        _publish(stage, out_dir, flag)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _unchanged(src: Path, entry: Path, manifest: Manifest) -> bool:
@@ -171,7 +200,8 @@ def convert(
     """Convert `request.checkpoint_uri` into a Triton model repository at `out_dir`.
 
     Returns the accepted manifest. Raises ConversionError for bad input (message names the
-    field and the fix) and GateRefused (carrying the `accepted=false` manifest) when every
+    field and the fix; an `out_dir` that is not new, empty or an earlier artifact is refused
+    first, see _check_out_dir) and GateRefused (carrying the `accepted=false` manifest) when every
     precision tried scores below `request.min_score`; in both cases nothing is written to
     `out_dir` or the cache.
     """
@@ -182,6 +212,7 @@ def convert(
     env = dict(os.environ if env is None else env)
     key = request.key()
     steps = Steps(show=progress)
+    _check_out_dir(request, out_dir, env)
 
     with steps.step("cache", key[:12]):
         hit = _cached(request, key, cache_dir, out_dir, env)
@@ -277,7 +308,7 @@ def convert(
             shutil.rmtree(stage, ignore_errors=True)
     if cache_dir is not None:
         entry = Path(cache_dir) / key
-        _copy_artifact(out_dir, entry)
+        _copy_artifact(out_dir, entry, "--cache-dir entry")
         local = store.local_path(request.checkpoint_uri, env)
         if local is not None and local.is_dir():
             source = {"fingerprint": store.checkpoint_fingerprint(local),

@@ -98,3 +98,57 @@ def test_job_arguments_reproduce_the_operators_content_key(fallback, sha):
     cli.add_arguments(parser)
     rebuilt = cli.request_from_args(parser.parse_args(convert_args(plan)))
     assert rebuilt == request and rebuilt.key() == request.key()
+
+
+def _convert_to(ckpt, out, *extra):
+    return cli.main([str(ckpt), "--task", "text-classification", "--out", str(out),
+                     "--no-cache", "--quiet", *extra])
+
+
+def test_out_that_is_not_an_artifact_is_refused_and_kept(tiny_bert_classifier, tmp_path, capsys):
+    """Publishing replaces --out as a whole: a directory lmo did not write is never deleted."""
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_bert_classifier, ckpt)
+    digest = store.checkpoint_digest(ckpt)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert _convert_to(ckpt, mine) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"--out {mine} already exists and is not an lmo artifact (it holds notes.txt)" in err
+    assert (mine / "notes.txt").read_text() == "keep me"
+    # --out at, inside or above the checkpoint would delete or change it
+    for out, where in ((ckpt, "is"), (ckpt / "artifact", "is inside"), (tmp_path, "contains")):
+        assert _convert_to(ckpt, out) == cli.EXIT_BAD_INPUT
+        assert f"{where} the checkpoint directory" in capsys.readouterr().err
+    assert store.checkpoint_digest(ckpt) == digest and not (ckpt / "artifact").exists()
+    # a file is not replaced either; an empty directory and an earlier artifact are
+    (tmp_path / "file").write_text("x")
+    assert _convert_to(ckpt, tmp_path / "file") == cli.EXIT_BAD_INPUT
+    assert "is not a directory" in capsys.readouterr().err
+    empty, old = tmp_path / "empty", tmp_path / "old"
+    empty.mkdir()
+    (old / "model_repository/stale/1").mkdir(parents=True)
+    (old / "manifest.json").write_text("{}")
+    assert _convert_to(ckpt, empty) == cli.EXIT_OK
+    assert _convert_to(ckpt, old) == cli.EXIT_OK
+    assert (old / "model_repository/text_classification").is_dir()
+    assert not (old / "model_repository/stale").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_store_put_refuses_a_target_that_is_not_an_artifact(tmp_path, monkeypatch):
+    from lmo_runtime.errors import ConversionError
+
+    monkeypatch.setenv("LMO_PVC_ROOT", str(tmp_path / "pvc"))
+    src = tmp_path / "artifact"
+    (src / "model_repository").mkdir(parents=True)
+    (src / "manifest.json").write_text("{}")
+    target = tmp_path / "pvc/claim/data"
+    target.mkdir(parents=True)
+    (target / "data.csv").write_text("1,2")
+    with pytest.raises(ConversionError, match="pvc://claim/data .* is not an lmo artifact"):
+        store.put(src, "pvc://claim/data")
+    assert (target / "data.csv").is_file()
