@@ -152,3 +152,30 @@ def test_store_put_refuses_a_target_that_is_not_an_artifact(tmp_path, monkeypatc
     with pytest.raises(ConversionError, match="pvc://claim/data .* is not an lmo artifact"):
         store.put(src, "pvc://claim/data")
     assert (target / "data.csv").is_file()
+
+
+def test_unexpected_failure_is_one_line_and_writes_nothing(tiny_bert_classifier, tmp_path,
+                                                           monkeypatch, capsys):
+    from lmo_runtime.families import bert
+
+    def broken(self, loaded, work_dir):
+        raise RuntimeError("exporter broke\nsecond line")
+
+    monkeypatch.setattr(bert.BertFamily, "export", broken)
+    out, term = tmp_path / "out", tmp_path / "term.json"
+    args = [str(tiny_bert_classifier), "--task", "text-classification", "--out", str(out),
+            "--no-cache", "--quiet", "--manifest-out", str(term)]
+    monkeypatch.delenv("LMO_DEBUG", raising=False)
+    assert cli.main(args) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = [x for x in err.splitlines() if x.startswith("lmo convert: error:")]
+    assert line == ["lmo convert: error: RuntimeError: exporter broke second line "
+                    "(rerun with LMO_DEBUG=1 for the traceback)"]
+    assert json.loads(term.read_text()) == {"accepted": False,
+                                            "reason": "RuntimeError: exporter broke second line"}
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    monkeypatch.setenv("LMO_DEBUG", "1")
+    assert cli.main(args) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in broken" in err and not out.exists()
