@@ -154,6 +154,48 @@ def test_store_put_refuses_a_target_that_is_not_an_artifact(tmp_path, monkeypatc
     assert (target / "data.csv").is_file()
 
 
+def _saved_as(dtype_name, src, dest, cls_name):
+    """A copy of checkpoint `src` whose weights (and config.json dtype) are `dtype_name`."""
+    import shutil
+
+    import torch
+    import transformers
+
+    model = getattr(transformers, cls_name).from_pretrained(src, dtype=torch.float32)
+    model.to(getattr(torch, dtype_name)).save_pretrained(dest)
+    for f in src.iterdir():
+        if "token" in f.name or f.name in ("vocab.txt", "vocab.json", "merges.txt"):
+            shutil.copy(f, dest / f.name)
+    return dest
+
+
+@pytest.mark.parametrize("dtype_name,model", [("bfloat16", "bert"), ("float16", "gpt2")])
+def test_half_precision_checkpoints_convert_from_float32_weights(
+    dtype_name, model, request, tmp_path
+):
+    """An fp16/bf16 checkpoint is loaded as float32: an fp32 artifact is float32, not a
+    half-precision graph labelled fp32 (nor a crash in the reference run)."""
+    import onnx
+
+    if model == "bert":
+        src, cls, task = request.getfixturevalue("tiny_bert_classifier"), \
+            "BertForSequenceClassification", "text-classification"
+    else:
+        src, cls, task = request.getfixturevalue("gpt2_checkpoint"), "GPT2LMHeadModel", \
+            "text-generation"
+    ckpt = _saved_as(dtype_name, src, tmp_path / "ckpt", cls)
+    assert json.loads((ckpt / "config.json").read_text())["dtype"] == dtype_name
+    out = tmp_path / "out"
+    rc = cli.main([str(ckpt), "--task", task, "--out", str(out), "--backend", "python",
+                   "--no-cache", "--quiet"])
+    assert rc == cli.EXIT_OK
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "fp32" and manifest["score"]["value"] == 1.0
+    graph = onnx.load(str(next(out.glob("model_repository/*/1/model.onnx"))))
+    assert {t.data_type for t in graph.graph.initializer if t.dims} <= {
+        onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
+
+
 def test_unexpected_failure_is_one_line_and_writes_nothing(tiny_bert_classifier, tmp_path,
                                                            monkeypatch, capsys):
     from lmo_runtime.families import bert

@@ -109,7 +109,7 @@ class BertFamily:
                 f"task {task!r} is not possible with a BERT encoder; it can serve "
                 f"{', '.join(self.tasks)}"
             )
-        _torch()
+        torch = _torch()
         from transformers import (
             AutoConfig,
             AutoModel,
@@ -143,8 +143,12 @@ class BertFamily:
         }[task]
         archs = config_dict.get("architectures") or ["BertModel"]
         try:
+            # float32 whatever config.json's dtype says: an fp16/bf16 checkpoint would export
+            # a half-precision graph (labelled fp32) or fail in the reference run; fp16 is a
+            # precision the converter produces from the fp32 export.
             model, info = cls.from_pretrained(
-                str(ckpt_dir), attn_implementation="eager", output_loading_info=True
+                str(ckpt_dir), attn_implementation="eager", output_loading_info=True,
+                dtype=torch.float32,
             )
         except Exception as err:
             raise ConversionError(

@@ -158,7 +158,7 @@ class Gpt2Family:
                 f"task {task!r} is not possible with a GPT-2 checkpoint; it can serve "
                 "text-generation"
             )
-        _torch()
+        torch = _torch()
         from transformers import AutoTokenizer, GPT2LMHeadModel
         from transformers.utils import logging as hf_logging
 
@@ -177,8 +177,11 @@ class Gpt2Family:
                 "(AutoTokenizer.from_pretrained(dir).save_pretrained(dir) writes it)"
             )
         try:
+            # float32 whatever config.json's dtype says (fp16/bf16 checkpoints): the export,
+            # the reference logits and the fp16 precision all start from float32 weights.
             model, info = GPT2LMHeadModel.from_pretrained(
-                str(ckpt_dir), attn_implementation="eager", output_loading_info=True
+                str(ckpt_dir), attn_implementation="eager", output_loading_info=True,
+                dtype=torch.float32,
             )
         except Exception as err:
             raise ConversionError(
