@@ -180,3 +180,19 @@ def test_engine_keeps_within_the_context_window(gpt2_fp32_artifact):
     out = generator.generate([long_prompt, "It"], [tg.Params(max_tokens=8)] * 2)
     assert all(isinstance(o, str) for o in out)
     assert out[1] == generator.generate(["It"], [tg.Params(max_tokens=8)])[0]
+
+
+def test_engine_batches_a_finished_long_row_with_a_long_running_short_one(gpt2_fp32_artifact):
+    """A long prompt with few MAX_TOKENS finishes first; the short prompt with many keeps
+    decoding: the finished row's positions must stay inside the context (they went past
+    n_positions and failed the whole batch in the position-embedding Gather)."""
+    tg = _textgen()
+    generator = tg.ort_generator(gpt2_fp32_artifact / "model_repository/text_generation/1",
+                                 threads=1)
+    long_prompt = " ".join(heldout_texts(32))  # truncated to n_positions - 4 tokens
+    params = [tg.Params(max_tokens=4), tg.Params(max_tokens=100)]
+    out = generator.generate([long_prompt, "It"], params)
+    assert out == [generator.generate([long_prompt], [params[0]])[0],
+                   generator.generate(["It"], [params[1]])[0]]
+    # the short row decoded past the step where the long one reached the context's end
+    assert len(generator.tokenizer.encode(out[1]).ids) > 8
