@@ -142,13 +142,16 @@ class BertFamily:
             "text-classification": AutoModelForSequenceClassification,
         }[task]
         archs = config_dict.get("architectures") or ["BertModel"]
+        # feature-extraction mean-pools the last hidden state: the pooler (absent from
+        # BertForMaskedLM checkpoints) is not part of the graph, so its weights aren't needed
+        extra = {"add_pooling_layer": False} if task == "feature-extraction" else {}
         try:
             # float32 whatever config.json's dtype says: an fp16/bf16 checkpoint would export
             # a half-precision graph (labelled fp32) or fail in the reference run; fp16 is a
             # precision the converter produces from the fp32 export.
             model, info = cls.from_pretrained(
                 str(ckpt_dir), attn_implementation="eager", output_loading_info=True,
-                dtype=torch.float32,
+                dtype=torch.float32, **extra,
             )
         except Exception as err:
             raise ConversionError(
