@@ -188,8 +188,17 @@ class Gpt2Family:
                 f"checkpoint weights cannot be loaded ({type(err).__name__}: {str(err)[:300]}); "
                 "check that the files are complete and match config.json"
             ) from None
-        missing = [k for k in info.get("missing_keys", []) if "lm_head" not in k
+        # A tied head is the input embedding (save_pretrained omits it); an untied one must be
+        # in the weights, or the model would be served with a randomly initialised head.
+        tied = bool(getattr(model.config, "tie_word_embeddings", True))
+        missing = [k for k in info.get("missing_keys", []) if not (tied and "lm_head" in k)
                    and not k.endswith(".attn.bias") and not k.endswith("masked_bias")]
+        if any("lm_head" in k for k in missing):
+            raise ConversionError(
+                "checkpoint weights have no lm_head.weight but config.json sets "
+                "tie_word_embeddings: false (an output head of its own); save the model with "
+                "its head, or set tie_word_embeddings: true if the head is the input embedding"
+            )
         if missing:
             raise ConversionError(
                 f"checkpoint weights are incomplete: {len(missing)} tensors missing "
