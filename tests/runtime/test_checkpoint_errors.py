@@ -147,3 +147,24 @@ def test_untied_gpt2_without_its_head_is_refused(gpt2_checkpoint, tmp_path):
     loaded = FAMILY.load(ckpt, "text-generation").model
     assert torch.equal(loaded.lm_head.weight, untied.lm_head.weight)
     assert not torch.equal(loaded.lm_head.weight, loaded.transformer.wte.weight)
+
+
+@pytest.mark.parametrize("num_labels,problem,named", [
+    (1, None, "num_labels 1"),
+    (1, "regression", "num_labels 1 and problem_type 'regression'"),
+    (2, "multi_label_classification",
+     "num_labels 2 and problem_type 'multi_label_classification'"),
+])
+def test_regression_and_multi_label_heads_are_refused(ckpt, tmp_path, num_labels, problem, named):
+    """Softmax over one logit is always 1.0, and over independent sigmoids means nothing:
+    such heads are refused for text-classification instead of being scored meaninglessly."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig.from_pretrained(ckpt)
+    config.num_labels, config.problem_type = num_labels, problem  # id2label follows num_labels
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(ckpt)  # weights match config.json
+    with pytest.raises(ConversionError, match=rf"single-label classifier, but config.json has "
+                                              rf"{named}: regression and multi-label"):
+        _convert(ckpt, tmp_path)

@@ -136,6 +136,8 @@ class BertFamily:
         if task == "fill-mask" and tokenizer.mask_token_id is None:
             raise ConversionError("task fill-mask needs a tokenizer with a mask token ([MASK])")
         config = AutoConfig.from_pretrained(str(ckpt_dir))
+        if task == "text-classification":
+            _check_single_label(config)
         cls = {
             "feature-extraction": AutoModel,
             "fill-mask": AutoModelForMaskedLM,
@@ -533,6 +535,23 @@ def _quiet_root_logger():
         yield
     finally:
         root.setLevel(level)
+
+
+def _check_single_label(config: Any) -> None:
+    """text-classification answers the argmax label of a softmax: a regression head (one
+    output) or a multi-label one (independent sigmoids) would be scored and served as if its
+    outputs were one distribution, which means nothing. Refuse both."""
+    problem = getattr(config, "problem_type", None)
+    n = int(config.num_labels)
+    if n >= 2 and problem in (None, "single_label_classification"):
+        return
+    what = f"num_labels {n}" + (f" and problem_type {problem!r}" if problem else "")
+    raise ConversionError(
+        f"task text-classification needs a single-label classifier, but config.json has "
+        f"{what}: regression and multi-label heads are not supported. Use a checkpoint "
+        "trained for single-label classification (num_labels >= 2, problem_type "
+        "single_label_classification or unset)"
+    )
 
 
 def _labels(config: Any) -> list[str]:
