@@ -196,3 +196,25 @@ def test_engine_batches_a_finished_long_row_with_a_long_running_short_one(gpt2_f
                    generator.generate(["It"], [params[1]])[0]]
     # the short row decoded past the step where the long one reached the context's end
     assert len(generator.tokenizer.encode(out[1]).ids) > 8
+
+
+def test_int8_static_falls_back_to_int8_or_is_refused_before_export(gpt2_checkpoint, tmp_path,
+                                                                     monkeypatch):
+    """GPT-2 cannot produce int8-static: with fallback it is skipped (int8 is tried next),
+    without it the request is refused before the checkpoint is loaded and exported."""
+    from lmo_runtime.families.gpt2 import Gpt2Family
+    from tests.fixtures.gpt2 import convert_gpt2
+
+    m = convert_gpt2(gpt2_checkpoint, tmp_path / "a", None, "int8-static", fallback=True)
+    assert m.accepted and m.precision == "int8" and len(m.attempts) == 1
+    assert m.request.precision == "int8-static"
+
+    def no_export(self, *args, **kwargs):
+        raise AssertionError("exported a request that is refused")
+
+    monkeypatch.setattr(Gpt2Family, "export", no_export)
+    with pytest.raises(ConversionError, match=r"precision int8-static is not supported for gpt2 "
+                                              r"checkpoints \(it supports fp32, fp16, int8\).*"
+                                              r"--fallback"):
+        convert_gpt2(gpt2_checkpoint, tmp_path / "b", None, "int8-static")
+    assert not (tmp_path / "b").exists()

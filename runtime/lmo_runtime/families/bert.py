@@ -97,6 +97,7 @@ class BertFamily:
     name = "bert"
     tasks = ("feature-extraction", "fill-mask", "text-classification")
     architectures = ("BertModel", "BertForMaskedLM", "BertForSequenceClassification", "BertForPreTraining")
+    precisions = ("fp32", "fp16", "int8", "int8-static")
 
     # ------------------------------------------------------------------ load
 

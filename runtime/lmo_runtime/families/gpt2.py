@@ -146,6 +146,7 @@ class Gpt2Family:
     name = "gpt2"
     tasks = ("text-generation",)
     architectures = ("GPT2LMHeadModel", "GPT2Model")
+    precisions = ("fp32", "fp16", "int8")  # int8-static: see the module docstring
 
     # ------------------------------------------------------------------ load
 
