@@ -218,3 +218,18 @@ def test_int8_static_falls_back_to_int8_or_is_refused_before_export(gpt2_checkpo
                                               r"--fallback"):
         convert_gpt2(gpt2_checkpoint, tmp_path / "b", None, "int8-static")
     assert not (tmp_path / "b").exists()
+
+
+def test_tiny_context_converts_and_golden_matches_serving(tmp_path):
+    """n_positions 8 is shorter than golden prompt + continuation: the golden run keeps
+    within the context exactly as the served generator does (it crashed in the embedding)."""
+    from tests.fixtures.checkpoints import make_gpt2_checkpoint
+    from tests.fixtures.gpt2 import convert_gpt2
+
+    ckpt = make_gpt2_checkpoint(tmp_path / "ckpt", steps=20, n_positions=8)
+    m = convert_gpt2(ckpt, tmp_path / "a", None, "fp32")
+    assert m.accepted and m.golden.kind == "tokens"
+    tg = _textgen()
+    generator = tg.ort_generator(tmp_path / "a/model_repository/text_generation/1", threads=1)
+    params = [tg.Params(max_tokens=8) for _ in m.golden.inputs]
+    assert generator.generate(m.golden.inputs, params) == m.golden.outputs

@@ -497,10 +497,16 @@ class Gpt2Family:
 
 
 def greedy_text(loaded: Loaded, prompt: str, max_tokens: int) -> str:
-    """PyTorch greedy continuation of `prompt` (what the served model must reproduce)."""
+    """PyTorch greedy continuation of `prompt` (what the served model must reproduce).
+
+    Prompt and continuation are kept within the context as the served model keeps them
+    (textgen.Generator._row): at most n_positions - 1 new tokens after the prompt's end.
+    """
     torch = _torch()
     spec = spec_of(loaded)
     ids = loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"] or [spec["eos_token_id"]]
+    max_tokens = min(max_tokens, spec["n_positions"] - 1)
+    ids = ids[-(spec["n_positions"] - max_tokens):]
     with torch.inference_mode():
         out = loaded.model.generate(
             torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
