@@ -168,3 +168,16 @@ def test_regression_and_multi_label_heads_are_refused(ckpt, tmp_path, num_labels
     with pytest.raises(ConversionError, match=rf"single-label classifier, but config.json has "
                                               rf"{named}: regression and multi-label"):
         _convert(ckpt, tmp_path)
+
+
+@pytest.mark.parametrize("change,named", [
+    ({"id2label": "oops"}, r'config.json id2label must map label ids to names .*got "oops"'),
+    ({"id2label": {"neg": "NEGATIVE"}}, r"config.json id2label must map label ids to names"),
+    ({"label2id": ["NEGATIVE", "POSITIVE"]}, r"config.json label2id must map label names"),
+])
+def test_malformed_label_maps_name_config_json(ckpt, tmp_path, change, named):
+    """A bad id2label was reported as 'checkpoint tokenizer cannot be loaded'."""
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**cfg, **change}))
+    with pytest.raises(ConversionError, match=named):
+        _convert(ckpt, tmp_path)

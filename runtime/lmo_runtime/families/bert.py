@@ -122,6 +122,18 @@ class BertFamily:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+        # config first: the tokenizer reads config.json too, and its failure would be
+        # reported as a tokenizer problem
+        try:
+            config = AutoConfig.from_pretrained(str(ckpt_dir))
+        except Exception as err:
+            raise ConversionError(
+                f"checkpoint config.json cannot be loaded ({type(err).__name__}: "
+                f"{str(err)[:200]}); fix the field it names, or re-save the model with "
+                "model.save_pretrained(dir)"
+            ) from None
+        if task == "text-classification":
+            _check_single_label(config)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(ckpt_dir), use_fast=True)
         except Exception as err:
@@ -136,9 +148,6 @@ class BertFamily:
             )
         if task == "fill-mask" and tokenizer.mask_token_id is None:
             raise ConversionError("task fill-mask needs a tokenizer with a mask token ([MASK])")
-        config = AutoConfig.from_pretrained(str(ckpt_dir))
-        if task == "text-classification":
-            _check_single_label(config)
         cls = {
             "feature-extraction": AutoModel,
             "fill-mask": AutoModelForMaskedLM,
