@@ -73,6 +73,7 @@ def inspect(ckpt_dir: Path) -> dict[str, Any]:
             raise ValueError("not a JSON object")
     except ValueError as err:
         raise ConversionError(f"checkpoint config.json is not valid JSON ({err}); {FIX_SAVE}") from None
+    _check_labels(config)
     weights = weight_files(ckpt_dir)
     if not weights:
         raise ConversionError(
@@ -89,6 +90,28 @@ def inspect(ckpt_dir: Path) -> dict[str, Any]:
             "tokenizer.save_pretrained(dir) into the checkpoint directory"
         )
     return config
+
+
+def _check_labels(config: dict[str, Any]) -> None:
+    """id2label and label2id, when present, must be objects keyed by label id / name:
+    transformers reads config.json while loading the tokenizer too, and a malformed map
+    fails there with an AttributeError that says nothing about config.json."""
+    id2label, label2id = config.get("id2label"), config.get("label2id")
+    example = '{"0": "NEGATIVE", "1": "POSITIVE"}'
+    if id2label is not None and not (
+        isinstance(id2label, dict) and all(str(k).lstrip("-").isdigit() for k in id2label)
+    ):
+        raise ConversionError(
+            f"checkpoint config.json id2label must map label ids to names (e.g. {example}), "
+            f"got {json.dumps(id2label)[:80]}; fix config.json, or set model.config.id2label "
+            "and save_pretrained(dir) again"
+        )
+    if label2id is not None and not isinstance(label2id, dict):
+        raise ConversionError(
+            "checkpoint config.json label2id must map label names to ids (e.g. "
+            f'{{"NEGATIVE": 0, "POSITIVE": 1}}), got {json.dumps(label2id)[:80]}; fix '
+            "config.json, or set model.config.label2id and save_pretrained(dir) again"
+        )
 
 
 def load_state_dict(ckpt_dir: Path) -> dict[str, Any]:

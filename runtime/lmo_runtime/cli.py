@@ -4,7 +4,8 @@
 
 Exit status: 0 accepted (or served from the cache), 3 refused by the accuracy gate (the
 refusal manifest is printed and written to --manifest-out), 2 bad input (the message names
-the field and the fix). `--out` may be a directory or an artifact-store URI (file://,
+the field and the fix), 1 an unexpected failure (one line naming the exception; set
+LMO_DEBUG=1 for the traceback). Only an accepted conversion writes an artifact. `--out` may be a directory or an artifact-store URI (file://,
 pvc://, s3://): the artifact is built locally, then published with its manifest last.
 `--manifest-out PATH` (e.g. /dev/termination-log) receives a compact JSON summary under
 4 KiB that the operator reads back from the Job's pod.
@@ -17,13 +18,14 @@ import json
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
 from lmo_runtime.errors import ConversionError, GateRefused
 from lmo_runtime.manifest import ConversionRequest, Manifest
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
 SUMMARY_LIMIT = 4096
 TASKS = ["feature-extraction", "fill-mask", "text-classification", "text-generation"]
 PRECISIONS = ["fp32", "fp16", "int8", "int8-static"]
@@ -175,6 +177,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"lmo convert: error: {err}", file=sys.stderr)
         _write_summary(args.manifest_out, {"accepted": False, "reason": str(err)[:3000]})
         return EXIT_BAD_INPUT
+    except Exception as err:  # a bug or a checkpoint no check foresaw: one line, not a traceback
+        reason = f"{type(err).__name__}: {' '.join(str(err).split())[:1000]}"
+        debug = os.environ.get("LMO_DEBUG") == "1"
+        if debug:
+            traceback.print_exc()
+        print(f"lmo convert: error: {reason}"
+              + ("" if debug else " (rerun with LMO_DEBUG=1 for the traceback)"), file=sys.stderr)
+        _write_summary(args.manifest_out, {"accepted": False, "reason": reason[:3000]})
+        return EXIT_FAILED
 
 
 def _convert(request: ConversionRequest, args: argparse.Namespace) -> int:

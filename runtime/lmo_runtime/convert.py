@@ -23,6 +23,7 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmo_runtime.errors import ConversionError, GateRefused
 from lmo_runtime.manifest import (
@@ -35,6 +36,9 @@ from lmo_runtime.manifest import (
 )
 from lmo_runtime.progress import Steps
 
+if TYPE_CHECKING:
+    from lmo_runtime.families import Family
+
 __all__ = ["ConversionError", "GateRefused", "convert", "precisions_to_try", "load_manifest"]
 
 # From least to most faithful (the same order as lmo.api.PRECISION_FALLBACK_ORDER).
@@ -45,16 +49,34 @@ MODEL_SUFFIXES = (".onnx", ".onnx.data", ".data")
 SOURCE_FILE = ".lmo-source.json"
 
 
-def precisions_to_try(request: ConversionRequest) -> list[str]:
+def precisions_to_try(request: ConversionRequest, supported: tuple[str, ...] | None = None
+                      ) -> list[str]:
     """The requested precision, then (with fallback) each safer one.
 
     fp16 is skipped when serving on CPU (gpus == 0): CPU kernels run it through casts, slower
-    than fp32 with no size benefit worth the accuracy risk.
+    than fp32 with no size benefit worth the accuracy risk. With fallback, precisions the
+    family cannot produce (not in `supported`, e.g. int8-static for GPT-2) are skipped too;
+    without it, `_check_precision` has refused such a request before any work.
     """
     if not request.fallback:
         return [request.precision]
     order = FALLBACK_ORDER[FALLBACK_ORDER.index(request.precision) :]
-    return [p for p in order if p == request.precision or p != "fp16" or request.gpus > 0]
+    order = [p for p in order if p == request.precision or p != "fp16" or request.gpus > 0]
+    return [p for p in order if supported is None or p in supported]
+
+
+def _check_precision(request: ConversionRequest, family: Family) -> list[str]:
+    """Refuse a precision the family cannot produce (without fallback), before the checkpoint
+    is loaded; with fallback, return the skipped ones (the next safer precision is tried)."""
+    unsupported = [p for p in precisions_to_try(request) if p not in family.precisions]
+    if unsupported and not request.fallback:
+        raise ConversionError(
+            f"precision {request.precision} is not supported for {family.name} checkpoints "
+            f"(it supports {', '.join(family.precisions)}); choose one of those in "
+            "optimize.precision (--precision), or set accuracyGate.fallback: true "
+            "(--fallback) to try the next safer one"
+        )
+    return unsupported
 
 
 def load_manifest(artifact_dir: Path) -> Manifest | None:
@@ -76,9 +98,35 @@ def file_digests(root: Path) -> list[FileDigest]:
     return out
 
 
-def _publish(stage: Path, out_dir: Path) -> None:
-    """Move a complete staged artifact to `out_dir` (replacing an older one)."""
+def _check_out_dir(request: ConversionRequest, out_dir: Path, env: dict[str, str]) -> None:
+    """Refuse an `out_dir` that publishing would destroy, before any work is done.
+
+    Publishing replaces `out_dir` as a whole: it must be new, empty or an earlier artifact,
+    and neither the local checkpoint directory nor inside it nor above it (an `--out` equal
+    to the checkpoint would delete the checkpoint, one inside it would change its digest).
+    """
+    from lmo_runtime.store import check_replaceable, local_path
+
+    src = local_path(request.checkpoint_uri, env)
+    if src is not None:
+        out, ckpt = Path(out_dir).resolve(), src.resolve()
+        if out == ckpt or ckpt in out.parents or out in ckpt.parents:
+            where = ("is" if out == ckpt else "is inside" if ckpt in out.parents
+                     else "contains")
+            raise ConversionError(
+                f"--out {out_dir} {where} the checkpoint directory {src}; publishing there "
+                "would delete or change the checkpoint. Choose an --out directory outside "
+                "the checkpoint"
+            )
+    check_replaceable(Path(out_dir), "--out")
+
+
+def _publish(stage: Path, out_dir: Path, flag: str = "--out") -> None:
+    """Move a complete staged artifact to `out_dir` (replacing an older artifact only)."""
+    from lmo_runtime.store import check_replaceable
+
     out_dir = Path(out_dir)
+    check_replaceable(out_dir, flag)
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
         out_dir.rename(old)
@@ -88,14 +136,17 @@ def _publish(stage: Path, out_dir: Path) -> None:
         stage.rename(out_dir)
 
 
-def _copy_artifact(src: Path, out_dir: Path) -> None:
+def _copy_artifact(src: Path, out_dir: Path, flag: str = "--out") -> None:
     """Copy an artifact directory to `out_dir`, manifest last, through a staging dir."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     shutil.copytree(src, stage, ignore=shutil.ignore_patterns(MANIFEST_FILE, SOURCE_FILE))
     shutil.copy2(src / MANIFEST_FILE, stage / MANIFEST_FILE)
-    _publish(stage, out_dir)
+    try:
+        _publish(stage, out_dir, flag)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _unchanged(src: Path, entry: Path, manifest: Manifest) -> bool:
@@ -142,10 +193,13 @@ def _cached(
     return None
 
 
-def _refusal_message(request: ConversionRequest, tried: list[tuple[str, Score]]) -> str:
-    """Score, threshold, what was tried, and what to try next."""
+def _refusal_message(request: ConversionRequest, tried: list[tuple[str, Score]],
+                     skipped: list[str] | None = None) -> str:
+    """Score, threshold, what was tried (and skipped as unsupported), and what to try next."""
     last_precision, last = tried[-1]
     tried_s = ", ".join(f"{p} {s.value:.4f}" for p, s in tried)
+    if skipped:
+        tried_s += f"; {', '.join(skipped)} not supported, skipped"
     safer = FALLBACK_ORDER[FALLBACK_ORDER.index(last_precision) + 1 :]
     hints = []
     if not request.fallback and safer:
@@ -171,7 +225,8 @@ def convert(
     """Convert `request.checkpoint_uri` into a Triton model repository at `out_dir`.
 
     Returns the accepted manifest. Raises ConversionError for bad input (message names the
-    field and the fix) and GateRefused (carrying the `accepted=false` manifest) when every
+    field and the fix; an `out_dir` that is not new, empty or an earlier artifact is refused
+    first, see _check_out_dir) and GateRefused (carrying the `accepted=false` manifest) when every
     precision tried scores below `request.min_score`; in both cases nothing is written to
     `out_dir` or the cache.
     """
@@ -182,6 +237,7 @@ def convert(
     env = dict(os.environ if env is None else env)
     key = request.key()
     steps = Steps(show=progress)
+    _check_out_dir(request, out_dir, env)
 
     with steps.step("cache", key[:12]):
         hit = _cached(request, key, cache_dir, out_dir, env)
@@ -213,6 +269,9 @@ def convert(
             from lmo_runtime.families import family_for
 
             family = family_for(config, request.task)
+            skipped = _check_precision(request, family)
+            for p in skipped:
+                steps.note(f"{p}: not supported for {family.name} checkpoints, skipped (fallback)")
             loaded = family.load(ckpt_dir, request.task)
             base.architecture = loaded.architecture
         with steps.step("export", "onnx fp32"):
@@ -222,7 +281,7 @@ def convert(
         texts = heldout_texts()
         tried: list[tuple[str, Score]] = []
         chosen: tuple[str, Path, Score] | None = None
-        for precision in precisions_to_try(request):
+        for precision in precisions_to_try(request, family.precisions):
             with steps.step(f"optimize:{precision}"):
                 onnx_path = family.optimize(
                     exported, precision, loaded, work / f"opt-{precision}",
@@ -239,12 +298,13 @@ def convert(
             if score.passed:
                 chosen = (precision, onnx_path, score)
                 break
-        # attempts are in precisions_to_try() order: attempt i used precisions_to_try()[i]
+        # attempts are in precisions_to_try() order: attempt i used
+        # precisions_to_try(request, family.precisions)[i] (unsupported ones never attempted)
         base.attempts = [s for _, s in tried]
         base.timings = steps.timings
         base.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if chosen is None:
-            base.reason = _refusal_message(request, tried)
+            base.reason = _refusal_message(request, tried, skipped)
             base.score = tried[-1][1]
             raise GateRefused(base.reason, base)
 
@@ -277,7 +337,7 @@ def convert(
             shutil.rmtree(stage, ignore_errors=True)
     if cache_dir is not None:
         entry = Path(cache_dir) / key
-        _copy_artifact(out_dir, entry)
+        _copy_artifact(out_dir, entry, "--cache-dir entry")
         local = store.local_path(request.checkpoint_uri, env)
         if local is not None and local.is_dir():
             source = {"fingerprint": store.checkpoint_fingerprint(local),

@@ -37,6 +37,9 @@ from urllib.parse import unquote, urljoin, urlparse
 from lmo_runtime.errors import ConversionError
 
 MANIFEST_FILE = "manifest.json"
+# What an artifact directory holds (manifest.REPOSITORY_DIR, convert.SOURCE_FILE in a cache
+# entry): only such a directory may be replaced when an artifact is published over it.
+ARTIFACT_ENTRIES = frozenset({MANIFEST_FILE, "model_repository", ".lmo-source.json"})
 INDEX_FILE = "lmo-files.txt"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 DEFAULT_PVC_ROOT = "/mnt/pvc"
@@ -382,14 +385,46 @@ def _fetch_s3(uri: str, dest: Path, env: Mapping[str, str], progress: bool) -> P
 # --------------------------------------------------------------------------- put / exists
 
 
+def check_replaceable(target: Path, flag: str) -> None:
+    """Refuse to publish at `target` unless it is absent, an empty directory or an artifact.
+
+    Publishing renames the old directory aside and deletes it, so a `target` that holds
+    anything else (a checkpoint, a home directory, a typo'd path) would be lost: it is
+    refused before any work, naming `flag` (the option or URI the user gave) and the fix.
+    """
+    target = Path(target)
+    if not target.exists() and not target.is_symlink():
+        return
+    if not target.is_dir():
+        raise ConversionError(
+            f"{flag} {target} exists and is not a directory; publishing there would delete "
+            f"it. Choose a new or empty directory for {flag}"
+        )
+    names = sorted(p.name for p in target.iterdir())
+    if not names:
+        return
+    others = [n for n in names if n not in ARTIFACT_ENTRIES]
+    if others or MANIFEST_FILE not in names:
+        shown = ", ".join((others or names)[:5]) + (", ..." if len(others or names) > 5 else "")
+        raise ConversionError(
+            f"{flag} {target} already exists and is not an lmo artifact (it holds {shown}); "
+            "publishing would delete it. Choose a new or empty directory for "
+            f"{flag}, or remove the directory yourself if its content is not needed"
+        )
+
+
 def put(src_dir: Path, uri: str, *, env: Mapping[str, str] | None = None) -> str:
-    """Publish the artifact directory `src_dir` at `uri`, manifest last; return the URI."""
+    """Publish the artifact directory `src_dir` at `uri`, manifest last; return the URI.
+
+    A local target that exists must be an earlier artifact (or empty): see check_replaceable.
+    """
     env = dict(os.environ if env is None else env)
     src_dir = Path(src_dir)
     s = scheme(uri)
     if s in ("file", "pvc"):
         target = local_path(uri, env)
         assert target is not None
+        check_replaceable(target, uri)
         target.parent.mkdir(parents=True, exist_ok=True)
         stage = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
         shutil.copytree(src_dir, stage, ignore=shutil.ignore_patterns(MANIFEST_FILE))

@@ -109,6 +109,30 @@ def test_fill_mask_without_mask_token_is_a_clear_error(client):
         _infer(client, "fill_mask", ["There is nothing to fill here."])
 
 
+def test_fill_mask_past_the_context_fails_only_its_own_request(client, tiny_bert_mlm):
+    """A [MASK] that truncation to max_length (128 tokens here) cuts off gets a clear error;
+    the requests batched with it are answered."""
+    from transformers import AutoModelForMaskedLM
+
+    long_text = "word " * 200 + "[MASK]."
+    texts = ["The capital of France is [MASK].", "I like to drink [MASK] in the morning."]
+    tok, enc, out = _torch(tiny_bert_mlm, AutoModelForMaskedLM, texts)
+    probs = out.logits.softmax(-1)
+    # all in flight together, so that Triton batches them into one execute() call
+    handles = [client.async_infer("fill_mask", [_text_input([t])])
+               for t in (texts[0], long_text, texts[1], long_text)]
+    for i, h in enumerate(handles):
+        if i % 2:
+            with pytest.raises(Exception, match=r"the \[MASK\] token is past the model's "
+                                                 r"128-token context; shorten the text"):
+                h.get_result()
+            continue
+        row = i // 2
+        token = h.get_result().as_numpy("TOKEN").reshape(-1)[0].decode()
+        pos = int((enc["input_ids"][row] == tok.mask_token_id).nonzero()[0])
+        assert token == tok.decode([int(probs[row, pos].argmax())]).strip()
+
+
 def test_classification_matches_pytorch(client, tiny_bert_classifier):
     from transformers import AutoModelForSequenceClassification
 

@@ -119,3 +119,65 @@ def test_bin_weights_load_when_they_are_plain_tensors(ckpt):
     loaded = checkpoint.load_state_dict(ckpt)
     assert set(loaded) == set(tensors)
     assert checkpoint.inspect(ckpt)["model_type"] == "bert"
+
+
+def test_untied_gpt2_without_its_head_is_refused(gpt2_checkpoint, tmp_path):
+    """tie_word_embeddings false means lm_head.weight is its own tensor: without it the model
+    would be served with a random head."""
+    from lmo_runtime.families.gpt2 import FAMILY
+
+    ckpt = tmp_path / "gpt2"
+    shutil.copytree(gpt2_checkpoint, ckpt)  # tied: the weights hold no lm_head.weight
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**cfg, "tie_word_embeddings": False}))
+    with pytest.raises(ConversionError, match=r"no lm_head.weight but config.json sets "
+                                              r"tie_word_embeddings: false"):
+        FAMILY.load(ckpt, "text-generation")
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    # tied, the same weights load with the embedding as head; untied with its own head too
+    tied = FAMILY.load(gpt2_checkpoint, "text-generation").model
+    assert tied.lm_head.weight.data_ptr() == tied.transformer.wte.weight.data_ptr()
+
+    model = GPT2LMHeadModel.from_pretrained(gpt2_checkpoint, dtype=torch.float32)
+    model.config.tie_word_embeddings = False
+    untied = GPT2LMHeadModel(model.config)
+    untied.save_pretrained(ckpt)
+    loaded = FAMILY.load(ckpt, "text-generation").model
+    assert torch.equal(loaded.lm_head.weight, untied.lm_head.weight)
+    assert not torch.equal(loaded.lm_head.weight, loaded.transformer.wte.weight)
+
+
+@pytest.mark.parametrize("num_labels,problem,named", [
+    (1, None, "num_labels 1"),
+    (1, "regression", "num_labels 1 and problem_type 'regression'"),
+    (2, "multi_label_classification",
+     "num_labels 2 and problem_type 'multi_label_classification'"),
+])
+def test_regression_and_multi_label_heads_are_refused(ckpt, tmp_path, num_labels, problem, named):
+    """Softmax over one logit is always 1.0, and over independent sigmoids means nothing:
+    such heads are refused for text-classification instead of being scored meaninglessly."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig.from_pretrained(ckpt)
+    config.num_labels, config.problem_type = num_labels, problem  # id2label follows num_labels
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(ckpt)  # weights match config.json
+    with pytest.raises(ConversionError, match=rf"single-label classifier, but config.json has "
+                                              rf"{named}: regression and multi-label"):
+        _convert(ckpt, tmp_path)
+
+
+@pytest.mark.parametrize("change,named", [
+    ({"id2label": "oops"}, r'config.json id2label must map label ids to names .*got "oops"'),
+    ({"id2label": {"neg": "NEGATIVE"}}, r"config.json id2label must map label ids to names"),
+    ({"label2id": ["NEGATIVE", "POSITIVE"]}, r"config.json label2id must map label names"),
+])
+def test_malformed_label_maps_name_config_json(ckpt, tmp_path, change, named):
+    """A bad id2label was reported as 'checkpoint tokenizer cannot be loaded'."""
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**cfg, **change}))
+    with pytest.raises(ConversionError, match=named):
+        _convert(ckpt, tmp_path)

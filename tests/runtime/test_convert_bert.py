@@ -136,3 +136,13 @@ def test_changed_local_checkpoint_is_converted_again(tiny_bert_classifier, tmp_p
     (ckpt / "config.json").write_text(json.dumps({**cfg, "label2id": {"NEG": 0, "POS": 1}}))
     again = convert(request, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False)
     assert exports == [1] and again.checkpoint_sha256 != first.checkpoint_sha256
+
+
+def test_feature_extraction_from_a_masked_lm_checkpoint(tiny_bert_mlm, tmp_path):
+    """A BertForMaskedLM checkpoint has no pooler; mean pooling doesn't use it, so its
+    encoder serves feature-extraction (it was refused as 'weights are incomplete')."""
+    request = ConversionRequest(checkpoint_uri=str(tiny_bert_mlm), task="feature-extraction",
+                                backend="python")
+    m = convert(request, tmp_path / "a", progress=False)
+    assert m.accepted and m.architecture == "BertModel" and m.score.value > 0.9999
+    assert m.golden.kind == "embedding" and len(m.golden.outputs[0]) == 32

@@ -98,3 +98,126 @@ def test_job_arguments_reproduce_the_operators_content_key(fallback, sha):
     cli.add_arguments(parser)
     rebuilt = cli.request_from_args(parser.parse_args(convert_args(plan)))
     assert rebuilt == request and rebuilt.key() == request.key()
+
+
+def _convert_to(ckpt, out, *extra):
+    return cli.main([str(ckpt), "--task", "text-classification", "--out", str(out),
+                     "--no-cache", "--quiet", *extra])
+
+
+def test_out_that_is_not_an_artifact_is_refused_and_kept(tiny_bert_classifier, tmp_path, capsys):
+    """Publishing replaces --out as a whole: a directory lmo did not write is never deleted."""
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_bert_classifier, ckpt)
+    digest = store.checkpoint_digest(ckpt)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert _convert_to(ckpt, mine) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"--out {mine} already exists and is not an lmo artifact (it holds notes.txt)" in err
+    assert (mine / "notes.txt").read_text() == "keep me"
+    # --out at, inside or above the checkpoint would delete or change it
+    for out, where in ((ckpt, "is"), (ckpt / "artifact", "is inside"), (tmp_path, "contains")):
+        assert _convert_to(ckpt, out) == cli.EXIT_BAD_INPUT
+        assert f"{where} the checkpoint directory" in capsys.readouterr().err
+    assert store.checkpoint_digest(ckpt) == digest and not (ckpt / "artifact").exists()
+    # a file is not replaced either; an empty directory and an earlier artifact are
+    (tmp_path / "file").write_text("x")
+    assert _convert_to(ckpt, tmp_path / "file") == cli.EXIT_BAD_INPUT
+    assert "is not a directory" in capsys.readouterr().err
+    empty, old = tmp_path / "empty", tmp_path / "old"
+    empty.mkdir()
+    (old / "model_repository/stale/1").mkdir(parents=True)
+    (old / "manifest.json").write_text("{}")
+    assert _convert_to(ckpt, empty) == cli.EXIT_OK
+    assert _convert_to(ckpt, old) == cli.EXIT_OK
+    assert (old / "model_repository/text_classification").is_dir()
+    assert not (old / "model_repository/stale").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_store_put_refuses_a_target_that_is_not_an_artifact(tmp_path, monkeypatch):
+    from lmo_runtime.errors import ConversionError
+
+    monkeypatch.setenv("LMO_PVC_ROOT", str(tmp_path / "pvc"))
+    src = tmp_path / "artifact"
+    (src / "model_repository").mkdir(parents=True)
+    (src / "manifest.json").write_text("{}")
+    target = tmp_path / "pvc/claim/data"
+    target.mkdir(parents=True)
+    (target / "data.csv").write_text("1,2")
+    with pytest.raises(ConversionError, match="pvc://claim/data .* is not an lmo artifact"):
+        store.put(src, "pvc://claim/data")
+    assert (target / "data.csv").is_file()
+
+
+def _saved_as(dtype_name, src, dest, cls_name):
+    """A copy of checkpoint `src` whose weights (and config.json dtype) are `dtype_name`."""
+    import shutil
+
+    import torch
+    import transformers
+
+    model = getattr(transformers, cls_name).from_pretrained(src, dtype=torch.float32)
+    model.to(getattr(torch, dtype_name)).save_pretrained(dest)
+    for f in src.iterdir():
+        if "token" in f.name or f.name in ("vocab.txt", "vocab.json", "merges.txt"):
+            shutil.copy(f, dest / f.name)
+    return dest
+
+
+@pytest.mark.parametrize("dtype_name,model", [("bfloat16", "bert"), ("float16", "gpt2")])
+def test_half_precision_checkpoints_convert_from_float32_weights(
+    dtype_name, model, request, tmp_path
+):
+    """An fp16/bf16 checkpoint is loaded as float32: an fp32 artifact is float32, not a
+    half-precision graph labelled fp32 (nor a crash in the reference run)."""
+    import onnx
+
+    if model == "bert":
+        src, cls, task = request.getfixturevalue("tiny_bert_classifier"), \
+            "BertForSequenceClassification", "text-classification"
+    else:
+        src, cls, task = request.getfixturevalue("gpt2_checkpoint"), "GPT2LMHeadModel", \
+            "text-generation"
+    ckpt = _saved_as(dtype_name, src, tmp_path / "ckpt", cls)
+    assert json.loads((ckpt / "config.json").read_text())["dtype"] == dtype_name
+    out = tmp_path / "out"
+    rc = cli.main([str(ckpt), "--task", task, "--out", str(out), "--backend", "python",
+                   "--no-cache", "--quiet"])
+    assert rc == cli.EXIT_OK
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "fp32" and manifest["score"]["value"] == 1.0
+    graph = onnx.load(str(next(out.glob("model_repository/*/1/model.onnx"))))
+    assert {t.data_type for t in graph.graph.initializer if t.dims} <= {
+        onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
+
+
+def test_unexpected_failure_is_one_line_and_writes_nothing(tiny_bert_classifier, tmp_path,
+                                                           monkeypatch, capsys):
+    from lmo_runtime.families import bert
+
+    def broken(self, loaded, work_dir):
+        raise RuntimeError("exporter broke\nsecond line")
+
+    monkeypatch.setattr(bert.BertFamily, "export", broken)
+    out, term = tmp_path / "out", tmp_path / "term.json"
+    args = [str(tiny_bert_classifier), "--task", "text-classification", "--out", str(out),
+            "--no-cache", "--quiet", "--manifest-out", str(term)]
+    monkeypatch.delenv("LMO_DEBUG", raising=False)
+    assert cli.main(args) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = [x for x in err.splitlines() if x.startswith("lmo convert: error:")]
+    assert line == ["lmo convert: error: RuntimeError: exporter broke second line "
+                    "(rerun with LMO_DEBUG=1 for the traceback)"]
+    assert json.loads(term.read_text()) == {"accepted": False,
+                                            "reason": "RuntimeError: exporter broke second line"}
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    monkeypatch.setenv("LMO_DEBUG", "1")
+    assert cli.main(args) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in broken" in err and not out.exists()

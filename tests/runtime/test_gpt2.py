@@ -180,3 +180,56 @@ def test_engine_keeps_within_the_context_window(gpt2_fp32_artifact):
     out = generator.generate([long_prompt, "It"], [tg.Params(max_tokens=8)] * 2)
     assert all(isinstance(o, str) for o in out)
     assert out[1] == generator.generate(["It"], [tg.Params(max_tokens=8)])[0]
+
+
+def test_engine_batches_a_finished_long_row_with_a_long_running_short_one(gpt2_fp32_artifact):
+    """A long prompt with few MAX_TOKENS finishes first; the short prompt with many keeps
+    decoding: the finished row's positions must stay inside the context (they went past
+    n_positions and failed the whole batch in the position-embedding Gather)."""
+    tg = _textgen()
+    generator = tg.ort_generator(gpt2_fp32_artifact / "model_repository/text_generation/1",
+                                 threads=1)
+    long_prompt = " ".join(heldout_texts(32))  # truncated to n_positions - 4 tokens
+    params = [tg.Params(max_tokens=4), tg.Params(max_tokens=100)]
+    out = generator.generate([long_prompt, "It"], params)
+    assert out == [generator.generate([long_prompt], [params[0]])[0],
+                   generator.generate(["It"], [params[1]])[0]]
+    # the short row decoded past the step where the long one reached the context's end
+    assert len(generator.tokenizer.encode(out[1]).ids) > 8
+
+
+def test_int8_static_falls_back_to_int8_or_is_refused_before_export(gpt2_checkpoint, tmp_path,
+                                                                     monkeypatch):
+    """GPT-2 cannot produce int8-static: with fallback it is skipped (int8 is tried next),
+    without it the request is refused before the checkpoint is loaded and exported."""
+    from lmo_runtime.families.gpt2 import Gpt2Family
+    from tests.fixtures.gpt2 import convert_gpt2
+
+    m = convert_gpt2(gpt2_checkpoint, tmp_path / "a", None, "int8-static", fallback=True)
+    assert m.accepted and m.precision == "int8" and len(m.attempts) == 1
+    assert m.request.precision == "int8-static"
+
+    def no_export(self, *args, **kwargs):
+        raise AssertionError("exported a request that is refused")
+
+    monkeypatch.setattr(Gpt2Family, "export", no_export)
+    with pytest.raises(ConversionError, match=r"precision int8-static is not supported for gpt2 "
+                                              r"checkpoints \(it supports fp32, fp16, int8\).*"
+                                              r"--fallback"):
+        convert_gpt2(gpt2_checkpoint, tmp_path / "b", None, "int8-static")
+    assert not (tmp_path / "b").exists()
+
+
+def test_tiny_context_converts_and_golden_matches_serving(tmp_path):
+    """n_positions 8 is shorter than golden prompt + continuation: the golden run keeps
+    within the context exactly as the served generator does (it crashed in the embedding)."""
+    from tests.fixtures.checkpoints import make_gpt2_checkpoint
+    from tests.fixtures.gpt2 import convert_gpt2
+
+    ckpt = make_gpt2_checkpoint(tmp_path / "ckpt", steps=20, n_positions=8)
+    m = convert_gpt2(ckpt, tmp_path / "a", None, "fp32")
+    assert m.accepted and m.golden.kind == "tokens"
+    tg = _textgen()
+    generator = tg.ort_generator(tmp_path / "a/model_repository/text_generation/1", threads=1)
+    params = [tg.Params(max_tokens=8) for _ in m.golden.inputs]
+    assert generator.generate(m.golden.inputs, params) == m.golden.outputs

@@ -74,6 +74,7 @@ class Family(Protocol):
     name: str  # e.g. "bert"
     tasks: tuple[str, ...]  # tasks this family can serve
     architectures: tuple[str, ...]  # config.json `architectures` values it understands
+    precisions: tuple[str, ...]  # what optimize() produces; others are refused before export
 
     def load(self, ckpt_dir: Path, task: str) -> Loaded:
         """Load weights (safetensors, or torch.load weights_only) and tokenizer; raise

@@ -97,6 +97,7 @@ class BertFamily:
     name = "bert"
     tasks = ("feature-extraction", "fill-mask", "text-classification")
     architectures = ("BertModel", "BertForMaskedLM", "BertForSequenceClassification", "BertForPreTraining")
+    precisions = ("fp32", "fp16", "int8", "int8-static")
 
     # ------------------------------------------------------------------ load
 
@@ -109,7 +110,7 @@ class BertFamily:
                 f"task {task!r} is not possible with a BERT encoder; it can serve "
                 f"{', '.join(self.tasks)}"
             )
-        _torch()
+        torch = _torch()
         from transformers import (
             AutoConfig,
             AutoModel,
@@ -121,6 +122,18 @@ class BertFamily:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+        # config first: the tokenizer reads config.json too, and its failure would be
+        # reported as a tokenizer problem
+        try:
+            config = AutoConfig.from_pretrained(str(ckpt_dir))
+        except Exception as err:
+            raise ConversionError(
+                f"checkpoint config.json cannot be loaded ({type(err).__name__}: "
+                f"{str(err)[:200]}); fix the field it names, or re-save the model with "
+                "model.save_pretrained(dir)"
+            ) from None
+        if task == "text-classification":
+            _check_single_label(config)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(ckpt_dir), use_fast=True)
         except Exception as err:
@@ -135,16 +148,22 @@ class BertFamily:
             )
         if task == "fill-mask" and tokenizer.mask_token_id is None:
             raise ConversionError("task fill-mask needs a tokenizer with a mask token ([MASK])")
-        config = AutoConfig.from_pretrained(str(ckpt_dir))
         cls = {
             "feature-extraction": AutoModel,
             "fill-mask": AutoModelForMaskedLM,
             "text-classification": AutoModelForSequenceClassification,
         }[task]
         archs = config_dict.get("architectures") or ["BertModel"]
+        # feature-extraction mean-pools the last hidden state: the pooler (absent from
+        # BertForMaskedLM checkpoints) is not part of the graph, so its weights aren't needed
+        extra = {"add_pooling_layer": False} if task == "feature-extraction" else {}
         try:
+            # float32 whatever config.json's dtype says: an fp16/bf16 checkpoint would export
+            # a half-precision graph (labelled fp32) or fail in the reference run; fp16 is a
+            # precision the converter produces from the fp32 export.
             model, info = cls.from_pretrained(
-                str(ckpt_dir), attn_implementation="eager", output_loading_info=True
+                str(ckpt_dir), attn_implementation="eager", output_loading_info=True,
+                dtype=torch.float32, **extra,
             )
         except Exception as err:
             raise ConversionError(
@@ -526,6 +545,23 @@ def _quiet_root_logger():
         yield
     finally:
         root.setLevel(level)
+
+
+def _check_single_label(config: Any) -> None:
+    """text-classification answers the argmax label of a softmax: a regression head (one
+    output) or a multi-label one (independent sigmoids) would be scored and served as if its
+    outputs were one distribution, which means nothing. Refuse both."""
+    problem = getattr(config, "problem_type", None)
+    n = int(config.num_labels)
+    if n >= 2 and problem in (None, "single_label_classification"):
+        return
+    what = f"num_labels {n}" + (f" and problem_type {problem!r}" if problem else "")
+    raise ConversionError(
+        f"task text-classification needs a single-label classifier, but config.json has "
+        f"{what}: regression and multi-label heads are not supported. Use a checkpoint "
+        "trained for single-label classification (num_labels >= 2, problem_type "
+        "single_label_classification or unset)"
+    )
 
 
 def _labels(config: Any) -> list[str]:

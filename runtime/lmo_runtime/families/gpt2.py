@@ -146,6 +146,7 @@ class Gpt2Family:
     name = "gpt2"
     tasks = ("text-generation",)
     architectures = ("GPT2LMHeadModel", "GPT2Model")
+    precisions = ("fp32", "fp16", "int8")  # int8-static: see the module docstring
 
     # ------------------------------------------------------------------ load
 
@@ -158,7 +159,7 @@ class Gpt2Family:
                 f"task {task!r} is not possible with a GPT-2 checkpoint; it can serve "
                 "text-generation"
             )
-        _torch()
+        torch = _torch()
         from transformers import AutoTokenizer, GPT2LMHeadModel
         from transformers.utils import logging as hf_logging
 
@@ -177,16 +178,28 @@ class Gpt2Family:
                 "(AutoTokenizer.from_pretrained(dir).save_pretrained(dir) writes it)"
             )
         try:
+            # float32 whatever config.json's dtype says (fp16/bf16 checkpoints): the export,
+            # the reference logits and the fp16 precision all start from float32 weights.
             model, info = GPT2LMHeadModel.from_pretrained(
-                str(ckpt_dir), attn_implementation="eager", output_loading_info=True
+                str(ckpt_dir), attn_implementation="eager", output_loading_info=True,
+                dtype=torch.float32,
             )
         except Exception as err:
             raise ConversionError(
                 f"checkpoint weights cannot be loaded ({type(err).__name__}: {str(err)[:300]}); "
                 "check that the files are complete and match config.json"
             ) from None
-        missing = [k for k in info.get("missing_keys", []) if "lm_head" not in k
+        # A tied head is the input embedding (save_pretrained omits it); an untied one must be
+        # in the weights, or the model would be served with a randomly initialised head.
+        tied = bool(getattr(model.config, "tie_word_embeddings", True))
+        missing = [k for k in info.get("missing_keys", []) if not (tied and "lm_head" in k)
                    and not k.endswith(".attn.bias") and not k.endswith("masked_bias")]
+        if any("lm_head" in k for k in missing):
+            raise ConversionError(
+                "checkpoint weights have no lm_head.weight but config.json sets "
+                "tie_word_embeddings: false (an output head of its own); save the model with "
+                "its head, or set tie_word_embeddings: true if the head is the input embedding"
+            )
         if missing:
             raise ConversionError(
                 f"checkpoint weights are incomplete: {len(missing)} tensors missing "
@@ -484,10 +497,16 @@ class Gpt2Family:
 
 
 def greedy_text(loaded: Loaded, prompt: str, max_tokens: int) -> str:
-    """PyTorch greedy continuation of `prompt` (what the served model must reproduce)."""
+    """PyTorch greedy continuation of `prompt` (what the served model must reproduce).
+
+    Prompt and continuation are kept within the context as the served model keeps them
+    (textgen.Generator._row): at most n_positions - 1 new tokens after the prompt's end.
+    """
     torch = _torch()
     spec = spec_of(loaded)
     ids = loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"] or [spec["eos_token_id"]]
+    max_tokens = min(max_tokens, spec["n_positions"] - 1)
+    ids = ids[-(spec["n_positions"] - max_tokens):]
     with torch.inference_mode():
         out = loaded.model.generate(
             torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),

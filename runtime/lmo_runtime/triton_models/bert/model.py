@@ -4,9 +4,11 @@ Input TEXT (STRING, one text per batch row). Outputs by task:
 feature-extraction EMBEDDING (FP32 [hidden]); fill-mask TOKEN, SCORE, SEQUENCE;
 text-classification LABEL, SCORE.
 
-All requests of one `execute` call are tokenized together, right-padded to one length and run
-through the ONNX model in a single call, then split back per request: that is where Triton's
-dynamic batching pays off on CPU. The ONNX model runs here with onnxruntime (`runner: ort`,
+The texts of all requests of one `execute` call are tokenized, right-padded to one length and
+run through the ONNX model in a single call, then split back per request: that is where
+Triton's dynamic batching pays off on CPU. A request that cannot be answered (no [MASK], or
+a [MASK] that truncation to max_length cut off) gets its own error response; the others of
+the call are answered. The ONNX model runs here with onnxruntime (`runner: ort`,
 for tritonservers without the ONNX Runtime backend) or in a sibling model through BLS
 (`runner: bls`, the ONNX Runtime backend on GPU). Settings come from lmo_model.json written
 at conversion. Only numpy, tokenizers and (for `ort`) onnxruntime are needed in the server.
@@ -73,8 +75,8 @@ class TritonPythonModel:
             for name in self.meta["outputs"]
         ]
 
-    def _encode(self, texts):
-        encs = self.tokenizer.encode_batch(texts)
+    def _encode(self, encs):
+        """Right-padded model inputs for the tokenizer's encodings `encs`."""
         length = max(len(e.ids) for e in encs)
         pad = int(self.meta["pad_token_id"])
         ids = np.full((len(encs), length), pad, dtype=np.int64)
@@ -99,25 +101,18 @@ class TritonPythonModel:
     # ------------------------------------------------------------------ execute
 
     def execute(self, requests):
-        texts, counts, errors = [], [], []
+        encodings, counts, errors = [], [], []
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             batch = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in raw]
-            error = None
-            if self.task == "fill-mask":
-                token = self.meta["mask_token"]
-                bad = [t for t in batch if token not in t]
-                if bad:
-                    error = f"TEXT must contain the mask token {token} (got {bad[0][:80]!r})"
-            if not batch:
-                error = "TEXT is empty"
+            error, encs = self._tokenize(batch)
             errors.append(error)
             if error is None:
-                texts += batch
+                encodings += encs
             counts.append(0 if error else len(batch))
         outputs = None
-        if texts:
-            feed = self._encode(texts)
+        if encodings:
+            feed = self._encode(encodings)
             outputs = self._postprocess(self._run_batched(feed), feed["input_ids"])
         responses, start = [], 0
         for count, error in zip(counts, errors):
@@ -128,6 +123,27 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += count
         return responses
+
+    def _tokenize(self, batch):
+        """(error, encodings) for one request's texts. A request that cannot be answered gets
+        its own error response; the other requests of the execute() call are still run."""
+        if not batch:
+            return "TEXT is empty", []
+        token = self.meta["mask_token"]
+        if self.task == "fill-mask":
+            bad = [t for t in batch if token not in t]
+            if bad:
+                return f"TEXT must contain the mask token {token} (got {bad[0][:80]!r})", []
+        encs = self.tokenizer.encode_batch(batch)
+        if self.task == "fill-mask":
+            mask_id = int(self.meta["mask_token_id"])
+            for text, enc in zip(batch, encs):
+                if mask_id not in enc.ids:  # truncation cut the text before its mask
+                    return (
+                        f"the {token} token is past the model's {self.meta['max_length']}-token "
+                        f"context; shorten the text (got {text[:80]!r}...)"
+                    ), []
+        return None, encs
 
     def _postprocess(self, out, input_ids):
         if self.task == "feature-extraction":

@@ -216,7 +216,10 @@ class Generator:
             if all(r.done for r in rows):
                 return
             ids = tokens
-            positions = positions[:, -1:] + 1
+            # A finished row keeps being fed (a pad token) while others decode; its position
+            # must not run past the context, or the position-embedding lookup fails the
+            # whole batch. Live rows never reach the clamp (prompt + limit <= n_positions).
+            positions = np.minimum(positions[:, -1:] + 1, self.n_positions - 1)
             mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
 
     def generate(self, prompts: list[str], params: list[Params]) -> list[str]:
