@@ -60,7 +60,9 @@ def render(status: dict[str, Any], name: str, task: str, where: str, console: Co
         extra = ""
         if v["name"] in backends:
             b = backends[v["name"]]
-            extra = f"answered {b.get('answered', 0)}, mirrored {b.get('mirrored', 0)}"
+            extra = f"answered {b.get('answered', 0)}"
+            if b.get("mirrored"):
+                extra += f", mirrored {b['mirrored']}"
             if b.get("errors"):
                 extra += f", errors {b['errors']}"
         phase = v.get("phase", "?")
