@@ -454,7 +454,8 @@ class Reconciler:
                 self.name,
                 decision.rollout.candidate,
                 decision.rollout.stable,
-                R.analysis_window(spec),
+                # an early check judges only the part of the step elapsed so far
+                R.analysis_window(spec, decision.rollout, self.now),
             )
             decision = R.decide(spec, current, observations, self.now, analysis=result)
         return decision

@@ -7,7 +7,7 @@ can be served.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import kopf
 import pytest
@@ -308,3 +308,45 @@ async def test_a_missing_artifact_store_secret_blocks_every_version(env):
     await cluster.create_secret("store-creds", NS)
     result = await reconcile(cluster.get(LM_RESOURCE, NS, "nostore"), kube, settings, now=T0)
     assert result.applied["Job"] == 2
+
+
+class RecordingAnalysis:
+    """Stands in for lmo.analysis.analyse: records every call, answers `verdict`."""
+
+    def __init__(self, verdict: str = "pass"):
+        self.verdict = verdict
+        self.calls: list[dict] = []
+
+    def __call__(self, analysis, namespace, lm, candidate, stable, window_seconds, replay=None):
+        from lmo.analysis import AnalysisResult
+
+        self.calls.append({"lm": lm, "candidate": candidate, "stable": stable,
+                           "window": window_seconds, "replay": replay})
+        return AnalysisResult(self.verdict, {"requests": 50.0}, [f"scripted {self.verdict}"])
+
+
+def canary(hold: str = "1m", **analysis) -> dict:
+    return spec(
+        versions=[
+            {"name": "a", "checkpoint": {"uri": "s3://m/a/"}, "traffic": 100},
+            {"name": "b", "checkpoint": {"uri": "s3://m/b/"}, "traffic": 0},
+        ],
+        rollout={"strategy": "Canary", "steps": [50, 100], "stepDuration": hold,
+                 "analysis": {"prometheusUrl": "http://prometheus:9090", **analysis}},
+    )
+
+
+async def at(env, name: str, seconds: float, analyse=None):
+    cluster, kube = env
+    return await reconcile(cluster.get(LM_RESOURCE, NS, name), kube, SETTINGS,
+                           now=T0 + timedelta(seconds=seconds), analyse=analyse)
+
+
+async def test_an_early_check_judges_only_the_elapsed_part_of_the_step(env):
+    cluster, _ = env
+    await serve_both(env, "early", canary(hold="8m"))  # early checks every 2 minutes
+    await at(env, "early", 0)
+    assert cluster.lm_status("early")["rollout"]["phase"] == "Progressing"
+    fake = RecordingAnalysis()
+    await at(env, "early", 130, analyse=fake)
+    assert [c["window"] for c in fake.calls] == [130.0]  # not the 480 s hold
