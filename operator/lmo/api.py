@@ -771,6 +771,16 @@ class ArtifactStatus(_Model):
     key: str | None = Field(
         default=None, description="Content key: checkpoint + settings + converter version."
     )
+    entry_model: str | None = Field(
+        default=None, description="Triton model clients call (the golden replay calls it too)."
+    )
+    golden_inputs: list[Annotated[str, Field(max_length=200)]] | None = Field(
+        default=None,
+        max_length=8,
+        description="Golden inputs recorded at conversion (at most 8, each cut to 200 "
+        "characters). A rollout with analysis.maxOutputDrift replays them against this "
+        "version and the stable one; an artifact without them fails that check.",
+    )
 
 
 class VersionStatus(_Model):

@@ -12,7 +12,7 @@ import json
 
 from pydantic import ValidationError
 
-from lmo_runtime.manifest import Manifest
+from lmo_runtime.manifest import Manifest, bounded_golden_inputs
 
 
 def controlled_by(obj: dict, uid: str) -> bool:
@@ -44,9 +44,10 @@ def conversion_outcome(messages: list[str], uri: str, key: str) -> tuple[bool, s
     """(accepted, reason, status artifact) from the converter's termination message.
 
     `lmo convert --manifest-out /dev/termination-log` writes a compact JSON summary of the
-    Manifest (camelCase: key, accepted, precision, sha256, sizeBytes, score, reason) or,
-    on bad input, just `{"accepted": false, "reason": ...}`; a full Manifest is read too.
-    None when no message holds either.
+    Manifest (camelCase: key, accepted, precision, sha256, sizeBytes, score, entryModel,
+    goldenInputs, reason) or, on bad input, just `{"accepted": false, "reason": ...}`; a full
+    Manifest is read too. None when no message holds either. The artifact keeps the entry
+    model and the golden inputs (bounded) for the rollout's golden replay.
     """
     for text in messages:
         try:
@@ -72,6 +73,11 @@ def conversion_outcome(messages: list[str], uri: str, key: str) -> tuple[bool, s
             "score": data.get("score"),
             "key": key,
         }
+        if isinstance(data.get("entryModel"), str) and data["entryModel"]:
+            artifact["entryModel"] = data["entryModel"]
+        inputs = bounded_golden_inputs(data.get("goldenInputs"))
+        if inputs:
+            artifact["goldenInputs"] = inputs
         return accepted, str(data.get("reason") or ""), artifact if accepted else None
     return None
 

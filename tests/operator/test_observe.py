@@ -61,6 +61,18 @@ def test_conversion_outcome(messages, expect):
     assert O.conversion_outcome(messages, URI, KEY) == expect
 
 
+def test_the_artifact_keeps_the_entry_model_and_bounded_golden_inputs():
+    inputs = ["a [MASK] day"] + ["x" * 500] * 9 + [7]
+    accepted, _, artifact = O.conversion_outcome(
+        [summary(entryModel="fill_mask", goldenInputs=inputs[:10])], URI, KEY
+    )
+    assert accepted and artifact["entryModel"] == "fill_mask"
+    assert artifact["goldenInputs"] == ["a [MASK] day"] + ["x" * 200] * 7
+    # anything but a list of texts is no golden inputs
+    _, _, artifact = O.conversion_outcome([summary(goldenInputs=inputs)], URI, KEY)
+    assert "goldenInputs" not in artifact
+
+
 def test_a_full_manifest_is_read_too():
     from lmo_runtime.manifest import ConversionRequest, Manifest
 

@@ -165,12 +165,12 @@ async def test_service_provider_reports_the_pod_share_it_can_route(env):
     assert cluster.get("v1/services", NS, "pods") is not None
 
 
-async def serve_both(env, name: str, body: dict) -> None:
+async def serve_both(env, name: str, body: dict, golden: list[str] | None = None) -> None:
     cluster, _ = env
     await cluster.apply_lm(name, body, NS)
     await again(env, name)
     for v in ("a", "b"):
-        await cluster.finish_job(NS, job_for(body, name, v), manifest_for(body, v))
+        await cluster.finish_job(NS, job_for(body, name, v), manifest_for(body, v, golden=golden))
     await again(env, name)
     for v in ("a", "b"):
         await cluster.ready_deployment(NS, f"{name}-{v}")
@@ -350,3 +350,53 @@ async def test_an_early_check_judges_only_the_elapsed_part_of_the_step(env):
     fake = RecordingAnalysis()
     await at(env, "early", 130, analyse=fake)
     assert [c["window"] for c in fake.calls] == [130.0]  # not the 480 s hold
+
+
+GOLDEN = ["the capital of France is [MASK].", "a [MASK] day"]
+
+
+async def test_the_golden_replay_runs_against_both_services_on_a_cluster(env):
+    """maxOutputDrift: the candidate artifact's golden inputs (from its conversion Job's
+    summary, kept in status) are replayed against both versions' Services."""
+    cluster, _ = env
+    await serve_both(env, "replay", canary(maxOutputDrift=0.05, minRequests=0), golden=GOLDEN)
+    b = next(v for v in cluster.lm_status("replay")["versions"] if v["name"] == "b")
+    assert b["artifact"]["goldenInputs"] == GOLDEN and b["artifact"]["entryModel"] == "fill_mask"
+    await at(env, "replay", 0)
+    assert cluster.lm_status("replay")["rollout"]["phase"] == "Progressing"
+    fake = RecordingAnalysis()
+    await at(env, "replay", 61, analyse=fake)
+    (call,) = fake.calls
+    replay = call["replay"]
+    assert replay is not None
+    assert replay.candidate_url == f"http://replay-b.{NS}.svc:8000"
+    assert replay.stable_url == f"http://replay-a.{NS}.svc:8000"
+    assert replay.entry_model == "fill_mask" and replay.inputs == tuple(GOLDEN)
+    assert cluster.lm_status("replay")["rollout"]["step"] == 1
+
+
+async def test_no_replay_without_max_output_drift(env):
+    cluster, _ = env
+    await serve_both(env, "noreplay", canary(), golden=GOLDEN)
+    await at(env, "noreplay", 0)
+    fake = RecordingAnalysis()
+    await at(env, "noreplay", 61, analyse=fake)
+    assert [c["replay"] for c in fake.calls] == [None]
+
+
+async def test_a_drift_gate_on_an_artifact_without_golden_inputs_fails_the_step(env):
+    """An older artifact recorded no golden inputs: maxOutputDrift cannot be checked, and
+    a check that cannot run must not pass (BlueGreen with minRequests 0 would otherwise
+    switch with no check at all)."""
+    cluster, _ = env
+    body = canary(maxOutputDrift=0.05, minRequests=0)
+    body["rollout"]["strategy"] = "BlueGreen"
+    await serve_both(env, "nogolden", body)
+    await at(env, "nogolden", 0)
+    fake = RecordingAnalysis()
+    result = await at(env, "nogolden", 61, analyse=fake)
+    ro = cluster.lm_status("nogolden")["rollout"]
+    assert ro["phase"] == "RolledBack" and not fake.calls
+    assert cluster.lm_status("nogolden")["trafficSummary"] == "a=100,b=0"
+    (warning,) = [m for t, r, m in result.events if r == "RolloutRolledBack"]
+    assert "maxOutputDrift" in warning and "no golden inputs" in warning
