@@ -792,6 +792,12 @@ class VersionStatus(_Model):
     traffic: int = Field(default=0, description="Percent of requests routed to it now.")
     replicas: int = Field(default=0, description="Triton replicas.")
     ready_replicas: int = Field(default=0, description="Triton replicas that are ready.")
+    serving_key: str | None = Field(
+        default=None,
+        description="Content key of the artifact every Triton pod of this version serves: "
+        "set once its Deployment finished rolling out to that artifact, empty while pods "
+        "of another artifact remain. A rollout counts the version ready only for it.",
+    )
     message: str = Field(default="", description="Why it is in this phase.")
 
 

@@ -12,6 +12,7 @@ import json
 
 from pydantic import ValidationError
 
+from lmo import labels as L
 from lmo_runtime.manifest import Manifest, bounded_golden_inputs
 
 
@@ -92,6 +93,30 @@ def deployment_ready(dep: dict | None) -> bool:
     if gen is not None and seen is not None and seen < gen:
         return False
     return int(status.get("readyReplicas") or 0) >= 1
+
+
+def template_artifact_key(dep: dict | None) -> str | None:
+    """The artifact key in the Deployment's pod template (what its newest pods serve)."""
+    template = ((dep or {}).get("spec") or {}).get("template") or {}
+    return ((template.get("metadata") or {}).get("annotations") or {}).get(L.ARTIFACT_KEY) or None
+
+
+def rolled_out(dep: dict | None) -> bool:
+    """Every pod of the Deployment runs its current template: the controller has seen the
+    latest spec and no pod of an older ReplicaSet is left (updatedReplicas == replicas).
+
+    Pods of an older template keep serving (and count in readyReplicas) while new ones
+    start, so readyReplicas alone does not say which template, hence which artifact, the
+    ready pods serve.
+    """
+    if dep is None:
+        return False
+    status = dep.get("status") or {}
+    gen = dep.get("metadata", {}).get("generation")
+    seen = status.get("observedGeneration")
+    if gen is not None and (seen is None or seen < gen):
+        return False
+    return int(status.get("updatedReplicas") or 0) == int(status.get("replicas") or 0)
 
 
 def progress_deadline_exceeded(dep: dict | None) -> bool:

@@ -122,6 +122,7 @@ class _Version:
     ready_replicas: int = 0
     ready: bool = False
     deadline_exceeded: bool = False
+    serving_key: str | None = None  # the artifact every pod of its Deployment serves
 
 
 def _utcnow() -> datetime:
@@ -286,14 +287,19 @@ class Reconciler:
                 st.replicas = int(ds.get("replicas") or 0)
                 st.ready_replicas = int(ds.get("readyReplicas") or 0)
                 st.deadline_exceeded = O.progress_deadline_exceeded(dep)
+                st.serving_key = _serving_key(dep, old_versions.get(st.name) or {})
 
-        # traffic: the rollout state machine (Manual: the spec's weights)
+        # traffic: the rollout state machine (Manual: the spec's weights). A version counts
+        # as ready for the artifact all its pods serve, never for the one its spec asks for
+        # while older pods still answer: in the pass where a conversion finishes, the
+        # Deployment has not even been changed yet.
         observations = [
             R.VersionObservation(
                 name=st.name,
                 ready=st.serve_uri is not None
+                and st.serving_key is not None
                 and O.deployment_ready(children.get(("Deployment", child_name(self.name, st.name)))),
-                artifact_key=(st.serve_uri.rstrip("/").rsplit("/", 1)[-1] if st.serve_uri else None),
+                artifact_key=st.serving_key,
             )
             for st in states
         ]
@@ -335,7 +341,7 @@ class Reconciler:
             want = obj.get("spec", {}).get("replicas", 1)
             st.ready = (
                 observed is not None
-                and (frozen(obj) or is_subset(obj, observed))
+                and (frozen(obj) or (is_subset(obj, observed) and st.serving_key == st.key))
                 and O.deployment_ready(observed)
                 and st.ready_replicas >= want
             )
@@ -609,6 +615,8 @@ class Reconciler:
                 "readyReplicas": st.ready_replicas,
                 "message": st.message,
             }
+            if st.serving_key:
+                vs["servingKey"] = st.serving_key
             if st.artifact:
                 vs["artifact"] = st.artifact
             versions.append(vs)
@@ -664,6 +672,25 @@ class Reconciler:
         self.result.status_written = await self.kube.patch_status(
             API_VERSION, PLURAL, self.namespace, self.name, status, self.old_status
         )
+
+
+def _serving_key(dep: dict, old: dict) -> str | None:
+    """The artifact key every pod of Deployment `dep` serves, or None while pods of another
+    artifact may remain.
+
+    Known when the Deployment has finished rolling out (`observe.rolled_out`): then it is
+    its template's key. A later roll that keeps the key (provider Service flips the pods'
+    `lmo.dev/routed` label when a version gains or loses traffic; a serving setting) leaves
+    pods of the same artifact behind, so the key recorded in `status.versions[].servingKey`
+    stays valid while it equals the template's: otherwise a canary step would make its own
+    candidate look unready and flap.
+    """
+    key = O.template_artifact_key(dep)
+    if key is None:
+        return None
+    if O.rolled_out(dep) or old.get("servingKey") == key:
+        return key
+    return None
 
 
 def _check_buildable(lm: LanguageModel, owner: Owner, settings: OperatorSettings, store: str) -> None:

@@ -90,7 +90,12 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 @dataclass(frozen=True)
 class VersionObservation:
-    """What the reconciler saw of one version: Ready pods, and the artifact key they serve."""
+    """What the reconciler saw of one version: Ready pods, and the artifact key they serve.
+
+    `artifact_key` is the key *every* pod of the version serves (None while pods of another
+    artifact remain, or before there is a Deployment); `ready` means some of those pods are
+    Ready. The state machine compares the key with the one the spec asks for.
+    """
 
     name: str
     ready: bool

@@ -96,6 +96,27 @@ def test_deployment_ready(dep, ready):
     assert O.deployment_ready(dep) is ready
 
 
+@pytest.mark.parametrize(
+    "status, done",
+    [
+        ({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}, True),
+        # a new pod up, an old one still serving the previous template
+        ({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 3}, False),
+        # the controller has not seen the new template yet
+        ({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}, False),
+        ({"replicas": 2, "updatedReplicas": 2}, False),
+    ],
+)
+def test_rolled_out(status, done):
+    assert O.rolled_out({"metadata": {"generation": 2}, "status": status}) is done
+
+
+def test_template_artifact_key():
+    dep = {"spec": {"template": {"metadata": {"annotations": {"lmo.dev/artifact-key": KEY}}}}}
+    assert O.template_artifact_key(dep) == KEY
+    assert O.template_artifact_key({"spec": {}}) is None and O.template_artifact_key(None) is None
+
+
 def test_progress_deadline_and_ownership():
     stuck = {"status": {"conditions": [{"type": "Progressing", "status": "False",
                                         "reason": "ProgressDeadlineExceeded"}]}}

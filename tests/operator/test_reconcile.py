@@ -400,3 +400,68 @@ async def test_a_drift_gate_on_an_artifact_without_golden_inputs_fails_the_step(
     assert cluster.lm_status("nogolden")["trafficSummary"] == "a=100,b=0"
     (warning,) = [m for t, r, m in result.events if r == "RolloutRolledBack"]
     assert "maxOutputDrift" in warning and "no golden inputs" in warning
+
+
+async def deployment_status(env, name: str, **status) -> None:
+    cluster, _ = env
+    dep = cluster.get("apps/v1/deployments", NS, name)
+    await cluster.request(
+        "PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/{name}/status",
+        {"status": {"observedGeneration": dep["metadata"]["generation"], **status}},
+        "application/merge-patch+json",
+    )
+
+
+async def test_a_changed_candidate_is_not_ready_while_old_pods_serve(env):
+    """Old pods of a changed candidate are Ready but serve its previous artifact: no canary
+    traffic until every pod runs the template of the new one."""
+    cluster, _ = env
+    body = canary()
+    await serve_both(env, "rolling", body)
+    await at(env, "rolling", 0)
+    assert cluster.lm_status("rolling")["rollout"]["phase"] == "Progressing"
+    changed = canary()
+    changed["versions"][1]["checkpoint"]["uri"] = "s3://m/b2/"
+    await cluster.apply_lm("rolling", changed, NS)
+    await at(env, "rolling", 1)  # the new conversion Job
+    await cluster.finish_job(NS, job_for(changed, "rolling", "b"), manifest_for(changed, "b"))
+
+    def routed() -> str:
+        return cluster.lm_status("rolling")["trafficSummary"]
+
+    await at(env, "rolling", 2)  # the pass where the conversion finishes
+    assert routed() == "a=100,b=0" and cluster.lm_status("rolling")["rollout"]["phase"] == "Waiting"
+    # the Deployment rolls: one new pod up, an old one still serving
+    await deployment_status(env, "rolling-b", replicas=2, updatedReplicas=1, readyReplicas=2)
+    await at(env, "rolling", 3)
+    assert routed() == "a=100,b=0"
+    b = next(v for v in cluster.lm_status("rolling")["versions"] if v["name"] == "b")
+    assert b["phase"] == "Deploying" and "servingKey" not in b
+    await deployment_status(env, "rolling-b", replicas=1, updatedReplicas=1, readyReplicas=1)
+    await at(env, "rolling", 4)
+    assert routed() == "a=50,b=50"
+    b = next(v for v in cluster.lm_status("rolling")["versions"] if v["name"] == "b")
+    assert b["phase"] == "Ready" and b["servingKey"] == b["artifact"]["key"]
+
+
+async def test_a_roll_that_keeps_the_artifact_keeps_the_candidate_ready(env):
+    """Provider Service: the candidate's pods are relabelled (lmo.dev/routed) when its step
+    gives it traffic, which rolls them; they serve the same artifact, so the step goes on."""
+    cluster, _ = env
+    body = canary()
+    body["routing"] = {"provider": "Service"}
+    await cluster.apply_lm("relabel", body, NS)
+    await again(env, "relabel")
+    for v in ("a", "b"):
+        await cluster.finish_job(NS, job_for(body, "relabel", v), manifest_for(body, v))
+    await again(env, "relabel")
+    for v in ("a", "b"):
+        await cluster.ready_deployment(NS, f"relabel-{v}")
+    await at(env, "relabel", 0)
+    assert cluster.lm_status("relabel")["rollout"]["phase"] == "Progressing"
+    dep = cluster.get("apps/v1/deployments", NS, "relabel-b")
+    assert dep["spec"]["template"]["metadata"]["labels"]["lmo.dev/routed"] == "true"
+    await deployment_status(env, "relabel-b", replicas=2, updatedReplicas=1, readyReplicas=2)
+    result = await at(env, "relabel", 5)
+    assert cluster.lm_status("relabel")["rollout"]["phase"] == "Progressing"
+    assert "CandidateNotReady" not in [r for _, r, _ in result.events]
