@@ -249,8 +249,9 @@ class Analysis(_Model):
     max_latency_p99_ms: float | None = Field(
         default=None,
         gt=0,
-        description="Highest accepted p99 request latency in milliseconds (mean latency "
-        "is used when Triton histograms are not enabled).",
+        description="Highest accepted p99 request latency in milliseconds (from Triton's "
+        "latency summary, which lmo's Deployments enable; the mean latency when a server "
+        "exports no quantiles).",
     )
     max_queue_time_ms: float | None = Field(
         default=None, gt=0, description="Highest accepted mean queue time in milliseconds."
