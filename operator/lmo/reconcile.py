@@ -123,6 +123,7 @@ class _Version:
     ready: bool = False
     deadline_exceeded: bool = False
     serving_key: str | None = None  # the artifact every pod of its Deployment serves
+    desired_replicas: int | None = None  # the Deployment's spec.replicas (its autoscaler's)
 
 
 def _utcnow() -> datetime:
@@ -288,6 +289,8 @@ class Reconciler:
                 st.ready_replicas = int(ds.get("readyReplicas") or 0)
                 st.deadline_exceeded = O.progress_deadline_exceeded(dep)
                 st.serving_key = _serving_key(dep, old_versions.get(st.name) or {})
+                wanted = (dep.get("spec") or {}).get("replicas")
+                st.desired_replicas = int(wanted) if wanted is not None else st.replicas
 
         # traffic: the rollout state machine (Manual: the spec's weights). A version counts
         # as ready for the artifact all its pods serve, never for the one its spec asks for
@@ -300,6 +303,7 @@ class Reconciler:
                 and st.serving_key is not None
                 and O.deployment_ready(children.get(("Deployment", child_name(self.name, st.name)))),
                 artifact_key=st.serving_key,
+                replicas=st.desired_replicas,
             )
             for st in states
         ]

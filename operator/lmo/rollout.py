@@ -24,7 +24,8 @@ Strategies (spec.rollout.strategy):
   holds also get early checks (`early_check_interval`): a `fail` seen mid-hold rolls back
   at once; anything else waits for the hold's end.
   Versions other than the stable and the candidate get 0%.
-* BlueGreen: the candidate runs at full size with 0% of the traffic while it is checked for
+* BlueGreen: the candidate runs at full size (its autoscaler's lower bound is the stable's
+  current replica count, within the spec's range) with 0% of the traffic while it is checked for
   one `stepDuration` (golden replay and a metric window on mirrored traffic, if
   spec.routing.mirror sends it some); pass -> 100% at once. The previous version keeps its
   pods for `scaleDownDelay` (instant rollback by editing the spec), then its bounds drop to
@@ -100,6 +101,9 @@ class VersionObservation:
     name: str
     ready: bool
     artifact_key: str | None
+    # Replicas its Deployment runs now (spec.replicas: what its autoscaler chose for the
+    # current load); None when unknown. BlueGreen sizes its candidate from the stable's.
+    replicas: int | None = None
 
 
 @dataclass(frozen=True)
@@ -307,11 +311,23 @@ class _Machine:
         return 0 if self.blue_green else self.ro.steps[status.step]
 
     def candidate_bounds(self, status: RolloutStatus) -> dict[str, tuple[int, int]]:
+        """Autoscaler bounds of the candidate: its share of the range (Canary), or full
+        size before the switch (BlueGreen).
+
+        A BlueGreen candidate has 0% of the traffic until it takes 100% at once, so its
+        autoscaler alone would keep it at minReplicas and the switch would land the whole
+        load on a minimum-size version. Its lower bound is the stable's current replica
+        count (what the stable's autoscaler sized for the load it will take over), at least
+        max(1, minReplicas) and at most maxReplicas.
+        """
         a = self.spec.autoscaling
         if a is None or not status.candidate:
             return {}
         if self.blue_green:
-            return {status.candidate: (max(1, a.min_replicas), a.max_replicas)}
+            seen = self.observed.get(status.stable)
+            stable_now = seen.replicas if seen is not None and seen.replicas else 0
+            low = min(a.max_replicas, max(1, a.min_replicas, stable_now))
+            return {status.candidate: (low, a.max_replicas)}
         return {status.candidate: share_bounds(a, self.percent(status))}
 
     # ------------------------------------------------------------------ the machine

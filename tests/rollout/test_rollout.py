@@ -296,6 +296,26 @@ def test_blue_green_checks_at_full_size_then_switches_and_scales_old_down_later(
     assert down.bounds == {"v1": (1, 1)} and down.requeue_after is None and down.events == []
 
 
+def test_blue_green_candidate_is_sized_like_the_stable_before_the_switch():
+    """With 0% traffic its autoscaler alone would keep the candidate at minReplicas, and the
+    switch would put the whole load on it at once: its lower bound is the stable's size."""
+    s = spec("BlueGreen")  # autoscaling 1..10
+
+    def sized(stable_replicas):
+        seen = [VersionObservation(o.name, o.ready, o.artifact_key,
+                                   stable_replicas if o.name == "v1" else 1)
+                for o in obs("v1", "v2")]
+        return decide(s, None, seen, T0).bounds
+
+    assert sized(6) == {"v2": (6, 10)}
+    assert sized(14) == {"v2": (10, 10)}  # never above maxReplicas
+    assert sized(0) == sized(None) == {"v2": (1, 10)}  # never below max(1, minReplicas)
+    waiting = [VersionObservation(o.name, o.ready, o.artifact_key, 6) for o in obs("v1")]
+    assert decide(s, None, waiting, T0).bounds == {"v2": (6, 10)}  # scales up while it starts
+    s.autoscaling.min_replicas = 8
+    assert sized(6) == {"v2": (8, 10)}
+
+
 def test_blue_green_keda_scales_old_to_zero_and_fail_never_switches():
     s = spec("BlueGreen")
     s.autoscaling.engine = "KEDA"
