@@ -249,8 +249,9 @@ class Analysis(_Model):
     max_latency_p99_ms: float | None = Field(
         default=None,
         gt=0,
-        description="Highest accepted p99 request latency in milliseconds (mean latency "
-        "is used when Triton histograms are not enabled).",
+        description="Highest accepted p99 request latency in milliseconds (from Triton's "
+        "latency summary, which lmo's Deployments enable; the mean latency when a server "
+        "exports no quantiles).",
     )
     max_queue_time_ms: float | None = Field(
         default=None, gt=0, description="Highest accepted mean queue time in milliseconds."
@@ -771,6 +772,16 @@ class ArtifactStatus(_Model):
     key: str | None = Field(
         default=None, description="Content key: checkpoint + settings + converter version."
     )
+    entry_model: str | None = Field(
+        default=None, description="Triton model clients call (the golden replay calls it too)."
+    )
+    golden_inputs: list[Annotated[str, Field(max_length=200)]] | None = Field(
+        default=None,
+        max_length=8,
+        description="Golden inputs recorded at conversion (at most 8, each cut to 200 "
+        "characters). A rollout with analysis.maxOutputDrift replays them against this "
+        "version and the stable one; an artifact without them fails that check.",
+    )
 
 
 class VersionStatus(_Model):
@@ -782,6 +793,12 @@ class VersionStatus(_Model):
     traffic: int = Field(default=0, description="Percent of requests routed to it now.")
     replicas: int = Field(default=0, description="Triton replicas.")
     ready_replicas: int = Field(default=0, description="Triton replicas that are ready.")
+    serving_key: str | None = Field(
+        default=None,
+        description="Content key of the artifact every Triton pod of this version serves: "
+        "set once its Deployment finished rolling out to that artifact, empty while pods "
+        "of another artifact remain. A rollout counts the version ready only for it.",
+    )
     message: str = Field(default="", description="Why it is in this phase.")
 
 

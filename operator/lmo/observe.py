@@ -12,7 +12,8 @@ import json
 
 from pydantic import ValidationError
 
-from lmo_runtime.manifest import Manifest
+from lmo import labels as L
+from lmo_runtime.manifest import Manifest, bounded_golden_inputs
 
 
 def controlled_by(obj: dict, uid: str) -> bool:
@@ -44,9 +45,10 @@ def conversion_outcome(messages: list[str], uri: str, key: str) -> tuple[bool, s
     """(accepted, reason, status artifact) from the converter's termination message.
 
     `lmo convert --manifest-out /dev/termination-log` writes a compact JSON summary of the
-    Manifest (camelCase: key, accepted, precision, sha256, sizeBytes, score, reason) or,
-    on bad input, just `{"accepted": false, "reason": ...}`; a full Manifest is read too.
-    None when no message holds either.
+    Manifest (camelCase: key, accepted, precision, sha256, sizeBytes, score, entryModel,
+    goldenInputs, reason) or, on bad input, just `{"accepted": false, "reason": ...}`; a full
+    Manifest is read too. None when no message holds either. The artifact keeps the entry
+    model and the golden inputs (bounded) for the rollout's golden replay.
     """
     for text in messages:
         try:
@@ -72,6 +74,11 @@ def conversion_outcome(messages: list[str], uri: str, key: str) -> tuple[bool, s
             "score": data.get("score"),
             "key": key,
         }
+        if isinstance(data.get("entryModel"), str) and data["entryModel"]:
+            artifact["entryModel"] = data["entryModel"]
+        inputs = bounded_golden_inputs(data.get("goldenInputs"))
+        if inputs:
+            artifact["goldenInputs"] = inputs
         return accepted, str(data.get("reason") or ""), artifact if accepted else None
     return None
 
@@ -86,6 +93,30 @@ def deployment_ready(dep: dict | None) -> bool:
     if gen is not None and seen is not None and seen < gen:
         return False
     return int(status.get("readyReplicas") or 0) >= 1
+
+
+def template_artifact_key(dep: dict | None) -> str | None:
+    """The artifact key in the Deployment's pod template (what its newest pods serve)."""
+    template = ((dep or {}).get("spec") or {}).get("template") or {}
+    return ((template.get("metadata") or {}).get("annotations") or {}).get(L.ARTIFACT_KEY) or None
+
+
+def rolled_out(dep: dict | None) -> bool:
+    """Every pod of the Deployment runs its current template: the controller has seen the
+    latest spec and no pod of an older ReplicaSet is left (updatedReplicas == replicas).
+
+    Pods of an older template keep serving (and count in readyReplicas) while new ones
+    start, so readyReplicas alone does not say which template, hence which artifact, the
+    ready pods serve.
+    """
+    if dep is None:
+        return False
+    status = dep.get("status") or {}
+    gen = dep.get("metadata", {}).get("generation")
+    seen = status.get("observedGeneration")
+    if gen is not None and (seen is None or seen < gen):
+        return False
+    return int(status.get("updatedReplicas") or 0) == int(status.get("replicas") or 0)
 
 
 def progress_deadline_exceeded(dep: dict | None) -> bool:

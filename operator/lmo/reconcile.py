@@ -22,7 +22,11 @@ Per version:
   is applied or deleted until the Secret exists, and the condition names the field.
 
 Traffic comes from `lmo.rollout.decide` (Manual: the spec's weights; Canary/BlueGreen: the
-state machine, with Prometheus analysis from `lmo.analysis` when a step's hold elapsed).
+state machine, with Prometheus analysis from `lmo.analysis` when a step's hold elapsed or an
+early check is due). With `analysis.maxOutputDrift` the analysis also replays the
+candidate artifact's golden inputs (`status.versions[].artifact.goldenInputs`, from its
+conversion Job's summary) against the candidate's and the stable's Services
+(`lmo.replay`); an artifact without them fails the step rather than pass it unchecked.
 Only versions with a Deployment are routed; `status.versions[].traffic` is what the route
 really sends: HTTPRoute weights are relative, so the shares of routed versions are
 normalised to 100; with provider Service (no autoscaling) it is each version's share of the
@@ -67,10 +71,12 @@ from lmo.builders import (
 from lmo.builders.conversion import job_name
 from lmo.builders.traffic import routed as routed_plans
 from lmo.builders.traffic import service_replicas
+from lmo.builders.triton import HTTP_PORT
 from lmo.conditions import Reason
 from lmo.errors import UserError
 from lmo.kube import Kube, KubeError, Ref, is_subset
 from lmo.settings import OperatorSettings
+from lmo_runtime.manifest import ENTRY_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +122,8 @@ class _Version:
     ready_replicas: int = 0
     ready: bool = False
     deadline_exceeded: bool = False
+    serving_key: str | None = None  # the artifact every pod of its Deployment serves
+    desired_replicas: int | None = None  # the Deployment's spec.replicas (its autoscaler's)
 
 
 def _utcnow() -> datetime:
@@ -280,18 +288,26 @@ class Reconciler:
                 st.replicas = int(ds.get("replicas") or 0)
                 st.ready_replicas = int(ds.get("readyReplicas") or 0)
                 st.deadline_exceeded = O.progress_deadline_exceeded(dep)
+                st.serving_key = _serving_key(dep, old_versions.get(st.name) or {})
+                wanted = (dep.get("spec") or {}).get("replicas")
+                st.desired_replicas = int(wanted) if wanted is not None else st.replicas
 
-        # traffic: the rollout state machine (Manual: the spec's weights)
+        # traffic: the rollout state machine (Manual: the spec's weights). A version counts
+        # as ready for the artifact all its pods serve, never for the one its spec asks for
+        # while older pods still answer: in the pass where a conversion finishes, the
+        # Deployment has not even been changed yet.
         observations = [
             R.VersionObservation(
                 name=st.name,
                 ready=st.serve_uri is not None
+                and st.serving_key is not None
                 and O.deployment_ready(children.get(("Deployment", child_name(self.name, st.name)))),
-                artifact_key=(st.serve_uri.rstrip("/").rsplit("/", 1)[-1] if st.serve_uri else None),
+                artifact_key=st.serving_key,
+                replicas=st.desired_replicas,
             )
             for st in states
         ]
-        decision = await self._decide(spec, observations)
+        decision = await self._decide(spec, observations, states)
         routable = {
             st.name: decision.traffic.get(st.name, 0) for st in states if st.serve_uri is not None
         }
@@ -329,7 +345,7 @@ class Reconciler:
             want = obj.get("spec", {}).get("replicas", 1)
             st.ready = (
                 observed is not None
-                and (frozen(obj) or is_subset(obj, observed))
+                and (frozen(obj) or (is_subset(obj, observed) and st.serving_key == st.key))
                 and O.deployment_ready(observed)
                 and st.ready_replicas >= want
             )
@@ -442,22 +458,77 @@ class Reconciler:
     def _fail(st: _Version, reason: str, message: str) -> None:
         st.phase, st.message, st.failure_reason = Phase.FAILED.value, message, reason
 
-    async def _decide(self, spec, observations) -> R.Decision:
+    async def _decide(self, spec, observations, states: list[_Version]) -> R.Decision:
         raw = self.old_status.get("rollout")
         current = RolloutStatus.model_validate(raw) if raw else None
         decision = R.decide(spec, current, observations, self.now)
         if decision.analyse and decision.rollout is not None and self.analyse is not None:
-            result = await asyncio.to_thread(
-                self.analyse,
-                spec.rollout.analysis,
-                self.namespace,
-                self.name,
-                decision.rollout.candidate,
-                decision.rollout.stable,
-                R.analysis_window(spec),
-            )
+            ro = decision.rollout
+            replay, unreplayable = self._replay_targets(spec, ro, states)
+            if unreplayable is not None:
+                # a drift gate that cannot run must not pass: the step fails, saying why
+                from lmo.analysis import FAIL, AnalysisResult
+
+                result = AnalysisResult(FAIL, {}, [unreplayable])
+            else:
+                result = await asyncio.to_thread(
+                    self.analyse,
+                    spec.rollout.analysis,
+                    self.namespace,
+                    self.name,
+                    ro.candidate,
+                    ro.stable,
+                    # an early check judges only the part of the step elapsed so far
+                    R.analysis_window(spec, ro, self.now),
+                    replay=replay,
+                )
             decision = R.decide(spec, current, observations, self.now, analysis=result)
         return decision
+
+    def _service_url(self, version: str) -> str:
+        """HTTP base URL of one version's Triton Service `<lm>-<version>`, in-cluster."""
+        return f"http://{child_name(self.name, version)}.{self.namespace}.svc:{HTTP_PORT}"
+
+    def _replay_targets(
+        self, spec, rollout: RolloutStatus, states: list[_Version]
+    ) -> tuple[Any, str | None]:
+        """(ReplayTargets, None) for the golden replay of `rollout`'s candidate against its
+        stable; (None, None) when `analysis.maxOutputDrift` is not set; (None, why) when it
+        is set but cannot be checked (the step then fails with that reason).
+
+        The inputs are the candidate artifact's `goldenInputs` (copied from its conversion
+        Job's summary); they are sent to both versions' Services, `<lm>-<version>:8000`.
+        """
+        if spec.rollout.analysis.max_output_drift is None:
+            return None, None
+        candidate = next((st for st in states if st.name == rollout.candidate), None)
+        artifact = (candidate.artifact if candidate is not None else None) or {}
+        inputs = [t for t in artifact.get("goldenInputs") or [] if isinstance(t, str)]
+        if not inputs:
+            return None, (
+                f"spec.rollout.analysis.maxOutputDrift is set but artifact "
+                f"{(artifact.get('key') or '')[:8]} of {rollout.candidate} has no golden inputs "
+                f"(status.versions[].artifact.goldenInputs; artifacts converted by an older "
+                f"lmo lack them), so its output drift cannot be measured; remove "
+                f"maxOutputDrift to roll out on the metrics alone (the change starts the "
+                f"rollout again), or list the candidate again under a new version name "
+                f"(its conversion Job records them)"
+            )
+        try:
+            from lmo.replay import ReplayTargets
+        except ImportError as err:
+            return None, (
+                f"spec.rollout.analysis.maxOutputDrift is set but the operator cannot run the "
+                f"golden replay ({err}); install lmo with its dependencies (numpy, "
+                f"tritonclient[http]) in the operator image, or remove maxOutputDrift"
+            )
+        entry = artifact.get("entryModel") or ENTRY_MODEL[spec.task]
+        return ReplayTargets(
+            candidate_url=self._service_url(rollout.candidate),
+            stable_url=self._service_url(rollout.stable),
+            entry_model=entry,
+            inputs=tuple(inputs),
+        ), None
 
     # ------------------------------------------------------------------ status
 
@@ -548,6 +619,8 @@ class Reconciler:
                 "readyReplicas": st.ready_replicas,
                 "message": st.message,
             }
+            if st.serving_key:
+                vs["servingKey"] = st.serving_key
             if st.artifact:
                 vs["artifact"] = st.artifact
             versions.append(vs)
@@ -603,6 +676,25 @@ class Reconciler:
         self.result.status_written = await self.kube.patch_status(
             API_VERSION, PLURAL, self.namespace, self.name, status, self.old_status
         )
+
+
+def _serving_key(dep: dict, old: dict) -> str | None:
+    """The artifact key every pod of Deployment `dep` serves, or None while pods of another
+    artifact may remain.
+
+    Known when the Deployment has finished rolling out (`observe.rolled_out`): then it is
+    its template's key. A later roll that keeps the key (provider Service flips the pods'
+    `lmo.dev/routed` label when a version gains or loses traffic; a serving setting) leaves
+    pods of the same artifact behind, so the key recorded in `status.versions[].servingKey`
+    stays valid while it equals the template's: otherwise a canary step would make its own
+    candidate look unready and flap.
+    """
+    key = O.template_artifact_key(dep)
+    if key is None:
+        return None
+    if O.rolled_out(dep) or old.get("servingKey") == key:
+        return key
+    return None
 
 
 def _check_buildable(lm: LanguageModel, owner: Owner, settings: OperatorSettings, store: str) -> None:

@@ -23,8 +23,13 @@ Strategies (spec.rollout.strategy):
   candidate nobody can judge is not promoted). `paused` holds the current weights. Long
   holds also get early checks (`early_check_interval`): a `fail` seen mid-hold rolls back
   at once; anything else waits for the hold's end.
-  Versions other than the stable and the candidate get 0%.
-* BlueGreen: the candidate runs at full size with 0% of the traffic while it is checked for
+  Versions other than the stable and the candidate get 0%. A stable removed from
+  spec.versions mid-rollout is replaced by the version with the most spec traffic, with a
+  Warning Event (`StableRemoved`): no check can run without a stable to compare with, so it
+  takes all traffic once it serves its artifact with ready pods, and nothing is routed
+  until then (never 100% to pods that cannot answer).
+* BlueGreen: the candidate runs at full size (its autoscaler's lower bound is the stable's
+  current replica count, within the spec's range) with 0% of the traffic while it is checked for
   one `stepDuration` (golden replay and a metric window on mirrored traffic, if
   spec.routing.mirror sends it some); pass -> 100% at once. The previous version keeps its
   pods for `scaleDownDelay` (instant rollback by editing the spec), then its bounds drop to
@@ -71,6 +76,7 @@ REASON_INCONCLUSIVE = "AnalysisInconclusive"
 REASON_SUCCEEDED = "RolloutSucceeded"
 REASON_ROLLED_BACK = "RolloutRolledBack"
 REASON_CANDIDATE_NOT_READY = "CandidateNotReady"
+REASON_STABLE_REMOVED = "StableRemoved"
 
 # "No value" is written as an empty string, never as a missing field: the status is written
 # with a JSON merge patch, and a field left out of a merge patch keeps its old value.
@@ -90,16 +96,26 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 @dataclass(frozen=True)
 class VersionObservation:
-    """What the reconciler saw of one version: Ready pods, and the artifact key they serve."""
+    """What the reconciler saw of one version: Ready pods, and the artifact key they serve.
+
+    `artifact_key` is the key *every* pod of the version serves (None while pods of another
+    artifact remain, or before there is a Deployment); `ready` means some of those pods are
+    Ready. The state machine compares the key with the one the spec asks for.
+    """
 
     name: str
     ready: bool
     artifact_key: str | None
+    # Replicas its Deployment runs now (spec.replicas: what its autoscaler chose for the
+    # current load); None when unknown. BlueGreen sizes its candidate from the stable's.
+    replicas: int | None = None
 
 
 @dataclass(frozen=True)
 class Decision:
-    traffic: dict[str, int]  # weights to route now, every spec version, sum 100
+    # weights to route now, every spec version, sum 100 (all 0 only while the stable was
+    # removed from the spec and the version taking over has no ready pods yet)
+    traffic: dict[str, int]
     rollout: RolloutStatus | None  # the new status.rollout (None under Manual)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     requeue_after: float | None = None  # seconds until the next decision is due
@@ -302,17 +318,51 @@ class _Machine:
         return 0 if self.blue_green else self.ro.steps[status.step]
 
     def candidate_bounds(self, status: RolloutStatus) -> dict[str, tuple[int, int]]:
+        """Autoscaler bounds of the candidate: its share of the range (Canary), or full
+        size before the switch (BlueGreen).
+
+        A BlueGreen candidate has 0% of the traffic until it takes 100% at once, so its
+        autoscaler alone would keep it at minReplicas and the switch would land the whole
+        load on a minimum-size version. Its lower bound is the stable's current replica
+        count (what the stable's autoscaler sized for the load it will take over), at least
+        max(1, minReplicas) and at most maxReplicas.
+        """
         a = self.spec.autoscaling
         if a is None or not status.candidate:
             return {}
         if self.blue_green:
-            return {status.candidate: (max(1, a.min_replicas), a.max_replicas)}
+            seen = self.observed.get(status.stable)
+            stable_now = seen.replicas if seen is not None and seen.replicas else 0
+            low = min(a.max_replicas, max(1, a.min_replicas, stable_now))
+            return {status.candidate: (low, a.max_replicas)}
         return {status.candidate: share_bounds(a, self.percent(status))}
 
     # ------------------------------------------------------------------ the machine
     def run(self) -> Decision:
         spec, current = self.spec, self.current
         stable = pick_stable(spec, current)
+        names = [v.name for v in spec.versions]
+        removed = (
+            current.stable
+            if current is not None and current.stable and current.stable not in names
+            else None
+        )
+        taking_over = (  # a stable was removed before: its successor was not ready yet
+            current is not None
+            and current.phase == RolloutPhase.WAITING.value
+            and not current.candidate
+            and current.stable == stable
+        )
+        if removed is not None or taking_over:
+            if not self.ready(stable):
+                return self.stable_removed(removed, stable)
+            if removed is not None:
+                self.event(
+                    WARNING,
+                    REASON_STABLE_REMOVED,
+                    f"the stable version {removed} was removed from spec.versions: {stable} "
+                    "takes its traffic without the rollout's checks",
+                )
         candidate = pick_candidate(spec, stable, self.observed)
         all_stable = _weights(spec, {stable: 100})
 
@@ -396,6 +446,34 @@ class _Machine:
         if status.phase == RolloutPhase.WAITING.value or not status.step_started_at:
             return self.start_step(status, status.step)
         return self.progress(status)
+
+    def stable_removed(self, removed: str | None, successor: str) -> Decision:
+        """The stable left spec.versions and `successor` (the version with the most spec
+        traffic) has no ready pods serving its artifact: route nothing rather than send all
+        requests to pods that cannot answer, and wait for it (no checks are possible: there
+        is no stable left to compare with)."""
+        current = self.current
+        assert current is not None
+        if removed is not None:
+            message = (
+                f"the stable version {removed} was removed from spec.versions: waiting for "
+                f"{successor} to serve artifact {desired_key(self.spec, successor)[:8]} with "
+                "ready pods; no traffic is routed until then"
+            )
+            self.event(WARNING, REASON_STABLE_REMOVED, message)
+        else:
+            message = current.message
+        status = RolloutStatus(
+            phase=RolloutPhase.WAITING,
+            step=0,
+            stable=successor,
+            candidate=NONE,
+            spec_hash=NONE,
+            step_started_at=NOT_STARTED,
+            last_analysis=current.last_analysis,
+            message=message,
+        )
+        return self.done(status, _weights(self.spec, {}), WAIT_REQUEUE_SECONDS)
 
     def settled(self, stable: str, all_stable: dict[str, int]) -> Decision:
         """No candidate: the stable serves everything; BlueGreen scales the old one down."""

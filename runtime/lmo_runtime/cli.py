@@ -27,6 +27,8 @@ from lmo_runtime.manifest import ConversionRequest, Manifest
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
 SUMMARY_LIMIT = 4096
+# The summary size golden inputs may grow it to (the rest of SUMMARY_LIMIT is margin).
+GOLDEN_SUMMARY_BUDGET = 3072
 TASKS = ["feature-extraction", "fill-mask", "text-classification", "text-generation"]
 PRECISIONS = ["fp32", "fp16", "int8", "int8-static"]
 
@@ -110,7 +112,15 @@ def request_from_args(args: argparse.Namespace) -> ConversionRequest:
 
 
 def summary(manifest: Manifest, uri: str) -> dict[str, Any]:
-    """A compact JSON-able summary (no golden outputs, no file list) under 4 KiB."""
+    """A compact JSON-able summary (no golden outputs, no file list) under 4 KiB.
+
+    An accepted artifact's summary carries its golden inputs (`goldenInputs`, texts only):
+    the operator replays them against a candidate and the stable version during a rollout
+    (`maxOutputDrift`) and cannot read the manifest from the artifact store itself. They are
+    bounded (`Manifest.golden_inputs`: 8 inputs of at most 200 characters; the last ones
+    dropped until the summary fits in `GOLDEN_SUMMARY_BUDGET` bytes), so the summary stays
+    well under the kubelet's 4 KiB termination-message limit.
+    """
     out: dict[str, Any] = {
         "key": manifest.key,
         "accepted": manifest.accepted,
@@ -134,7 +144,17 @@ def summary(manifest: Manifest, uri: str) -> dict[str, Any]:
     if len(text.encode()) > SUMMARY_LIMIT:
         out["reason"] = manifest.reason[:1000]
         out["attempts"] = out["attempts"][-4:]
+    if manifest.accepted:
+        inputs = manifest.golden_inputs()
+        while inputs and _size(out | {"goldenInputs": inputs}) > GOLDEN_SUMMARY_BUDGET:
+            inputs.pop()
+        if inputs:
+            out["goldenInputs"] = inputs
     return out
+
+
+def _size(data: dict[str, Any]) -> int:
+    return len(json.dumps(data, separators=(",", ":")).encode())
 
 
 def _write_summary(path: Path | None, data: dict[str, Any]) -> None:

@@ -22,6 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from lmo_runtime import __version__ as CONVERTER_VERSION
 
 MANIFEST_FILE = "manifest.json"
+# Golden inputs copied out of the manifest (the conversion summary, status.versions[].artifact)
+# are bounded: at most this many, each cut to this many characters.
+GOLDEN_COPY_INPUTS = 8
+GOLDEN_COPY_CHARS = 200
 REPOSITORY_DIR = "model_repository"
 # Name the client calls, the same in every version so that routing between versions is
 # transparent: /v2/models/<ENTRY_MODEL[task]>/infer
@@ -111,9 +115,13 @@ class Manifest(_Model):
         blob = self.model_dump_json(exclude={"timings", "created_at"})
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    def golden_inputs(self) -> list[str]:
+        """The golden inputs as copied out of the manifest (bounded, see GOLDEN_COPY_*)."""
+        return bounded_golden_inputs(self.golden.inputs if self.golden is not None else [])
+
     def summary(self, uri: str) -> dict[str, Any]:
         """The `status.versions[].artifact` shape."""
-        return {
+        out = {
             "uri": uri,
             "sha256": self.digest(),
             "precision": self.precision,
@@ -121,3 +129,17 @@ class Manifest(_Model):
             "score": None if self.score is None else round(self.score.value, 6),
             "key": self.key,
         }
+        if self.entry_model:
+            out["entryModel"] = self.entry_model
+        inputs = self.golden_inputs()
+        if inputs:
+            out["goldenInputs"] = inputs
+        return out
+
+
+def bounded_golden_inputs(inputs: Any) -> list[str]:
+    """At most GOLDEN_COPY_INPUTS texts of at most GOLDEN_COPY_CHARS characters; anything
+    that is not a list of strings gives none."""
+    if not isinstance(inputs, list) or not all(isinstance(t, str) for t in inputs):
+        return []
+    return [t[:GOLDEN_COPY_CHARS] for t in inputs[:GOLDEN_COPY_INPUTS]]

@@ -85,6 +85,16 @@ def test_mirror_to_unservable_version_left_out():
     assert "filters" not in route["spec"]["rules"][-1]
 
 
+def test_no_mirror_when_the_mirror_version_takes_all_traffic():
+    """After a promotion the mirror version is the only backend: mirroring would send each
+    of its requests to it a second time."""
+    spec = {"versions": _versions({"v1": 0, "v2": 100}), "routing": {"mirror": {"version": "v2"}}}
+    rule = _route(spec)["spec"]["rules"][-1]
+    assert _weights(rule) == {"chat-v2": 100} and "filters" not in rule
+    # sharing the weight with another version, it still gets the copies
+    assert "filters" in _route(spec, traffic={"v1": 50, "v2": 50})["spec"]["rules"][-1]
+
+
 def test_parent_ref_from_spec_or_settings():
     route = _route(
         {

@@ -153,6 +153,14 @@ def test_probes_and_metrics_on_a_real_server(tmp_path):
         assert pod.wait_for(metrics_url) == 200
         with urllib.request.urlopen(metrics_url, timeout=30) as r:
             assert "nv_inference_count" in r.read().decode()
+        # one request, then the p99 the rollout analysis gates on is exported
+        infer = f"http://127.0.0.1:{pod.ports['http']}/v2/models/scale/infer"
+        body = b'{"inputs":[{"name":"X","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
+        with urllib.request.urlopen(urllib.request.Request(infer, data=body), timeout=30) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(metrics_url, timeout=30) as r:
+            text = r.read().decode()
+        assert 'nv_inference_request_summary_us{' in text and 'quantile="0.99"' in text, text[-2000:]
     finally:
         pod.stop()
 

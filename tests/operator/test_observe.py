@@ -61,6 +61,18 @@ def test_conversion_outcome(messages, expect):
     assert O.conversion_outcome(messages, URI, KEY) == expect
 
 
+def test_the_artifact_keeps_the_entry_model_and_bounded_golden_inputs():
+    inputs = ["a [MASK] day"] + ["x" * 500] * 9 + [7]
+    accepted, _, artifact = O.conversion_outcome(
+        [summary(entryModel="fill_mask", goldenInputs=inputs[:10])], URI, KEY
+    )
+    assert accepted and artifact["entryModel"] == "fill_mask"
+    assert artifact["goldenInputs"] == ["a [MASK] day"] + ["x" * 200] * 7
+    # anything but a list of texts is no golden inputs
+    _, _, artifact = O.conversion_outcome([summary(goldenInputs=inputs)], URI, KEY)
+    assert "goldenInputs" not in artifact
+
+
 def test_a_full_manifest_is_read_too():
     from lmo_runtime.manifest import ConversionRequest, Manifest
 
@@ -82,6 +94,27 @@ def test_a_full_manifest_is_read_too():
 )
 def test_deployment_ready(dep, ready):
     assert O.deployment_ready(dep) is ready
+
+
+@pytest.mark.parametrize(
+    "status, done",
+    [
+        ({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}, True),
+        # a new pod up, an old one still serving the previous template
+        ({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 3}, False),
+        # the controller has not seen the new template yet
+        ({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}, False),
+        ({"replicas": 2, "updatedReplicas": 2}, False),
+    ],
+)
+def test_rolled_out(status, done):
+    assert O.rolled_out({"metadata": {"generation": 2}, "status": status}) is done
+
+
+def test_template_artifact_key():
+    dep = {"spec": {"template": {"metadata": {"annotations": {"lmo.dev/artifact-key": KEY}}}}}
+    assert O.template_artifact_key(dep) == KEY
+    assert O.template_artifact_key({"spec": {}}) is None and O.template_artifact_key(None) is None
 
 
 def test_progress_deadline_and_ownership():

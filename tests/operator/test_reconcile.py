@@ -7,7 +7,7 @@ can be served.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import kopf
 import pytest
@@ -165,12 +165,12 @@ async def test_service_provider_reports_the_pod_share_it_can_route(env):
     assert cluster.get("v1/services", NS, "pods") is not None
 
 
-async def serve_both(env, name: str, body: dict) -> None:
+async def serve_both(env, name: str, body: dict, golden: list[str] | None = None) -> None:
     cluster, _ = env
     await cluster.apply_lm(name, body, NS)
     await again(env, name)
     for v in ("a", "b"):
-        await cluster.finish_job(NS, job_for(body, name, v), manifest_for(body, v))
+        await cluster.finish_job(NS, job_for(body, name, v), manifest_for(body, v, golden=golden))
     await again(env, name)
     for v in ("a", "b"):
         await cluster.ready_deployment(NS, f"{name}-{v}")
@@ -308,3 +308,160 @@ async def test_a_missing_artifact_store_secret_blocks_every_version(env):
     await cluster.create_secret("store-creds", NS)
     result = await reconcile(cluster.get(LM_RESOURCE, NS, "nostore"), kube, settings, now=T0)
     assert result.applied["Job"] == 2
+
+
+class RecordingAnalysis:
+    """Stands in for lmo.analysis.analyse: records every call, answers `verdict`."""
+
+    def __init__(self, verdict: str = "pass"):
+        self.verdict = verdict
+        self.calls: list[dict] = []
+
+    def __call__(self, analysis, namespace, lm, candidate, stable, window_seconds, replay=None):
+        from lmo.analysis import AnalysisResult
+
+        self.calls.append({"lm": lm, "candidate": candidate, "stable": stable,
+                           "window": window_seconds, "replay": replay})
+        return AnalysisResult(self.verdict, {"requests": 50.0}, [f"scripted {self.verdict}"])
+
+
+def canary(hold: str = "1m", **analysis) -> dict:
+    return spec(
+        versions=[
+            {"name": "a", "checkpoint": {"uri": "s3://m/a/"}, "traffic": 100},
+            {"name": "b", "checkpoint": {"uri": "s3://m/b/"}, "traffic": 0},
+        ],
+        rollout={"strategy": "Canary", "steps": [50, 100], "stepDuration": hold,
+                 "analysis": {"prometheusUrl": "http://prometheus:9090", **analysis}},
+    )
+
+
+async def at(env, name: str, seconds: float, analyse=None):
+    cluster, kube = env
+    return await reconcile(cluster.get(LM_RESOURCE, NS, name), kube, SETTINGS,
+                           now=T0 + timedelta(seconds=seconds), analyse=analyse)
+
+
+async def test_an_early_check_judges_only_the_elapsed_part_of_the_step(env):
+    cluster, _ = env
+    await serve_both(env, "early", canary(hold="8m"))  # early checks every 2 minutes
+    await at(env, "early", 0)
+    assert cluster.lm_status("early")["rollout"]["phase"] == "Progressing"
+    fake = RecordingAnalysis()
+    await at(env, "early", 130, analyse=fake)
+    assert [c["window"] for c in fake.calls] == [130.0]  # not the 480 s hold
+
+
+GOLDEN = ["the capital of France is [MASK].", "a [MASK] day"]
+
+
+async def test_the_golden_replay_runs_against_both_services_on_a_cluster(env):
+    """maxOutputDrift: the candidate artifact's golden inputs (from its conversion Job's
+    summary, kept in status) are replayed against both versions' Services."""
+    cluster, _ = env
+    await serve_both(env, "replay", canary(maxOutputDrift=0.05, minRequests=0), golden=GOLDEN)
+    b = next(v for v in cluster.lm_status("replay")["versions"] if v["name"] == "b")
+    assert b["artifact"]["goldenInputs"] == GOLDEN and b["artifact"]["entryModel"] == "fill_mask"
+    await at(env, "replay", 0)
+    assert cluster.lm_status("replay")["rollout"]["phase"] == "Progressing"
+    fake = RecordingAnalysis()
+    await at(env, "replay", 61, analyse=fake)
+    (call,) = fake.calls
+    replay = call["replay"]
+    assert replay is not None
+    assert replay.candidate_url == f"http://replay-b.{NS}.svc:8000"
+    assert replay.stable_url == f"http://replay-a.{NS}.svc:8000"
+    assert replay.entry_model == "fill_mask" and replay.inputs == tuple(GOLDEN)
+    assert cluster.lm_status("replay")["rollout"]["step"] == 1
+
+
+async def test_no_replay_without_max_output_drift(env):
+    cluster, _ = env
+    await serve_both(env, "noreplay", canary(), golden=GOLDEN)
+    await at(env, "noreplay", 0)
+    fake = RecordingAnalysis()
+    await at(env, "noreplay", 61, analyse=fake)
+    assert [c["replay"] for c in fake.calls] == [None]
+
+
+async def test_a_drift_gate_on_an_artifact_without_golden_inputs_fails_the_step(env):
+    """An older artifact recorded no golden inputs: maxOutputDrift cannot be checked, and
+    a check that cannot run must not pass (BlueGreen with minRequests 0 would otherwise
+    switch with no check at all)."""
+    cluster, _ = env
+    body = canary(maxOutputDrift=0.05, minRequests=0)
+    body["rollout"]["strategy"] = "BlueGreen"
+    await serve_both(env, "nogolden", body)
+    await at(env, "nogolden", 0)
+    fake = RecordingAnalysis()
+    result = await at(env, "nogolden", 61, analyse=fake)
+    ro = cluster.lm_status("nogolden")["rollout"]
+    assert ro["phase"] == "RolledBack" and not fake.calls
+    assert cluster.lm_status("nogolden")["trafficSummary"] == "a=100,b=0"
+    (warning,) = [m for t, r, m in result.events if r == "RolloutRolledBack"]
+    assert "maxOutputDrift" in warning and "no golden inputs" in warning
+
+
+async def deployment_status(env, name: str, **status) -> None:
+    cluster, _ = env
+    dep = cluster.get("apps/v1/deployments", NS, name)
+    await cluster.request(
+        "PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/{name}/status",
+        {"status": {"observedGeneration": dep["metadata"]["generation"], **status}},
+        "application/merge-patch+json",
+    )
+
+
+async def test_a_changed_candidate_is_not_ready_while_old_pods_serve(env):
+    """Old pods of a changed candidate are Ready but serve its previous artifact: no canary
+    traffic until every pod runs the template of the new one."""
+    cluster, _ = env
+    body = canary()
+    await serve_both(env, "rolling", body)
+    await at(env, "rolling", 0)
+    assert cluster.lm_status("rolling")["rollout"]["phase"] == "Progressing"
+    changed = canary()
+    changed["versions"][1]["checkpoint"]["uri"] = "s3://m/b2/"
+    await cluster.apply_lm("rolling", changed, NS)
+    await at(env, "rolling", 1)  # the new conversion Job
+    await cluster.finish_job(NS, job_for(changed, "rolling", "b"), manifest_for(changed, "b"))
+
+    def routed() -> str:
+        return cluster.lm_status("rolling")["trafficSummary"]
+
+    await at(env, "rolling", 2)  # the pass where the conversion finishes
+    assert routed() == "a=100,b=0" and cluster.lm_status("rolling")["rollout"]["phase"] == "Waiting"
+    # the Deployment rolls: one new pod up, an old one still serving
+    await deployment_status(env, "rolling-b", replicas=2, updatedReplicas=1, readyReplicas=2)
+    await at(env, "rolling", 3)
+    assert routed() == "a=100,b=0"
+    b = next(v for v in cluster.lm_status("rolling")["versions"] if v["name"] == "b")
+    assert b["phase"] == "Deploying" and "servingKey" not in b
+    await deployment_status(env, "rolling-b", replicas=1, updatedReplicas=1, readyReplicas=1)
+    await at(env, "rolling", 4)
+    assert routed() == "a=50,b=50"
+    b = next(v for v in cluster.lm_status("rolling")["versions"] if v["name"] == "b")
+    assert b["phase"] == "Ready" and b["servingKey"] == b["artifact"]["key"]
+
+
+async def test_a_roll_that_keeps_the_artifact_keeps_the_candidate_ready(env):
+    """Provider Service: the candidate's pods are relabelled (lmo.dev/routed) when its step
+    gives it traffic, which rolls them; they serve the same artifact, so the step goes on."""
+    cluster, _ = env
+    body = canary()
+    body["routing"] = {"provider": "Service"}
+    await cluster.apply_lm("relabel", body, NS)
+    await again(env, "relabel")
+    for v in ("a", "b"):
+        await cluster.finish_job(NS, job_for(body, "relabel", v), manifest_for(body, v))
+    await again(env, "relabel")
+    for v in ("a", "b"):
+        await cluster.ready_deployment(NS, f"relabel-{v}")
+    await at(env, "relabel", 0)
+    assert cluster.lm_status("relabel")["rollout"]["phase"] == "Progressing"
+    dep = cluster.get("apps/v1/deployments", NS, "relabel-b")
+    assert dep["spec"]["template"]["metadata"]["labels"]["lmo.dev/routed"] == "true"
+    await deployment_status(env, "relabel-b", replicas=2, updatedReplicas=1, readyReplicas=2)
+    result = await at(env, "relabel", 5)
+    assert cluster.lm_status("relabel")["rollout"]["phase"] == "Progressing"
+    assert "CandidateNotReady" not in [r for _, r, _ in result.events]

@@ -15,6 +15,7 @@ from lmo.rollout import (
     REASON_RESTARTED,
     REASON_RESUMED,
     REASON_ROLLED_BACK,
+    REASON_STABLE_REMOVED,
     REASON_STARTED,
     REASON_STEP,
     REASON_SUCCEEDED,
@@ -294,6 +295,53 @@ def test_blue_green_checks_at_full_size_then_switches_and_scales_old_down_later(
     assert kept.bounds == {} and kept.requeue_after == pytest.approx(160)
     down = decide(s, sw.rollout, obs("v1", "v2"), at(400))
     assert down.bounds == {"v1": (1, 1)} and down.requeue_after is None and down.events == []
+
+
+def test_removing_the_stable_mid_rollout_never_routes_all_to_an_unready_candidate():
+    s = spec()
+    d = decide(s, None, obs("v1", "v2"), T0)
+    assert d.rollout.phase == "Progressing" and d.traffic == {"v1": 90, "v2": 10}
+    only_v2 = spec(versions=("v2",), traffic=[100])
+    gone = decide(only_v2, d.rollout, obs(names=("v2",)), at(5))
+    assert gone.traffic == {"v2": 0} and gone.rollout.phase == "Waiting"
+    assert gone.rollout.stable == "v2" and not gone.rollout.candidate
+    ((kind, reason, message),) = gone.events
+    assert (kind, reason) == ("Warning", REASON_STABLE_REMOVED)
+    assert "v1 was removed from spec.versions" in message and "v2" in message
+    still = decide(only_v2, gone.rollout, obs(names=("v2",)), at(20))
+    assert still.traffic == {"v2": 0} and still.events == [] and still.requeue_after
+    up = decide(only_v2, still.rollout, obs("v2", names=("v2",)), at(35))
+    assert up.traffic == {"v2": 100} and up.rollout.phase == "Idle" and up.events == []
+
+
+def test_removing_the_stable_hands_a_ready_candidate_the_traffic_with_a_warning():
+    s = spec()
+    d = decide(s, None, obs("v1", "v2"), T0)
+    only_v2 = spec(versions=("v2",), traffic=[100])
+    took = decide(only_v2, d.rollout, obs("v2", names=("v2",)), at(5))
+    assert took.traffic == {"v2": 100} and took.rollout.stable == "v2"
+    assert reasons(took) == [REASON_STABLE_REMOVED] and took.events[0][0] == "Warning"
+    assert decide(only_v2, took.rollout, obs("v2", names=("v2",)), at(10)).events == []
+
+
+def test_blue_green_candidate_is_sized_like_the_stable_before_the_switch():
+    """With 0% traffic its autoscaler alone would keep the candidate at minReplicas, and the
+    switch would put the whole load on it at once: its lower bound is the stable's size."""
+    s = spec("BlueGreen")  # autoscaling 1..10
+
+    def sized(stable_replicas):
+        seen = [VersionObservation(o.name, o.ready, o.artifact_key,
+                                   stable_replicas if o.name == "v1" else 1)
+                for o in obs("v1", "v2")]
+        return decide(s, None, seen, T0).bounds
+
+    assert sized(6) == {"v2": (6, 10)}
+    assert sized(14) == {"v2": (10, 10)}  # never above maxReplicas
+    assert sized(0) == sized(None) == {"v2": (1, 10)}  # never below max(1, minReplicas)
+    waiting = [VersionObservation(o.name, o.ready, o.artifact_key, 6) for o in obs("v1")]
+    assert decide(s, None, waiting, T0).bounds == {"v2": (6, 10)}  # scales up while it starts
+    s.autoscaling.min_replicas = 8
+    assert sized(6) == {"v2": (8, 10)}
 
 
 def test_blue_green_keda_scales_old_to_zero_and_fail_never_switches():

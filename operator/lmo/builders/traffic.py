@@ -103,7 +103,15 @@ def build_httproute(
     When nothing is routable the default rule has no backends: the Gateway answers 500 and
     the reconciler's conditions say why. mirror adds a RequestMirror filter copying
     `percent` of the default rule's requests to that version (the field is left out at
-    100%, which Gateway API releases before percentage mirroring also understand).
+    100%, which Gateway API releases before percentage mirroring also understand), unless
+    that version is the only weighted backend (after a promotion, say): the gateway would
+    copy every request of that version to itself, doubling its load for nothing.
+
+    The filter is on the rule, so while the mirror version also carries weight (a canary
+    step) the gateway copies `percent` of its own requests to it too: a rule-level filter
+    cannot tell backends apart, and a RequestMirror on each other backendRef instead is
+    "Implementation-specific" in Gateway API (a gateway without it may reject the route),
+    so lmo keeps the portable form.
     """
     routing = lm.spec.routing
     lm_name = lm.metadata.name
@@ -123,9 +131,14 @@ def build_httproute(
                     "backendRefs": [_backend(lm_name, p.name)],
                 }
             )
-    default: dict = {"backendRefs": [_backend(lm_name, p.name, p.traffic) for p in routed(plans)]}
+    weighted = routed(plans)
+    default: dict = {"backendRefs": [_backend(lm_name, p.name, p.traffic) for p in weighted]}
     mirror = routing.mirror
-    if mirror is not None and any(p.name == mirror.version for p in servable):
+    if (
+        mirror is not None
+        and any(p.name == mirror.version for p in servable)
+        and [p.name for p in weighted] != [mirror.version]  # it would mirror to itself
+    ):
         request_mirror: dict = {"backendRef": _backend(lm_name, mirror.version)}
         if mirror.percent < 100:
             request_mirror["percent"] = mirror.percent

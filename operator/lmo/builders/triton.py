@@ -40,7 +40,8 @@ EXIT_TIMEOUT_SECONDS = 30
 
 
 def triton_args(lm: LanguageModel) -> list[str]:
-    """tritonserver flags: every model in the repository loaded at start, ready when all are."""
+    """tritonserver flags: every model in the repository loaded at start, ready when all are,
+    metrics on METRICS_PORT with latency summaries (Triton 2.4x+)."""
     args = [
         f"--model-repository={MODELS}",
         "--model-control-mode=none",
@@ -50,6 +51,9 @@ def triton_args(lm: LanguageModel) -> list[str]:
         "--exit-on-error=false",
         "--allow-metrics=true",
         f"--metrics-port={METRICS_PORT}",
+        # request latency quantiles (nv_inference_request_summary_us{quantile="0.99"}), so
+        # rollout analysis gates maxLatencyP99Ms on a true p99 rather than the mean
+        "--metrics-config=summary_latencies=true",
         f"--http-port={HTTP_PORT}",
         f"--grpc-port={GRPC_PORT}",
         f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
