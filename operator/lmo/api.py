@@ -807,6 +807,11 @@ class RolloutStatus(_Model):
     step: int = Field(default=0, description="Index into spec.rollout.steps (0-based).")
     candidate: str | None = Field(default=None, description="Version being rolled out.")
     stable: str | None = Field(default=None, description="Version serving before it.")
+    previous: str | None = Field(
+        default=None,
+        description="After a Succeeded rollout: the version that was stable before it "
+        "(where `lmo rollback` goes back to).",
+    )
     step_started_at: str | None = Field(default=None, description="When the step began.")
     inconclusive: int = Field(default=0, description="Consecutive holds for lack of traffic.")
     spec_hash: str | None = Field(

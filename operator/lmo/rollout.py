@@ -595,6 +595,7 @@ class _Machine:
         new, old = status.candidate, status.stable
         status.phase = RolloutPhase.SUCCEEDED.value
         status.stable = new
+        status.previous = old
         status.candidate = NONE
         status.inconclusive = 0
         status.step_started_at = format_time(self.now)

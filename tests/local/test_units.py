@@ -141,6 +141,10 @@ def test_rollback_after_a_succeeded_rollout_goes_to_the_version_it_replaced():
         rollback_version(["v1", "v2"], {"rollout": {**done, "message": ""}})
     with pytest.raises(UserError, match=r"v1, is no longer in spec.versions.*lmo promote"):
         rollback_version(["v2", "v3"], {"rollout": done})
+    # status.rollout.previous, as the state machine records it now, wins over the message
+    recorded = {**done, "previous": "v0", "message": "v2 serves all traffic"}
+    assert rollback_version(["v0", "v1", "v2"], {"rollout": recorded}) == "v0"
+
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,7 @@ def test_canary_walks_every_step_to_success():
     d = decide(s, d.rollout, obs("v1", "v2"), at(t), PASS)
     assert d.traffic == {"v1": 0, "v2": 100}
     assert d.rollout.phase == "Succeeded" and d.rollout.stable == "v2" and not d.rollout.candidate
+    assert d.rollout.previous == "v1"  # where `lmo rollback` goes back to
     assert reasons(d) == [REASON_SUCCEEDED]
     # settled: v1 stays listed but is neither stable nor a newer candidate
     after = decide(s, d.rollout, obs("v1", "v2"), at(t + 600))

@@ -76,9 +76,10 @@ def rollback_version(versions: list[str], status: dict[str, Any]) -> str:
 
     While a rollout runs (or after it rolled back), that is `status.rollout.stable`: the
     version serving before the candidate. After a Succeeded rollout the candidate *is* the
-    stable, so going back means the version that was stable before it, which the rollout
-    records only in its message; when that is missing (or the version was removed from
-    spec.versions) nothing is guessed and the command asks for `lmo promote VERSION`.
+    stable, so going back means the version that was stable before it
+    (`status.rollout.previous`; the message of rollouts recorded before that field); when
+    that is missing (or the version was removed from spec.versions) nothing is guessed and
+    the command asks for `lmo promote VERSION`.
     Without a rollout status: the first listed version.
     """
     rollout = status.get("rollout") or {}
@@ -86,10 +87,10 @@ def rollback_version(versions: list[str], status: dict[str, Any]) -> str:
     if rollout.get("phase") != RolloutPhase.SUCCEEDED.value:
         return stable if stable in versions else versions[0]
     m = _PREVIOUS.search(rollout.get("message") or "")
-    previous = m.group(1) if m else None
+    previous = rollout.get("previous") or (m.group(1) if m else None)
     if previous in versions:
         return previous
-    why = (f"the version it replaced, {previous}, is no longer in spec.versions" if m
+    why = (f"the version it replaced, {previous}, is no longer in spec.versions" if previous
            else "status.rollout does not record which version served before it")
     raise UserError(
         f"rollback: the rollout to {stable or 'the candidate'} succeeded and {why}; send all "
