@@ -153,7 +153,8 @@ async def test_rollback_after_a_succeeded_canary_goes_back_to_the_replaced_versi
 
         # a Succeeded status that does not name the replaced version: refuse, say what to do
         await cluster.apply_lm("sentiment", SPEC, namespace="models")
-        unknown = {**rollout, "message": "v2 serves all traffic"}
+        assert rollout["previous"] == "v1"
+        unknown = {**rollout, "previous": None, "message": "v2 serves all traffic"}  # null: removed
         await cluster.request("PATCH", status_path, {"status": {"rollout": unknown}},
                               ctype="application/merge-patch+json")
         before = cluster.get(LM_RESOURCE, "models", "sentiment")["spec"]
