@@ -106,6 +106,15 @@ class OperatorSettings(BaseModel):
         description="Operator-wide Prometheus that scrapes the Triton pods (KEDA triggers "
         "query it when spec.rollout.analysis.prometheusUrl is not set).",
     )
+    keda_wake_query: str | None = Field(
+        default=None,
+        min_length=1,
+        description="PromQL counting the requests that reach one version, measured outside "
+        "Triton (your Gateway implementation's request counter for the backend Service), so "
+        "that KEDA can wake a version with minReplicas 0: Triton's own metrics stay 0 while "
+        "no pod runs. {namespace}, {service} (the version's Service, the HTTPRoute backend), "
+        "{model} and {version} are filled in.",
+    )
     triton_default_requests: dict[str, str] = Field(
         default_factory=lambda: {"cpu": "1", "memory": "2Gi"},
         description="Requests of the Triton container for resources that spec.serving."

@@ -247,3 +247,20 @@ def test_docs_show_the_prometheus_adapter_rules_the_code_defines():
     text = (Path(__file__).parents[2] / "docs" / "rollouts.md").read_text()
     block = re.search(r"```yaml\n(rules:.*?)```", text, re.S).group(1)
     assert yaml.safe_load(block) == prometheus_adapter_rules()
+
+
+def test_keda_scale_from_zero_wakes_on_the_operator_wake_query():
+    """Triton's metrics are 0 while no pod runs: with a wake query (requests counted by the
+    Gateway) that trigger activates the version instead, for every metric."""
+    wake = 'sum(rate(gateway_requests_total{namespace="{namespace}",backend="{service}"}[1m]))'
+    for metric, target in (("QueueTime", "50ms"), ("InferenceRate", "20")):
+        so = build_autoscaler(keda({"minReplicas": 0, "metric": metric, "target": target}),
+                              OWNER, "v2", wake=wake)
+        triggers = so["spec"]["triggers"]
+        assert len(triggers) == 2, triggers
+        woken = triggers[1]["metadata"]
+        assert woken["query"] == 'sum(rate(gateway_requests_total{namespace="ml",backend="chat-v2"}[1m]))'
+        assert woken["activationThreshold"] and woken["ignoreNullValues"] == "true"
+    # without minReplicas 0 the wake query is not needed and not added
+    so = build_autoscaler(keda({"minReplicas": 1, "metric": "QueueTime"}), OWNER, "v2", wake=wake)
+    assert len(so["spec"]["triggers"]) == 1

@@ -118,7 +118,8 @@ def build_children(
             )
             out.append(build_service(lm, owner, plan.name))
             scaler = build_autoscaler(
-                lm, owner, plan.name, plan.bounds, prometheus_url=settings.prometheus_url
+                lm, owner, plan.name, plan.bounds, prometheus_url=settings.prometheus_url,
+                wake=settings.keda_wake_query,
             )
             if scaler is not None:
                 out.append(scaler)

@@ -237,8 +237,23 @@ def build_hpa(
     }
 
 
+def wake_query(template: str, namespace: str, name: str, version: str) -> str:
+    """The operator's `keda_wake_query` for one version: `{namespace}`, `{service}` (the
+    version's Service, the HTTPRoute backend), `{model}` and `{version}` filled in."""
+    values = {"namespace": namespace, "service": child_name(name, version), "model": name,
+              "version": version}
+    for key, value in values.items():  # not str.format: PromQL is full of braces
+        template = template.replace("{" + key + "}", value)
+    return template
+
+
 def _keda_triggers(
-    lm: LanguageModel, namespace: str, version: str, target: float, prometheus_url: str | None
+    lm: LanguageModel,
+    namespace: str,
+    version: str,
+    target: float,
+    prometheus_url: str | None,
+    wake: str | None = None,
 ) -> list[dict[str, Any]]:
     spec = lm.spec.autoscaling
     assert spec is not None
@@ -276,16 +291,19 @@ def _keda_triggers(
             },
         }
     ]
-    if spec.min_replicas == 0 and metric != Metric.INFERENCE_RATE.value:
+    if spec.min_replicas == 0 and (wake or metric != Metric.INFERENCE_RATE.value):
         # Queue time and GPU utilisation have no samples while no pod runs, so they can never
-        # wake a version from zero; the inference rate activates it (any traffic at all).
+        # wake a version from zero. The operator's wake query (requests reaching the version,
+        # counted outside Triton: the Gateway's own metrics) does; without one, Triton's
+        # inference rate activates it, which only counts once a pod runs.
         triggers.append(
             {
                 "type": "prometheus",
                 "metricType": "AverageValue",
                 "metadata": {
                     "serverAddress": server,
-                    "query": inference_rate_query(namespace, name, version),
+                    "query": (wake_query(wake, namespace, name, version) if wake
+                              else inference_rate_query(namespace, name, version)),
                     # Only activates: a threshold no real pod reaches never drives the count.
                     "threshold": "1000000",
                     "activationThreshold": _decimal(ACTIVATION_RATE),
@@ -306,6 +324,7 @@ def build_scaled_object(
     version: str,
     bounds: tuple[int, int] | None = None,
     prometheus_url: str | None = None,
+    wake: str | None = None,
 ) -> dict[str, Any]:
     spec = lm.spec.autoscaling
     assert spec is not None
@@ -339,7 +358,7 @@ def build_scaled_object(
                 }
             },
             "triggers": _keda_triggers(
-                lm, owner.namespace, version, _target_number(spec), prometheus_url
+                lm, owner.namespace, version, _target_number(spec), prometheus_url, wake
             ),
         },
     }
@@ -399,18 +418,20 @@ def build_autoscaler(
     bounds: tuple[int, int] | None = None,
     *,
     prometheus_url: str | None = None,
+    wake: str | None = None,
 ) -> dict[str, Any] | None:
     """The HPA or ScaledObject `<lm>-<version>` for one version; None without spec.autoscaling.
 
     `bounds` overrides (minReplicas, maxReplicas) (canary: the candidate's range follows its
     traffic share). `prometheus_url` is the operator-wide Prometheus (KEDA serverAddress) used
-    when spec.rollout.analysis.prometheusUrl is not set.
+    when spec.rollout.analysis.prometheusUrl is not set. `wake` is the operator's
+    `keda_wake_query` template: the trigger that wakes a version from zero pods.
     """
     spec = lm.spec.autoscaling
     if spec is None:
         return None
     if spec.engine == Engine.KEDA.value:
-        return build_scaled_object(lm, owner, version, bounds, prometheus_url)
+        return build_scaled_object(lm, owner, version, bounds, prometheus_url, wake)
     return build_hpa(lm, owner, version, bounds)
 
 
