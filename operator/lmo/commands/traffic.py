@@ -66,8 +66,8 @@ def _all_to(version: str, versions: list[str]) -> dict[str, int]:
     return {v: 100 if v == version else 0 for v in versions}
 
 
-# How a Succeeded rollout names the version it replaced (lmo.rollout, `promote`):
-# "<new> serves all traffic (previous: <old>)". status.rollout has no field for it.
+# How a Succeeded rollout named the version it replaced before status.rollout.previous
+# existed (lmo.rollout, `promote`): "<new> serves all traffic (previous: <old>)".
 _PREVIOUS = re.compile(r"\(previous: ([^()\s]+)\)")
 
 
