@@ -720,7 +720,7 @@ REFUSED_REQUEUE_SECONDS = 30.0
 _MISSING_KIND_FIX = {
     "HTTPRoute": "install the Gateway API CRDs (v1.3 or newer for routing.mirror.percent), "
     "or set spec.routing.provider: Service",
-    "ScaledObject": "install KEDA (2.12 or newer), or set spec.autoscaling.engine: HPA",
+    "ScaledObject": "install KEDA (2.10 or newer, see docs/rollouts.md), or set spec.autoscaling.engine: HPA",
 }
 
 
