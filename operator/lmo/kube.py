@@ -61,19 +61,56 @@ def is_subset(desired: Any, observed: Any) -> bool:
     """True when every field of `desired` is in `observed` with the same value.
 
     Dicts: each desired key must be present and a subset of the observed value (the server
-    adds defaults and status, which do not count as drift). Lists: same length, items
-    pairwise subsets (the server defaults fields inside list items, e.g. a container's
-    terminationMessagePath). Scalars: equal. Numbers compare by value (1 == 1.0).
+    adds defaults and status, which do not count as drift), or absent while its desired
+    value is a zero value (false, 0, "", {}, [], null): a real API server drops those from
+    `omitempty` fields (a volumeMount's `readOnly: false`), so they never read back. Lists:
+    same length, items pairwise subsets (the server defaults fields inside list items, e.g.
+    a container's terminationMessagePath). Scalars: equal. Numbers compare by value (1 == 1.0).
     """
     if isinstance(desired, dict):
         if not isinstance(observed, dict):
             return False
-        return all(k in observed and is_subset(v, observed[k]) for k, v in desired.items())
+        return all(
+            is_subset(v, observed[k]) if k in observed else _zero(v) for k, v in desired.items()
+        )
     if isinstance(desired, list):
         if not isinstance(observed, list) or len(desired) != len(observed):
             return False
         return all(is_subset(d, o) for d, o in zip(desired, observed))
     return desired == observed
+
+
+def _zero(value: Any) -> bool:
+    """A value the API server omits when it serialises an `omitempty` field."""
+    return value is None or (not isinstance(value, (int, float)) and not value) or (
+        isinstance(value, (int, float)) and value == 0
+    )
+
+
+def first_difference(desired: Any, observed: Any, where: str = "") -> str | None:
+    """The path of the first desired field `observed` lacks or holds otherwise (None when
+    `is_subset` holds): says in a log line why an apply was sent."""
+    if isinstance(desired, dict):
+        if not isinstance(observed, dict):
+            return where or "."
+        for k, v in desired.items():
+            if k not in observed:
+                if _zero(v):
+                    continue
+                return f"{where}.{k}"
+            found = first_difference(v, observed[k], f"{where}.{k}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(desired, list):
+        if not isinstance(observed, list) or len(desired) != len(observed):
+            return where
+        for i, (d, o) in enumerate(zip(desired, observed)):
+            found = first_difference(d, o, f"{where}[{i}]")
+            if found is not None:
+                return found
+        return None
+    return None if desired == observed else where
 
 
 def merge_diff(old: Any, new: Any) -> Any:
@@ -105,6 +142,28 @@ def api_path(api_version: str, plural: str, namespace: str | None, name: str | N
     if name:
         base += f"/{name}"
     return base
+
+
+def list_items(listed: dict | None) -> list[dict]:
+    """The items of a List response, each with its `apiVersion` and `kind`.
+
+    A real API server puts them on the List only (`DeploymentList`, `apps/v1`) for built-in
+    kinds, and on every item for custom resources; watch events carry them on each object.
+    Items are stamped from the List so a listed object compares with a rendered manifest
+    (and names its own kind) whatever served it.
+    """
+    listed = listed or {}
+    api_version = listed.get("apiVersion")
+    kind = listed.get("kind") or ""
+    kind = kind[: -len("List")] if kind.endswith("List") else None
+    out = []
+    for item in listed.get("items") or []:
+        if "apiVersion" not in item and api_version:
+            item = {"apiVersion": api_version, **item}
+        if "kind" not in item and kind:
+            item = {"kind": kind, **item}
+        out.append(item)
+    return out
 
 
 def label_selector(labels: dict[str, str]) -> str:
@@ -212,8 +271,7 @@ class Kube:
             api_path(api_version, plural, namespace),
             params={"labelSelector": label_selector(labels)},
         )
-        items = (out or {}).get("items") or []
-        return [i for i in items if _matches(i, labels)]
+        return [i for i in list_items(out) if _matches(i, labels)]
 
     async def list_children(
         self, kinds: list[tuple[str, str, str]], namespace: str, labels: dict[str, str]
@@ -270,6 +328,9 @@ class Kube:
         if observed is not None and is_subset(desired, observed):
             return False
         meta = desired["metadata"]
+        if observed is not None:
+            log.debug("apply %s %s: %s differs", desired["kind"], meta["name"],
+                      first_difference(desired, observed))
         kind = desired["kind"]
         plural = self.plural(desired["apiVersion"], kind)
         await self.request(

@@ -94,6 +94,10 @@ def test_ready_aggregates_the_first_component_not_true(components, expect):
         ({"l": [1, 2]}, {"l": [2, 1]}, False),  # order matters
         ({"n": 1}, {"n": 1.0}, True),
         ({"a": {}}, {"a": "x"}, False),
+        # a real API server drops zero values of omitempty fields: they never read back
+        ({"m": [{"name": "x", "readOnly": False}]}, {"m": [{"name": "x"}]}, True),
+        ({"a": 0, "b": "", "c": {}, "d": [], "e": None}, {}, True),
+        ({"m": [{"readOnly": True}]}, {"m": [{}]}, False),
     ],
 )
 def test_is_subset(desired, observed, expect):
