@@ -1,0 +1,274 @@
+"""A LanguageModel's whole life, run by the real `lmo operator` on a real API server.
+
+kube-apiserver and kube-controller-manager v1.36 (real validation, CEL, server-side apply,
+RBAC, garbage collector, Deployment/ReplicaSet/Job controllers); the chart installed with
+helm and the operator logged in with its ServiceAccount's token; conversion Jobs really
+convert real tiny checkpoints (the kubelet stand-in runs their `lmo convert`). Each test has
+its own namespace and, afterwards, no 403 in the operator's log.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import pytest
+
+from tests.fixtures.real_cluster import ApiError, RealCluster
+
+HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
+DEPLOYMENT = ("apps/v1", "Deployment")
+SERVICE = ("v1", "Service")
+JOB = ("batch/v1", "Job")
+ROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
+SCALEDOBJECT = ("keda.sh/v1alpha1", "ScaledObject")
+CHILDREN = (DEPLOYMENT, SERVICE, HPA, ROUTE, JOB, SCALEDOBJECT)
+
+pytestmark = pytest.mark.slow
+
+
+def spec(**extra) -> dict:
+    body = {
+        "task": "text-classification",
+        "versions": [
+            {"name": "v1", "checkpoint": {"uri": "pvc://models/tiny-bert/"},
+             "optimize": {"precision": "fp32"}, "traffic": 90},
+            {"name": "v2", "checkpoint": {"uri": "pvc://models/tiny-bert-v2/"},
+             "optimize": {"precision": "fp32"}, "traffic": 10},
+        ],
+        "routing": {"parentRef": {"name": "inference-gateway", "namespace": "gateways"}},
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
+    }
+    body.update(extra)
+    return body
+
+
+def weights(real: RealCluster, ns: str, lm: str) -> dict[str, int]:
+    route = real.get(*ROUTE, ns, lm) or {}
+    rules = (route.get("spec") or {}).get("rules") or [{}]
+    return {r["name"]: r.get("weight", 1) for r in rules[-1].get("backendRefs") or []}
+
+
+def child_writes(real: RealCluster, ns: str, since: float) -> list[str]:
+    return [w for w in real.writes(ns, since) if "languagemodels" not in w and "events" not in w]
+
+
+def events(real: RealCluster, ns: str, lm: str) -> list[dict]:
+    return [e for e in real.list("v1", "Event", ns) if e["involvedObject"].get("name") == lm]
+
+
+def settle(real: RealCluster, ns: str, seconds: float = 3.0) -> float:
+    """Wait until the operator sent nothing into `ns` for `seconds`; the time it went quiet."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        mark = time.time()
+        time.sleep(seconds)
+        if not real.writes(ns, mark):
+            return mark
+    raise AssertionError(f"the operator kept writing: {real.writes(ns, time.time() - 5)}")
+
+
+def serving(real: RealCluster, ns: str, lm: str, body: dict | None = None) -> dict:
+    real.create_lm(ns, lm, body or spec())
+    return real.wait_ready(ns, lm)
+
+
+def test_create_converts_then_serves_with_owned_children(real: RealCluster, ns: str):
+    lm = "chat"
+    created = real.create_lm(ns, lm, spec())
+    uid = created["metadata"]["uid"]
+    jobs = real.wait(lambda: real.names(*JOB, ns) if len(real.names(*JOB, ns)) == 2 else None,
+                     what="two conversion Jobs")
+    assert all(j.startswith(("chat-v1-convert-", "chat-v2-convert-")) for j in jobs)
+    st = real.wait_ready(ns, lm)
+
+    # the Jobs really converted: the artifact is what `lmo convert` measured and wrote
+    by_name = {v["name"]: v for v in st["versions"]}
+    for v in ("v1", "v2"):
+        art = by_name[v]["artifact"]
+        assert art["precision"] == "fp32" and art["sizeBytes"] > 0 and art["score"] >= 0.99
+        assert art["uri"] == f"pvc://lmo-artifacts/store/{art['key']}/"
+        assert (real.pvc_root / "lmo-artifacts" / "store" / art["key"] / "manifest.json").is_file()
+        assert any(j.endswith(art["key"][:8]) for j in jobs)
+        assert by_name[v]["phase"] == "Ready" and by_name[v]["readyReplicas"] == 1
+
+    want = {"chat-v1", "chat-v2"}
+    assert real.names(*DEPLOYMENT, ns) == want
+    assert real.names(*SERVICE, ns) == want
+    assert real.names(*HPA, ns) == want
+    assert real.names(*ROUTE, ns) == {"chat"}
+    assert weights(real, ns, lm) == {"chat-v1": 90, "chat-v2": 10}
+    for kind in (DEPLOYMENT, SERVICE, HPA, ROUTE, JOB):
+        for obj in real.list(*kind, ns):
+            (ref,) = obj["metadata"]["ownerReferences"]
+            assert ref == {"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel", "name": lm,
+                           "uid": uid, "controller": True, "blockOwnerDeletion": True}
+
+    assert [c["type"] for c in st["conditions"]] == ["Converted", "Deployed", "Routed", "Ready"]
+    assert all(c["status"] == "True" for c in st["conditions"])
+    assert st["trafficSummary"] == "v1=90,v2=10" and st["readyVersions"] == "2/2"
+    from lmo.api import LanguageModelStatus
+
+    LanguageModelStatus.model_validate(st)
+    # `kubectl get lm` answers "is it up, what is routed where"
+    table = real.kubectl("get", "lm", lm, "-n", ns).stdout.split("\n")
+    assert table[0].split() == ["NAME", "TASK", "READY", "VERSIONS", "TRAFFIC", "AGE"]
+    assert table[1].split()[:5] == ["chat", "text-classification", "True", "2/2", "v1=90,v2=10"]
+    reasons = [e["reason"] for e in events(real, ns, lm)]
+    assert reasons.count("VersionReady") == 2
+    assert "reconcile failed" not in real.operator_log()
+
+
+def test_a_reconcile_with_nothing_changed_writes_nothing(real: RealCluster, ns: str):
+    lm = "idle"
+    serving(real, ns, lm)
+    mark = settle(real, ns)
+    # a label change makes Kopf call the update handler: a full reconcile with nothing to do
+    real.patch_lm(ns, lm, [{"op": "add", "path": "/metadata/labels", "value": {"team": "nlp"}}])
+    real.wait(lambda: any(e.get("verb") == "list" and (e.get("objectRef") or {}).get("namespace") == ns
+                          for e in real.audit(time.time() - 1)) or None, what="a reconcile")
+    settle(real, ns)
+    assert child_writes(real, ns, mark) == []
+    assert not any("languagemodels/status" in w for w in real.writes(ns, mark))
+
+
+def test_traffic_patch_moves_the_route_only(real: RealCluster, ns: str):
+    lm = "shift"
+    serving(real, ns, lm)
+    for split in ((50, 50), (20, 80), (0, 100)):
+        mark = settle(real, ns, 1.0)
+        real.patch_lm(ns, lm, [
+            {"op": "replace", "path": "/spec/versions/0/traffic", "value": split[0]},
+            {"op": "replace", "path": "/spec/versions/1/traffic", "value": split[1]},
+        ])
+        want = {f"{lm}-v{i + 1}": w for i, w in enumerate(split) if w}
+        real.wait(lambda: weights(real, ns, lm) == want, 30, f"route weights {want}")
+        summary = f"v1={split[0]},v2={split[1]}"
+        real.wait(lambda: real.status(ns, lm).get("trafficSummary") == summary, 30, summary)
+        writes = child_writes(real, ns, mark)
+        assert all(w.startswith("patch httproutes/") for w in writes), writes
+    assert real.condition(ns, lm, "Ready")["status"] == "True"
+    # the route moved on the event, never on a retry after a failed reconcile
+    assert "reconcile failed" not in real.operator_log()
+
+
+def test_header_ab_and_mirror_rules_are_accepted_by_the_real_schema(real: RealCluster, ns: str):
+    lm = "ab"
+    body = spec(routing={"parentRef": {"name": "gw"}, "abTest": {"header": "x-lmo-version"},
+                         "mirror": {"version": "v2", "percent": 20}})
+    serving(real, ns, lm, body)
+    rules = real.get(*ROUTE, ns, lm)["spec"]["rules"]
+    headers = [r["matches"][0]["headers"][0] for r in rules[:-1]]
+    assert [(h["name"], h["value"]) for h in headers] == [("x-lmo-version", "v1"), ("x-lmo-version", "v2")]
+    assert [r["backendRefs"][0]["name"] for r in rules[:-1]] == ["ab-v1", "ab-v2"]
+    (mirror,) = rules[-1]["filters"]
+    assert mirror["type"] == "RequestMirror"
+    assert mirror["requestMirror"]["backendRef"]["name"] == "ab-v2"
+    assert mirror["requestMirror"]["percent"] == 20
+
+
+def test_keda_variant_makes_scaled_objects_instead_of_hpas(real: RealCluster, ns: str):
+    lm = "keda"
+    body = spec(autoscaling={"engine": "KEDA", "minReplicas": 1, "maxReplicas": 4},
+                rollout={"strategy": "Manual", "analysis": {"prometheusUrl": "http://prometheus.monitoring:9090"}})
+    serving(real, ns, lm, body)
+    assert real.names(*SCALEDOBJECT, ns) == {"keda-v1", "keda-v2"}
+    assert real.names(*HPA, ns) == set()
+    so = real.get(*SCALEDOBJECT, ns, "keda-v1")
+    assert so["spec"]["scaleTargetRef"]["name"] == "keda-v1"
+    assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (1, 4)
+    # switching back to HPA removes the ScaledObjects and makes HPAs
+    real.patch_lm(ns, lm, [{"op": "replace", "path": "/spec/autoscaling/engine", "value": "HPA"}])
+    real.wait(lambda: real.names(*HPA, ns) == {"keda-v1", "keda-v2"}, 30, "HPAs")
+    real.wait(lambda: real.names(*SCALEDOBJECT, ns) == set(), 30, "ScaledObjects removed")
+
+
+def test_removing_a_version_deletes_its_children(real: RealCluster, ns: str):
+    lm = "shrink"
+    body = spec()
+    serving(real, ns, lm, body)
+    smaller = copy.deepcopy(body)
+    smaller["versions"] = [dict(body["versions"][0], traffic=100)]
+    real.patch_lm(ns, lm, [{"op": "replace", "path": "/spec", "value": smaller}])
+    real.wait(lambda: real.names(*DEPLOYMENT, ns) == {"shrink-v1"}, 30, "v2's Deployment deleted")
+    real.wait(lambda: real.names(*SERVICE, ns) == {"shrink-v1"}, 30, "v2's Service deleted")
+    real.wait(lambda: real.names(*HPA, ns) == {"shrink-v1"}, 30, "v2's HPA deleted")
+    real.wait(lambda: weights(real, ns, lm) == {"shrink-v1": 100}, 30, "route to v1 only")
+    real.wait(lambda: real.status(ns, lm).get("readyVersions") == "1/1", 30, "status 1/1")
+    # the real garbage collector takes the ReplicaSets and pods along
+    real.wait(lambda: not any(p["metadata"]["name"].startswith("shrink-v2-")
+                              and "convert" not in p["metadata"]["name"]
+                              for p in real.list("v1", "Pod", ns)), 60, "v2's pods gone")
+
+
+def test_an_invalid_patch_is_refused_by_the_server_and_changes_nothing(real: RealCluster, ns: str):
+    lm = "invalid"
+    serving(real, ns, lm)
+    before = real.lm(ns, lm)
+    mark = settle(real, ns, 1.0)
+    with pytest.raises(ApiError) as refused:
+        real.patch_lm(ns, lm, [{"op": "replace", "path": "/spec/versions/1/traffic", "value": 20}])
+    assert refused.value.status == 422
+    assert "traffic" in refused.value.message and "100" in refused.value.message
+    with pytest.raises(ApiError) as refused:
+        real.patch_lm(ns, lm, [{"op": "replace", "path": "/spec/versions/1/name", "value": "V_2"}])
+    assert refused.value.status == 422
+    after = real.lm(ns, lm)
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["spec"] == before["spec"]
+    time.sleep(2)
+    assert real.writes(ns, mark) == []
+    assert weights(real, ns, lm) == {"invalid-v1": 90, "invalid-v2": 10}
+
+
+def test_missing_secret_is_a_readable_condition_and_blocks_only_that_version(real: RealCluster, ns: str):
+    lm = "secret"
+    body = spec()
+    body["versions"][1]["checkpoint"]["secretRef"] = {"name": "store-creds"}
+    real.create_lm(ns, lm, body)
+    real.wait(lambda: real.condition(ns, lm, "Converted").get("reason") == "SecretMissing", 60,
+              "SecretMissing")
+    cond = real.condition(ns, lm, "Converted")
+    assert "spec.versions[1].checkpoint.secretRef.name" in cond["message"]
+    assert "store-creds" in cond["message"] and "create it" in cond["message"]
+    real.wait(lambda: real.names(*DEPLOYMENT, ns) == {"secret-v1"}, 60, "v1 served")
+    assert not any(j.startswith("secret-v2-") for j in real.names(*JOB, ns))
+    assert real.condition(ns, lm, "Ready")["status"] == "False"
+    warnings = [e for e in events(real, ns, lm) if e["reason"] == "SecretMissing"]
+    assert warnings and warnings[0]["type"] == "Warning"
+
+    real.create_secret(ns, "store-creds")
+    # a Secret is not watched: any reconcile (a resync, a child event, a spec change) sees it
+    real.patch_lm(ns, lm, [{"op": "add", "path": "/metadata/labels", "value": {"secret": "made"}}])
+    real.wait_ready(ns, lm)
+    assert real.names(*DEPLOYMENT, ns) == {"secret-v1", "secret-v2"}
+
+
+def test_operator_restart_writes_nothing_and_ready_stays(real: RealCluster, ns: str):
+    lm = "restart"
+    serving(real, ns, lm)
+    settle(real, ns)
+    real.stop_operator()
+    mark = time.time()
+    real.start_operator()
+    # the new process lists this namespace's children when it resumes the LanguageModel
+    real.wait(lambda: any(e.get("verb") == "list" and (e.get("objectRef") or {}).get("namespace") == ns
+                          for e in real.audit(mark)) or None, 60, "the resumed reconcile")
+    settle(real, ns)
+    assert child_writes(real, ns, mark) == []
+    assert not any("languagemodels/status" in w for w in real.writes(ns, mark))
+    assert real.condition(ns, lm, "Ready")["status"] == "True"
+
+
+def test_delete_lets_the_garbage_collector_remove_every_child(real: RealCluster, ns: str):
+    lm = "gone"
+    serving(real, ns, lm)
+    assert not real.lm(ns, lm)["metadata"].get("finalizers")
+    real.delete_lm(ns, lm)
+    assert real.lm(ns, lm) is None  # no finalizer: deletion is never blocked by the operator
+    for kind in CHILDREN:
+        real.wait(lambda: real.names(*kind, ns) == set(), 60, f"{kind[1]}s collected")
+    real.wait(lambda: real.list("v1", "Pod", ns) == [], 60, "pods collected")
+    mark = time.time()
+    time.sleep(2)
+    assert real.writes(ns, mark) == []
