@@ -8,26 +8,12 @@ with a message naming `KUBEBUILDER_ASSETS`; under `CI=true` their absence fails 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.fixtures.control_plane import Unavailable, assets_dir, etcd_binary
 
-ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def make_checkpoints(models: Path) -> None:
-    """Real tiny BERT classifiers (two seeds: two different versions), as the examples make them."""
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        from make_checkpoints import make_tiny_bert_classifier
-    finally:
-        sys.path.pop(0)
-    make_tiny_bert_classifier(models / "tiny-bert", seed=0)
-    make_tiny_bert_classifier(models / "tiny-bert-v2", seed=1)
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +25,11 @@ def real():
         if os.environ.get("CI") == "true":
             pytest.fail(f"the real API server suite cannot run in CI: {err}")
         pytest.skip(f"real API server suite skipped: {err}")
-    from tests.fixtures.real_cluster import RealCluster
+    from tests.fixtures.real_cluster import RealCluster, tiny_checkpoints
 
     cluster = RealCluster()
     try:
-        cluster.start(make_checkpoints)
+        cluster.start(tiny_checkpoints)
     except BaseException:
         cluster.stop()
         raise

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.fixtures.real_cluster import ApiError, RealCluster
+from tests.fixtures.real_cluster import ApiError, RealCluster, two_versions
 
 HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
 DEPLOYMENT = ("apps/v1", "Deployment")
@@ -28,19 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 def spec(**extra) -> dict:
-    body = {
-        "task": "text-classification",
-        "versions": [
-            {"name": "v1", "checkpoint": {"uri": "pvc://models/tiny-bert/"},
-             "optimize": {"precision": "fp32"}, "traffic": 90},
-            {"name": "v2", "checkpoint": {"uri": "pvc://models/tiny-bert-v2/"},
-             "optimize": {"precision": "fp32"}, "traffic": 10},
-        ],
-        "routing": {"parentRef": {"name": "inference-gateway", "namespace": "gateways"}},
-        "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
-    }
-    body.update(extra)
-    return body
+    return two_versions(**extra)
 
 
 def weights(real: RealCluster, ns: str, lm: str) -> dict[str, int]:
@@ -272,3 +260,48 @@ def test_delete_lets_the_garbage_collector_remove_every_child(real: RealCluster,
     mark = time.time()
     time.sleep(2)
     assert real.writes(ns, mark) == []
+
+
+def test_refused_conversion_keeps_serving_the_last_good_artifact(real: RealCluster, ns: str):
+    lm = "gate"
+    st = serving(real, ns, lm)
+    old_key = {v["name"]: v for v in st["versions"]}["v2"]["artifact"]["key"]
+    # a digest the checkpoint does not have: the real converter refuses the artifact
+    real.patch_lm(ns, lm, [{"op": "add", "path": "/spec/versions/1/checkpoint/sha256", "value": "0" * 64}])
+    real.wait(lambda: real.condition(ns, lm, "Converted").get("reason") in ("ConversionRefused", "ConversionFailed"),
+              120, "the refusal reported")
+    cond = real.condition(ns, lm, "Converted")
+    assert "sha256" in cond["message"], cond
+    assert real.condition(ns, lm, "Ready")["status"] == "False"
+    v2 = {v["name"]: v for v in real.status(ns, lm)["versions"]}["v2"]
+    assert v2["phase"] == "Failed" and v2["artifact"]["key"] == old_key  # still what is served
+    dep = real.get(*DEPLOYMENT, ns, "gate-v2")
+    assert dep["spec"]["template"]["metadata"]["annotations"]["lmo.dev/artifact-key"] == old_key
+    assert weights(real, ns, lm) == {"gate-v1": 90, "gate-v2": 10}
+    # the Job failed at once (exit 2 is final: the Job's podFailurePolicy), and is kept for its log
+    (job,) = [j for j in real.list(*JOB, ns) if j["metadata"]["name"].startswith("gate-v2-convert-")
+              and not j["metadata"]["name"].endswith(old_key[:8])]
+    assert any(c["type"] == "Failed" and c["status"] == "True" for c in job["status"]["conditions"])
+    settle(real, ns)
+    (warning,) = [e for e in events(real, ns, lm) if e["reason"] == cond["reason"]]
+    assert warning["type"] == "Warning" and warning["count"] == 1
+
+
+def test_a_missing_checkpoint_fails_the_conversion_with_the_converters_words(real: RealCluster, ns: str):
+    lm = "crash"
+    real.create_lm(ns, lm, {"task": "text-classification", "versions": [
+        {"name": "v1", "checkpoint": {"uri": "pvc://models/nowhere/"}, "optimize": {"precision": "fp32"}}]})
+    real.wait(lambda: real.condition(ns, lm, "Converted").get("reason") in ("ConversionRefused", "ConversionFailed"),
+              120, "the failure reported")
+    assert "nowhere" in real.condition(ns, lm, "Converted")["message"]
+    assert real.names(*DEPLOYMENT, ns) == set()
+    assert any(j.startswith("crash-v1-convert-") for j in real.names(*JOB, ns))  # kept: its log explains
+
+
+def test_the_operator_exports_its_metrics(real: RealCluster, ns: str):
+    import requests
+
+    serving(real, ns, "metered")
+    text = requests.get(f"http://127.0.0.1:{real.metrics_port}/metrics", timeout=5).text
+    assert f'lmo_languagemodel_ready{{name="metered",namespace="{ns}"}} 1.0' in text
+    assert 'lmo_children_applied_total{kind="Deployment"}' in text
