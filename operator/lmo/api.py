@@ -919,10 +919,16 @@ def parse_spec(spec: dict[str, Any]) -> LanguageModelSpec:
 
 
 def load_file(path: str | Path) -> list[LanguageModel]:
-    """Every LanguageModel document in a YAML file (other kinds are ignored)."""
-    text = Path(path).read_text()
+    """Every LanguageModel document in a YAML file (other kinds are ignored).
+
+    The YAML is read from the open file, so a syntax error names the file, line and column
+    (from a string PyYAML would say `in "<unicode string>"`).
+    """
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d]
+        with open(path, "rb") as stream:
+            docs = [d for d in yaml.safe_load_all(stream) if d]
+    except OSError as err:
+        raise SpecError([f"{path}: cannot read the file ({err.strerror})"]) from None
     except yaml.YAMLError as err:
         raise SpecError([f"{path}: not valid YAML: {err}"]) from None
     models = [parse(d) for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
