@@ -8,6 +8,9 @@ changes the running spec the same way (until the file is edited again).
 The weights of an automated rollout (Canary, BlueGreen) are decided by the rollout, not by
 the traffic fields, so these commands also set `spec.rollout.strategy: Manual`: a person
 taking over the traffic stops the automation, and says so.
+
+Error messages do not repeat the command's name: the CLI prints them as
+`lmo set-traffic: error: <message>`.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def run_set_traffic(args: argparse.Namespace) -> int:
     if args.weights and "=" not in args.weights[0]:
         args.name, args.weights = args.weights[0], args.weights[1:]
     if not args.weights:
-        raise UserError("set-traffic: give the weights, e.g. v1=90 v2=10")
+        raise UserError("give the weights, e.g. v1=90 v2=10")
     return _apply(args, lambda versions, status: parse_assignments(args.weights, versions),
                   "set-traffic")
 
@@ -93,7 +96,7 @@ def rollback_version(versions: list[str], status: dict[str, Any]) -> str:
     why = (f"the version it replaced, {previous}, is no longer in spec.versions" if previous
            else "status.rollout does not record which version served before it")
     raise UserError(
-        f"rollback: the rollout to {stable or 'the candidate'} succeeded and {why}; send all "
+        f"the rollout to {stable or 'the candidate'} succeeded and {why}; send all "
         f"traffic to the version you want with `lmo promote VERSION` (versions: "
         f"{', '.join(versions)})"
     )

@@ -123,14 +123,17 @@ def check_weights(weights: dict[str, int], versions: list[str]) -> None:
 
 
 def parse_assignments(items: list[str], versions: list[str] | None = None) -> dict[str, int]:
-    """`["v1=90", "v2=10"]` -> {"v1": 90, "v2": 10}, with a clear error for each mistake."""
+    """`["v1=90", "v2=10"]` -> {"v1": 90, "v2": 10}, with a clear error for each mistake.
+
+    The messages do not name the command: `lmo set-traffic: error: ` is the CLI's prefix.
+    """
     out: dict[str, int] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name or not value.strip().isdigit():
-            raise UserError(f"set-traffic: expected VERSION=PERCENT such as v1=90, got {item!r}")
+            raise UserError(f"expected VERSION=PERCENT such as v1=90, got {item!r}")
         if name in out:
-            raise UserError(f"set-traffic: version {name!r} given twice")
+            raise UserError(f"version {name!r} given twice")
         out[name] = int(value)
     if versions is not None:
         missing = [v for v in versions if v not in out]
