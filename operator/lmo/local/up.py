@@ -25,6 +25,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -214,6 +215,27 @@ def curl_example(url: str, task: str) -> str:
             f"-d '{json.dumps(body)}'")
 
 
+def lmo_command() -> str:
+    """The `lmo` to type for the follow-up commands: a full path, found without a PATH.
+
+    It is the one installed next to this Python (after `make up`, .venv/bin/lmo, which a
+    bare `lmo` does not find unless the virtualenv is activated); without one (run as
+    `python -m lmo.cli`), this Python with `-m lmo.cli`.
+    """
+    exe = Path(sys.executable).parent / "lmo"
+    if exe.is_file():
+        return shlex.quote(str(exe.absolute()))
+    return f"{shlex.quote(sys.executable)} -m lmo.cli"
+
+
+def banner(url: str, task: str) -> str:
+    """What `lmo up` prints once it serves: a curl to paste, the KServe endpoint, and the
+    next command spelled with the full path of `lmo` (`lmo_command`)."""
+    return (f"\n  {curl_example(url, task)}\n"
+            f"  KServe v2 / tritonclient: {url}  model {ENTRY_MODEL[task]}\n"
+            f"  {lmo_command()} status --local    |    Ctrl-C to stop\n")
+
+
 def run(args: argparse.Namespace) -> int:
     default_threads()
     handler = logging.StreamHandler(sys.stderr)
@@ -299,9 +321,7 @@ async def _serve(controller: Controller, fleet: Fleet, args: argparse.Namespace,
     task = controller.spec.task
     _say(f"{controller.lm.metadata.name} is serving at {url}  "
          f"(traffic {controller.status()['trafficSummary']})")
-    print(f"\n  {curl_example(url, task)}\n"
-          f"  KServe v2 / tritonclient: {url}  model {ENTRY_MODEL[task]}\n"
-          f"  lmo status --local    |    Ctrl-C to stop\n", flush=True)
+    print(banner(url, task), flush=True)
     tasks = [asyncio.create_task(_supervise(controller, fleet))]
     if not args.no_watch:
         tasks.append(asyncio.create_task(_watch(path, controller, fleet)))
