@@ -94,6 +94,15 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+def step_label(step: int, total: int | None = None) -> str:
+    """How a step is named to a person: 1-based, "step 2/4" (status.rollout.step is 0-based).
+
+    `total` is the number of steps (BlueGreen has one: its check before the switch); "step
+    2" when it is not known.
+    """
+    return f"step {step + 1}" + (f"/{total}" if total else "")
+
+
 @dataclass(frozen=True)
 class VersionObservation:
     """What the reconciler saw of one version: Ready pods, and the artifact key they serve.
@@ -278,6 +287,7 @@ class _Machine:
         self.current = current
         self.events: list[tuple[str, str, str]] = []
         self.blue_green = self.ro.strategy == Strategy.BLUE_GREEN.value
+        self.step_count = 1 if self.blue_green else len(self.ro.steps)
         self.hold = parse_duration(self.ro.step_duration)
         # when a fresh hold next needs a look: its first early check, or its end
         self.first_wake = early_check_interval(self.hold) or self.hold
@@ -312,6 +322,10 @@ class _Machine:
             bounds=bounds or {},
             analyse=analyse,
         )
+
+    def step_text(self, status: RolloutStatus) -> str:
+        """The status' step as Events and messages name it: "step 2/4"."""
+        return step_label(status.step, self.step_count)
 
     def percent(self, status: RolloutStatus) -> int:
         """Candidate share at the status' step (BlueGreen checks at 0%)."""
@@ -500,7 +514,8 @@ class _Machine:
 
     def paused(self, status: RolloutStatus) -> Decision:
         if status.phase != RolloutPhase.PAUSED.value:
-            self.event(NORMAL, REASON_PAUSED, f"rollout of {status.candidate} paused at step {status.step}")
+            self.event(NORMAL, REASON_PAUSED,
+                       f"rollout of {status.candidate} paused at {self.step_text(status)}")
         status.phase = RolloutPhase.PAUSED.value
         status.message = "paused (spec.rollout.paused)"
         routed = bool(status.step_started_at) and self.ready(status.candidate)
@@ -520,7 +535,7 @@ class _Machine:
         if self.blue_green:
             status.message = f"checking {status.candidate} at full size before the switch"
         else:
-            status.message = f"step {step + 1}/{len(self.ro.steps)}: {status.candidate} at {pct}%"
+            status.message = f"{self.step_text(status)}: {status.candidate} at {pct}%"
         self.event(NORMAL, REASON_STEP, status.message)
         return self.done(
             status,
@@ -548,7 +563,7 @@ class _Machine:
                 return self.promote(status)
             return self.start_step(status, status.step + 1)
         if result.verdict == "fail":
-            return self.roll_back(status, f"analysis failed at step {status.step + 1}: {why}")
+            return self.roll_back(status, f"analysis failed at {self.step_text(status)}: {why}")
         # inconclusive
         status.inconclusive += 1
         limit = self.ro.analysis.inconclusive_limit
@@ -560,7 +575,7 @@ class _Machine:
             )
         status.step_started_at = format_time(self.now)
         status.message = (
-            f"step {status.step + 1} held: analysis inconclusive "
+            f"{self.step_text(status)} held: analysis inconclusive "
             f"({status.inconclusive}/{limit}): {why}"
         )
         self.event(NORMAL, REASON_INCONCLUSIVE, status.message)
@@ -587,7 +602,7 @@ class _Machine:
             why = "; ".join(result.reasons)
             return self.roll_back(
                 status,
-                f"early check failed {elapsed:.0f}s into step {status.step + 1}: {why}",
+                f"early check failed {elapsed:.0f}s into {self.step_text(status)}: {why}",
             )
         return self.done(status, traffic, min(remaining, interval), bounds)
 

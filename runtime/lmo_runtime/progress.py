@@ -2,7 +2,8 @@
 
 Each step prints one status line while it runs and one result line with its duration when it
 ends, on stderr (stdout stays clean for `--print-digest` and JSON). The durations are kept in
-`timings` for the manifest. Quiet mode records timings and prints nothing.
+`timings` for the manifest. Quiet mode records timings and prints nothing. Names, details
+and notes (paths, URIs) are escaped: Rich would read a `[...]` in them as markup.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 
 
 class Steps:
@@ -25,7 +27,7 @@ class Steps:
     @contextmanager
     def step(self, name: str, detail: str = "") -> Iterator[None]:
         start = time.perf_counter()
-        label = f"{name} {detail}".strip()
+        label = escape(f"{name} {detail}".strip())
         ok = False
         try:
             if self.show:
@@ -43,4 +45,4 @@ class Steps:
 
     def note(self, message: str) -> None:
         if self.show:
-            self.console.print(f"  {message}")
+            self.console.print(f"  {escape(message)}")

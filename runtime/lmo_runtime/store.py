@@ -242,6 +242,7 @@ class _Bar:
     def __enter__(self):
         if not self.show:
             return lambda n: None
+        from rich.markup import escape
         from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
         self.progress = Progress(
@@ -249,7 +250,8 @@ class _Bar:
             transient=True,
         )
         self.progress.start()
-        task = self.progress.add_task(self.name, total=self.total or None)
+        # the description is markup: a `[...]` in a file name must show as it is
+        task = self.progress.add_task(escape(self.name), total=self.total or None)
         return lambda n: self.progress.advance(task, n)
 
     def __exit__(self, *exc) -> None:

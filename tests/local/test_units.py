@@ -8,23 +8,38 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from lmo.api import load_file
+from lmo.analysis import AnalysisResult
+from lmo.api import LanguageModelSpec, SpecError, load_file
 from lmo.api import parse as parse_lm
 from lmo.builders import endpoint
+from lmo.cli import main
+from lmo.commands import status as status_command
+from lmo.commands import traffic as traffic_command
 from lmo.commands.infer import base_url
 from lmo.commands.traffic import rollback_version, traffic_patch
 from lmo.errors import UserError
 from lmo.local.routing import Router, parse_assignments
 from lmo.local.tritonmetrics import Snapshot, parse
 from lmo.local.versions import resolve_checkpoint
+from lmo.rollout import VersionObservation, decide, desired_key
 from lmo.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def lmo(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
+    """`lmo ARGV...` in this process: exit code, stdout, stderr (sys.argv restored after)."""
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    capsys.readouterr()
+    rc = main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
 
 
 def picks(router: Router, n: int, header: str | None = None) -> Counter:
@@ -307,3 +322,120 @@ def test_ctrl_c_while_servers_start_stops_every_server(tmp_path, monkeypatch, re
     assert v1.returned.is_set()  # its start() had returned before start() gave up
     assert time.monotonic() - t0 < 4  # stopped, not waited for until ready
     fleet.stop()
+
+
+def test_set_traffic_and_rollback_errors_name_the_command_once(monkeypatch, capsys):
+    status = {"name": "chat", "versions": [{"name": "v1"}, {"name": "v2"}],
+              "rollout": {"phase": "Succeeded", "stable": "v2", "message": "v2 serves all"}}
+    monkeypatch.setattr(traffic_command, "local_get", lambda url, path: status)
+    url = ["--url", "http://127.0.0.1:9"]
+    rc, _, err = lmo(monkeypatch, capsys, "set-traffic", "chat")
+    assert rc == 2 and err == "lmo set-traffic: error: give the weights, e.g. v1=90 v2=10\n"
+    for weights, words in ((["v1=x"], "expected VERSION=PERCENT such as v1=90, got 'v1=x'"),
+                           (["v1=50", "v1=50"], "version 'v1' given twice")):
+        rc, _, err = lmo(monkeypatch, capsys, "set-traffic", *weights, *url)
+        assert rc == 2 and err == f"lmo set-traffic: error: {words}\n"
+    rc, _, err = lmo(monkeypatch, capsys, "rollback", *url)
+    assert rc == 2 and err.startswith("lmo rollback: error: the rollout to v2 succeeded")
+
+
+def test_status_prints_brackets_in_messages_as_text(monkeypatch, capsys):
+    """Rich reads `[...]` as markup: a message must print as it is, tags and all."""
+    status = {
+        "name": "fill", "task": "fill-mask", "endpoint": "http://127.0.0.1:8080",
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "versions": [{"name": "v1", "phase": "Failed", "traffic": 100,
+                      "message": "cannot tokenize [mask] in [bold]input[/bold]"}],
+        "rollout": {"phase": "RolledBack", "step": 0, "candidate": "v2", "stable": "v1",
+                    "message": "rolled back to v1: drift [red]0.31[/red]",
+                    "lastAnalysis": {"verdict": "fail", "step": 0, "time": "t",
+                                     "reasons": ["golden output [v2] differs"]}},
+        "local": {"events": [{"time": "t", "type": "Warning", "reason": "InvalidSpec",
+                              "message": "chat.yaml not applied: [/tmp/x] is not a URI"}]},
+    }
+    monkeypatch.setattr(status_command, "local_get", lambda url, path: status)
+    monkeypatch.setenv("COLUMNS", "300")
+    rc, out, err = lmo(monkeypatch, capsys, "status", "--url", "http://127.0.0.1:9")
+    assert rc == 0, err
+    for text in ("cannot tokenize [mask] in [bold]input[/bold]", "drift [red]0.31[/red]",
+                 "- golden output [v2] differs", "not applied: [/tmp/x] is not a URI"):
+        assert text in out, (text, out)
+
+
+def test_conversion_progress_prints_brackets_in_paths_as_text():
+    import io
+
+    from rich.console import Console
+
+    from lmo_runtime.progress import Steps
+
+    out = io.StringIO()
+    steps = Steps(console=Console(file=out, width=300, color_system=None))
+    with steps.step("fetch", "file:///data/[bold]ckpt[/bold]"):
+        pass
+    steps.note("cache hit: /cache/[/tmp]")
+    assert "fetch file:///data/[bold]ckpt[/bold]" in out.getvalue()
+    assert "cache hit: /cache/[/tmp]" in out.getvalue()
+
+
+def test_status_numbers_rollout_steps_from_one_like_the_rollout_messages(
+        monkeypatch, capsys, tmp_path):
+    spec = {"task": "text-classification",
+            "versions": [{"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}, "traffic": 100},
+                         {"name": "v2", "checkpoint": {"uri": "s3://m/v2/"}, "traffic": 0}],
+            "rollout": {"strategy": "Canary", "steps": [10, 50, 100],
+                        "analysis": {"prometheusUrl": "http://prometheus:9090"}}}
+    s = LanguageModelSpec.model_validate(spec)
+    seen = [VersionObservation(v.name, True, desired_key(s, v.name)) for v in s.versions]
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    d = decide(s, None, seen, t0)
+    d = decide(s, d.rollout, seen, t0 + timedelta(minutes=10),
+               AnalysisResult("pass", {"requests": 120.0}, ["ok"]))
+    assert d.rollout.step == 1  # the stored field: the 0-based index into steps
+    obj = {"metadata": {"name": "chat"}, "spec": spec, "status": {"rollout": d.rollout.to_dict()}}
+    monkeypatch.setattr(status_command, "get_lm", lambda target: obj)
+    monkeypatch.setenv("COLUMNS", "300")
+    rc, out, err = lmo(monkeypatch, capsys, "status", "chat", "--work-dir", str(tmp_path))
+    assert rc == 0, err
+    assert "Progressing  step 2/3  candidate v2" in out and "step 2/3: v2 at 50%" in out
+    assert "last analysis: pass (step 1/3," in out  # it judged the first step
+
+    # lmo up: the spec's steps come with /lmo/status
+    from lmo.local.controller import Controller
+
+    controller = Controller(parse_lm({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
+                                      "metadata": {"name": "chat"}, "spec": spec}), backends={})
+    controller.decide(t0)  # v2 has no server: Waiting at the first step
+    monkeypatch.setattr(status_command, "local_get", lambda url, path: controller.status())
+    rc, out, err = lmo(monkeypatch, capsys, "status", "--url", "http://127.0.0.1:9")
+    assert rc == 0, err
+    assert "Waiting  step 1/3  candidate v2" in out
+
+
+def test_up_banner_names_the_lmo_to_run_next(tmp_path, monkeypatch):
+    from lmo.local.up import banner
+
+    bin_dir = tmp_path / "my venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    # no lmo next to this Python (run as `python -m lmo.cli`): this Python, quoted
+    text = banner("http://127.0.0.1:8080", "fill-mask")
+    assert f"  '{bin_dir / 'python'}' -m lmo.cli status --local" in text
+    (bin_dir / "lmo").write_text("#!/bin/sh\n")
+    text = banner("http://127.0.0.1:8080", "fill-mask")
+    assert f"  '{bin_dir / 'lmo'}' status --local    |    Ctrl-C to stop" in text
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "chat.yaml"
+    path.write_text("apiVersion: lmo.dev/v1alpha1\nkind: LanguageModel\nmetadata:\n"
+                    "  name: chat\n spec: [\n")
+    with pytest.raises(SpecError) as err:
+        load_file(path)
+    assert f'in "{path}", line 5, column 2' in str(err.value)
+    assert "<unicode string>" not in str(err.value)
+    rc, _, out = lmo(monkeypatch, capsys, "render", "-f", str(path))
+    assert rc == 2 and out.startswith(f"lmo render: error: {path}: not valid YAML")
+    assert f'in "{path}", line 5, column 2' in out
+    rc, _, out = lmo(monkeypatch, capsys, "render", "-f", str(tmp_path / "missing.yaml"))
+    assert rc == 2 and "missing.yaml: cannot read the file" in out and "Traceback" not in out

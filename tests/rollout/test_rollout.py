@@ -155,7 +155,7 @@ def test_fail_rolls_back_at_once_with_numbers_and_does_not_retry():
     assert d.rollout.phase == "RolledBack"
     ((kind, reason, message),) = d.events
     assert (kind, reason) == ("Warning", REASON_ROLLED_BACK)
-    assert "0.3100 > maxErrorRate 0.0100" in message and "step 2" in message
+    assert "0.3100 > maxErrorRate 0.0100" in message and "analysis failed at step 2/3" in message
     assert d.rollout.last_analysis["measurements"]["error_ratio"] == 0.31
     # hours later, same spec: still rolled back, nothing posted again, no timer
     for t in (180, 3600, 86400):
@@ -193,6 +193,7 @@ def test_inconclusive_holds_then_rolls_back_at_the_limit():
     assert d.rollout.phase == "Progressing" and d.rollout.step == 0 and d.rollout.inconclusive == 1
     assert d.traffic == {"v1": 90, "v2": 10} and reasons(d) == [REASON_INCONCLUSIVE]
     assert d.requeue_after == 60 and "minRequests 20" in d.events[0][2]
+    assert d.rollout.message.startswith("step 1/3 held: analysis inconclusive (1/2)")
     # the hold starts again: not due at 90 s
     assert not decide(s, d.rollout, obs("v1", "v2"), at(90)).analyse
     d = decide(s, d.rollout, obs("v1", "v2"), at(120), INCONCLUSIVE)
@@ -218,6 +219,8 @@ def test_pause_holds_weights_and_resume_restarts_the_hold():
     p = decide(paused, d.rollout, obs("v1", "v2"), at(70))
     assert p.rollout.phase == "Paused" and p.traffic == {"v1": 50, "v2": 50}
     assert reasons(p) == [REASON_PAUSED] and p.requeue_after is None
+    # 1-based like every step a person reads (status.rollout.step stays the 0-based index)
+    assert p.events[0][2] == "rollout of v2 paused at step 2/3" and p.rollout.step == 1
     p2 = decide(paused, p.rollout, obs("v1", "v2"), at(1000))
     assert p2.events == [] and not p2.analyse and p2.traffic == {"v1": 50, "v2": 50}
     # the pause is not a new rollout: the hash is the same
@@ -431,7 +434,7 @@ def test_early_checks_roll_back_a_failing_candidate_before_the_hold_ends():
     assert unsure.rollout.phase == "Progressing" and unsure.rollout.inconclusive == 0
     bad = decide(s, unsure.rollout, obs("v1", "v2"), at(180), FAIL)
     assert bad.rollout.phase == "RolledBack" and bad.traffic == {"v1": 100, "v2": 0}
-    assert "early check failed 180s into step 1" in bad.events[0][2]
+    assert "early check failed 180s into step 1/3" in bad.events[0][2]
 
 
 def test_after_early_checks_the_full_hold_decides_the_step():

@@ -2,6 +2,12 @@
 
 The same table for a cluster resource (its `.status`) and a local `lmo up` (its
 `/lmo/status`, which has the `LanguageModelStatus` shape plus a `local` block).
+
+Every text that comes from the status (messages, reasons, Events, names) is escaped before
+Rich prints it: Rich reads `[...]` as markup, and would drop `[v2]` from a message or stop
+at a `[/path]` it cannot match.
+Step numbers are shown 1-based, "step 2/4", as the rollout's messages and Events say them;
+status.rollout.step itself stays the 0-based index into spec.rollout.steps.
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from lmo.api import Rollout, Strategy
 from lmo.commands.target import add_target_arguments, get_lm, local_get, resolve
+from lmo.rollout import step_label
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,28 +35,36 @@ def run(args: argparse.Namespace) -> int:
     if target.local:
         status = local_get(target.url, "/lmo/status")
         name, task, where = status.get("name", "?"), status.get("task", "?"), "lmo up"
+        rollout_spec = (status.get("local") or {}).get("rollout")
     else:
         obj = get_lm(target)
         status = dict(obj.get("status") or {})
         spec = obj.get("spec") or {}
         name, task = obj["metadata"]["name"], spec.get("task", "?")
+        rollout_spec = spec.get("rollout")
         where = f"namespace {target.namespace}"
         status.setdefault("name", name)
         status.setdefault("task", task)
     if args.output == "json":
         print(json.dumps(status, indent=2, sort_keys=True))
         return 0
-    render(status, name, task, where, Console())
+    render(status, name, task, where, Console(), rollout_spec)
     return 0
 
 
-def render(status: dict[str, Any], name: str, task: str, where: str, console: Console) -> None:
-    """Print the status as a header line, a versions table, rollout and analysis lines."""
+def render(status: dict[str, Any], name: str, task: str, where: str, console: Console,
+           rollout_spec: dict[str, Any] | None = None) -> None:
+    """Print the status as a header line, a versions table, rollout and analysis lines.
+
+    `rollout_spec` (spec.rollout, camelCase) gives the number of steps for "step N/M".
+    """
     ready = _condition(status, "Ready")
     endpoint = status.get("endpoint") or "-"
     console.print(
-        f"[bold]{name}[/bold]  {task}  ({where})  endpoint {endpoint}"
-        + (f"  Ready={ready}" if ready else f"  ready versions {status.get('readyVersions', '-')}")
+        f"[bold]{escape(name)}[/bold]  "
+        + escape(f"{task}  ({where})  endpoint {endpoint}"
+                 + (f"  Ready={ready}" if ready
+                    else f"  ready versions {status.get('readyVersions', '-')}"))
     )
     table = Table(show_edge=False, header_style="bold")
     for col in ("VERSION", "PHASE", "TRAFFIC", "REPLICAS", "PRECISION", "SCORE", "SIZE",
@@ -68,43 +85,61 @@ def render(status: dict[str, Any], name: str, task: str, where: str, console: Co
         phase = v.get("phase", "?")
         colour = {"Ready": "green", "Failed": "red"}.get(phase, "yellow")
         table.add_row(
-            v["name"],
-            f"[{colour}]{phase}[/{colour}]",
+            escape(v["name"]),
+            f"[{colour}]{escape(phase)}[/{colour}]",
             f"{v.get('traffic', 0)}%",
             f"{v.get('readyReplicas', 0)}/{v.get('replicas', 0)}",
-            str(art.get("precision") or "-"),
+            escape(str(art.get("precision") or "-")),
             "-" if art.get("score") is None else f"{art['score']:.4f}",
             "-" if not size else f"{size / 1e6:.1f} MB",
-            "; ".join(x for x in (v.get("message") or "", extra) if x),
+            escape("; ".join(x for x in (v.get("message") or "", extra) if x)),
         )
     console.print(table)
     rollout = status.get("rollout") or {}
+    total = _step_count(rollout_spec)
     if rollout.get("phase") or rollout.get("candidate"):
-        console.print(
-            f"rollout: {rollout.get('phase', '-')}  step {rollout.get('step', 0)}  "
-            f"candidate {rollout.get('candidate') or '-'}  stable {rollout.get('stable') or '-'}"
+        console.print(escape(
+            f"rollout: {rollout.get('phase', '-')}  {step_label(rollout.get('step', 0), total)}"
+            f"  candidate {rollout.get('candidate') or '-'}"
+            f"  stable {rollout.get('stable') or '-'}"
             + (f"  {rollout['message']}" if rollout.get("message") else "")
-        )
+        ))
     analysis = rollout.get("lastAnalysis")
     if analysis:
         m = analysis.get("measurements") or {}
         nums = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
                          for k, v in m.items())
-        console.print(f"last analysis: [bold]{analysis.get('verdict', '?')}[/bold]"
-                      f" (step {analysis.get('step', '-')}, {analysis.get('time', '-')}) {nums}")
+        step = analysis.get("step")
+        console.print(
+            f"last analysis: [bold]{escape(str(analysis.get('verdict', '?')))}[/bold] "
+            + escape(f"({'-' if step is None else step_label(step, total)}, "
+                     f"{analysis.get('time', '-')}) {nums}")
+        )
         for reason in analysis.get("reasons") or []:
-            console.print(f"  - {reason}")
+            console.print(escape(f"  - {reason}"))
     local = status.get("local") or {}
     if local.get("abTestHeader") or local.get("mirror"):
         m = local.get("mirror") or {}
-        console.print(
+        console.print(escape(
             "routing: "
             + (f"header {local['abTestHeader']} picks a version" if local.get("abTestHeader")
                else "")
             + (f"; mirror {m.get('percent')}% to {m.get('version')}" if m else "")
-        )
+        ))
     for e in local.get("events") or []:
-        console.print(f"  {e['time']}  {e['type']:<7} {e['reason']}: {e['message']}")
+        console.print(escape(f"  {e['time']}  {e['type']:<7} {e['reason']}: {e['message']}"))
+
+
+def _step_count(rollout_spec: dict[str, Any] | None) -> int | None:
+    """How many steps "step N/M" counts: spec.rollout.steps (BlueGreen: its one check).
+
+    None when the spec is not known (the line then says "step N").
+    """
+    if not rollout_spec:
+        return None
+    if rollout_spec.get("strategy") == Strategy.BLUE_GREEN.value:
+        return 1
+    return len(rollout_spec.get("steps") or Rollout().steps)
 
 
 def _condition(status: dict[str, Any], type_: str) -> str | None:

@@ -230,6 +230,8 @@ class Controller:
                            "percent": self.router.mirror_percent}
                 if self.router.mirror_version else None,
                 "events": [e.to_dict() for e in self.events[-10:]],
+                # spec.rollout, for the "step N/M" of `lmo status --local`
+                "rollout": self.spec.rollout.to_dict() if self.spec.rollout else None,
             },
         }
         if self.rollout is not None:
