@@ -36,7 +36,7 @@ import requests
 from lmo.api import Analysis
 
 if TYPE_CHECKING:
-    from lmo.replay import ReplayTargets
+    from lmo.replay import Drift, ReplayTargets
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,19 @@ def _p99_ms(prom: Prometheus, sel: str, w: str) -> float | None:
     return None
 
 
+def golden_drift(replay: ReplayTargets | None, analysis: Analysis) -> Drift | str | None:
+    """The golden replay's drift, or why it could not be measured (a string, which fails the
+    drift gate: a gate that cannot run must not pass); None when `maxOutputDrift` is unset."""
+    if analysis.max_output_drift is None or replay is None:
+        return None
+    from lmo.replay import ReplayError, replay_drift
+
+    try:
+        return replay_drift(replay)
+    except ReplayError as err:
+        return f"golden replay failed: {err}"
+
+
 def analyse(
     analysis: Analysis,
     namespace: str,
@@ -176,7 +189,8 @@ def analyse(
     window_seconds: float,
     replay: ReplayTargets | None = None,
 ) -> AnalysisResult:
-    """Judge the candidate over the last `window_seconds` (see the module docstring)."""
+    """Judge the candidate over the last `window_seconds`, measured by Prometheus (see the
+    module docstring); `judge` decides, as it does for `lmo up`'s Triton /metrics."""
     if not analysis.prometheus_url:
         return AnalysisResult(
             INCONCLUSIVE, {}, ["spec.rollout.analysis.prometheusUrl is not set: nothing to judge"]
@@ -188,7 +202,25 @@ def analyse(
     except PrometheusError as err:
         log.warning("analysis of %s/%s %s: %s", namespace, lm, candidate, err)
         return AnalysisResult(INCONCLUSIVE, {}, [str(err)])
+    drift = golden_drift(replay, analysis) if cand.requests >= analysis.min_requests else None
+    return judge(analysis, candidate, cand, base, window_seconds, drift)
 
+
+def judge(
+    analysis: Analysis,
+    candidate: str,
+    cand: VersionMetrics,
+    base: VersionMetrics,
+    window_seconds: float,
+    drift: Drift | str | None = None,
+) -> AnalysisResult:
+    """pass / fail / inconclusive for one step, every reason a value against its threshold.
+
+    Pure, and the one place the gates of `spec.rollout.analysis` are applied: the operator
+    feeds it Prometheus numbers (`analyse`), `lmo up` the differences of Triton /metrics
+    snapshots. `drift` is the golden replay's result, or why it could not run (the step then
+    fails with that reason), or None when no drift gate applies.
+    """
     m: dict[str, float] = {
         "requests": round(cand.requests, 3),
         "failures": round(cand.failures, 3),
@@ -205,12 +237,6 @@ def analyse(
     if cand.queue_time_ms is not None:
         m["queue_time_ms"] = cand.queue_time_ms
 
-    failed: list[str] = []
-    passed: list[str] = []
-
-    def gate(ok: bool, text: str) -> None:
-        (passed if ok else failed).append(text)
-
     if cand.requests < analysis.min_requests:
         return AnalysisResult(
             INCONCLUSIVE,
@@ -220,6 +246,12 @@ def analyse(
                 f"< minRequests {analysis.min_requests}"
             ],
         )
+
+    failed: list[str] = []
+    passed: list[str] = []
+
+    def gate(ok: bool, text: str) -> None:
+        (passed if ok else failed).append(text)
 
     rel = ">" if cand.error_ratio > analysis.max_error_rate else "<="
     gate(
@@ -242,22 +274,17 @@ def analyse(
             f"queue time {cand.queue_time_ms:.2f}ms {'<=' if ok else '>'} maxQueueTimeMs "
             f"{analysis.max_queue_time_ms:g}",
         )
-    if replay is not None and analysis.max_output_drift is not None:
-        from lmo.replay import ReplayError, replay_drift
-
-        try:
-            drift = replay_drift(replay)
-        except ReplayError as err:
-            gate(False, f"golden replay failed: {err}")
-        else:
-            m["output_drift"] = drift.drift
-            m["golden_inputs"] = float(drift.samples)
-            ok = drift.drift <= analysis.max_output_drift
-            gate(
-                ok,
-                f"output drift {drift.drift:.4f} ({drift.metric}, {drift.samples} golden inputs) "
-                f"{'<=' if ok else '>'} maxOutputDrift {analysis.max_output_drift:g}",
-            )
+    if isinstance(drift, str):
+        gate(False, drift)
+    elif drift is not None and analysis.max_output_drift is not None:
+        m["output_drift"] = drift.drift
+        m["golden_inputs"] = float(drift.samples)
+        ok = drift.drift <= analysis.max_output_drift
+        gate(
+            ok,
+            f"output drift {drift.drift:.4f} ({drift.metric}, {drift.samples} golden inputs) "
+            f"{'<=' if ok else '>'} maxOutputDrift {analysis.max_output_drift:g}",
+        )
     if failed:
         return AnalysisResult(FAIL, m, failed)
     return AnalysisResult(PASS, m, passed)

@@ -337,29 +337,38 @@ class FrontDoor:
         return out
 
     async def analyse(self, now: datetime) -> Any:
-        """Judge the candidate's current step from the Triton counters of both versions."""
-        from lmo.local.judge import judge
+        """Judge the candidate's current step from the Triton counters of both versions, with
+        the cluster's gates (`lmo.analysis.judge`)."""
+        from lmo.analysis import golden_drift, judge
         from lmo.replay import ReplayError, ReplayTargets
 
         c = self.controller
         assert c.rollout is not None and c.spec.rollout is not None
+        analysis = c.spec.rollout.analysis
         candidate, stable = c.rollout.candidate or "", c.rollout.stable or ""
         snaps = await self.snapshots()
-        cand = c.since_mark(candidate, snaps.get(candidate, Snapshot()))
-        base = c.since_mark(stable, snaps.get(stable, Snapshot()))
-        replay = None
-        if candidate in c.backends and stable in c.backends:
-            try:
-                replay = ReplayTargets.from_manifest(
-                    c.backends[candidate].artifact.manifest,
-                    c.backends[candidate].url,
-                    c.backends[stable].url,
-                )
-            except ReplayError:
-                replay = None
-        return await asyncio.to_thread(
-            judge, c.spec.rollout.analysis, candidate, cand, base, c.window_seconds(now), replay
-        )
+        cand = c.since_mark(candidate, snaps.get(candidate, Snapshot())).metrics()
+        base = c.since_mark(stable, snaps.get(stable, Snapshot())).metrics()
+        drift = None
+        if analysis.max_output_drift is not None and cand.requests >= analysis.min_requests:
+            if candidate in c.backends and stable in c.backends:
+                try:
+                    replay = ReplayTargets.from_manifest(
+                        c.backends[candidate].artifact.manifest,
+                        c.backends[candidate].url,
+                        c.backends[stable].url,
+                    )
+                except ReplayError as err:
+                    # as on the cluster: a drift gate that cannot run fails the step, saying why
+                    drift = (f"spec.rollout.analysis.maxOutputDrift is set but {err}, so the "
+                             f"output drift of {candidate} cannot be measured; remove "
+                             "maxOutputDrift to roll out on the metrics alone, or convert "
+                             "the candidate again (lmo records golden inputs at conversion)")
+                else:
+                    drift = await asyncio.to_thread(golden_drift, replay, analysis)
+            else:
+                drift = f"golden replay failed: {candidate} or {stable} is not running"
+        return judge(analysis, candidate, cand, base, c.window_seconds(now), drift)
 
 
 def _error(status: int, message: str) -> web.Response:

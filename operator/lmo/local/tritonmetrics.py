@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from lmo.analysis import VersionMetrics
+
 _COUNTERS = {
     "nv_inference_request_success": "success",
     "nv_inference_request_failure": "failure",
@@ -52,6 +54,17 @@ class Snapshot:
     @property
     def queue_time_ms(self) -> float | None:
         return self.queue_us / self.requests / 1000.0 if self.requests else None
+
+    def metrics(self) -> VersionMetrics:
+        """The same value the cluster measures with Prometheus (Triton's default metrics
+        have no latency quantiles: the mean stands in for p99, as the API documents)."""
+        return VersionMetrics(
+            requests=self.requests,
+            failures=self.failure,
+            latency_ms=self.latency_mean_ms,
+            latency_is_p99=False,
+            queue_time_ms=self.queue_time_ms,
+        )
 
 
 def parse(text: str, model: str) -> Snapshot:
