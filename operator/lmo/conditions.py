@@ -24,8 +24,14 @@ FALSE = "False"
 UNKNOWN = "Unknown"
 
 
+# Event types (core/v1 Event.type)
+NORMAL = "Normal"
+WARNING = "Warning"
+
+
 class Reason:
-    """CamelCase reasons of conditions and Events, in one place."""
+    """CamelCase reasons of conditions and Events, in one place (the operator, the rollout
+    state machine and `lmo up` alike)."""
 
     INVALID_SPEC = "InvalidSpec"
     SECRET_MISSING = "SecretMissing"
@@ -44,6 +50,24 @@ class Reason:
     NOT_READY = "NotReady"
     NOT_SERVABLE = "NotServable"
     APPLY_REFUSED = "ApplyRefused"
+    # the rollout state machine (lmo.rollout)
+    ROLLOUT_STARTED = "RolloutStarted"
+    ROLLOUT_RESTARTED = "RolloutRestarted"
+    ROLLOUT_STEP = "RolloutStep"
+    ROLLOUT_PAUSED = "RolloutPaused"
+    ROLLOUT_RESUMED = "RolloutResumed"
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    ROLLOUT_SUCCEEDED = "RolloutSucceeded"
+    ROLLOUT_ROLLED_BACK = "RolloutRolledBack"
+    CANDIDATE_NOT_READY = "CandidateNotReady"
+    STABLE_REMOVED = "StableRemoved"
+    # lmo up
+    VERSION_NOT_READY = "VersionNotReady"
+    TRAFFIC_SET = "TrafficSet"
+    TRITON_EXITED = "TritonExited"
+    TRITON_RESTART_FAILED = "TritonRestartFailed"
+    SPEC_APPLIED = "SpecApplied"
+    APPLY_FAILED = "ApplyFailed"
 
 
 def rfc3339(now: datetime) -> str:

@@ -58,25 +58,11 @@ from lmo.api import (
     Strategy,
 )
 from lmo.builders import conversion_request
+from lmo.conditions import NORMAL, WARNING, Reason
 from lmo.builders.autoscaling import share_bounds
 
 if TYPE_CHECKING:
     from lmo.analysis import AnalysisResult
-
-NORMAL = "Normal"
-WARNING = "Warning"
-
-# Reasons of the Events a rollout posts (CamelCase, one place).
-REASON_STARTED = "RolloutStarted"
-REASON_RESTARTED = "RolloutRestarted"
-REASON_STEP = "RolloutStep"
-REASON_PAUSED = "RolloutPaused"
-REASON_RESUMED = "RolloutResumed"
-REASON_INCONCLUSIVE = "AnalysisInconclusive"
-REASON_SUCCEEDED = "RolloutSucceeded"
-REASON_ROLLED_BACK = "RolloutRolledBack"
-REASON_CANDIDATE_NOT_READY = "CandidateNotReady"
-REASON_STABLE_REMOVED = "StableRemoved"
 
 # "No value" is written as an empty string, never as a missing field: the status is written
 # with a JSON merge patch, and a field left out of a merge patch keeps its old value.
@@ -373,7 +359,7 @@ class _Machine:
             if removed is not None:
                 self.event(
                     WARNING,
-                    REASON_STABLE_REMOVED,
+                    Reason.STABLE_REMOVED,
                     f"the stable version {removed} was removed from spec.versions: {stable} "
                     "takes its traffic without the rollout's checks",
                 )
@@ -420,17 +406,17 @@ class _Machine:
             if restarted:
                 self.event(
                     NORMAL,
-                    REASON_RESTARTED,
+                    Reason.ROLLOUT_RESTARTED,
                     f"the rollout spec changed: {what} of {candidate} (stable {stable}) "
                     "starts again",
                 )
             else:
-                self.event(NORMAL, REASON_STARTED, f"{what} of {candidate} (stable {stable})")
+                self.event(NORMAL, Reason.ROLLOUT_STARTED, f"{what} of {candidate} (stable {stable})")
 
         if self.ro.paused:
             return self.paused(status)
         if status.phase == RolloutPhase.PAUSED.value:
-            self.event(NORMAL, REASON_RESUMED, f"rollout of {candidate} resumed")
+            self.event(NORMAL, Reason.ROLLOUT_RESUMED, f"rollout of {candidate} resumed")
             status.phase = (
                 RolloutPhase.WAITING.value
                 if not status.step_started_at
@@ -443,7 +429,7 @@ class _Machine:
             if status.phase == RolloutPhase.PROGRESSING.value:
                 self.event(
                     WARNING,
-                    REASON_CANDIDATE_NOT_READY,
+                    Reason.CANDIDATE_NOT_READY,
                     f"{candidate} has no ready pods serving its artifact: all traffic to "
                     f"{stable} until it has",
                 )
@@ -474,7 +460,7 @@ class _Machine:
                 f"{successor} to serve artifact {desired_key(self.spec, successor)[:8]} with "
                 "ready pods; no traffic is routed until then"
             )
-            self.event(WARNING, REASON_STABLE_REMOVED, message)
+            self.event(WARNING, Reason.STABLE_REMOVED, message)
         else:
             message = current.message
         status = RolloutStatus(
@@ -514,7 +500,7 @@ class _Machine:
 
     def paused(self, status: RolloutStatus) -> Decision:
         if status.phase != RolloutPhase.PAUSED.value:
-            self.event(NORMAL, REASON_PAUSED,
+            self.event(NORMAL, Reason.ROLLOUT_PAUSED,
                        f"rollout of {status.candidate} paused at {self.step_text(status)}")
         status.phase = RolloutPhase.PAUSED.value
         status.message = "paused (spec.rollout.paused)"
@@ -536,7 +522,7 @@ class _Machine:
             status.message = f"checking {status.candidate} at full size before the switch"
         else:
             status.message = f"{self.step_text(status)}: {status.candidate} at {pct}%"
-        self.event(NORMAL, REASON_STEP, status.message)
+        self.event(NORMAL, Reason.ROLLOUT_STEP, status.message)
         return self.done(
             status,
             _split(self.spec, status.stable, status.candidate, pct),
@@ -578,7 +564,7 @@ class _Machine:
             f"{self.step_text(status)} held: analysis inconclusive "
             f"({status.inconclusive}/{limit}): {why}"
         )
-        self.event(NORMAL, REASON_INCONCLUSIVE, status.message)
+        self.event(NORMAL, Reason.ANALYSIS_INCONCLUSIVE, status.message)
         return self.done(status, traffic, self.first_wake, bounds)
 
     def early_check(self, status, traffic, bounds, started: datetime, elapsed: float) -> Decision:
@@ -615,7 +601,7 @@ class _Machine:
         status.inconclusive = 0
         status.step_started_at = format_time(self.now)
         status.message = f"{new} serves all traffic (previous: {old})"
-        self.event(NORMAL, REASON_SUCCEEDED, status.message)
+        self.event(NORMAL, Reason.ROLLOUT_SUCCEEDED, status.message)
         requeue = parse_duration(self.ro.scale_down_delay) if self.blue_green else None
         return self.done(status, _weights(self.spec, {new: 100}), requeue)
 
@@ -625,7 +611,7 @@ class _Machine:
         status.message = f"rolled back to {status.stable}: {why}"
         self.event(
             WARNING,
-            REASON_ROLLED_BACK,
+            Reason.ROLLOUT_ROLLED_BACK,
             f"{status.candidate} rolled back, all traffic to {status.stable}: {why}",
         )
         return self.done(status, _weights(self.spec, {status.stable: 100}))

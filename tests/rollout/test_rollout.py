@@ -8,17 +8,8 @@ import pytest
 
 from lmo.analysis import AnalysisResult
 from lmo.api import LanguageModelSpec, RolloutStatus
+from lmo.conditions import Reason
 from lmo.rollout import (
-    REASON_CANDIDATE_NOT_READY,
-    REASON_INCONCLUSIVE,
-    REASON_PAUSED,
-    REASON_RESTARTED,
-    REASON_RESUMED,
-    REASON_ROLLED_BACK,
-    REASON_STABLE_REMOVED,
-    REASON_STARTED,
-    REASON_STEP,
-    REASON_SUCCEEDED,
     Decision,
     VersionObservation,
     decide,
@@ -94,7 +85,7 @@ def test_waits_for_candidate_ready_and_never_routes_to_it_before():
     d = decide(s, None, obs("v1"), T0)
     assert d.traffic == {"v1": 100, "v2": 0}
     assert d.rollout.phase == "Waiting" and d.rollout.candidate == "v2" and d.rollout.stable == "v1"
-    assert reasons(d) == [REASON_STARTED]
+    assert reasons(d) == [Reason.ROLLOUT_STARTED]
     assert d.requeue_after == 15.0 and not d.analyse
     # the candidate gets the replicas of its first step before it takes traffic
     assert d.bounds == {"v2": (1, 1)}
@@ -105,7 +96,7 @@ def test_waits_for_candidate_ready_and_never_routes_to_it_before():
 def test_canary_walks_every_step_to_success():
     s = spec()
     d = decide(s, None, obs("v1", "v2"), T0)
-    assert reasons(d) == [REASON_STARTED, REASON_STEP]
+    assert reasons(d) == [Reason.ROLLOUT_STARTED, Reason.ROLLOUT_STEP]
     assert d.traffic == {"v1": 90, "v2": 10} and d.rollout.phase == "Progressing" and d.rollout.step == 0
     assert d.requeue_after == 60 and d.bounds == {"v2": (1, 1)}
     expected = [(50, 1, (1, 5)), (100, 2, (1, 10))]
@@ -122,7 +113,7 @@ def test_canary_walks_every_step_to_success():
         t += 60
         d = decide(s, d.rollout, obs("v1", "v2"), at(t), PASS)
         assert d.traffic == {"v1": 100 - pct, "v2": pct}
-        assert d.rollout.step == step and reasons(d) == [REASON_STEP]
+        assert d.rollout.step == step and reasons(d) == [Reason.ROLLOUT_STEP]
         assert d.rollout.last_analysis["verdict"] == "pass"
         assert d.bounds == {"v2": bounds}
     t += 60
@@ -130,7 +121,7 @@ def test_canary_walks_every_step_to_success():
     assert d.traffic == {"v1": 0, "v2": 100}
     assert d.rollout.phase == "Succeeded" and d.rollout.stable == "v2" and not d.rollout.candidate
     assert d.rollout.previous == "v1"  # where `lmo rollback` goes back to
-    assert reasons(d) == [REASON_SUCCEEDED]
+    assert reasons(d) == [Reason.ROLLOUT_SUCCEEDED]
     # settled: v1 stays listed but is neither stable nor a newer candidate
     after = decide(s, d.rollout, obs("v1", "v2"), at(t + 600))
     assert after.traffic == {"v1": 0, "v2": 100} and after.rollout.phase == "Succeeded"
@@ -154,7 +145,7 @@ def test_fail_rolls_back_at_once_with_numbers_and_does_not_retry():
     assert d.traffic == {"v1": 100, "v2": 0}
     assert d.rollout.phase == "RolledBack"
     ((kind, reason, message),) = d.events
-    assert (kind, reason) == ("Warning", REASON_ROLLED_BACK)
+    assert (kind, reason) == ("Warning", Reason.ROLLOUT_ROLLED_BACK)
     assert "0.3100 > maxErrorRate 0.0100" in message and "analysis failed at step 2/3" in message
     assert d.rollout.last_analysis["measurements"]["error_ratio"] == 0.31
     # hours later, same spec: still rolled back, nothing posted again, no timer
@@ -175,7 +166,7 @@ def test_spec_change_after_rollback_starts_a_new_rollout():
     fixed.versions[1].checkpoint.uri = "s3://m/v2-fixed/"
     # the new artifact is converting: the old candidate pods are not ready meanwhile
     d2 = decide(fixed, d.rollout, obs("v1", keys={"v2": None}), at(100))
-    assert d2.rollout.phase == "Waiting" and reasons(d2) == [REASON_STARTED]
+    assert d2.rollout.phase == "Waiting" and reasons(d2) == [Reason.ROLLOUT_STARTED]
     assert d2.traffic == {"v1": 100, "v2": 0}
     # the fixed artifact converted; until then the old pods were ready but served the old one
     old = decide(fixed, d2.rollout, obs("v1", "v2"), at(120))
@@ -191,7 +182,7 @@ def test_inconclusive_holds_then_rolls_back_at_the_limit():
     d = decide(s, None, obs("v1", "v2"), T0)
     d = decide(s, d.rollout, obs("v1", "v2"), at(60), INCONCLUSIVE)
     assert d.rollout.phase == "Progressing" and d.rollout.step == 0 and d.rollout.inconclusive == 1
-    assert d.traffic == {"v1": 90, "v2": 10} and reasons(d) == [REASON_INCONCLUSIVE]
+    assert d.traffic == {"v1": 90, "v2": 10} and reasons(d) == [Reason.ANALYSIS_INCONCLUSIVE]
     assert d.requeue_after == 60 and "minRequests 20" in d.events[0][2]
     assert d.rollout.message.startswith("step 1/3 held: analysis inconclusive (1/2)")
     # the hold starts again: not due at 90 s
@@ -218,7 +209,7 @@ def test_pause_holds_weights_and_resume_restarts_the_hold():
     paused = spec(paused=True)
     p = decide(paused, d.rollout, obs("v1", "v2"), at(70))
     assert p.rollout.phase == "Paused" and p.traffic == {"v1": 50, "v2": 50}
-    assert reasons(p) == [REASON_PAUSED] and p.requeue_after is None
+    assert reasons(p) == [Reason.ROLLOUT_PAUSED] and p.requeue_after is None
     # 1-based like every step a person reads (status.rollout.step stays the 0-based index)
     assert p.events[0][2] == "rollout of v2 paused at step 2/3" and p.rollout.step == 1
     p2 = decide(paused, p.rollout, obs("v1", "v2"), at(1000))
@@ -226,7 +217,7 @@ def test_pause_holds_weights_and_resume_restarts_the_hold():
     # the pause is not a new rollout: the hash is the same
     assert p2.rollout.spec_hash == d.rollout.spec_hash
     r = decide(s, p2.rollout, obs("v1", "v2"), at(1010))
-    assert r.rollout.phase == "Progressing" and r.rollout.step == 1 and reasons(r) == [REASON_RESUMED]
+    assert r.rollout.phase == "Progressing" and r.rollout.step == 1 and reasons(r) == [Reason.ROLLOUT_RESUMED]
     assert r.requeue_after == 60 and not r.analyse
 
 
@@ -243,7 +234,7 @@ def test_candidate_losing_readiness_sends_all_traffic_to_stable_and_keeps_its_st
     d = decide(s, d.rollout, obs("v1", "v2"), at(60), PASS)
     lost = decide(s, d.rollout, obs("v1"), at(70))
     assert lost.traffic == {"v1": 100, "v2": 0} and lost.rollout.phase == "Waiting"
-    assert lost.rollout.step == 1 and lost.events[0][:2] == ("Warning", REASON_CANDIDATE_NOT_READY)
+    assert lost.rollout.step == 1 and lost.events[0][:2] == ("Warning", Reason.CANDIDATE_NOT_READY)
     back = decide(s, lost.rollout, obs("v1", "v2"), at(100))
     assert back.traffic == {"v1": 50, "v2": 50} and back.rollout.step == 1
     assert back.requeue_after == 60  # a fresh hold
@@ -268,7 +259,7 @@ def test_newest_listed_version_is_the_candidate_and_a_new_one_restarts():
     d = decide(s2, d.rollout, obs("v1", "v2"), at(60), PASS)
     r = decide(s3, d.rollout, obs("v1", "v2", "v3"), at(70))
     assert r.rollout.candidate == "v3" and r.rollout.stable == "v1"
-    assert reasons(r) == [REASON_RESTARTED, REASON_STEP]
+    assert reasons(r) == [Reason.ROLLOUT_RESTARTED, Reason.ROLLOUT_STEP]
     assert r.traffic == {"v1": 90, "v2": 0, "v3": 10}
 
 
@@ -310,7 +301,7 @@ def test_removing_the_stable_mid_rollout_never_routes_all_to_an_unready_candidat
     assert gone.traffic == {"v2": 0} and gone.rollout.phase == "Waiting"
     assert gone.rollout.stable == "v2" and not gone.rollout.candidate
     ((kind, reason, message),) = gone.events
-    assert (kind, reason) == ("Warning", REASON_STABLE_REMOVED)
+    assert (kind, reason) == ("Warning", Reason.STABLE_REMOVED)
     assert "v1 was removed from spec.versions" in message and "v2" in message
     still = decide(only_v2, gone.rollout, obs(names=("v2",)), at(20))
     assert still.traffic == {"v2": 0} and still.events == [] and still.requeue_after
@@ -324,7 +315,7 @@ def test_removing_the_stable_hands_a_ready_candidate_the_traffic_with_a_warning(
     only_v2 = spec(versions=("v2",), traffic=[100])
     took = decide(only_v2, d.rollout, obs("v2", names=("v2",)), at(5))
     assert took.traffic == {"v2": 100} and took.rollout.stable == "v2"
-    assert reasons(took) == [REASON_STABLE_REMOVED] and took.events[0][0] == "Warning"
+    assert reasons(took) == [Reason.STABLE_REMOVED] and took.events[0][0] == "Warning"
     assert decide(only_v2, took.rollout, obs("v2", names=("v2",)), at(10)).events == []
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lmo.api import LanguageModel, LanguageModelSpec, RolloutStatus
+from lmo.conditions import NORMAL, WARNING, Reason
 from lmo.local.routing import Router, check_weights
 from lmo.local.tritonmetrics import Snapshot
 from lmo.local.versions import Artifact
@@ -98,7 +99,7 @@ class Controller:
             update["rollout"] = self.spec.rollout.model_copy(update={"strategy": "Manual"})
             note = " (rollout strategy set to Manual)"
         self.set_spec(self.spec.model_copy(update=update), now)
-        self.event("Normal", "TrafficSet", "traffic set to " + _summary(full) + note)
+        self.event(NORMAL, Reason.TRAFFIC_SET, "traffic set to " + _summary(full) + note)
 
     def set_ready(self, name: str, ready: bool) -> None:
         b = self.backends.get(name)
@@ -107,8 +108,8 @@ class Controller:
         b.ready = ready
         self.router.available = {n for n, x in self.backends.items() if x.ready}
         self.event(
-            "Normal" if ready else "Warning",
-            "VersionReady" if ready else "VersionNotReady",
+            NORMAL if ready else WARNING,
+            Reason.VERSION_READY if ready else Reason.VERSION_NOT_READY,
             f"version {name} is {'ready' if ready else 'not ready'} at {b.url}",
         )
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from lmo.api import LanguageModel, SpecError, load_file
 from lmo.builders import conversion_request
+from lmo.conditions import NORMAL, WARNING, Reason
 from lmo.errors import UserError
 from lmo.local.controller import Backend, Controller
 from lmo.local.state import DEFAULT_WORK_DIR, remove_state, write_state
@@ -346,7 +347,7 @@ async def _supervise(controller: Controller, fleet: Fleet, every: float = 2.0) -
                 continue
             code = None if proc is None else proc.returncode
             controller.set_ready(name, False)
-            controller.event("Warning", "TritonExited",
+            controller.event(WARNING, Reason.TRITON_EXITED,
                              f"version {name}: Triton exited (code {code}); restarting. Log tail:"
                              f" {server.log_tail(5)}")
             async with fleet.lock:
@@ -355,7 +356,7 @@ async def _supervise(controller: Controller, fleet: Fleet, every: float = 2.0) -
                 try:
                     new = await asyncio.to_thread(fleet.start, {name: backend.artifact})
                 except UserError as err:
-                    controller.event("Warning", "TritonRestartFailed", str(err))
+                    controller.event(WARNING, Reason.TRITON_RESTART_FAILED, str(err))
                     continue
                 controller.backends.update(new)
                 controller.set_ready(name, True)
@@ -377,7 +378,7 @@ async def _watch(path: Path, controller: Controller, fleet: Fleet) -> None:
         try:
             lm = _load_one(path)
         except (SpecError, UserError) as err:
-            controller.event("Warning", "InvalidSpec", f"{path.name} not applied: {err}")
+            controller.event(WARNING, Reason.INVALID_SPEC, f"{path.name} not applied: {err}")
             continue
         async with fleet.lock:
             await _apply(path, lm, controller, fleet)
@@ -388,7 +389,7 @@ async def _apply(path: Path, lm: LanguageModel, controller: Controller, fleet: F
     try:
         changed = fleet.changed(lm)
         if changed:
-            controller.event("Normal", "Converting", f"versions {', '.join(changed)}")
+            controller.event(NORMAL, Reason.CONVERTING, f"versions {', '.join(changed)}")
             controller.converting = set(changed)
             try:
                 artifacts = await asyncio.to_thread(fleet.artifacts, lm, changed)
@@ -405,7 +406,7 @@ async def _apply(path: Path, lm: LanguageModel, controller: Controller, fleet: F
         controller.router.available -= set(gone)
         await asyncio.to_thread(fleet.retire, gone)
         await asyncio.to_thread(fleet.stop_retired)
-        controller.event("Normal", "SpecApplied",
+        controller.event(NORMAL, Reason.SPEC_APPLIED,
                          f"{path.name} applied (traffic {controller.status()['trafficSummary']})")
     except (SpecError, UserError) as err:
-        controller.event("Warning", "ApplyFailed", f"{path.name} not applied: {err}")
+        controller.event(WARNING, Reason.APPLY_FAILED, f"{path.name} not applied: {err}")
