@@ -229,6 +229,40 @@ def serving_key(dep: dict, old: dict) -> str | None:
     return None
 
 
+def observe_local(
+    spec: LanguageModelSpec,
+    servers: Mapping[str, tuple[str, str, dict, bool]],
+    converting: set[str],
+    old_status: Mapping[str, Any],
+) -> Observed:
+    """`lmo up`'s counterpart of `observe` and `assess`: one local Triton server per version
+    plays its Deployment (one replica).
+
+    `servers`: version -> (artifact URI, artifact key, status artifact, ready) of the server
+    running it; `converting`: versions being converted now.
+    """
+    states = []
+    for v in spec.versions:
+        key = conversion_request(spec, v).key()
+        server = servers.get(v.name)
+        if v.name in converting or server is None:
+            busy = v.name in converting
+            states.append(VersionState(
+                name=v.name, key=key, uri="", convert=busy,
+                phase=Phase.CONVERTING.value if busy else Phase.PENDING.value,
+                message="converting the new checkpoint" if busy else "not started",
+            ))
+            continue
+        uri, served, artifact, ready = server
+        states.append(VersionState(
+            name=v.name, key=key, uri=uri, available=True, artifact=artifact, serve_uri=uri,
+            serving_key=served, replicas=1, ready_replicas=int(ready), deployment_ready=ready,
+            ready=ready, phase=Phase.READY.value if ready else Phase.DEPLOYING.value,
+            message="" if ready else "Triton server not ready",
+        ))
+    return Observed(versions=tuple(states), old_status=old_status)
+
+
 # ---------------------------------------------------------------------- step
 
 Measure = Callable[[RolloutStatus], Awaitable[Any]]

@@ -90,7 +90,7 @@ async def test_front_door_answers_503_rather_than_route_to_a_version_at_zero():
                    "spec": {"task": "text-classification", "versions": [
                        {"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}, "traffic": 100},
                        {"name": "v2", "checkpoint": {"uri": "s3://m/v2/"}, "traffic": 0}]}})
-    door = FrontDoor(Controller(lm, backends={}), tick_seconds=3600)
+    door = FrontDoor(Controller(lm, backends={}))
     port = await door.start()
     door.controller.router.available = {"v2"}  # v1 down, the rolled-back v2 ready
     try:
@@ -439,3 +439,35 @@ def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path, monkeypatc
     assert f'in "{path}", line 5, column 2' in out
     rc, _, out = lmo(monkeypatch, capsys, "render", "-f", str(tmp_path / "missing.yaml"))
     assert rc == 2 and "missing.yaml: cannot read the file" in out and "Traceback" not in out
+
+
+def test_local_status_has_the_cluster_status_shape_with_conditions(tmp_path):
+    """`lmo status --local -o json` reads the same shape (and conditions) as a cluster's
+    status: the controller computes it with the operator's `stages.status_from`."""
+    from lmo.api import LanguageModelStatus
+    from lmo.local.controller import Backend, Controller
+
+    lm = parse_lm({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel", "metadata": {"name": "chat"},
+                   "spec": {"task": "text-classification", "versions": [
+                       {"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}, "traffic": 90},
+                       {"name": "v2", "checkpoint": {"uri": "s3://m/v2/"}, "traffic": 10}]}})
+    manifest = SimpleNamespace(summary=lambda uri: {"uri": uri, "key": "k1", "precision": "fp32"})
+    artifact = SimpleNamespace(directory=tmp_path / "v1", spec_key="k1", manifest=manifest)
+    v1 = Backend("v1", "http://127.0.0.1:1", "127.0.0.1:2", "http://127.0.0.1:3/metrics", artifact)
+    controller = Controller(lm, backends={"v1": v1})
+    controller.converting = {"v2"}
+    controller.set_ready("v1", True)
+    controller.decide(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    status = controller.status()
+    local = {k: status.pop(k) for k in ("name", "task", "local")}
+    LanguageModelStatus.model_validate(status)  # nothing but the API's own fields
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert list(conds) == ["Converted", "Deployed", "Routed", "Ready"]
+    assert (conds["Converted"]["status"], conds["Converted"]["reason"]) == ("False", "Converting")
+    assert conds["Converted"]["message"] == "converting v2"
+    assert conds["Ready"]["status"] == "False"
+    assert status["trafficSummary"] == "v1=100,v2=0"  # v2 has no server yet: all of it to v1
+    v1s, v2s = status["versions"]
+    assert (v1s["phase"], v1s["readyReplicas"], v1s["artifact"]["key"]) == ("Ready", 1, "k1")
+    assert (v2s["phase"], v2s["message"]) == ("Converting", "converting the new checkpoint")
+    assert local["name"] == "chat" and "v1" in local["local"]["backends"]

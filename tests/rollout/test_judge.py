@@ -1,7 +1,7 @@
 """`lmo.analysis.judge`: the one place the rollout gates are applied, for both runtimes.
 
 The operator feeds it Prometheus numbers (`analyse`), `lmo up` the differences of Triton
-/metrics snapshots (`FrontDoor.analyse`); a drift gate that cannot run fails the step in both.
+/metrics snapshots (`Controller.analyse`); a drift gate that cannot run fails the step in both.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 from lmo.analysis import FAIL, INCONCLUSIVE, PASS, VersionMetrics, judge
 from lmo.api import Analysis
-from lmo.local.frontdoor import FrontDoor
+from lmo.local.controller import Controller
 from lmo.local.tritonmetrics import Snapshot
 from lmo.replay import Drift
 
@@ -60,19 +60,18 @@ def test_lmo_up_fails_a_step_whose_candidate_has_no_golden_inputs_as_the_cluster
     backends = {n: SimpleNamespace(url=f"http://127.0.0.1:1/{n}", artifact=SimpleNamespace(manifest=manifest))
                 for n in ("v1", "v2")}
     counters = {"v1": Snapshot(success=100), "v2": Snapshot(success=100)}
+    async def snapshots():
+        return counters
+
     controller = SimpleNamespace(
-        rollout=SimpleNamespace(candidate="v2", stable="v1"),
         spec=SimpleNamespace(rollout=SimpleNamespace(analysis=GATES)),
         backends=backends,
         since_mark=lambda name, snap: snap,
         window_seconds=lambda now: 30.0,
+        snapshots=snapshots,
     )
-
-    async def snapshots():
-        return counters
-
-    door = SimpleNamespace(controller=controller, snapshots=snapshots)
-    r = asyncio.run(FrontDoor.analyse(door, datetime.now(timezone.utc)))
+    ro = SimpleNamespace(candidate="v2", stable="v1")
+    r = asyncio.run(Controller.analyse(controller, ro, datetime.now(timezone.utc)))
     assert r.verdict == FAIL
     (why,) = r.reasons  # only the failed gates are the reasons of a failure
     assert "maxOutputDrift is set" in why and "no golden inputs" in why and "remove" in why

@@ -1,25 +1,32 @@
-"""The local counterpart of the operator's reconciler for one LanguageModel.
+"""The local counterpart of the operator's reconciler for one LanguageModel: `lmo up`'s control loop.
 
-It holds the spec (from the file, or as `lmo set-traffic --local` changed it), which
-versions are ready, and the rollout state; it decides the routed weights with the same
-pure state machine the operator uses (`lmo.rollout.decide`) and feeds them to the
-`Router`. Analysis reads the candidate's Triton /metrics directly (see `tritonmetrics`).
-Status is kept in the `LanguageModelStatus` shape, so `lmo status` renders a local run and
-a cluster resource with the same code.
+It holds the spec (from the file, or as `lmo set-traffic --local` changed it), the Triton
+servers of the versions (`Backend`) and the rollout state, and owns the loop (`start`,
+`tick`): each tick polls the servers' readiness, then runs the operator's own stages on what
+it sees (`lmo.stages.observe_local` -> `step` -> `plan` -> `status_from`): the same rollout
+state machine, the same gates (`lmo.analysis.judge`, measured on the servers' /metrics), the
+same status shape with the same conditions. The front door (`frontdoor.FrontDoor`) is only the
+data plane: it routes, proxies and mirrors by the `Router` this controller sets.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import aiohttp
+
+from lmo import stages as S
 from lmo.api import LanguageModel, LanguageModelSpec, RolloutStatus
 from lmo.conditions import NORMAL, WARNING, Reason
 from lmo.local.routing import Router, check_weights
-from lmo.local.tritonmetrics import Snapshot
+from lmo.local.tritonmetrics import Snapshot, parse
 from lmo.local.versions import Artifact
+from lmo.settings import OperatorSettings
+from lmo_runtime.manifest import ENTRY_MODEL
 
 log = logging.getLogger("lmo.up")
 
@@ -67,6 +74,9 @@ class Controller:
     _marks: dict[str, Snapshot] = field(default_factory=dict, init=False)
     _mark_key: tuple[Any, ...] | None = field(default=None, init=False)
     _mark_time: datetime | None = field(default=None, init=False)
+    _session: aiohttp.ClientSession | None = field(default=None, init=False)
+    _loop: asyncio.Task | None = field(default=None, init=False)
+    _decision: Any = field(default=None, init=False)  # the last rollout Decision
 
     def __post_init__(self) -> None:
         self.router = Router(weights=self.lm.spec.effective_traffic(), available=set())
@@ -118,41 +128,151 @@ class Controller:
         self.events.append(Event(type_, reason, message, _now().isoformat(timespec="seconds")))
         del self.events[:-50]
 
-    # ------------------------------------------------------------------ decisions
+    # ------------------------------------------------------------------ the loop
+
+    async def start(self, tick_seconds: float = 1.0) -> None:
+        """Run `tick` every `tick_seconds` until `stop()` (a failed tick is logged and the
+        next one tries again, as the operator's resync does)."""
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        await self.tick()
+        self._loop = asyncio.create_task(self._forever(tick_seconds))
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            self._loop = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _forever(self, tick_seconds: float) -> None:
+        while True:
+            await asyncio.sleep(tick_seconds)
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep serving; the next tick tries again
+                log.exception("control loop tick failed")
+
+    async def tick(self, now: datetime | None = None) -> None:
+        """Poll readiness, then decide the weights with the operator's `stages.step`."""
+        assert self._session is not None, "start() first"
+        for name, b in list(self.backends.items()):
+            try:
+                async with self._session.get(
+                    b.url + "/v2/health/ready", timeout=aiohttp.ClientTimeout(total=2)
+                ) as r:
+                    await r.read()
+                    self.set_ready(name, r.status == 200)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                self.set_ready(name, False)
+        now = now or _now()
+        await self.step(now, self._measure(now))
+        if self.needs_mark():
+            self.mark(await self.snapshots(), now)
+
+    async def step(self, now: datetime, measure: S.Measure | None = None) -> Any:
+        """The rollout decision (`lmo.stages.step`, Manual: the spec's weights) on what this
+        controller observes; routes it and records its Events. Returns the Decision."""
+        return self._act(await S.step(self.spec, self.observe(), now, measure))
 
     def decide(self, now: datetime, analysis: Any = None) -> Any:
-        """Route per the spec (Manual) or per `lmo.rollout.decide`; returns its Decision."""
-        spec = self.spec
-        if spec.rollout is None or spec.rollout.strategy == "Manual":
-            self.rollout = None
-            self._route(spec.effective_traffic())
-            return None
-        from lmo.rollout import VersionObservation, decide
+        """`step` without I/O, for a spec change between ticks (no analysis is due then)."""
+        from lmo.rollout import decide
 
-        observations = [
-            VersionObservation(
-                name=v.name,
-                ready=bool(self.backends.get(v.name) and self.backends[v.name].ready),
-                artifact_key=self.backends[v.name].artifact.spec_key
-                if v.name in self.backends
-                else None,
-            )
-            for v in spec.versions
-        ]
-        decision = decide(spec, self.rollout, observations, now, analysis)
+        return self._act(decide(self.spec, self.rollout, _observations(self.observe()), now, analysis))
+
+    def _act(self, decision: Any) -> Any:
+        """Record the decision's Events and rollout state, and route its weights."""
         for type_, reason, message in decision.events:
             self.event(type_, reason, message)
         self.rollout = decision.rollout
         if self.rollout is not None and self.rollout.last_analysis is not None:
             self.last_analysis = self.rollout.last_analysis
         self._route(decision.traffic)
+        self._decision = decision
         return decision
 
+    def observe(self) -> S.Observed:
+        """What the servers show, as the operator's stages read a cluster."""
+        old = {"rollout": self.rollout.to_dict()} if self.rollout is not None else {}
+        return S.observe_local(self.spec, {
+            n: (f"file://{b.artifact.directory}", b.artifact.spec_key,
+                b.artifact.manifest.summary(f"file://{b.artifact.directory}"), b.ready)
+            for n, b in self.backends.items()
+        }, self.converting, old)
+
+    def _measure(self, now: datetime) -> S.Measure:
+        async def measure(ro: RolloutStatus) -> Any:
+            if self._mark_key != _step_key(ro):  # the window of this step starts now
+                self.mark(await self.snapshots(), now)
+            return await self.analyse(ro, now)
+
+        return measure
+
+    async def snapshots(self) -> dict[str, Snapshot]:
+        """Each server's counters of the entry model, now."""
+        out = {}
+        assert self._session is not None
+        entry = ENTRY_MODEL[self.spec.task]
+        for name, b in self.backends.items():
+            try:
+                async with self._session.get(b.metrics_url) as r:
+                    out[name] = parse((await r.read()).decode(), entry)
+            except aiohttp.ClientError:
+                continue
+        return out
+
+    async def analyse(self, ro: RolloutStatus, now: datetime) -> Any:
+        """Judge the candidate's current step from the Triton counters of both versions, with
+        the cluster's gates (`lmo.analysis.judge`)."""
+        from lmo.analysis import golden_drift, judge
+        from lmo.replay import ReplayError, ReplayTargets
+
+        assert self.spec.rollout is not None
+        analysis = self.spec.rollout.analysis
+        candidate, stable = ro.candidate or "", ro.stable or ""
+        snaps = await self.snapshots()
+        cand = self.since_mark(candidate, snaps.get(candidate, Snapshot())).metrics()
+        base = self.since_mark(stable, snaps.get(stable, Snapshot())).metrics()
+        drift = None
+        if analysis.max_output_drift is not None and cand.requests >= analysis.min_requests:
+            if candidate in self.backends and stable in self.backends:
+                try:
+                    replay = ReplayTargets.from_manifest(
+                        self.backends[candidate].artifact.manifest,
+                        self.backends[candidate].url,
+                        self.backends[stable].url,
+                    )
+                except ReplayError as err:
+                    # as on the cluster: a drift gate that cannot run fails the step, saying why
+                    drift = (f"spec.rollout.analysis.maxOutputDrift is set but {err}, so the "
+                             f"output drift of {candidate} cannot be measured; remove "
+                             "maxOutputDrift to roll out on the metrics alone, or convert "
+                             "the candidate again (lmo records golden inputs at conversion)")
+                else:
+                    drift = await asyncio.to_thread(golden_drift, replay, analysis)
+            else:
+                drift = f"golden replay failed: {candidate} or {stable} is not running"
+        return judge(analysis, candidate, cand, base, self.window_seconds(now), drift)
+
+    # ------------------------------------------------------------------ servers
+
+    def add_backends(self, new: dict[str, Backend]) -> None:
+        """Servers started (or restarted) for these versions; ready once started."""
+        self.backends.update(new)
+        for name in new:
+            self.set_ready(name, True)
+
+    def remove_backends(self, names: list[str]) -> None:
+        """Versions no longer in the spec: never routed to again."""
+        for name in names:
+            self.backends.pop(name, None)
+        self.router.available -= set(names)
+
     def step_key(self) -> tuple[Any, ...] | None:
-        r = self.rollout
-        if r is None:
-            return None
-        return (r.candidate, r.stable, r.step, r.step_started_at)
+        return _step_key(self.rollout)
 
     def mark(self, snapshots: dict[str, Snapshot], now: datetime) -> None:
         """Counters at the start of a rollout step (analysis uses the difference)."""
@@ -188,55 +308,31 @@ class Controller:
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
-        """`LanguageModelStatus` shape (camelCase) plus a `local` block for lmo status."""
-        routed = self.router.weights
-        versions = []
-        for v in self.spec.versions:
-            b = self.backends.get(v.name)
-            if b is None or v.name in self.converting:
-                converting = v.name in self.converting
-                versions.append({
-                    "name": v.name, "phase": "Converting" if converting else "Pending",
-                    "traffic": routed.get(v.name, 0), "replicas": 0, "readyReplicas": 0,
-                    "message": "converting the new checkpoint" if converting else "not started",
-                })
-                continue
-            versions.append(
-                {
-                    "name": v.name,
-                    "phase": "Ready" if b.ready else "Deploying",
-                    "artifact": b.artifact.manifest.summary(f"file://{b.artifact.directory}"),
-                    "traffic": routed.get(v.name, 0),
-                    "replicas": 1,
-                    "readyReplicas": 1 if b.ready else 0,
-                    "message": "" if b.ready else "Triton server not ready",
-                }
-            )
-        ready = sum(1 for v in versions if v["phase"] == "Ready")
-        out: dict[str, Any] = {
-            "name": self.lm.metadata.name,
-            "task": self.spec.task,
-            "endpoint": self.endpoint,
-            "versions": versions,
-            "trafficSummary": _summary(routed),
-            "readyVersions": f"{ready}/{len(versions)}",
-            "local": {
-                "backends": {
-                    n: {"url": b.url, "grpcUrl": b.grpc_url, "metricsUrl": b.metrics_url,
-                        "answered": b.answered, "mirrored": b.mirrored, "errors": b.errors}
-                    for n, b in self.backends.items()
-                },
-                "abTestHeader": self.router.header,
-                "mirror": {"version": self.router.mirror_version,
-                           "percent": self.router.mirror_percent}
-                if self.router.mirror_version else None,
-                "events": [e.to_dict() for e in self.events[-10:]],
-                # spec.rollout, for the "step N/M" of `lmo status --local`
-                "rollout": self.spec.rollout.to_dict() if self.spec.rollout else None,
+        """The cluster's status shape (`lmo.stages.status_from`: conditions, versions, traffic,
+        rollout) plus `name`, `task` and a `local` block for lmo status."""
+        observed = self.observe()
+        decision = self._decision
+        if decision is None:  # no tick yet: what the first would decide, without acting on it
+            from lmo.rollout import decide
+
+            decision = decide(self.spec, self.rollout, _observations(observed), _now())
+        _, routed = S.plan(self.lm, observed, decision)
+        out = S.status_from(self.lm, OperatorSettings(), observed, routed, decision, [], None, _now())
+        out["endpoint"] = self.endpoint
+        out = {"name": self.lm.metadata.name, "task": self.spec.task, **out}
+        out["local"] = {
+            "backends": {
+                n: {"url": b.url, "grpcUrl": b.grpc_url, "metricsUrl": b.metrics_url,
+                    "answered": b.answered, "mirrored": b.mirrored, "errors": b.errors}
+                for n, b in self.backends.items()
             },
+            "abTestHeader": self.router.header,
+            "mirror": {"version": self.router.mirror_version, "percent": self.router.mirror_percent}
+            if self.router.mirror_version else None,
+            "events": [e.to_dict() for e in self.events[-10:]],
+            # spec.rollout, for the "step N/M" of `lmo status --local`
+            "rollout": self.spec.rollout.to_dict() if self.spec.rollout else None,
         }
-        if self.rollout is not None:
-            out["rollout"] = self.rollout.to_dict()
         if self.last_analysis is not None:
             out.setdefault("rollout", {})["lastAnalysis"] = self.last_analysis
         return out
@@ -244,3 +340,16 @@ class Controller:
 
 def _summary(weights: dict[str, int]) -> str:
     return ",".join(f"{k}={v}" for k, v in weights.items())
+
+
+def _step_key(r: RolloutStatus | None) -> tuple[Any, ...] | None:
+    if r is None:
+        return None
+    return (r.candidate, r.stable, r.step, r.step_started_at)
+
+
+def _observations(observed: S.Observed) -> list:
+    from lmo.rollout import VersionObservation
+
+    return [VersionObservation(name=v.name, ready=v.deployment_ready, artifact_key=v.serving_key)
+            for v in observed.versions]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
@@ -28,7 +27,7 @@ from aiohttp import web
 
 from lmo.errors import UserError
 from lmo.local.controller import Controller
-from lmo.local.tritonmetrics import Snapshot, parse
+
 from lmo_runtime.manifest import ENTRY_MODEL
 
 log = logging.getLogger("lmo.up")
@@ -51,14 +50,12 @@ _GEN_INPUTS = {
 class FrontDoor:
     """aiohttp application around a `Controller`; `start()` binds, `stop()` closes."""
 
-    def __init__(self, controller: Controller, tick_seconds: float = 1.0):
+    def __init__(self, controller: Controller):
         self.controller = controller
-        self.tick_seconds = tick_seconds
         self.entry = ENTRY_MODEL[controller.spec.task]
         self.session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._ticker: asyncio.Task | None = None
         self.port = 0
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         r = self.app.router
@@ -94,12 +91,9 @@ class FrontDoor:
             await self.stop()
             raise
         self.port = self._runner.addresses[0][1]
-        self._ticker = asyncio.create_task(self._tick_forever())
         return self.port
 
     async def stop(self) -> None:
-        if self._ticker:
-            self._ticker.cancel()
         for t in list(self._tasks):
             t.cancel()
         if self._runner:
@@ -285,91 +279,6 @@ class FrontDoor:
         except UserError as err:
             return _error(400, str(err))
         return web.json_response(self.controller.status())
-
-    # ------------------------------------------------------------------ background
-
-    async def _tick_forever(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # keep serving; the next tick tries again
-                log.exception("front door tick failed")
-            await asyncio.sleep(self.tick_seconds)
-
-    async def tick(self) -> None:
-        """Poll readiness, then let the rollout logic decide the weights."""
-        c = self.controller
-        assert self.session is not None
-        for name, b in list(c.backends.items()):
-            try:
-                async with self.session.get(
-                    b.url + "/v2/health/ready", timeout=aiohttp.ClientTimeout(total=2)
-                ) as r:
-                    await r.read()
-                    c.set_ready(name, r.status == 200)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                c.set_ready(name, False)
-        now = datetime.now(timezone.utc)
-        decision = c.decide(now)
-        if decision is None:
-            return
-        if c.needs_mark():
-            c.mark(await self.snapshots(), now)
-        if decision.analyse:
-            result = await self.analyse(now)
-            c.decide(now, result)
-            # A new step (or a held one) restarts the window; an early check that passes
-            # keeps it, so the next check still judges the whole elapsed part of the step.
-            if c.needs_mark():
-                c.mark(await self.snapshots(), now)
-
-    async def snapshots(self) -> dict[str, Snapshot]:
-        out = {}
-        assert self.session is not None
-        for name, b in self.controller.backends.items():
-            try:
-                async with self.session.get(b.metrics_url) as r:
-                    out[name] = parse((await r.read()).decode(), self.entry)
-            except aiohttp.ClientError:
-                continue
-        return out
-
-    async def analyse(self, now: datetime) -> Any:
-        """Judge the candidate's current step from the Triton counters of both versions, with
-        the cluster's gates (`lmo.analysis.judge`)."""
-        from lmo.analysis import golden_drift, judge
-        from lmo.replay import ReplayError, ReplayTargets
-
-        c = self.controller
-        assert c.rollout is not None and c.spec.rollout is not None
-        analysis = c.spec.rollout.analysis
-        candidate, stable = c.rollout.candidate or "", c.rollout.stable or ""
-        snaps = await self.snapshots()
-        cand = c.since_mark(candidate, snaps.get(candidate, Snapshot())).metrics()
-        base = c.since_mark(stable, snaps.get(stable, Snapshot())).metrics()
-        drift = None
-        if analysis.max_output_drift is not None and cand.requests >= analysis.min_requests:
-            if candidate in c.backends and stable in c.backends:
-                try:
-                    replay = ReplayTargets.from_manifest(
-                        c.backends[candidate].artifact.manifest,
-                        c.backends[candidate].url,
-                        c.backends[stable].url,
-                    )
-                except ReplayError as err:
-                    # as on the cluster: a drift gate that cannot run fails the step, saying why
-                    drift = (f"spec.rollout.analysis.maxOutputDrift is set but {err}, so the "
-                             f"output drift of {candidate} cannot be measured; remove "
-                             "maxOutputDrift to roll out on the metrics alone, or convert "
-                             "the candidate again (lmo records golden inputs at conversion)")
-                else:
-                    drift = await asyncio.to_thread(golden_drift, replay, analysis)
-            else:
-                drift = f"golden replay failed: {candidate} or {stable} is not running"
-        return judge(analysis, candidate, cand, base, c.window_seconds(now), drift)
-
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)

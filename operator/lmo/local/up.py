@@ -316,7 +316,7 @@ async def _serve(controller: Controller, fleet: Fleet, args: argparse.Namespace,
         ) from None
     url = f"http://{args.host}:{port}"
     controller.endpoint = url
-    await door.tick()
+    await controller.start()
     write_state(work_dir, {"pid": os.getpid(), "url": url, "name": controller.lm.metadata.name,
                            "file": str(path), "task": controller.spec.task})
     task = controller.spec.task
@@ -331,6 +331,7 @@ async def _serve(controller: Controller, fleet: Fleet, args: argparse.Namespace,
     finally:
         for t in tasks:
             t.cancel()
+        await controller.stop()
         await door.stop()
 
 
@@ -358,8 +359,7 @@ async def _supervise(controller: Controller, fleet: Fleet, every: float = 2.0) -
                 except UserError as err:
                     controller.event(WARNING, Reason.TRITON_RESTART_FAILED, str(err))
                     continue
-                controller.backends.update(new)
-                controller.set_ready(name, True)
+                controller.add_backends(new)
                 await asyncio.to_thread(fleet.stop_retired)
 
 
@@ -396,14 +396,10 @@ async def _apply(path: Path, lm: LanguageModel, controller: Controller, fleet: F
                 new = await asyncio.to_thread(fleet.start, artifacts)
             finally:
                 controller.converting = set()
-            controller.backends.update(new)
-            for name in new:
-                controller.set_ready(name, True)
+            controller.add_backends(new)
         gone = [n for n in controller.backends if n not in {v.name for v in lm.spec.versions}]
         controller.set_spec(lm.spec)
-        for name in gone:
-            controller.backends.pop(name, None)
-        controller.router.available -= set(gone)
+        controller.remove_backends(gone)
         await asyncio.to_thread(fleet.retire, gone)
         await asyncio.to_thread(fleet.stop_retired)
         controller.event(NORMAL, Reason.SPEC_APPLIED,
