@@ -153,6 +153,29 @@ def family_for(config: dict[str, Any], task: str) -> Family:
     return family
 
 
+def load_tokenizer(ckpt_dir: Path) -> Any:
+    """The checkpoint's fast (Rust `tokenizers`) tokenizer, for every family's load().
+
+    Raises ConversionError when it cannot be loaded or has no fast version (serving
+    tokenizes with `tokenizers` from tokenizer.json).
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(ckpt_dir), use_fast=True)
+    except Exception as err:
+        raise ConversionError(
+            f"checkpoint tokenizer cannot be loaded ({type(err).__name__}: {str(err)[:200]}); "
+            "save it with tokenizer.save_pretrained(dir) into the checkpoint directory"
+        ) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConversionError(
+            "checkpoint tokenizer has no fast (tokenizers) version; add tokenizer.json "
+            "(AutoTokenizer.from_pretrained(dir).save_pretrained(dir) writes it)"
+        )
+    return tokenizer
+
+
 # --------------------------------------------------------------------------- sample texts
 
 # Built-in English sentences: varied topics, lengths and punctuation. The first part

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from lmo_runtime.errors import ConversionError
-from lmo_runtime.families import Exported, Loaded, calibration_texts
+from lmo_runtime.families import Exported, Loaded, calibration_texts, load_tokenizer
 from lmo_runtime.manifest import ENTRY_MODEL, ConversionRequest, Golden, Score
 
 OPSET = 17
@@ -116,7 +116,6 @@ class BertFamily:
             AutoModel,
             AutoModelForMaskedLM,
             AutoModelForSequenceClassification,
-            AutoTokenizer,
         )
         from transformers.utils import logging as hf_logging
 
@@ -134,18 +133,7 @@ class BertFamily:
             ) from None
         if task == "text-classification":
             _check_single_label(config)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(ckpt_dir), use_fast=True)
-        except Exception as err:
-            raise ConversionError(
-                f"checkpoint tokenizer cannot be loaded ({type(err).__name__}: {str(err)[:200]}); "
-                "save it with tokenizer.save_pretrained(dir) into the checkpoint directory"
-            ) from None
-        if not getattr(tokenizer, "is_fast", False):
-            raise ConversionError(
-                "checkpoint tokenizer has no fast (tokenizers) version; add tokenizer.json "
-                "(AutoTokenizer.from_pretrained(dir).save_pretrained(dir) writes it)"
-            )
+        tokenizer = load_tokenizer(ckpt_dir)
         if task == "fill-mask" and tokenizer.mask_token_id is None:
             raise ConversionError("task fill-mask needs a tokenizer with a mask token ([MASK])")
         cls = {

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from lmo_runtime.errors import ConversionError
-from lmo_runtime.families import Exported, Loaded
+from lmo_runtime.families import Exported, Loaded, load_tokenizer
 from lmo_runtime.manifest import ENTRY_MODEL, ConversionRequest, Golden, Score
 
 OPSET = 17
@@ -160,23 +160,12 @@ class Gpt2Family:
                 "text-generation"
             )
         torch = _torch()
-        from transformers import AutoTokenizer, GPT2LMHeadModel
+        from transformers import GPT2LMHeadModel
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(ckpt_dir), use_fast=True)
-        except Exception as err:
-            raise ConversionError(
-                f"checkpoint tokenizer cannot be loaded ({type(err).__name__}: {str(err)[:200]}); "
-                "save it with tokenizer.save_pretrained(dir) into the checkpoint directory"
-            ) from None
-        if not getattr(tokenizer, "is_fast", False):
-            raise ConversionError(
-                "checkpoint tokenizer has no fast (tokenizers) version; add tokenizer.json "
-                "(AutoTokenizer.from_pretrained(dir).save_pretrained(dir) writes it)"
-            )
+        tokenizer = load_tokenizer(ckpt_dir)
         try:
             # float32 whatever config.json's dtype says (fp16/bf16 checkpoints): the export,
             # the reference logits and the fp16 precision all start from float32 weights.
