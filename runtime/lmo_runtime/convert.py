@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -123,24 +122,20 @@ def _check_out_dir(request: ConversionRequest, out_dir: Path, env: dict[str, str
 
 def _publish(stage: Path, out_dir: Path, flag: str = "--out") -> None:
     """Move a complete staged artifact to `out_dir` (replacing an older artifact only)."""
-    from lmo_runtime.store import check_replaceable
+    from lmo_runtime.store import check_replaceable, swap_into
 
     out_dir = Path(out_dir)
     check_replaceable(out_dir, flag)
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        out_dir.rename(old)
-        stage.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        stage.rename(out_dir)
+    swap_into(stage, out_dir)
 
 
 def _copy_artifact(src: Path, out_dir: Path, flag: str = "--out") -> None:
     """Copy an artifact directory to `out_dir`, manifest last, through a staging dir."""
+    from lmo_runtime.store import staging_dir
+
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    stage = staging_dir(out_dir)
     shutil.copytree(src, stage, ignore=shutil.ignore_patterns(MANIFEST_FILE, SOURCE_FILE))
     shutil.copy2(src / MANIFEST_FILE, stage / MANIFEST_FILE)
     try:
@@ -312,7 +307,7 @@ def convert(
         with steps.step("golden"):
             golden = family.golden(loaded, heldout_texts(8))
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        stage = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+        stage = store.staging_dir(out_dir)
         try:
             with steps.step("repository"):
                 entry = family.write_repository(loaded, onnx_path, stage / REPOSITORY_DIR, request)

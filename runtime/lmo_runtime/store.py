@@ -415,6 +415,27 @@ def check_replaceable(target: Path, flag: str) -> None:
         )
 
 
+def staging_dir(target: Path) -> Path:
+    """A new hidden sibling of `target` to build an artifact in before swap_into()."""
+    return target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def swap_into(stage: Path, target: Path) -> None:
+    """Rename the complete directory `stage` into place as `target`.
+
+    An existing `target` is first renamed aside to a hidden sibling and deleted only once
+    `stage` is in place, so `target` is never half written. Callers check with
+    check_replaceable() that `target` may be replaced.
+    """
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        target.rename(old)
+        stage.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        stage.rename(target)
+
+
 def put(src_dir: Path, uri: str, *, env: Mapping[str, str] | None = None) -> str:
     """Publish the artifact directory `src_dir` at `uri`, manifest last; return the URI.
 
@@ -428,17 +449,11 @@ def put(src_dir: Path, uri: str, *, env: Mapping[str, str] | None = None) -> str
         assert target is not None
         check_replaceable(target, uri)
         target.parent.mkdir(parents=True, exist_ok=True)
-        stage = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        stage = staging_dir(target)
         shutil.copytree(src_dir, stage, ignore=shutil.ignore_patterns(MANIFEST_FILE))
         if (src_dir / MANIFEST_FILE).exists():
             shutil.copy2(src_dir / MANIFEST_FILE, stage / MANIFEST_FILE)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-            target.rename(old)
-            stage.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            stage.rename(target)
+        swap_into(stage, target)
         return uri
     if s == "s3":
         bucket, prefix = _s3_split(uri)
