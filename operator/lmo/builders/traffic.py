@@ -17,7 +17,7 @@ from __future__ import annotations
 from lmo import labels as L
 from lmo.api import LanguageModel, RoutingProvider
 from lmo.builders.base import Owner, VersionPlan, owner_reference
-from lmo.builders.triton import GRPC_PORT, HTTP_PORT
+from lmo.builders.triton import HTTP_PORT, service_ports
 from lmo.settings import OperatorSettings
 from lmo_runtime.manifest import ENTRY_MODEL
 
@@ -177,16 +177,7 @@ def build_provider_service(lm: LanguageModel, owner: Owner) -> dict:
         "spec": {
             "type": "ClusterIP",
             "selector": {**L.selector(lm_name), L.ROUTED: "true"},
-            "ports": [
-                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-                {
-                    "name": "grpc",
-                    "port": GRPC_PORT,
-                    "targetPort": "grpc",
-                    "protocol": "TCP",
-                    "appProtocol": "kubernetes.io/h2c",
-                },
-            ],
+            "ports": service_ports(metrics=False),
         },
     }
 

@@ -266,8 +266,10 @@ def build_deployment(
     }
 
 
-def service_ports() -> list[dict]:
-    return [
+def service_ports(*, metrics: bool = True) -> list[dict]:
+    """The ports of a Service in front of Triton pods: http and grpc, and metrics unless
+    `metrics` is false (the provider Service `<lm>` serves clients only)."""
+    ports = [
         {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
         {
             "name": "grpc",
@@ -276,8 +278,12 @@ def service_ports() -> list[dict]:
             "protocol": "TCP",
             "appProtocol": "kubernetes.io/h2c",
         },
-        {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
     ]
+    if metrics:
+        ports.append(
+            {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}
+        )
+    return ports
 
 
 def build_service(lm: LanguageModel, owner: Owner, version: str) -> dict:
