@@ -70,11 +70,16 @@ class Reason:
     APPLY_FAILED = "ApplyFailed"
 
 
-def rfc3339(now: datetime) -> str:
-    """`2026-01-02T03:04:05Z`: the metav1.Time format (UTC, whole seconds)."""
+def rfc3339(now: datetime, *, microseconds: bool = False) -> str:
+    """`2026-01-02T03:04:05Z`: the metav1.Time format (UTC, whole seconds; a naive `now` is
+    UTC). With `microseconds`, a time that has them keeps them (`...05.123456Z`, the rollout's
+    step and history times); a whole second is still written `...05Z`."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
-    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = now.astimezone(timezone.utc)
+    if microseconds:
+        return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def get_condition(conditions: list[dict], type_: str) -> dict | None:

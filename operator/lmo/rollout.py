@@ -58,7 +58,7 @@ from lmo.api import (
     Strategy,
 )
 from lmo.builders import conversion_request
-from lmo.conditions import NORMAL, WARNING, Reason
+from lmo.conditions import NORMAL, WARNING, Reason, rfc3339
 from lmo.builders.autoscaling import share_bounds
 
 if TYPE_CHECKING:
@@ -124,11 +124,6 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"not a duration (e.g. 30s, 2m, 1h30m): {text!r}")
     return sum(float(n) * _UNIT[u] for n, u in parts)
-
-
-def format_time(t: datetime) -> str:
-    """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
-    return _utc(t).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
 
 
 def parse_time(text: str) -> datetime:
@@ -235,7 +230,7 @@ def _analysis_record(analysis: AnalysisResult, now: datetime, step: int, early: 
         },
         "reasons": list(analysis.reasons),
         "step": step,
-        "time": format_time(now),
+        "time": rfc3339(now, microseconds=True),
     }
 
 
@@ -422,8 +417,8 @@ class _Machine:
                 if not status.step_started_at
                 else RolloutPhase.PROGRESSING.value
             )
-            if status.step_started_at:
-                status.step_started_at = format_time(self.now)  # the hold starts again
+            if status.step_started_at:  # the hold starts again
+                status.step_started_at = rfc3339(self.now, microseconds=True)
 
         if not self.ready(candidate):
             if status.phase == RolloutPhase.PROGRESSING.value:
@@ -515,7 +510,7 @@ class _Machine:
     def start_step(self, status: RolloutStatus, step: int) -> Decision:
         status.phase = RolloutPhase.PROGRESSING.value
         status.step = step
-        status.step_started_at = format_time(self.now)
+        status.step_started_at = rfc3339(self.now, microseconds=True)
         status.inconclusive = 0
         pct = self.percent(status)
         if self.blue_green:
@@ -559,7 +554,7 @@ class _Machine:
                 f"analysis inconclusive {status.inconclusive} times in a row "
                 f"(inconclusiveLimit {limit}): {why}",
             )
-        status.step_started_at = format_time(self.now)
+        status.step_started_at = rfc3339(self.now, microseconds=True)
         status.message = (
             f"{self.step_text(status)} held: analysis inconclusive "
             f"({status.inconclusive}/{limit}): {why}"
@@ -599,7 +594,7 @@ class _Machine:
         status.previous = old
         status.candidate = NONE
         status.inconclusive = 0
-        status.step_started_at = format_time(self.now)
+        status.step_started_at = rfc3339(self.now, microseconds=True)
         status.message = f"{new} serves all traffic (previous: {old})"
         self.event(NORMAL, Reason.ROLLOUT_SUCCEEDED, status.message)
         requeue = parse_duration(self.ro.scale_down_delay) if self.blue_green else None
