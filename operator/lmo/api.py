@@ -911,13 +911,6 @@ def parse(obj: dict[str, Any]) -> LanguageModel:
         raise SpecError(explain(err)) from None
 
 
-def parse_spec(spec: dict[str, Any]) -> LanguageModelSpec:
-    try:
-        return LanguageModelSpec.model_validate(spec)
-    except ValidationError as err:
-        raise SpecError(explain(err, "spec")) from None
-
-
 def load_file(path: str | Path) -> list[LanguageModel]:
     """Every LanguageModel document in a YAML file (other kinds are ignored).
 
@@ -935,7 +928,3 @@ def load_file(path: str | Path) -> list[LanguageModel]:
     if not models:
         raise SpecError([f"{path}: no document with kind: {KIND}"])
     return models
-
-
-def dns_ok(name: str) -> bool:
-    return bool(re.match(DNS_LABEL, name))

@@ -112,25 +112,3 @@ def _check_labels(config: dict[str, Any]) -> None:
             f'{{"NEGATIVE": 0, "POSITIVE": 1}}), got {json.dumps(label2id)[:80]}; fix '
             "config.json, or set model.config.label2id and save_pretrained(dir) again"
         )
-
-
-def load_state_dict(ckpt_dir: Path) -> dict[str, Any]:
-    """All weights as tensors, without executing pickle code."""
-    import torch
-
-    out: dict[str, Any] = {}
-    for w in weight_files(Path(ckpt_dir)):
-        try:
-            if w.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                out.update(load_file(str(w)))
-            else:
-                out.update(torch.load(str(w), map_location="cpu", weights_only=True))
-        except Exception as err:
-            raise ConversionError(
-                f"checkpoint weights {w.name} cannot be loaded safely ({type(err).__name__}: "
-                f"{str(err)[:200]}); only tensors are accepted (no pickled code): {FIX_SAVE} "
-                "with safe_serialization=True"
-            ) from None
-    return out

@@ -20,7 +20,6 @@ import pytest_asyncio
 
 import lmo.analysis
 from lmo.analysis import AnalysisResult
-from lmo.api import parse_spec
 from lmo.labels import ARTIFACT_KEY
 from lmo.rollout import desired_key
 from tests.fixtures.kmock_fixture import (
@@ -30,6 +29,7 @@ from tests.fixtures.kmock_fixture import (
     _method,
     job_for,
     manifest_for,
+    parsed_spec,
     start_cluster,
 )
 
@@ -103,7 +103,7 @@ def spec(steps=(20, 50, 100), hold="1s", v2_uri="s3://m/v2/", **rollout) -> dict
 def serves(cluster: Cluster, name: str, body: dict, version: str) -> bool:
     """Deployment `<name>-<version>` exists with the pod template of the spec's artifact."""
     dep = cluster.get("apps/v1/deployments", NS, f"{name}-{version}")
-    key = desired_key(parse_spec(body), version)
+    key = desired_key(parsed_spec(body), version)
     annotations = ((dep or {}).get("spec", {}).get("template", {}).get("metadata", {}) or {}).get(
         "annotations"
     ) or {}

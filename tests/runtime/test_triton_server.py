@@ -60,9 +60,9 @@ def test_load_and_unload_models(tmp_path, triton_server_factory):
     http = httpclient.InferenceServerClient(server.http_address)
     try:
         assert http.is_model_ready("a") and not http.is_model_ready("b")
-        server.load_model("b")
+        http.load_model("b")  # explicit model control: the repository API loads and unloads
         assert http.is_model_ready("b")
-        server.unload_model("a")
+        http.unload_model("a")
         assert not http.is_model_ready("a")
     finally:
         http.close()

@@ -21,7 +21,6 @@ Python-backend stub outlives it.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import signal
@@ -318,25 +317,3 @@ class TritonServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-    # -- repository API ----------------------------------------------------------------------
-    def _post(self, path: str, body: dict | None = None, timeout: float = 120.0) -> None:
-        data = json.dumps(body or {}).encode()
-        req = urllib.request.Request(
-            self.url + path, data=data, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout):
-                return
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            raise TritonError(f"POST {path}: {exc.code} {detail}; log tail:\n{self.log_tail()}") \
-                from exc
-
-    def load_model(self, name: str, config: str | None = None) -> None:
-        """(Re)load a model from the repository; `config` (JSON) overrides its config."""
-        body = {"parameters": {"config": config}} if config else None
-        self._post(f"/v2/repository/models/{name}/load", body)
-
-    def unload_model(self, name: str) -> None:
-        self._post(f"/v2/repository/models/{name}/unload")
