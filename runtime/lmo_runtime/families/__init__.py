@@ -23,6 +23,8 @@ accuracy gate never scores on the inputs int8-static was calibrated with.
 from __future__ import annotations
 
 import importlib
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -301,3 +303,16 @@ def calibration_texts(n: int) -> list[str]:
         out.append(f"{a} {b}")
         i += 1
     return out[:n]
+
+
+@contextmanager
+def quiet_root_logger():
+    """onnxruntime.quantization logs advice ("consider pre-processing") on the root logger:
+    keep it to errors while quantizing."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)

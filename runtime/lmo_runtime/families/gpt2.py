@@ -30,10 +30,8 @@ and the Python models call it through BLS.
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import warnings
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from lmo_runtime.errors import ConversionError
-from lmo_runtime.families import Exported, Loaded, load_tokenizer
+from lmo_runtime.families import Exported, Loaded, load_tokenizer, quiet_root_logger
 from lmo_runtime.manifest import ENTRY_MODEL, ConversionRequest, Golden, Score
 
 OPSET = 17
@@ -511,24 +509,13 @@ def quantize_int8(src: Path, out: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _quiet_root_logger():
+    with quiet_root_logger():
         quantize_dynamic(
             str(src), str(out), per_channel=True, weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul"],
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
 
-
-@contextmanager
-def _quiet_root_logger():
-    """onnxruntime.quantization logs advice on the root logger."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
