@@ -658,6 +658,13 @@ _SPEC_RULES = _cel_rules(
 )
 
 
+def traffic_sum_problem(weights: dict[str, int]) -> str | None:
+    """The one rule for traffic weights (the CRD's CEL rule says it for the API server):
+    they sum to 100. None when they do, else what is wrong ("it sums to 110")."""
+    total = sum(int(w) for w in weights.values())
+    return None if total == 100 else f"it sums to {total}"
+
+
 class LanguageModelSpec(_Model):
     model_config = ConfigDict(json_schema_extra=_SPEC_RULES)
 
@@ -697,11 +704,11 @@ class LanguageModelSpec(_Model):
         if dupes:
             raise ValueError(f"spec.versions[].name must be unique (repeated: {', '.join(dupes)})")
         if not (len(self.versions) == 1 and self.versions[0].traffic is None):
-            total = sum(v.traffic or 0 for v in self.versions)
-            if total != 100:
+            problem = traffic_sum_problem({v.name: v.traffic or 0 for v in self.versions})
+            if problem:
                 raise ValueError(
                     "spec.versions[].traffic must sum to 100 (it may be omitted only with a "
-                    f"single version); it sums to {total}"
+                    f"single version); {problem}"
                 )
         r = self.routing
         if r.mirror is not None and r.mirror.version not in names:

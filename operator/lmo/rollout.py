@@ -80,6 +80,15 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+def hands_over(strategy: str | None) -> bool:
+    """Whether setting traffic by hand (set-traffic, promote, rollback) must also set
+    `spec.rollout.strategy: Manual`: an automated rollout would override the weights."""
+    return (strategy or Strategy.MANUAL.value) != Strategy.MANUAL.value
+
+
+MANUAL_NOTE = "rollout strategy set to Manual: the traffic is yours until you change it"
+
+
 def step_label(step: int, total: int | None = None) -> str:
     """How a step is named to a person: 1-based, "step 2/4" (status.rollout.step is 0-based).
 

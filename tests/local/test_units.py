@@ -471,3 +471,20 @@ def test_local_status_has_the_cluster_status_shape_with_conditions(tmp_path):
     assert (v1s["phase"], v1s["readyReplicas"], v1s["artifact"]["key"]) == ("Ready", 1, "k1")
     assert (v2s["phase"], v2s["message"]) == ("Converting", "converting the new checkpoint")
     assert local["name"] == "chat" and "v1" in local["local"]["backends"]
+
+
+def test_one_rule_for_the_traffic_sum_and_for_handing_traffic_back_to_a_person():
+    from lmo.api import traffic_sum_problem
+    from lmo.local.routing import check_weights
+    from lmo.rollout import hands_over
+
+    assert traffic_sum_problem({"v1": 90, "v2": 10}) is None
+    assert traffic_sum_problem({"v1": 90, "v2": 20}) == "it sums to 110"
+    with pytest.raises(SpecError, match="it sums to 110"):
+        parse_lm({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel", "metadata": {"name": "x"},
+                  "spec": {"task": "fill-mask", "versions": [
+            {"name": "v1", "checkpoint": {"uri": "s3://m/1/"}, "traffic": 90},
+            {"name": "v2", "checkpoint": {"uri": "s3://m/2/"}, "traffic": 20}]}})
+    with pytest.raises(UserError, match="it sums to 110"):
+        check_weights({"v1": 90, "v2": 20}, ["v1", "v2"])
+    assert [hands_over(s) for s in (None, "Manual", "Canary", "BlueGreen")] == [False, False, True, True]

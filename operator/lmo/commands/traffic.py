@@ -20,10 +20,11 @@ import copy
 import re
 from typing import Any
 
-from lmo.api import RolloutPhase
+from lmo.api import RolloutPhase, Strategy
 from lmo.commands.target import add_target_arguments, get_lm, local_get, local_post, resolve
 from lmo.errors import UserError
 from lmo.local.routing import check_weights, parse_assignments
+from lmo.rollout import MANUAL_NOTE, hands_over
 
 
 def add_promote_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,9 +120,7 @@ def _apply(args: argparse.Namespace, weights_for, what: str) -> int:
     from lmo.commands.target import patch_lm
 
     patch_lm(target, patch)
-    note = ""
-    if (obj["spec"].get("rollout") or {}).get("strategy", "Manual") != "Manual":
-        note = " (rollout strategy set to Manual: the traffic is yours until you change it)"
+    note = f" ({MANUAL_NOTE})" if hands_over((obj["spec"].get("rollout") or {}).get("strategy")) else ""
     summary = ",".join(f"{k}={v}" for k, v in weights.items())
     print(f"{what}: languagemodel {target.namespace}/{target.name} traffic {summary}{note}")
     return 0
@@ -138,8 +137,8 @@ def traffic_patch(obj: dict[str, Any], weights: dict[str, int]) -> dict[str, Any
         "metadata": {"resourceVersion": obj["metadata"].get("resourceVersion")},
         "spec": {"versions": versions},
     }
-    if (obj["spec"].get("rollout") or {}).get("strategy", "Manual") != "Manual":
-        patch["spec"]["rollout"] = {"strategy": "Manual"}
+    if hands_over((obj["spec"].get("rollout") or {}).get("strategy")):
+        patch["spec"]["rollout"] = {"strategy": Strategy.MANUAL.value}
     if patch["metadata"]["resourceVersion"] is None:
         del patch["metadata"]
     return patch

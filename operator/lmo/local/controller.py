@@ -20,11 +20,12 @@ from typing import Any
 import aiohttp
 
 from lmo import stages as S
-from lmo.api import LanguageModel, LanguageModelSpec, RolloutStatus
+from lmo.api import LanguageModel, LanguageModelSpec, RolloutStatus, Strategy
 from lmo.conditions import NORMAL, WARNING, Reason
 from lmo.local.routing import Router, check_weights
 from lmo.local.tritonmetrics import Snapshot, parse
 from lmo.local.versions import Artifact
+from lmo.rollout import MANUAL_NOTE, hands_over
 from lmo.settings import OperatorSettings
 from lmo_runtime.manifest import ENTRY_MODEL
 
@@ -105,9 +106,9 @@ class Controller:
         versions = [v.model_copy(update={"traffic": full[v.name]}) for v in self.spec.versions]
         update: dict[str, Any] = {"versions": versions}
         note = ""
-        if self.spec.rollout is not None and self.spec.rollout.strategy != "Manual":
-            update["rollout"] = self.spec.rollout.model_copy(update={"strategy": "Manual"})
-            note = " (rollout strategy set to Manual)"
+        if self.spec.rollout is not None and hands_over(self.spec.rollout.strategy):
+            update["rollout"] = self.spec.rollout.model_copy(update={"strategy": Strategy.MANUAL.value})
+            note = f" ({MANUAL_NOTE})"
         self.set_spec(self.spec.model_copy(update=update), now)
         self.event(NORMAL, Reason.TRAFFIC_SET, "traffic set to " + _summary(full) + note)
 

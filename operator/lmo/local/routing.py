@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lmo.api import traffic_sum_problem
 from lmo.errors import UserError
 
 
@@ -117,9 +118,9 @@ def check_weights(weights: dict[str, int], versions: list[str]) -> None:
     bad = [f"{v}={w}" for v, w in weights.items() if not 0 <= int(w) <= 100]
     if bad:
         raise UserError(f"traffic weights must be between 0 and 100 (got {', '.join(bad)})")
-    total = sum(weights.values())
-    if weights and total != 100:
-        raise UserError(f"traffic weights must sum to 100; they sum to {total}")
+    problem = traffic_sum_problem(weights) if weights else None
+    if problem:
+        raise UserError(f"traffic weights must sum to 100; {problem}")
 
 
 def parse_assignments(items: list[str], versions: list[str] | None = None) -> dict[str, int]:
