@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lmo.api import Rollout, Strategy
+from lmo import conditions as C
+from lmo.api import Phase, Rollout, Strategy
 from lmo.commands.target import add_target_arguments, get_lm, local_get, resolve
 from lmo.rollout import step_label
 
@@ -58,7 +59,7 @@ def render(status: dict[str, Any], name: str, task: str, where: str, console: Co
 
     `rollout_spec` (spec.rollout, camelCase) gives the number of steps for "step N/M".
     """
-    ready = _condition(status, "Ready")
+    ready = _condition(status, C.READY)
     endpoint = status.get("endpoint") or "-"
     console.print(
         f"[bold]{escape(name)}[/bold]  "
@@ -83,7 +84,7 @@ def render(status: dict[str, Any], name: str, task: str, where: str, console: Co
             if b.get("errors"):
                 extra += f", errors {b['errors']}"
         phase = v.get("phase", "?")
-        colour = {"Ready": "green", "Failed": "red"}.get(phase, "yellow")
+        colour = {Phase.READY.value: "green", Phase.FAILED.value: "red"}.get(phase, "yellow")
         table.add_row(
             escape(v["name"]),
             f"[{colour}]{escape(phase)}[/{colour}]",
