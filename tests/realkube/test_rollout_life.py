@@ -71,3 +71,47 @@ def test_canary_rolls_back_on_bad_numbers(real: RealCluster, ns: str, prom: Stub
     (warning,) = [e for e in events(real, ns, lm) if e["reason"] == "RolloutRolledBack"]
     assert warning["type"] == "Warning" and "maxErrorRate" in warning["message"]
     assert real.get(*DEPLOYMENT, ns, "back-v1") is not None  # the stable kept serving
+
+
+def test_pause_holds_the_step_and_resume_continues(real: RealCluster, ns: str, prom: StubPrometheus):
+    import time
+
+    lm = "hold"
+    prom.set(ns, lm, "v2", success=200, failure=0)
+    prom.set(ns, lm, "v1", success=400, failure=0)
+    body = canary(prom)
+    body["rollout"]["paused"] = True  # paused from the start: it must never move past step 1
+    real.create_lm(ns, lm, body)
+    real.wait(lambda: rollout(real, ns, lm).get("phase") == "Paused", 120, "Paused")
+    queries = prom.count(ns, lm)
+    time.sleep(5)  # more than two holds: a running rollout would have been analysed
+    ro = rollout(real, ns, lm)
+    assert ro["phase"] == "Paused" and ro["step"] == 0 and prom.count(ns, lm) == queries
+    real.patch_lm(ns, lm, [{"op": "replace", "path": "/spec/rollout/paused", "value": False}])
+    real.wait(lambda: rollout(real, ns, lm).get("phase") == "Succeeded", 120, "resumed and promoted")
+    reasons = [e["reason"] for e in events(real, ns, lm)]
+    assert reasons.count("RolloutPaused") == 1 and reasons.count("RolloutResumed") == 1
+
+
+def test_an_operator_restart_mid_rollout_resumes_the_same_step(real: RealCluster, ns: str,
+                                                               prom: StubPrometheus):
+    lm = "again"
+    prom.set(ns, lm, "v2", success=200, failure=0)
+    prom.set(ns, lm, "v1", success=400, failure=0)
+    body = canary(prom)
+    body["rollout"]["stepDuration"] = "6s"
+    real.create_lm(ns, lm, body)
+    real.wait(lambda: rollout(real, ns, lm).get("phase") == "Progressing", 120, "step 1")
+    before = rollout(real, ns, lm)
+    jobs = real.names("batch/v1", "Job", ns)
+    real.stop_operator()
+    real.start_operator()
+    real.wait(lambda: rollout(real, ns, lm).get("phase") == "Succeeded", 120, "promoted after the restart")
+    ev = {}
+    for e in events(real, ns, lm):
+        ev.setdefault(e["reason"], []).append(e)
+    # no duplicate work: one start, one Event per step, no new conversion Job
+    assert len(ev["RolloutStarted"]) == 1 and ev["RolloutStarted"][0]["count"] == 1
+    assert sorted(e["count"] for e in ev["RolloutStep"]) == [1, 1]
+    assert real.names("batch/v1", "Job", ns) <= jobs
+    assert before["step"] == 0
