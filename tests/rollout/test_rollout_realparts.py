@@ -18,7 +18,8 @@ import pytest
 
 from lmo.api import LanguageModelSpec
 from lmo.replay import ReplayTargets
-from lmo.rollout import REASON_ROLLED_BACK, VersionObservation, desired_key
+from lmo.conditions import Reason
+from lmo.rollout import VersionObservation, desired_key
 from tests.fixtures.prometheus import Target
 from tests.rollout.harness import ENTRY, GOLDEN, LoadLoop, drive, set_behavior, write_embedding_model
 
@@ -148,7 +149,7 @@ def test_drifted_candidate_is_stopped_by_golden_replay(env):
     assert routes(steps)[-1] == {"v1": 100, "v2": 0}
     m = status.last_analysis["measurements"]
     assert m["error_ratio"] == 0.0 and m["output_drift"] > 0.3
-    (warning,) = [e for s in steps for e in s.decision.events if e[1] == REASON_ROLLED_BACK]
+    (warning,) = [e for s in steps for e in s.decision.events if e[1] == Reason.ROLLOUT_ROLLED_BACK]
     assert "output drift" in warning[2] and "> maxOutputDrift 0.05" in warning[2]
 
 
@@ -159,7 +160,7 @@ def test_failing_candidate_is_rolled_back_on_error_ratio(env):
     m = status.last_analysis["measurements"]
     assert 0.15 < m["error_ratio"] < 0.55 and m["failures"] >= 1
     assert load.failed.get("v2", 0) > 0 and "v1" not in load.failed
-    (warning,) = [e for s in steps for e in s.decision.events if e[1] == REASON_ROLLED_BACK]
+    (warning,) = [e for s in steps for e in s.decision.events if e[1] == Reason.ROLLOUT_ROLLED_BACK]
     assert warning[0] == "Warning" and "> maxErrorRate 0.0500" in warning[2]
 
 
