@@ -488,3 +488,48 @@ def test_one_rule_for_the_traffic_sum_and_for_handing_traffic_back_to_a_person()
     with pytest.raises(UserError, match="it sums to 110"):
         check_weights({"v1": 90, "v2": 20}, ["v1", "v2"])
     assert [hands_over(s) for s in (None, "Manual", "Canary", "BlueGreen")] == [False, False, True, True]
+
+
+async def test_front_door_answers_malformed_bodies_with_400_saying_what_is_wrong():
+    import aiohttp
+
+    from lmo.local.controller import Controller
+    from lmo.local.frontdoor import FrontDoor, infer_body_problem
+
+    def door_for(task: str) -> FrontDoor:
+        return FrontDoor(Controller(parse_lm({
+            "apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel", "metadata": {"name": "m"},
+            "spec": {"task": task, "versions": [{"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}}]}}),
+            backends={}))
+
+    cases = [
+        ("text-classification", "/v2/models/text_classification/infer", b"{not json", "body is not JSON"),
+        ("text-classification", "/v2/models/text_classification/infer", b"[1, 2]", '"inputs" list'),
+        ("text-classification", "/v2/models/text_classification/infer",
+         b'{"inputs": [{"name": "TEXT", "data": ["x"]}]}', "inputs[0] lacks shape, datatype"),
+        ("text-classification", "/v2/models/text_classification/infer",
+         b'{"inputs": [{"name": "TEXT", "shape": [1, -1], "datatype": "BYTES", "data": ["x"]}]}',
+         "non-negative integers"),
+        ("text-generation", "/v1/text-generation", b'{"text": "hi", "max_tokens": "lots"}',
+         'field "max_tokens" must be an integer, got "lots"'),
+        ("text-generation", "/v1/text-generation", b'{"text": "hi", "temperature": true}',
+         'field "temperature" must be a number'),
+        ("text-generation", "/v2/models/text_generation/generate", b"garbage", "body is not JSON"),
+    ]
+    for task, path, body, words in cases:
+        door = door_for(task)
+        port = await door.start()
+        try:
+            async with aiohttp.ClientSession() as s:
+                async with s.post(f"http://127.0.0.1:{port}{path}", data=body,
+                                  headers={"Content-Type": "application/json"}) as r:
+                    assert r.status == 400, (path, body, r.status)
+                    assert words in (await r.json())["error"], (path, body)
+        finally:
+            await door.stop()
+    # well formed, binary tensors (only the JSON header is read) and compressed bodies pass
+    good = b'{"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["x"]}]}'
+    assert infer_body_problem(good, {}) is None
+    head = b'{"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 5}}]}'
+    assert infer_body_problem(head + b"\x01\x00\x00\x00x", {"Inference-Header-Content-Length": str(len(head))}) is None
+    assert infer_body_problem(b"\x1f\x8b...", {"Content-Encoding": "gzip"}) is None

@@ -115,6 +115,9 @@ class FrontDoor:
 
     async def infer(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        problem = infer_body_problem(body, request.headers)
+        if problem:
+            return _error(400, problem)
         choice = self._choose(request)
         headers = {h: request.headers[h] for h in _FORWARD if h in request.headers}
         if choice.mirror:
@@ -165,6 +168,15 @@ class FrontDoor:
     async def generate(self, request: web.Request) -> web.StreamResponse:
         """Triton's generate extension, streamed back chunk by chunk (SSE for _stream)."""
         body = await request.read()
+        if request.headers.get("Content-Encoding", "identity") == "identity":
+            try:
+                payload = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as err:
+                return _error(400, f"body is not JSON ({err}); send e.g. "
+                                   '{"text_input": "Once upon a time", "max_tokens": 16}')
+            if not isinstance(payload, dict):
+                return _error(400, "body must be a JSON object such as "
+                                   '{"text_input": "Once upon a time", "max_tokens": 16}')
         choice = self._choose(request)
         backend = self.controller.backends[choice.version]
         headers = {h: request.headers[h] for h in _FORWARD if h in request.headers}
@@ -240,6 +252,9 @@ class FrontDoor:
         if task == "text-generation":
             for key, (name, dtype) in _GEN_INPUTS.items():
                 if key in payload:
+                    problem = _typed_problem(key, payload[key], dtype)
+                    if problem:
+                        return _error(400, problem)
                     inputs.append({"name": name, "shape": [len(texts), 1], "datatype": dtype,
                                    "data": [payload[key]] * len(texts)})
         body = json.dumps({"inputs": inputs}).encode()
@@ -282,3 +297,50 @@ class FrontDoor:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+_EXAMPLE_INFER = ('{"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", '
+                  '"data": ["hello"]}]}')
+
+
+def infer_body_problem(body: bytes, headers: Any) -> str | None:
+    """What is wrong with a KServe v2 inference request, before it reaches Triton (which
+    answers a malformed one with a 500); None when it is well formed or compressed (Triton
+    decompresses and judges it). With the binary tensor extension only the JSON header
+    (`Inference-Header-Content-Length` bytes) is read."""
+    if headers.get("Content-Encoding", "identity") != "identity":
+        return None
+    length = headers.get("Inference-Header-Content-Length")
+    head = body[: int(length)] if length and length.isdigit() else body
+    try:
+        payload = json.loads(head)
+    except (ValueError, UnicodeDecodeError) as err:
+        return f"body is not JSON ({err}); send a KServe v2 request such as {_EXAMPLE_INFER}"
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+        return f'body must be a JSON object with an "inputs" list, such as {_EXAMPLE_INFER}'
+    for i, tensor in enumerate(payload["inputs"]):
+        if not isinstance(tensor, dict):
+            return f"inputs[{i}] must be an object with name, shape, datatype and data"
+        missing = [k for k in ("name", "shape", "datatype") if k not in tensor]
+        if missing:
+            return f"inputs[{i}] lacks {', '.join(missing)}"
+        shape = tensor["shape"]
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            return f"inputs[{i}].shape must be a list of non-negative integers, got {shape!r}"
+        binary = isinstance(tensor.get("parameters"), dict) and "binary_data_size" in tensor["parameters"]
+        if "data" not in tensor and not binary:
+            return f"inputs[{i}] ({tensor['name']}) lacks data"
+    return None
+
+
+def _typed_problem(key: str, value: Any, dtype: str) -> str | None:
+    """Whether an optional /v1/text-generation field has the type its tensor needs."""
+    if dtype in ("INT32", "INT64"):
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif dtype == "FP32":
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        ok, want = isinstance(value, str), "a string"
+    return None if ok else f'field "{key}" must be {want}, got {json.dumps(value)}'
