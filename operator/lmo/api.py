@@ -42,6 +42,8 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_VERSION_NAME = 20
 MAX_VERSIONS = 8
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+# Gateway API's Duration (GEP-2257): whole numbers, at most four parts, e.g. 30s, 1m30s, 500ms
+GATEWAY_DURATION = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"
 CHECKPOINT_URI = r"^(s3|pvc|https|http|file)://.+"
 ARTIFACT_URI = r"^(s3|pvc|file)://.+"
 
@@ -602,6 +604,16 @@ class Autoscaling(_Model):
         return self
 
 
+class Protection(_Model):
+    timeout: str | None = Field(
+        default=None,
+        pattern=GATEWAY_DURATION,
+        description="Longest a whole request may take (e.g. 30s, 1m30s, 500ms); beyond it "
+        "the client gets 504. On the cluster it is the HTTPRoute rules' timeouts.request "
+        "(standard Gateway API), under lmo up the front door's.",
+    )
+
+
 class Artifacts(_Model):
     uri: str = Field(
         description="Artifact store for this resource, overriding the operator-wide "
@@ -650,6 +662,13 @@ _SPEC_RULES = _cel_rules(
         ".rollout.analysis.prometheusUrl",
     ),
     _cel(
+        "!has(self.protection) || !has(self.protection.timeout) || !has(self.routing) || "
+        "self.routing.provider != 'Service'",
+        "spec.protection.timeout needs provider: GatewayAPI (a plain Service has no request "
+        "timeout)",
+        ".protection.timeout",
+    ),
+    _cel(
         "!has(self.autoscaling) || self.autoscaling.metric != 'GPUUtilization' || "
         "(has(self.serving) && self.serving.gpus > 0)",
         "spec.autoscaling.metric: GPUUtilization needs spec.serving.gpus > 0",
@@ -696,6 +715,11 @@ class LanguageModelSpec(_Model):
     artifacts: Artifacts | None = Field(
         default=None, description="Per-resource artifact store (overrides the Helm value)."
     )
+    protection: Protection | None = Field(
+        default=None,
+        description="What every request must respect (enforced by the gateway on the "
+        "cluster, by the front door under lmo up).",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> "LanguageModelSpec":
@@ -720,6 +744,12 @@ class LanguageModelSpec(_Model):
             raise ValueError(
                 "spec.routing.abTest and spec.routing.mirror need provider: GatewayAPI "
                 "(a plain Service cannot match headers or mirror)"
+            )
+        if (r.provider == RoutingProvider.SERVICE.value and self.protection is not None
+                and self.protection.timeout is not None):
+            raise ValueError(
+                "spec.protection.timeout needs provider: GatewayAPI (a plain Service has no "
+                "request timeout)"
             )
         if self.rollout is not None:
             if self.rollout.strategy == Strategy.BLUE_GREEN.value and len(self.versions) > 2:

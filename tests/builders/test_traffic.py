@@ -255,3 +255,19 @@ def test_service_replica_invariants_over_all_splits(replicas):
                         assert got[a] >= got[b], (split, got)
             checked += 1
     assert checked > 300
+
+
+def test_protection_timeout_is_every_rules_request_timeout():
+    route = _route({"routing": {"abTest": {"header": "x-lmo-version"}}, "protection": {"timeout": "1m30s"}})
+    rules = route["spec"]["rules"]
+    assert len(rules) == 3 and all(r["timeouts"] == {"request": "1m30s"} for r in rules)
+    assert all("timeouts" not in r for r in _route({})["spec"]["rules"])
+
+
+def test_protection_timeout_is_refused_with_a_plain_service():
+    from lmo.api import SpecError
+
+    with pytest.raises(SpecError, match="spec.protection.timeout needs provider: GatewayAPI"):
+        make_lm({"routing": {"provider": "Service"}, "protection": {"timeout": "30s"}})
+    with pytest.raises(SpecError, match="protection.timeout"):
+        make_lm({"protection": {"timeout": "1.5s"}})  # not a Gateway API duration

@@ -227,6 +227,7 @@ VALID: dict[str, dict[str, Any]] = {
                 "abTest": {"header": "x-lmo-version"},
                 "mirror": {"version": "v2", "percent": 20},
             },
+            "protection": {"timeout": "30s"},
             "serving": {
                 "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
                 "gpus": 1,
@@ -391,6 +392,16 @@ INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
         _spec_with(routing={"mirror": {"version": "v9"}}),
         "spec.routing.mirror.version must name a version in spec.versions",
         "cel",
+    ),
+    "timeout-with-service": (
+        _spec_with(routing={"provider": "Service"}, protection={"timeout": "30s"}),
+        "spec.protection.timeout needs provider: GatewayAPI",
+        "cel",
+    ),
+    "timeout-not-a-gateway-duration": (
+        _spec_with(protection={"timeout": "1.5s"}),
+        "spec.protection.timeout",
+        "schema",
     ),
     "ab-test-with-service": (
         _spec_with(routing={"provider": "Service", "abTest": {}}),

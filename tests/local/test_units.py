@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -533,3 +534,44 @@ async def test_front_door_answers_malformed_bodies_with_400_saying_what_is_wrong
     head = b'{"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 5}}]}'
     assert infer_body_problem(head + b"\x01\x00\x00\x00x", {"Inference-Header-Content-Length": str(len(head))}) is None
     assert infer_body_problem(b"\x1f\x8b...", {"Content-Encoding": "gzip"}) is None
+
+
+async def test_front_door_answers_504_past_protection_timeout():
+    import aiohttp
+    from aiohttp import web
+
+    from lmo.local.controller import Backend, Controller
+    from lmo.local.frontdoor import FrontDoor
+
+    async def slow(request):  # a Triton that takes 2 s to answer
+        await asyncio.sleep(2)
+        return web.json_response({"outputs": []})
+
+    app = web.Application()
+    app.router.add_post("/v2/models/{m}/infer", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    lm = parse_lm({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel", "metadata": {"name": "m"},
+                   "spec": {"task": "text-classification", "protection": {"timeout": "300ms"},
+                            "versions": [{"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}}]}})
+    artifact = SimpleNamespace(directory=Path("/nonexistent"), spec_key="k",
+                               manifest=SimpleNamespace(summary=lambda uri: {"uri": uri}))
+    backend = Backend("v1", f"http://127.0.0.1:{port}", "", "", artifact)
+    controller = Controller(lm, backends={"v1": backend})
+    controller.set_ready("v1", True)
+    door = FrontDoor(controller)
+    door_port = await door.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            good = {"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["x"]}]}
+            async with s.post(f"http://127.0.0.1:{door_port}/v2/models/text_classification/infer",
+                              json=good) as r:
+                assert r.status == 504
+                assert "within 300ms (spec.protection.timeout)" in (await r.json())["error"]
+                assert r.headers["x-lmo-version"] == "v1"
+    finally:
+        await door.stop()
+        await runner.cleanup()

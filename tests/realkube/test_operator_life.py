@@ -140,12 +140,14 @@ def test_traffic_patch_moves_the_route_only(real: RealCluster, ns: str):
     assert "reconcile failed" not in real.operator_log()
 
 
-def test_header_ab_and_mirror_rules_are_accepted_by_the_real_schema(real: RealCluster, ns: str):
+def test_header_ab_mirror_and_timeout_rules_are_accepted_by_the_real_schema(real: RealCluster, ns: str):
     lm = "ab"
     body = spec(routing={"parentRef": {"name": "gw"}, "abTest": {"header": "x-lmo-version"},
-                         "mirror": {"version": "v2", "percent": 20}})
+                         "mirror": {"version": "v2", "percent": 20}},
+                protection={"timeout": "30s"})
     serving(real, ns, lm, body)
     rules = real.get(*ROUTE, ns, lm)["spec"]["rules"]
+    assert all(r["timeouts"] == {"request": "30s"} for r in rules)  # standard since v1.2
     headers = [r["matches"][0]["headers"][0] for r in rules[:-1]]
     assert [(h["name"], h["value"]) for h in headers] == [("x-lmo-version", "v1"), ("x-lmo-version", "v2")]
     assert [r["backendRefs"][0]["name"] for r in rules[:-1]] == ["ab-v1", "ab-v2"]

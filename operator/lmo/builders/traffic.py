@@ -144,6 +144,10 @@ def build_httproute(
             request_mirror["percent"] = mirror.percent
         default["filters"] = [{"type": "RequestMirror", "requestMirror": request_mirror}]
     rules.append(default)
+    protection = lm.spec.protection
+    if protection is not None and protection.timeout is not None:
+        for rule in rules:  # every rule: a header-routed request has the same limit
+            rule["timeouts"] = {"request": protection.timeout}
 
     spec: dict = {"parentRefs": [_parent_ref(lm, settings)]}
     if routing.hostnames:

@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from lmo.errors import UserError
+from lmo.rollout import parse_duration
 from lmo.local.controller import Controller
 
 from lmo_runtime.manifest import ENTRY_MODEL
@@ -130,10 +131,13 @@ class FrontDoor:
         backend = self.controller.backends[version]
         assert self.session is not None
         try:
-            async with self.session.post(backend.url + path, data=body, headers=headers) as up:
+            async with self.session.post(backend.url + path, data=body, headers=headers,
+                                         timeout=self._timeout()) as up:
                 data = await up.read()
                 out = {h: up.headers[h] for h in _RETURN if h in up.headers}
                 status = up.status
+        except asyncio.TimeoutError:
+            return self._timed_out(version)
         except aiohttp.ClientError as err:
             backend.errors += 1
             return web.json_response(
@@ -147,6 +151,22 @@ class FrontDoor:
             backend.answered += 1
         out[VERSION_HEADER] = version
         return web.Response(status=status, body=data, headers=out)
+
+    def _timeout(self) -> aiohttp.ClientTimeout | None:
+        """spec.protection.timeout for the whole request, as the HTTPRoute's timeouts.request."""
+        p = self.controller.spec.protection
+        if p is None or p.timeout is None:
+            return None
+        return aiohttp.ClientTimeout(total=parse_duration(p.timeout))
+
+    def _timed_out(self, version: str) -> web.Response:
+        self.controller.backends[version].errors += 1
+        timeout = self.controller.spec.protection.timeout  # type: ignore[union-attr]
+        return web.json_response(
+            {"error": f"version {version} did not answer within {timeout} "
+                      "(spec.protection.timeout)"},
+            status=504, headers={VERSION_HEADER: version},
+        )
 
     def _mirror(self, version: str, path: str, body: bytes, headers: dict[str, str]) -> None:
         """Fire-and-forget copy to the mirror version (its answer is read and dropped)."""
@@ -181,9 +201,11 @@ class FrontDoor:
         backend = self.controller.backends[choice.version]
         headers = {h: request.headers[h] for h in _FORWARD if h in request.headers}
         assert self.session is not None
+        resp: web.StreamResponse | None = None
         try:
             async with self.session.post(
-                backend.url + request.rel_url.path, data=body, headers=headers
+                backend.url + request.rel_url.path, data=body, headers=headers,
+                timeout=self._timeout(),
             ) as up:
                 resp = web.StreamResponse(
                     status=up.status,
@@ -198,6 +220,10 @@ class FrontDoor:
                 await resp.write_eof()
                 backend.answered += 1
                 return resp
+        except asyncio.TimeoutError:
+            if resp is not None and resp.prepared:  # the stream started: it just ends
+                return resp
+            return self._timed_out(choice.version)
         except aiohttp.ClientError as err:
             backend.errors += 1
             return web.json_response(
