@@ -18,6 +18,9 @@ from prometheus_client import (
     start_http_server,
 )
 
+from lmo.api import Phase
+from lmo.conditions import Reason
+
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
 
@@ -52,6 +55,23 @@ CHILDREN_APPLIED = Counter(
 )
 
 
+VERSION_PHASE = Gauge(
+    "lmo_version_phase",
+    "1 for the phase each version is in (status.versions[].phase), "
+    "0 for the others: what the alerts on failed conversions and stuck versions read.",
+    ["namespace", "name", "version", "phase"],
+    registry=REGISTRY,
+)
+ROLLBACKS = Counter(
+    "lmo_rollbacks_total",
+    "Rollouts rolled back (an analysis failed, or the candidate never got ready).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+PHASES = tuple(p.value for p in Phase)
+_versions: dict[tuple[str, str], set[str]] = {}
+
+
 def record(result: Any, seconds: float, namespace: str, name: str) -> None:
     """Account one finished reconcile (`lmo.reconcile.Result`)."""
     RECONCILE_TOTAL.labels(result=result.outcome).inc()
@@ -59,14 +79,36 @@ def record(result: Any, seconds: float, namespace: str, name: str) -> None:
     READY.labels(namespace=namespace, name=name).set(1 if result.ready else 0)
     for kind, n in result.applied.items():
         CHILDREN_APPLIED.labels(kind=kind).inc(n)
+    phases = getattr(result, "phases", None) or {}
+    if phases:
+        for gone in _versions.get((namespace, name), set()) - set(phases):
+            _drop_version(namespace, name, gone)
+        _versions[(namespace, name)] = set(phases)
+    for version, phase in phases.items():
+        for p in PHASES:
+            VERSION_PHASE.labels(namespace=namespace, name=name, version=version, phase=p).set(
+                1 if p == phase else 0)
+    rolled_back = sum(1 for _, reason, _ in result.events if reason == Reason.ROLLOUT_ROLLED_BACK)
+    if rolled_back:
+        ROLLBACKS.labels(namespace=namespace, name=name).inc(rolled_back)
+
+
+def _drop_version(namespace: str, name: str, version: str) -> None:
+    for p in PHASES:
+        try:
+            VERSION_PHASE.remove(namespace, name, version, p)
+        except KeyError:
+            pass
 
 
 def forget(namespace: str, name: str) -> None:
-    """Drop the ready gauge of a deleted LanguageModel."""
+    """Drop the series of a deleted LanguageModel."""
     try:
         READY.remove(namespace, name)
     except KeyError:
         pass
+    for version in _versions.pop((namespace, name), set()):
+        _drop_version(namespace, name, version)
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> Any:

@@ -82,6 +82,7 @@ class Result:
     deleted: int = 0
     status_written: bool = False
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    phases: dict[str, str] = field(default_factory=dict)  # version -> phase, as in status
 
 
 def _utcnow() -> datetime:
@@ -295,6 +296,7 @@ class Reconciler:
     def _schedule(self, status: dict, observed: S.Observed, decision: Any) -> None:
         """The outcome, and when to look again."""
         states = observed.versions
+        self.result.phases = {st.name: st.phase for st in states}
         self.result.ready = C.is_true(status["conditions"], C.READY)
         if self.result.ready:
             self.result.outcome = "ready"

@@ -323,6 +323,12 @@ def test_the_operator_exports_its_metrics(real: RealCluster, ns: str):
     text = requests.get(f"http://127.0.0.1:{real.metrics_port}/metrics", timeout=5).text
     assert f'lmo_languagemodel_ready{{name="metered",namespace="{ns}"}} 1.0' in text
     assert 'lmo_children_applied_total{kind="Deployment"}' in text
+    assert (f'lmo_version_phase{{name="metered",namespace="{ns}",phase="Ready",version="v1"}} 1.0'
+            in text)
+    # the chart's alerts were installed next to the Prometheus Operator CRDs, and accepted
+    rule = real.request("GET", "/apis/monitoring.coreos.com/v1/namespaces/lmo-system/prometheusrules/lmo")
+    assert rule is not None
+    assert "LmoConversionFailed" in [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
 
 
 def test_drift_in_a_child_is_corrected_with_one_apply(real: RealCluster, ns: str):
