@@ -271,3 +271,28 @@ def test_blue_green_switches_all_traffic_at_once_after_its_checks(env):
     assert status.phase == "Succeeded" and status.stable == "v2", status.message
     assert routes(steps) == [{"v1": 100, "v2": 0}, {"v1": 0, "v2": 100}]
     assert status.last_analysis["measurements"]["output_drift"] < 1e-6
+
+
+def test_the_charts_triton_alert_expressions_return_series_on_real_triton(env, k8s_tools):
+    """Every Triton alert of the chart's PrometheusRule, its threshold taken off, answers with
+    a series per version from the real Prometheus scraping the real servers: a renamed metric
+    or label would leave an alert that can never fire."""
+    import re
+
+    import yaml
+
+    from lmo.analysis import Prometheus
+    from tests.chart.test_chart import CHART, helm
+
+    _, _, prom = env
+    out = helm(k8s_tools, "template", "lmo", str(CHART), "--namespace", "lmo-system",
+               "--api-versions", "monitoring.coreos.com/v1/PrometheusRule").stdout
+    (rule,) = [d for d in yaml.safe_load_all(out) if d and d.get("kind") == "PrometheusRule"]
+    (triton,) = [g for g in rule["spec"]["groups"] if g["name"] == "lmo.triton"]
+    client = Prometheus(prom.url)
+    for r in triton["rules"]:
+        bare = re.sub(r"\s*>\s*[0-9.e+-]+\s*$", "", r["expr"].strip())
+        assert bare != r["expr"].strip(), r["alert"]
+        found = {labels.get("lmo_version") for labels, _ in client.query(bare)}
+        want = {"v2"} if r["alert"] == "LmoHighLatencyP99" else {"v1", "v2"}  # v1 exports no summaries
+        assert want <= found, (r["alert"], bare, found)
