@@ -68,6 +68,18 @@ ROLLBACKS = Counter(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+TRAFFIC = Gauge(
+    "lmo_version_traffic_percent",
+    "Share of requests each version is really routed (status.versions[].traffic).",
+    ["namespace", "name", "version"],
+    registry=REGISTRY,
+)
+ROLLOUT_STEP = Gauge(
+    "lmo_rollout_step",
+    "The running rollout's step, counted from 1 (0: no rollout running).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
 PHASES = tuple(p.value for p in Phase)
 _versions: dict[tuple[str, str], set[str]] = {}
 
@@ -84,6 +96,10 @@ def record(result: Any, seconds: float, namespace: str, name: str) -> None:
         for gone in _versions.get((namespace, name), set()) - set(phases):
             _drop_version(namespace, name, gone)
         _versions[(namespace, name)] = set(phases)
+    for version, share in (getattr(result, "traffic", None) or {}).items():
+        TRAFFIC.labels(namespace=namespace, name=name, version=version).set(share)
+    if phases:
+        ROLLOUT_STEP.labels(namespace=namespace, name=name).set(getattr(result, "rollout_step", 0))
     for version, phase in phases.items():
         for p in PHASES:
             VERSION_PHASE.labels(namespace=namespace, name=name, version=version, phase=p).set(
@@ -94,6 +110,10 @@ def record(result: Any, seconds: float, namespace: str, name: str) -> None:
 
 
 def _drop_version(namespace: str, name: str, version: str) -> None:
+    try:
+        TRAFFIC.remove(namespace, name, version)
+    except KeyError:
+        pass
     for p in PHASES:
         try:
             VERSION_PHASE.remove(namespace, name, version, p)
@@ -103,10 +123,11 @@ def _drop_version(namespace: str, name: str, version: str) -> None:
 
 def forget(namespace: str, name: str) -> None:
     """Drop the series of a deleted LanguageModel."""
-    try:
-        READY.remove(namespace, name)
-    except KeyError:
-        pass
+    for gauge in (READY, ROLLOUT_STEP):
+        try:
+            gauge.remove(namespace, name)
+        except KeyError:
+            pass
     for version in _versions.pop((namespace, name), set()):
         _drop_version(namespace, name, version)
 

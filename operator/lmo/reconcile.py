@@ -42,6 +42,7 @@ from lmo.api import (
     PLURAL,
     LanguageModel,
     Phase,
+    RolloutPhase,
     RolloutStatus,
     SpecError,
     parse,
@@ -83,6 +84,8 @@ class Result:
     status_written: bool = False
     events: list[tuple[str, str, str]] = field(default_factory=list)
     phases: dict[str, str] = field(default_factory=dict)  # version -> phase, as in status
+    traffic: dict[str, int] = field(default_factory=dict)  # version -> percent really routed
+    rollout_step: int = 0  # the running rollout's step from 1; 0 when none runs
 
 
 def _utcnow() -> datetime:
@@ -297,6 +300,10 @@ class Reconciler:
         """The outcome, and when to look again."""
         states = observed.versions
         self.result.phases = {st.name: st.phase for st in states}
+        self.result.traffic = {v["name"]: v["traffic"] for v in status["versions"]}
+        ro = status.get("rollout") or {}
+        running = ro.get("phase") in (RolloutPhase.PROGRESSING.value, RolloutPhase.PAUSED.value)
+        self.result.rollout_step = int(ro.get("step") or 0) + 1 if running else 0
         self.result.ready = C.is_true(status["conditions"], C.READY)
         if self.result.ready:
             self.result.outcome = "ready"

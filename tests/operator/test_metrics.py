@@ -29,3 +29,13 @@ def test_rollbacks_are_counted_from_the_events_of_a_pass():
               ("Normal", "RolloutStep", "step 1/2")]
     metrics.record(Result("progressing", events=events), 0.1, "ml", "back")
     assert 'lmo_rollbacks_total{name="back",namespace="ml"} 1.0' in text()
+
+
+def test_traffic_and_rollout_step_for_the_dashboard():
+    metrics.record(Result("progressing", phases={"v1": "Ready", "v2": "Ready"},
+                          traffic={"v1": 75, "v2": 25}, rollout_step=2), 0.1, "ml", "walk")
+    out = text()
+    assert 'lmo_version_traffic_percent{name="walk",namespace="ml",version="v2"} 25.0' in out
+    assert 'lmo_rollout_step{name="walk",namespace="ml"} 2.0' in out
+    metrics.forget("ml", "walk")
+    assert 'name="walk"' not in text()
