@@ -325,6 +325,8 @@ def test_the_operator_exports_its_metrics(real: RealCluster, ns: str):
     assert 'lmo_children_applied_total{kind="Deployment"}' in text
     assert (f'lmo_version_phase{{name="metered",namespace="{ns}",phase="Ready",version="v1"}} 1.0'
             in text)
+    assert f'lmo_version_traffic_percent{{name="metered",namespace="{ns}",version="v2"}} 10.0' in text
+    assert f'lmo_rollout_step{{name="metered",namespace="{ns}"}} 0.0' in text
     # the chart's alerts were installed next to the Prometheus Operator CRDs, and accepted
     rule = real.request("GET", "/apis/monitoring.coreos.com/v1/namespaces/lmo-system/prometheusrules/lmo")
     assert rule is not None

@@ -296,3 +296,24 @@ def test_the_charts_triton_alert_expressions_return_series_on_real_triton(env, k
         found = {labels.get("lmo_version") for labels, _ in client.query(bare)}
         want = {"v2"} if r["alert"] == "LmoHighLatencyP99" else {"v1", "v2"}  # v1 exports no summaries
         assert want <= found, (r["alert"], bare, found)
+
+
+def test_the_charts_dashboard_triton_panels_return_series_on_real_triton(env, k8s_tools):
+    """Every dashboard panel on Triton's metrics, with 'all' chosen in its variables, answers
+    with a series per version from the real Prometheus scraping the real servers. (The panels
+    on the operator's own metrics need a scraped operator: not here.)"""
+    from lmo.analysis import Prometheus
+    from tests.chart.test_dashboard import dashboard, queries
+
+    _, _, prom = env
+    _, dash = dashboard(k8s_tools)
+    client = Prometheus(prom.url)
+    checked = 0
+    for title, q in queries(dash):
+        if "nv_inference" not in q:
+            continue
+        found = {labels.get("lmo_version") for labels, _ in client.query(q)}
+        want = {"v2"} if "summary" in q else {"v1", "v2"}  # v1 exports no latency summaries
+        assert want <= found, (title, q, found)
+        checked += 1
+    assert checked == 6
