@@ -47,6 +47,7 @@ from lmo.builders.traffic import service_replicas
 from lmo.conditions import NORMAL, WARNING, Reason
 from lmo.diff import is_subset
 from lmo.settings import OperatorSettings
+from lmo_runtime.manifest import ConversionRequest
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ class VersionState:
     """What is known of one version in this pass (never mutated: stages make new ones)."""
 
     name: str
-    key: str  # the desired artifact's content key
+    request: ConversionRequest  # what the version's spec asks to convert
+    key: str  # its content key (request.key(), computed once)
     uri: str  # where the desired artifact lives (or will)
     phase: str = Phase.PENDING.value
     message: str = ""
@@ -128,9 +130,10 @@ def observe(
     old_versions = {v.get("name"): v for v in old_status.get("versions") or []}
     states = []
     for i, v in enumerate(spec.versions):
-        key = conversion_request(spec, v).key()
+        request = conversion_request(spec, v)
+        key = request.key()
         old = old_versions.get(v.name) or {}
-        st = VersionState(name=v.name, key=key, uri=artifact_uri(store, key),
+        st = VersionState(name=v.name, request=request, key=key, uri=artifact_uri(store, key),
                           artifact=old.get("artifact") or None)
         last_good = st.artifact.get("uri") if st.artifact else None
         if store_secret and not secrets.get(store_secret, False):
@@ -243,19 +246,19 @@ def observe_local(
     """
     states = []
     for v in spec.versions:
-        key = conversion_request(spec, v).key()
+        request = conversion_request(spec, v)
         server = servers.get(v.name)
         if v.name in converting or server is None:
             busy = v.name in converting
             states.append(VersionState(
-                name=v.name, key=key, uri="", convert=busy,
+                name=v.name, request=request, key=request.key(), uri="", convert=busy,
                 phase=Phase.CONVERTING.value if busy else Phase.PENDING.value,
                 message="converting the new checkpoint" if busy else "not started",
             ))
             continue
         uri, served, artifact, ready = server
         states.append(VersionState(
-            name=v.name, key=key, uri=uri, available=True, artifact=artifact, serve_uri=uri,
+            name=v.name, request=request, key=request.key(), uri=uri, available=True, artifact=artifact, serve_uri=uri,
             serving_key=served, replicas=1, ready_replicas=int(ready), deployment_ready=ready,
             ready=ready, phase=Phase.READY.value if ready else Phase.DEPLOYING.value,
             message="" if ready else "Triton server not ready",
@@ -268,16 +271,14 @@ def observe_local(
 Measure = Callable[[RolloutStatus], Awaitable[Any]]
 
 
-async def step(spec: LanguageModelSpec, observed: Observed, now: datetime,
-               measure: Measure | None) -> R.Decision:
-    """The rollout decision (Manual: the spec's weights): decide; when a step's hold elapsed
-    or an early check is due, `measure` the candidate (an AnalysisResult) and decide again.
+def observations(observed: Observed) -> list[R.VersionObservation]:
+    """What the rollout state machine sees of each version.
 
     A version counts as ready for the artifact all its pods serve, never for the one its
     spec asks for while older pods still answer: in the pass where a conversion finishes,
     the Deployment has not even been changed yet.
     """
-    observations = [
+    return [
         R.VersionObservation(
             name=st.name,
             ready=st.serve_uri is not None and st.serving_key is not None and st.deployment_ready,
@@ -286,12 +287,19 @@ async def step(spec: LanguageModelSpec, observed: Observed, now: datetime,
         )
         for st in observed.versions
     ]
+
+
+async def step(spec: LanguageModelSpec, observed: Observed, now: datetime,
+               measure: Measure | None) -> R.Decision:
+    """The rollout decision (Manual: the spec's weights): decide; when a step's hold elapsed
+    or an early check is due, `measure` the candidate (an AnalysisResult) and decide again."""
+    seen = observations(observed)
     raw = observed.old_status.get("rollout")
     current = RolloutStatus.model_validate(raw) if raw else None
-    decision = R.decide(spec, current, observations, now)
+    decision = R.decide(spec, current, seen, now)
     if decision.analyse and decision.rollout is not None and measure is not None:
         result = await measure(decision.rollout)
-        decision = R.decide(spec, current, observations, now, analysis=result)
+        decision = R.decide(spec, current, seen, now, analysis=result)
     return decision
 
 
@@ -312,7 +320,7 @@ def plan(lm: LanguageModel, observed: Observed, decision: R.Decision) -> tuple[l
     plans = [
         VersionPlan(
             name=st.name,
-            request=conversion_request(spec, spec.version(st.name)),
+            request=st.request,
             artifact_uri=st.uri,
             convert=st.convert,
             serve_uri=st.serve_uri,

@@ -182,7 +182,7 @@ class Controller:
         """`step` without I/O, for a spec change between ticks (no analysis is due then)."""
         from lmo.rollout import decide
 
-        return self._act(decide(self.spec, self.rollout, _observations(self.observe()), now, analysis))
+        return self._act(decide(self.spec, self.rollout, S.observations(self.observe()), now, analysis))
 
     def _act(self, decision: Any) -> Any:
         """Record the decision's Events and rollout state, and route its weights."""
@@ -316,7 +316,7 @@ class Controller:
         if decision is None:  # no tick yet: what the first would decide, without acting on it
             from lmo.rollout import decide
 
-            decision = decide(self.spec, self.rollout, _observations(observed), _now())
+            decision = decide(self.spec, self.rollout, S.observations(observed), _now())
         _, routed = S.plan(self.lm, observed, decision)
         out = S.status_from(self.lm, OperatorSettings(), observed, routed, decision, [], None, _now())
         out["endpoint"] = self.endpoint
@@ -347,10 +347,3 @@ def _step_key(r: RolloutStatus | None) -> tuple[Any, ...] | None:
     if r is None:
         return None
     return (r.candidate, r.stable, r.step, r.step_started_at)
-
-
-def _observations(observed: S.Observed) -> list:
-    from lmo.rollout import VersionObservation
-
-    return [VersionObservation(name=v.name, ready=v.deployment_ready, artifact_key=v.serving_key)
-            for v in observed.versions]
