@@ -91,15 +91,15 @@ def record(result: Any, seconds: float, namespace: str, name: str) -> None:
     READY.labels(namespace=namespace, name=name).set(1 if result.ready else 0)
     for kind, n in result.applied.items():
         CHILDREN_APPLIED.labels(kind=kind).inc(n)
-    phases = getattr(result, "phases", None) or {}
+    phases = result.phases
     if phases:
         for gone in _versions.get((namespace, name), set()) - set(phases):
             _drop_version(namespace, name, gone)
         _versions[(namespace, name)] = set(phases)
-    for version, share in (getattr(result, "traffic", None) or {}).items():
+    for version, share in result.traffic.items():
         TRAFFIC.labels(namespace=namespace, name=name, version=version).set(share)
     if phases:
-        ROLLOUT_STEP.labels(namespace=namespace, name=name).set(getattr(result, "rollout_step", 0))
+        ROLLOUT_STEP.labels(namespace=namespace, name=name).set(result.rollout_step)
     for version, phase in phases.items():
         for p in PHASES:
             VERSION_PHASE.labels(namespace=namespace, name=name, version=version, phase=p).set(
