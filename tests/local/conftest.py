@@ -7,6 +7,7 @@ fixture, which also checks that every process it started is gone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,7 +15,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,6 +25,20 @@ import yaml
 from examples.make_checkpoints import make_tiny_bert_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.asynccontextmanager
+async def serving_app(app: Any) -> AsyncIterator[int]:
+    """An aiohttp application (a stand-in Triton or gateway) on a free loopback port."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
 
 
 def descendants(pid: int) -> set[int]:

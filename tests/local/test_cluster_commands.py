@@ -20,6 +20,7 @@ from lmo.cli import main
 from lmo.rollout import VersionObservation, decide, desired_key
 from lmo.settings import OperatorSettings
 from tests.fixtures.kmock_fixture import LM_RESOURCE, start_cluster
+from tests.local.conftest import serving_app
 
 SPEC = {
     "task": "text-classification",
@@ -182,16 +183,11 @@ async def test_infer_on_a_cluster_posts_to_the_model_under_status_endpoint(
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", kserve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     lm = parse({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
                 "metadata": {"name": "sentiment", "namespace": "models"}, "spec": SPEC})
-    url = endpoint(lm, OperatorSettings(gateway_address=f"127.0.0.1:{port}"))
-    assert url.endswith("/v2/models/text_classification")
-    try:
+    async with serving_app(app) as port:
+        url = endpoint(lm, OperatorSettings(gateway_address=f"127.0.0.1:{port}"))
+        assert url.endswith("/v2/models/text_classification")
         async with await start_cluster(operator=False) as (cluster, _):
             kubeconfig(str(cluster.kmock.url))
             await cluster.apply_lm("sentiment", SPEC, namespace="models")
@@ -204,5 +200,3 @@ async def test_infer_on_a_cluster_posts_to_the_model_under_status_endpoint(
             assert rc == 0, err
             assert paths == ["/v2/models/text_classification/infer"]
             assert "[v2]" in out and "POSITIVE" in out
-    finally:
-        await runner.cleanup()

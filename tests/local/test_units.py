@@ -30,6 +30,7 @@ from lmo.local.tritonmetrics import Snapshot, parse
 from lmo.local.versions import resolve_checkpoint
 from lmo.rollout import VersionObservation, decide, desired_key
 from lmo.settings import OperatorSettings
+from tests.local.conftest import serving_app
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -549,29 +550,24 @@ async def test_front_door_answers_504_past_protection_timeout():
 
     app = web.Application()
     app.router.add_post("/v2/models/{m}/infer", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     lm = parse_lm({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel", "metadata": {"name": "m"},
                    "spec": {"task": "text-classification", "protection": {"timeout": "300ms"},
                             "versions": [{"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}}]}})
     artifact = SimpleNamespace(directory=Path("/nonexistent"), spec_key="k",
                                manifest=SimpleNamespace(summary=lambda uri: {"uri": uri}))
-    backend = Backend("v1", f"http://127.0.0.1:{port}", "", "", artifact)
-    controller = Controller(lm, backends={"v1": backend})
-    controller.set_ready("v1", True)
-    door = FrontDoor(controller)
-    door_port = await door.start()
-    try:
-        async with aiohttp.ClientSession() as s:
-            good = {"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["x"]}]}
-            async with s.post(f"http://127.0.0.1:{door_port}/v2/models/text_classification/infer",
-                              json=good) as r:
-                assert r.status == 504
-                assert "within 300ms (spec.protection.timeout)" in (await r.json())["error"]
-                assert r.headers["x-lmo-version"] == "v1"
-    finally:
-        await door.stop()
-        await runner.cleanup()
+    async with serving_app(app) as port:
+        backend = Backend("v1", f"http://127.0.0.1:{port}", "", "", artifact)
+        controller = Controller(lm, backends={"v1": backend})
+        controller.set_ready("v1", True)
+        door = FrontDoor(controller)
+        door_port = await door.start()
+        try:
+            async with aiohttp.ClientSession() as s:
+                good = {"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["x"]}]}
+                async with s.post(f"http://127.0.0.1:{door_port}/v2/models/text_classification/infer",
+                                  json=good) as r:
+                    assert r.status == 504
+                    assert "within 300ms (spec.protection.timeout)" in (await r.json())["error"]
+                    assert r.headers["x-lmo-version"] == "v1"
+        finally:
+            await door.stop()
