@@ -188,15 +188,9 @@ class FrontDoor:
     async def generate(self, request: web.Request) -> web.StreamResponse:
         """Triton's generate extension, streamed back chunk by chunk (SSE for _stream)."""
         body = await request.read()
-        if request.headers.get("Content-Encoding", "identity") == "identity":
-            try:
-                payload = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as err:
-                return _error(400, f"body is not JSON ({err}); send e.g. "
-                                   '{"text_input": "Once upon a time", "max_tokens": 16}')
-            if not isinstance(payload, dict):
-                return _error(400, "body must be a JSON object such as "
-                                   '{"text_input": "Once upon a time", "max_tokens": 16}')
+        problem = generate_body_problem(body, request.headers)
+        if problem:
+            return _error(400, problem)
         choice = self._choose(request)
         backend = self.controller.backends[choice.version]
         headers = {h: request.headers[h] for h in _FORWARD if h in request.headers}
@@ -329,19 +323,40 @@ _EXAMPLE_INFER = ('{"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BY
                   '"data": ["hello"]}]}')
 
 
-def infer_body_problem(body: bytes, headers: Any) -> str | None:
-    """What is wrong with a KServe v2 inference request, before it reaches Triton (which
-    answers a malformed one with a 500); None when it is well formed or compressed (Triton
-    decompresses and judges it). With the binary tensor extension only the JSON header
-    (`Inference-Header-Content-Length` bytes) is read."""
+_EXAMPLE_GENERATE = '{"text_input": "Once upon a time", "max_tokens": 16}'
+
+
+_COMPRESSED = object()
+
+
+def _json_body(body: bytes, headers: Any, example: str) -> tuple[Any, str | None]:
+    """(the parsed JSON, None), or (None, why it is not JSON); (_COMPRESSED, None) for a
+    compressed body, which Triton decompresses and judges itself. With the binary tensor
+    extension only the JSON header (`Inference-Header-Content-Length` bytes) is read."""
     if headers.get("Content-Encoding", "identity") != "identity":
-        return None
+        return _COMPRESSED, None
     length = headers.get("Inference-Header-Content-Length")
     head = body[: int(length)] if length and length.isdigit() else body
     try:
-        payload = json.loads(head)
+        return json.loads(head), None
     except (ValueError, UnicodeDecodeError) as err:
-        return f"body is not JSON ({err}); send a KServe v2 request such as {_EXAMPLE_INFER}"
+        return None, f"body is not JSON ({err}); send a request such as {example}"
+
+
+def generate_body_problem(body: bytes, headers: Any) -> str | None:
+    """What is wrong with a request to Triton's generate extension, or None."""
+    payload, problem = _json_body(body, headers, _EXAMPLE_GENERATE)
+    if problem or payload is _COMPRESSED or isinstance(payload, dict):
+        return problem
+    return f"body must be a JSON object such as {_EXAMPLE_GENERATE}"
+
+
+def infer_body_problem(body: bytes, headers: Any) -> str | None:
+    """What is wrong with a KServe v2 inference request before it reaches Triton (which
+    answers a malformed one with a 500), or None (well formed, or compressed)."""
+    payload, problem = _json_body(body, headers, _EXAMPLE_INFER)
+    if problem or payload is _COMPRESSED:
+        return problem
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         return f'body must be a JSON object with an "inputs" list, such as {_EXAMPLE_INFER}'
     for i, tensor in enumerate(payload["inputs"]):
