@@ -494,15 +494,26 @@ def test_one_rule_for_the_traffic_sum_and_for_handing_traffic_back_to_a_person()
 
 async def test_front_door_answers_malformed_bodies_with_400_saying_what_is_wrong():
     import aiohttp
+    from aiohttp import web
 
-    from lmo.local.controller import Controller
+    from lmo.local.controller import Backend, Controller
     from lmo.local.frontdoor import FrontDoor, infer_body_problem
 
-    def door_for(task: str) -> FrontDoor:
-        return FrontDoor(Controller(parse_lm({
+    async def refuse(request):  # what Triton answers a malformed body: a bare 500
+        return web.json_response({"error": "failed to parse the request JSON buffer"}, status=500)
+
+    triton = web.Application()
+    triton.router.add_post("/{tail:.*}", refuse)
+    artifact = SimpleNamespace(directory=Path("/nonexistent"), spec_key="k",
+                               manifest=SimpleNamespace(summary=lambda uri: {"uri": uri}))
+
+    def door_for(task: str, port: int) -> FrontDoor:
+        controller = Controller(parse_lm({
             "apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel", "metadata": {"name": "m"},
             "spec": {"task": task, "versions": [{"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}}]}}),
-            backends={}))
+            backends={"v1": Backend("v1", f"http://127.0.0.1:{port}", "", "", artifact)})
+        controller.set_ready("v1", True)
+        return FrontDoor(controller)
 
     cases = [
         ("text-classification", "/v2/models/text_classification/infer", b"{not json", "body is not JSON"),
@@ -518,17 +529,18 @@ async def test_front_door_answers_malformed_bodies_with_400_saying_what_is_wrong
          'field "temperature" must be a number'),
         ("text-generation", "/v2/models/text_generation/generate", b"garbage", "body is not JSON"),
     ]
-    for task, path, body, words in cases:
-        door = door_for(task)
-        port = await door.start()
-        try:
-            async with aiohttp.ClientSession() as s:
-                async with s.post(f"http://127.0.0.1:{port}{path}", data=body,
-                                  headers={"Content-Type": "application/json"}) as r:
-                    assert r.status == 400, (path, body, r.status)
-                    assert words in (await r.json())["error"], (path, body)
-        finally:
-            await door.stop()
+    async with serving_app(triton) as triton_port:
+        for task, path, body, words in cases:
+            door = door_for(task, triton_port)
+            port = await door.start()
+            try:
+                async with aiohttp.ClientSession() as s:
+                    async with s.post(f"http://127.0.0.1:{port}{path}", data=body,
+                                      headers={"Content-Type": "application/json"}) as r:
+                        assert r.status == 400, (path, body, r.status)
+                        assert words in (await r.json())["error"], (path, body)
+            finally:
+                await door.stop()
     # well formed, binary tensors (only the JSON header is read) and compressed bodies pass
     good = b'{"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["x"]}]}'
     assert infer_body_problem(good, {}) is None

@@ -116,14 +116,15 @@ class FrontDoor:
 
     async def infer(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        problem = infer_body_problem(body, request.headers)
-        if problem:
-            return _error(400, problem)
         choice = self._choose(request)
         headers = {h: request.headers[h] for h in _FORWARD if h in request.headers}
         if choice.mirror:
             self._mirror(choice.mirror, request.rel_url.path, body, headers)
-        return await self._forward(choice.version, request.rel_url.path, body, headers)
+        resp = await self._forward(choice.version, request.rel_url.path, body, headers)
+        # Triton answers a malformed request with a 500: only then is the body read here, so
+        # a well-formed request costs the door nothing more
+        problem = infer_body_problem(body, request.headers) if resp.status >= 400 else None
+        return _error(400, problem) if problem else resp
 
     async def _forward(
         self, version: str, path: str, body: bytes, headers: dict[str, str]
@@ -188,9 +189,6 @@ class FrontDoor:
     async def generate(self, request: web.Request) -> web.StreamResponse:
         """Triton's generate extension, streamed back chunk by chunk (SSE for _stream)."""
         body = await request.read()
-        problem = generate_body_problem(body, request.headers)
-        if problem:
-            return _error(400, problem)
         choice = self._choose(request)
         backend = self.controller.backends[choice.version]
         headers = {h: request.headers[h] for h in _FORWARD if h in request.headers}
@@ -201,6 +199,11 @@ class FrontDoor:
                 backend.url + request.rel_url.path, data=body, headers=headers,
                 timeout=self._timeout(),
             ) as up:
+                if up.status >= 400:  # as for infer: the body is read only when Triton refused it
+                    problem = generate_body_problem(body, request.headers)
+                    if problem:
+                        backend.errors += 1
+                        return _error(400, problem)
                 resp = web.StreamResponse(
                     status=up.status,
                     headers={
@@ -352,8 +355,8 @@ def generate_body_problem(body: bytes, headers: Any) -> str | None:
 
 
 def infer_body_problem(body: bytes, headers: Any) -> str | None:
-    """What is wrong with a KServe v2 inference request before it reaches Triton (which
-    answers a malformed one with a 500), or None (well formed, or compressed)."""
+    """What is wrong with a KServe v2 inference request Triton refused (it answers a
+    malformed one with a 500), or None (well formed, or compressed)."""
     payload, problem = _json_body(body, headers, _EXAMPLE_INFER)
     if problem or payload is _COMPRESSED:
         return problem
