@@ -46,6 +46,7 @@ DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 GATEWAY_DURATION = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"
 CHECKPOINT_URI = r"^(s3|pvc|https|http|file)://.+"
 ARTIFACT_URI = r"^(s3|pvc|file)://.+"
+EVALUATION_URI = r"^(s3|pvc|file|configmap)://.+"
 
 DEFAULT_TRITON_IMAGE = "ghcr.io/lmo-dev/lmo-triton:0.1.0"
 
@@ -102,11 +103,29 @@ class Strategy(str, Enum):
     MANUAL = "Manual"
     CANARY = "Canary"
     BLUE_GREEN = "BlueGreen"
+    EXPERIMENT = "Experiment"
+
+
+class OnDecision(str, Enum):
+    PROMOTE = "Promote"
+    REPORT = "Report"
+
+
+class ExperimentPhase(str, Enum):
+    RUNNING = "Running"
+    DECIDED = "Decided"
+    INCONCLUSIVE = "Inconclusive"
 
 
 class RoutingProvider(str, Enum):
     GATEWAY_API = "GatewayAPI"
     SERVICE = "Service"
+
+
+class PolicyProvider(str, Enum):
+    NONE = "None"
+    ENVOY_GATEWAY = "EnvoyGateway"
+    ISTIO = "Istio"
 
 
 class Engine(str, Enum):
@@ -142,6 +161,7 @@ class RolloutPhase(str, Enum):
     PAUSED = "Paused"
     SUCCEEDED = "Succeeded"
     ROLLED_BACK = "RolledBack"
+    CONCLUDED = "Concluded"  # an Experiment reached its verdict; the spec's weights stay
 
 
 # --------------------------------------------------------------------------- spec
@@ -194,6 +214,38 @@ class AccuracyGate(_Model):
     )
 
 
+class Evaluation(_Model):
+    uri: str = Field(
+        description="The user's own evaluation data, JSON Lines (one object per line): "
+        "s3://bucket/key (read with the checkpoint's secretRef), pvc://CLAIM/PATH, "
+        "configmap://NAME/KEY (a ConfigMap in the resource's namespace, mounted into the "
+        "conversion Job) or file:///path (local mode; relative to the YAML file).",
+        pattern=EVALUATION_URI,
+        max_length=2048,
+    )
+    field: str = Field(
+        default="text",
+        min_length=1,
+        max_length=256,
+        description="Name of the field of each record that holds the text.",
+    )
+    limit: int = Field(
+        default=512,
+        ge=1,
+        le=100000,
+        description="Use at most this many records (the first ones). With int8-static, every "
+        "second record (up to calibrationSamples) calibrates and the rest is scored by the "
+        "accuracy gate; otherwise the gate scores them all.",
+    )
+    sha256: str | None = Field(
+        default=None,
+        description="Optional sha256 of the whole file (as sha256sum prints it); a mismatch "
+        "refuses the conversion. Without it a changed file at the same uri is noticed only "
+        "under lmo up, whose cache re-reads the data.",
+        pattern=r"^[a-f0-9]{64}$",
+    )
+
+
 class Optimize(_Model):
     precision: Precision = Field(
         default=Precision.FP32,
@@ -209,6 +261,12 @@ class Optimize(_Model):
         ge=8,
         le=4096,
         description="Number of sample inputs used to calibrate int8-static.",
+    )
+    evaluation: Evaluation | None = Field(
+        default=None,
+        description="Score the accuracy gate (and calibrate int8-static) on your own data "
+        "instead of the built-in English sentences; its digest and the records used are "
+        "reported in status.versions[].artifact.evaluation.",
     )
 
 
@@ -232,6 +290,54 @@ class VersionSpec(_Model):
         "gets 100). During an automated rollout the weights actually routed are in "
         "status.versions[].traffic.",
     )
+
+
+_GATE_BOUNDS = "analysis.metrics[]: set max, min or maxIncreaseOverStable (a gate needs a bound)"
+_GATE_ORDER = "analysis.metrics[]: min must not exceed max"
+
+
+class MetricGate(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_cel_rules(
+            _cel("has(self.max) || has(self.min) || has(self.maxIncreaseOverStable)",
+                 _GATE_BOUNDS),
+            _cel("!has(self.max) || !has(self.min) || self.min <= self.max", _GATE_ORDER, ".min"),
+        )
+    )
+
+    name: str = Field(
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+        max_length=63,
+        description="Name of the gate, as it appears in status.rollout.lastAnalysis and in "
+        "the reasons of a pass or a failure (e.g. toxicity).",
+    )
+    query: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="PromQL returning one number per version; {{version}}, {{namespace}}, "
+        "{{name}} and {{window}} (the analysed window, e.g. 120s) are filled in. Judged for "
+        "the candidate, and for the stable version when maxIncreaseOverStable is set.",
+    )
+    max: float | None = Field(
+        default=None, description="The candidate's value must be at most this."
+    )
+    min: float | None = Field(
+        default=None, description="The candidate's value must be at least this."
+    )
+    max_increase_over_stable: float | None = Field(
+        default=None,
+        ge=0,
+        description="The candidate's value may exceed the stable version's value of the same "
+        "query by at most this much (absolute, in the query's unit).",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "MetricGate":
+        if self.max is None and self.min is None and self.max_increase_over_stable is None:
+            raise ValueError(f"{_GATE_BOUNDS} (gate {self.name!r})")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"{_GATE_ORDER} (gate {self.name!r}: min {self.min} > max {self.max})")
+        return self
 
 
 class Analysis(_Model):
@@ -278,6 +384,125 @@ class Analysis(_Model):
         description="Consecutive holds for lack of traffic after which the rollout is "
         "rolled back.",
     )
+    metrics: list[MetricGate] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Custom gates besides the built-in ones, each a PromQL query judged "
+        "against max, min and/or maxIncreaseOverStable (Canary, BlueGreen and Experiment).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+
+_OUTCOME_PAIR = ("rollout.experiment.outcome: successQuery and totalQuery go together (set "
+                 "both, or neither to count lmo's own feedback)")
+_OUTCOME_EXCLUSIVE = ("rollout.experiment.outcome: feedback: true and successQuery/totalQuery "
+                      "exclude each other; pick one")
+_OUTCOME_NEEDS = ("rollout.experiment.outcome: feedback: false needs successQuery and "
+                  "totalQuery")
+
+
+class ExperimentOutcome(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_cel_rules(
+            _cel("has(self.successQuery) == has(self.totalQuery)", _OUTCOME_PAIR),
+            _cel("!has(self.feedback) || !self.feedback || !has(self.successQuery)",
+                 _OUTCOME_EXCLUSIVE),
+            _cel("!has(self.feedback) || self.feedback || has(self.successQuery)", _OUTCOME_NEEDS),
+        )
+    )
+
+    feedback: bool | None = Field(
+        default=None,
+        description="Count lmo's own per-version feedback (POST /v1/feedback with the "
+        "x-lmo-request-id of an answer): the default when no queries are set.",
+    )
+    success_query: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="PromQL for the successes of one version since the experiment started "
+        "(or the sum of scores in [0, 1]); {{version}}, {{namespace}}, {{name}} and "
+        "{{window}} are filled in, e.g. "
+        "sum(increase(shop_orders_total{lmo_version=\"{{version}}\"}[{{window}}])).",
+    )
+    total_query: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="PromQL for the trials (samples) of one version since the experiment "
+        "started, with the same placeholders as successQuery.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ExperimentOutcome":
+        if (self.success_query is None) != (self.total_query is None):
+            raise ValueError(_OUTCOME_PAIR)
+        if self.feedback is True and self.success_query is not None:
+            raise ValueError(_OUTCOME_EXCLUSIVE)
+        if self.feedback is False and self.success_query is None:
+            raise ValueError(_OUTCOME_NEEDS)
+        return self
+
+    @property
+    def uses_feedback(self) -> bool:
+        return self.success_query is None
+
+
+_SAMPLES_ORDER = "rollout.experiment.maxSamples must be at least minSamples"
+
+
+class Experiment(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_cel_rules(
+            _cel("!has(self.maxSamples) || self.maxSamples >= self.minSamples", _SAMPLES_ORDER,
+                 ".maxSamples"),
+        )
+    )
+
+    outcome: ExperimentOutcome = Field(
+        default_factory=ExperimentOutcome,
+        description="What counts as a success: lmo's feedback counts (default) or your own "
+        "counters through successQuery and totalQuery.",
+    )
+    min_samples: int = Field(
+        default=1000,
+        ge=10,
+        le=1_000_000_000,
+        description="Samples (outcomes) each version needs before any decision; the "
+        "sequential test is also tuned to be sharpest around this size.",
+    )
+    max_samples: int | None = Field(
+        default=None,
+        ge=10,
+        description="Samples per version after which an undecided experiment ends "
+        "Inconclusive (no limit when unset).",
+    )
+    max_duration: str | None = Field(
+        default=None,
+        pattern=DURATION,
+        description="Time after which an undecided experiment ends Inconclusive, e.g. 72h "
+        "(no limit when unset).",
+    )
+    confidence: float = Field(
+        default=0.95,
+        ge=0.8,
+        le=0.999,
+        description="Confidence of the always-valid interval: the chance of declaring a "
+        "winner between equal versions, however often the numbers are looked at, stays "
+        "below 1 - confidence.",
+    )
+    on_decision: OnDecision = Field(
+        default=OnDecision.PROMOTE,
+        description="Promote: the winner gets 100% of the traffic once Decided. Report: "
+        "status.experiment says who won; the traffic stays as the spec says.",
+    )
+
+    @model_validator(mode="after")
+    def _samples(self) -> "Experiment":
+        if self.max_samples is not None and self.max_samples < self.min_samples:
+            raise ValueError(f"{_SAMPLES_ORDER} (maxSamples {self.max_samples} < minSamples "
+                             f"{self.min_samples})")
+        return self
 
 
 class Rollout(_Model):
@@ -295,7 +520,10 @@ class Rollout(_Model):
         description="Manual: the versions' traffic fields are obeyed exactly. Canary: "
         "traffic moves to the newest version through `steps`, gated on Prometheus "
         "metrics and golden-output drift. BlueGreen: the newest version takes 100% at "
-        "once after its checks pass.",
+        "once after its checks pass. Experiment: the two versions with traffic keep the "
+        "spec's weights while a sequential test compares their success rates "
+        "(rollout.experiment); every stepDuration is one look, and the analysis gates "
+        "still roll a failing candidate back.",
     )
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=lambda: [10, 25, 50, 100],
@@ -319,6 +547,11 @@ class Rollout(_Model):
         description="BlueGreen: how long the previous version is kept for instant "
         "rollback after the switch.",
     )
+    experiment: Experiment | None = Field(
+        default=None,
+        description="Experiment: how the two versions with traffic are compared (outcome, "
+        "sample sizes, confidence, what happens on a decision). Defaults apply when unset.",
+    )
 
     @field_validator("steps")
     @classmethod
@@ -341,6 +574,17 @@ class AbTest(_Model):
         max_length=256,
         description="HTTP header naming a version: a request carrying it goes to that "
         "version; other requests follow the weights.",
+    )
+
+
+class Sticky(_Model):
+    header: str = Field(
+        pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$",
+        max_length=256,
+        description="HTTP header identifying a user (e.g. x-user-id): requests with the same "
+        "value go to the same version, and the users split as the weights say. On the "
+        "cluster it becomes the HTTPRoute's header-based sessionPersistence (experimental "
+        "Gateway API CRDs); under lmo up the value is hashed into the weight buckets.",
     )
 
 
@@ -372,6 +616,25 @@ class Routing(_Model):
         default=None, description="Route requests naming a version in a header to it."
     )
     mirror: Mirror | None = Field(default=None, description="Shadow traffic to one version.")
+    sticky: Sticky | None = Field(
+        default=None,
+        description="Send the same user (a header value) to the same version, consistent "
+        "with the weights: what an Experiment needs so one user sees one version.",
+    )
+    policies: PolicyProvider = Field(
+        default=PolicyProvider.NONE,
+        description="Which gateway's own policies carry spec.protection beyond the standard "
+        "HTTPRoute timeout. None: standard objects only (API keys, rate limits and the "
+        "circuit breaker are refused). EnvoyGateway: a BackendTrafficPolicy (rate limit, "
+        "circuit breaker, passive health check) and a SecurityPolicy (API keys) on the "
+        "HTTPRoute. Istio: a DestinationRule per version (circuit breaker) and an "
+        "AuthorizationPolicy; Istio has no API-key auth or local rate limit as a policy.",
+    )
+    network_policy: bool = Field(
+        default=True,
+        description="A NetworkPolicy per LanguageModel: only the gateway's namespace, the "
+        "operator and the metrics scraper reach its Triton pods (selectors are Helm values).",
+    )
 
 
 class Toleration(_Model):
@@ -460,6 +723,21 @@ class Batching(_Model):
     )
 
 
+class Queue(_Model):
+    max_size: int = Field(
+        ge=1,
+        le=1_000_000,
+        description="Most requests waiting in Triton's queue (default_queue_policy."
+        "max_queue_size); one more is rejected at once.",
+    )
+    timeout: str | None = Field(
+        default=None,
+        pattern=GATEWAY_DURATION,
+        description="Longest a request may wait in the queue (e.g. 2s, 500ms; "
+        "default_timeout_microseconds, timeout_action REJECT); unset: no limit.",
+    )
+
+
 class Serving(_Model):
     image: str = Field(
         default=DEFAULT_TRITON_IMAGE,
@@ -504,6 +782,13 @@ class Serving(_Model):
     )
     batching: Batching = Field(
         default_factory=Batching, description="Dynamic batching of the served model."
+    )
+    queue: "Queue | None" = Field(
+        default=None,
+        description="Triton's queue policy for the model clients call: a request that finds "
+        "the queue full, or waits longer than timeout, is rejected at once (the client gets "
+        "503 with Retry-After) instead of queueing without bound. Part of config.pbtxt, so "
+        "setting it converts anew; leaving it out keeps existing conversions.",
     )
 
 
@@ -604,6 +889,80 @@ class Autoscaling(_Model):
         return self
 
 
+class ApiKeys(_Model):
+    secret_ref: SecretRef = Field(
+        description="Secret whose data keys are client ids and whose values are their API "
+        "keys. Clients send Authorization: Bearer <key>."
+    )
+
+
+class Auth(_Model):
+    api_keys: ApiKeys = Field(
+        description="API-key authentication: no key -> 401, an unknown key -> 403 (Envoy "
+        "Gateway answers 401 for both)."
+    )
+
+
+class RateLimit(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_cel_rules(
+            _cel(
+                "!has(self.burst) || self.burst >= self.requestsPerSecond",
+                "spec.protection.rateLimit.burst must be at least requestsPerSecond",
+                ".burst",
+            ),
+        )
+    )
+
+    requests_per_second: int = Field(
+        ge=1, le=1_000_000, description="Sustained requests per second admitted (token refill)."
+    )
+    burst: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Bucket size: requests admitted at once after a quiet spell "
+        "(default requestsPerSecond). Beyond the rate the client gets 429 with Retry-After.",
+    )
+    per_client: bool = Field(
+        default=False,
+        description="One bucket per client id (needs auth.apiKeys), else one for the route.",
+    )
+
+    @model_validator(mode="after")
+    def _burst(self) -> "RateLimit":
+        if self.burst is not None and self.burst < self.requests_per_second:
+            raise ValueError("spec.protection.rateLimit.burst must be at least requestsPerSecond")
+        return self
+
+    @property
+    def bucket(self) -> int:
+        return self.burst if self.burst is not None else self.requests_per_second
+
+
+class CircuitBreaker(_Model):
+    max_pending_requests: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Requests in flight per version; one more gets a fast 503 with "
+        "Retry-After.",
+    )
+    consecutive_errors: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="5xx answers (or no answer) in a row that eject a version for "
+        "ejectionTime; its traffic goes to the other versions meanwhile, then one probe "
+        "request decides whether it is back.",
+    )
+    ejection_time: str = Field(
+        default="30s",
+        pattern=GATEWAY_DURATION,
+        description="How long an ejected version takes no requests (e.g. 30s).",
+    )
+
+
 class Protection(_Model):
     timeout: str | None = Field(
         default=None,
@@ -611,6 +970,20 @@ class Protection(_Model):
         description="Longest a whole request may take (e.g. 30s, 1m30s, 500ms); beyond it "
         "the client gets 504. On the cluster it is the HTTPRoute rules' timeouts.request "
         "(standard Gateway API), under lmo up the front door's.",
+    )
+    auth: Auth | None = Field(
+        default=None,
+        description="Who may call (needs routing.policies: EnvoyGateway on the cluster).",
+    )
+    rate_limit: RateLimit | None = Field(
+        default=None,
+        description="Token bucket over the whole route or per client (needs routing.policies: "
+        "EnvoyGateway on the cluster).",
+    )
+    circuit_breaker: CircuitBreaker | None = Field(
+        default=None,
+        description="Per-version pending limit and ejection of a failing version (needs "
+        "routing.policies: EnvoyGateway or Istio on the cluster).",
     )
 
 
@@ -624,6 +997,82 @@ class Artifacts(_Model):
         default=None, description="Credentials for an s3:// artifact store."
     )
 
+
+PAYLOAD_SINK = r"^(stdout|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?)$"
+
+
+_SINK_FIX = (
+    "spec.logging.payloads.sink must be stdout or s3://bucket/prefix (a bucket name of 3 to "
+    "63 lowercase letters, digits, dots and dashes)"
+)
+
+
+class PayloadLogging(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_cel_rules(
+            _cel(f"self.sink.matches('{PAYLOAD_SINK}')", _SINK_FIX, ".sink"),
+        )
+    )
+
+    sample_rate: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Share of requests logged, per version, from 0 (none) to 1 (every one).",
+    )
+    redact: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Python regular expressions; every match in the input and output text is "
+        "replaced by [REDACTED] before anything is written.",
+    )
+    sink: str = Field(
+        default="stdout",
+        description="Where the JSON lines go: stdout (Triton's container log, for the "
+        "cluster's log pipeline; `lmo logs` reads it) or s3://bucket/prefix (batched "
+        "JSON-lines objects; credentials from secretRef). A slow or failing sink drops "
+        "lines (counted in lmo_payloads_dropped_total), never requests.",
+    )
+    secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret whose keys become the Triton container's environment for an "
+        "s3:// sink (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL...).",
+    )
+
+    @field_validator("redact")
+    @classmethod
+    def _regexes_compile(cls, value: list[str]) -> list[str]:
+        for i, rule in enumerate(value):
+            try:
+                re.compile(rule)
+            except re.error as err:
+                raise ValueError(
+                    f"spec.logging.payloads.redact[{i}] {rule!r} is not a valid regular "
+                    f"expression ({err}); fix it or remove it (quote it in YAML with single "
+                    "quotes so backslashes stay)"
+                ) from None
+        return value
+
+    @field_validator("sink")
+    @classmethod
+    def _sink_scheme(cls, value: str) -> str:
+        if not re.fullmatch(PAYLOAD_SINK, value):
+            raise ValueError(f"{_SINK_FIX} (got {value!r})")
+        return value
+
+
+class Logging(_Model):
+    payloads: PayloadLogging | None = Field(
+        default=None,
+        description="Sampled request/response logging done inside lmo's Triton models "
+        "(the same on the cluster and under lmo up).",
+    )
+
+
+_EXPERIMENT_ARMS = ("spec.versions: an Experiment compares exactly two versions with traffic "
+                    "above 0 (e.g. v1: 50, v2: 50; others 0)")
+_STICKY_PROVIDER = ("spec.routing.sticky needs provider: GatewayAPI (a plain Service cannot "
+                    "hash a header)")
 
 _SPEC_RULES = _cel_rules(
     _cel(
@@ -656,6 +1105,17 @@ _SPEC_RULES = _cel_rules(
         ".versions",
     ),
     _cel(
+        "!has(self.rollout) || self.rollout.strategy != 'Experiment' || "
+        "size(self.versions.filter(v, has(v.traffic) && v.traffic > 0)) == 2",
+        _EXPERIMENT_ARMS,
+        ".versions",
+    ),
+    _cel(
+        "!has(self.routing) || self.routing.provider != 'Service' || !has(self.routing.sticky)",
+        _STICKY_PROVIDER,
+        ".routing.sticky",
+    ),
+    _cel(
         "!has(self.rollout) || self.rollout.strategy == 'Manual' || "
         "(has(self.rollout.analysis) && has(self.rollout.analysis.prometheusUrl))",
         "spec.rollout.analysis.prometheusUrl is required for Canary and BlueGreen",
@@ -677,6 +1137,91 @@ _SPEC_RULES = _cel_rules(
 )
 
 
+# The spec's protection rules, said once for CEL (the API server) and once in Python (lmo up,
+# lmo render): (CEL condition, message, field path). `protection_problems` is the Python side.
+_POLICIES = "(has(self.routing) && has(self.routing.policies) ? self.routing.policies : 'None')"
+_PROTECTION_RULES = [
+    (
+        f"!has(self.protection) || !has(self.protection.auth) || {_POLICIES} == 'EnvoyGateway'",
+        "spec.protection.auth needs spec.routing.policies: EnvoyGateway (the standard "
+        "Gateway API and Istio have no API-key authentication from a Secret)",
+        ".protection.auth",
+    ),
+    (
+        f"!has(self.protection) || !has(self.protection.rateLimit) || "
+        f"{_POLICIES} == 'EnvoyGateway'",
+        "spec.protection.rateLimit needs spec.routing.policies: EnvoyGateway (the standard "
+        "Gateway API and Istio have no rate-limit policy)",
+        ".protection.rateLimit",
+    ),
+    (
+        f"!has(self.protection) || !has(self.protection.circuitBreaker) || "
+        f"{_POLICIES} != 'None'",
+        "spec.protection.circuitBreaker needs spec.routing.policies: EnvoyGateway or Istio "
+        "(the standard Gateway API has no circuit breaker)",
+        ".protection.circuitBreaker",
+    ),
+    (
+        "!has(self.protection) || !has(self.protection.rateLimit) || "
+        "!has(self.protection.rateLimit.perClient) || !self.protection.rateLimit.perClient || "
+        "has(self.protection.auth)",
+        "spec.protection.rateLimit.perClient needs spec.protection.auth (the client id comes "
+        "from the API key)",
+        ".protection.rateLimit.perClient",
+    ),
+    (
+        "!has(self.protection) || !has(self.protection.rateLimit) || "
+        "!has(self.protection.rateLimit.burst) || "
+        "self.protection.rateLimit.burst == self.protection.rateLimit.requestsPerSecond || "
+        f"{_POLICIES} != 'EnvoyGateway'",
+        "spec.protection.rateLimit.burst must equal requestsPerSecond (or be left out) with "
+        "routing.policies: EnvoyGateway: its local rate limit refills the whole bucket once "
+        "a second",
+        ".protection.rateLimit.burst",
+    ),
+    (
+        f"{_POLICIES} == 'None' || !has(self.routing.provider) || "
+        "self.routing.provider == 'GatewayAPI'",
+        "spec.routing.policies needs provider: GatewayAPI (the policies attach to the "
+        "HTTPRoute and its backends)",
+        ".routing.policies",
+    ),
+    (
+        "!has(self.serving) || !has(self.serving.queue) || !has(self.serving.batching) || "
+        "!has(self.serving.batching.maxBatchSize) || self.serving.batching.maxBatchSize > 0",
+        "spec.serving.queue needs spec.serving.batching.maxBatchSize > 0 (Triton's queue "
+        "policy belongs to its dynamic batcher)",
+        ".serving.queue",
+    ),
+]
+
+
+def protection_problems(spec: "LanguageModelSpec") -> list[str]:
+    """The Python side of _PROTECTION_RULES: what the spec asks that its gateway cannot do."""
+    p, r = spec.protection, spec.routing
+    policies = r.policies
+    out: list[str] = []
+    msgs = [m for _, m, _ in _PROTECTION_RULES]
+    if p is not None:
+        if p.auth is not None and policies != PolicyProvider.ENVOY_GATEWAY.value:
+            out.append(msgs[0])
+        if p.rate_limit is not None and policies != PolicyProvider.ENVOY_GATEWAY.value:
+            out.append(msgs[1])
+        if p.circuit_breaker is not None and policies == PolicyProvider.NONE.value:
+            out.append(msgs[2])
+        if p.rate_limit is not None and p.rate_limit.per_client and p.auth is None:
+            out.append(msgs[3])
+        if (p.rate_limit is not None and p.rate_limit.burst is not None
+                and p.rate_limit.burst != p.rate_limit.requests_per_second
+                and policies == PolicyProvider.ENVOY_GATEWAY.value):
+            out.append(msgs[4])
+    if policies != PolicyProvider.NONE.value and r.provider != RoutingProvider.GATEWAY_API.value:
+        out.append(msgs[5])
+    if spec.serving.queue is not None and spec.serving.batching.max_batch_size == 0:
+        out.append(msgs[6])
+    return out
+
+
 def traffic_sum_problem(weights: dict[str, int]) -> str | None:
     """The one rule for traffic weights (the CRD's CEL rule says it for the API server):
     they sum to 100. None when they do, else what is wrong ("it sums to 110")."""
@@ -685,7 +1230,9 @@ def traffic_sum_problem(weights: dict[str, int]) -> str | None:
 
 
 class LanguageModelSpec(_Model):
-    model_config = ConfigDict(json_schema_extra=_SPEC_RULES)
+    model_config = ConfigDict(json_schema_extra=_cel_rules(
+        *_SPEC_RULES["x-kubernetes-validations"], *(_cel(*r) for r in _PROTECTION_RULES)
+    ))
 
     task: Task = Field(
         description="What the model does: text-generation (GPT-2 family), fill-mask, "
@@ -720,6 +1267,10 @@ class LanguageModelSpec(_Model):
         description="What every request must respect (enforced by the gateway on the "
         "cluster, by the front door under lmo up).",
     )
+    logging: Logging | None = Field(
+        default=None,
+        description="What lmo's Triton models record besides metrics (payload logging).",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> "LanguageModelSpec":
@@ -740,6 +1291,8 @@ class LanguageModelSpec(_Model):
                 f"spec.routing.mirror.version must name a version in spec.versions "
                 f"({r.mirror.version!r} is not one of {', '.join(names)})"
             )
+        if r.provider == RoutingProvider.SERVICE.value and r.sticky is not None:
+            raise ValueError(_STICKY_PROVIDER)
         if r.provider == RoutingProvider.SERVICE.value and (r.ab_test or r.mirror):
             raise ValueError(
                 "spec.routing.abTest and spec.routing.mirror need provider: GatewayAPI "
@@ -756,6 +1309,11 @@ class LanguageModelSpec(_Model):
                 raise ValueError(
                     "spec.versions: BlueGreen serves at most two versions (stable and candidate)"
                 )
+            if self.rollout.strategy == Strategy.EXPERIMENT.value:
+                arms = [v.name for v in self.versions if (v.traffic or 0) > 0]
+                if len(arms) != 2:
+                    raise ValueError(f"{_EXPERIMENT_ARMS}; versions with traffic: "
+                                     f"{', '.join(arms) or 'none'}")
             if (
                 self.rollout.strategy != Strategy.MANUAL.value
                 and not self.rollout.analysis.prometheus_url
@@ -769,6 +1327,9 @@ class LanguageModelSpec(_Model):
             and self.serving.gpus == 0
         ):
             raise ValueError("spec.autoscaling.metric: GPUUtilization needs spec.serving.gpus > 0")
+        problems = protection_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def effective_traffic(self) -> dict[str, int]:
@@ -800,6 +1361,17 @@ class Condition(_Model):
     )
 
 
+class EvaluationStatus(_Model):
+    source: str = Field(
+        description="The evaluation data scored: its uri, or builtin (the built-in English "
+        "sentences)."
+    )
+    sha256: str = Field(description="sha256 of the evaluation file (or of the built-in texts).")
+    records: int = Field(description="Records used (after limit).")
+    heldout: int = Field(description="Records the accuracy gate scored.")
+    calibration: int = Field(description="Records that calibrated int8-static (disjoint).")
+
+
 class ArtifactStatus(_Model):
     uri: str = Field(description="Where the Triton model repository and its manifest live.")
     sha256: str | None = Field(default=None, description="Digest of the artifact manifest.")
@@ -818,6 +1390,11 @@ class ArtifactStatus(_Model):
         description="Golden inputs recorded at conversion (at most 8, each cut to 200 "
         "characters). A rollout with analysis.maxOutputDrift replays them against this "
         "version and the stable one; an artifact without them fails that check.",
+    )
+    evaluation: EvaluationStatus | None = Field(
+        default=None,
+        description="The data the accuracy gate scored on (spec.versions[].optimize."
+        "evaluation, or the built-in sentences): digest and records used.",
     )
 
 
@@ -862,6 +1439,57 @@ class RolloutStatus(_Model):
     message: str = Field(default="", description="Human-readable details.")
 
 
+class ExperimentArm(_Model):
+    version: str = Field(description="Version name.")
+    samples: float = Field(default=0, description="Outcomes counted for it (trials).")
+    successes: float = Field(
+        default=0, description="Successes among them (with scores: the sum of the scores)."
+    )
+    rate: float = Field(default=0, description="successes / samples (0 without samples).")
+
+
+class ExperimentStatus(_Model):
+    phase: ExperimentPhase = Field(
+        default=ExperimentPhase.RUNNING,
+        description="Running (collecting, or the interval still contains 0), Decided (the "
+        "interval excludes 0: winner is set) or Inconclusive (maxSamples or maxDuration "
+        "reached undecided).",
+    )
+    baseline: str | None = Field(default=None, description="The version compared against.")
+    candidate: str | None = Field(default=None, description="The version being tested.")
+    arms: list[ExperimentArm] = Field(
+        default_factory=list, description="Baseline first, then candidate."
+    )
+    lift: float | None = Field(
+        default=None,
+        description="candidate rate - baseline rate (absolute, in rate units: 0.02 is two "
+        "percentage points).",
+    )
+    relative_lift: float | None = Field(
+        default=None, description="lift / baseline rate (unset while the baseline rate is 0)."
+    )
+    interval: list[float] | None = Field(
+        default=None,
+        max_length=2,
+        description="[lo, hi]: always-valid confidence interval of the lift at "
+        "rollout.experiment.confidence.",
+    )
+    p_value: float | None = Field(
+        default=None,
+        description="Always-valid p-value of 'no difference' (the running minimum of the "
+        "mixture SPRT's 1 / likelihood ratio); Decided once it is below 1 - confidence.",
+    )
+    winner: str | None = Field(default=None, description="The better version once Decided.")
+    started_at: str | None = Field(default=None, description="When the experiment started.")
+    decided_at: str | None = Field(
+        default=None, description="When it became Decided or Inconclusive."
+    )
+    spec_hash: str | None = Field(
+        default=None, description="Hash of the arms and settings the experiment runs on."
+    )
+    message: str = Field(default="", description="Human-readable details.")
+
+
 class LanguageModelStatus(_Model):
     observed_generation: int | None = Field(
         default=None, description="The .metadata.generation last reconciled."
@@ -874,6 +1502,9 @@ class LanguageModelStatus(_Model):
     endpoint: str | None = Field(default=None, description="Where clients send requests.")
     versions: list[VersionStatus] = Field(default_factory=list, description="Per version.")
     rollout: RolloutStatus | None = Field(default=None, description="Automated rollout state.")
+    experiment: ExperimentStatus | None = Field(
+        default=None, description="The running or last Experiment's statistics and verdict."
+    )
     traffic_summary: str | None = Field(
         default=None, description="Routed traffic, e.g. v1=90,v2=10 (printer column)."
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -28,6 +29,8 @@ from aiohttp import web
 from lmo.errors import UserError
 from lmo.rollout import parse_duration
 from lmo.local.controller import Controller
+from lmo.local.secrets import api_keys
+from lmo.protect import Gate, Refusal
 
 from lmo_runtime.manifest import ENTRY_MODEL
 
@@ -51,14 +54,18 @@ _GEN_INPUTS = {
 class FrontDoor:
     """aiohttp application around a `Controller`; `start()` binds, `stop()` closes."""
 
-    def __init__(self, controller: Controller):
+    def __init__(self, controller: Controller, secrets: dict[str, dict[str, str]] | None = None):
         self.controller = controller
+        # spec.protection (lmo.protect): API keys from `secrets` (Secret name -> data)
+        self.secrets = secrets or {}
+        self._gate: Gate | None = None
         self.entry = ENTRY_MODEL[controller.spec.task]
         self.session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task] = set()
         self.port = 0
-        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.app = web.Application(client_max_size=64 * 1024 * 1024,
+                                   middlewares=[self._protect])
         r = self.app.router
         r.add_post("/v2/models/{model}/infer", self.infer)
         r.add_post("/v2/models/{model}/versions/{mv}/infer", self.infer)
@@ -102,13 +109,50 @@ class FrontDoor:
         if self.session:
             await self.session.close()
 
+    # ------------------------------------------------------------------ protection
+
+    @property
+    def gate(self) -> Gate:
+        """The rules of the current spec.protection (rebuilt when an edit changes it)."""
+        protection = self.controller.spec.protection
+        if self._gate is None or self._gate.protection != protection:
+            self._gate = Gate(protection, api_keys(protection, self.secrets))
+        return self._gate
+
+    @web.middleware
+    async def _protect(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """API key and rate limit before anything else on the data plane (the admin API
+        under /lmo and the health probes stay open, as on the cluster)."""
+        path = request.path
+        if path.startswith("/lmo/") or path.startswith("/v2/health"):
+            return await handler(request)
+        verdict = self.gate.check(request.headers.get("Authorization"), time.monotonic())
+        if isinstance(verdict, Refusal):
+            return _refused(verdict)
+        return await handler(request)
+
+    def _admit(self, version: str) -> web.Response | None:
+        refusal = self.gate.breaker.admit(version, time.monotonic())
+        return None if refusal is None else _refused(refusal, version)
+
+    def _done(self, version: str, status: int) -> None:
+        self.gate.breaker.done(version, status < 500, time.monotonic())
+
     # ------------------------------------------------------------------ routing
 
     def _choose(self, request: web.Request):
         router = self.controller.router
         value = request.headers.get(router.header) if router.header else None
         try:
-            return router.choose(value)
+            choice = router.choose(value)
+            # a version ejected by the circuit breaker takes no requests: its share goes to
+            # the others meanwhile (the weighted order moves on); a request naming it in the
+            # header, or one finding every version out, gets the breaker's 503
+            breaker, now = self.gate.breaker, time.monotonic()
+            tries = len(router.weights)
+            while not choice.by_header and tries > 0 and breaker.ejected(choice.version, now):
+                choice, tries = router.choose(value), tries - 1
+            return choice
         except LookupError as err:
             raise web.HTTPServiceUnavailable(
                 text=json.dumps({"error": str(err)}), content_type="application/json"
@@ -131,6 +175,10 @@ class FrontDoor:
     ) -> web.Response:
         backend = self.controller.backends[version]
         assert self.session is not None
+        refused = self._admit(version)
+        if refused is not None:
+            return refused
+        status = 502
         try:
             async with self.session.post(backend.url + path, data=body, headers=headers,
                                          timeout=self._timeout()) as up:
@@ -138,6 +186,7 @@ class FrontDoor:
                 out = {h: up.headers[h] for h in _RETURN if h in up.headers}
                 status = up.status
         except asyncio.TimeoutError:
+            status = 504
             return self._timed_out(version)
         except aiohttp.ClientError as err:
             backend.errors += 1
@@ -146,6 +195,17 @@ class FrontDoor:
                 status=502,
                 headers={VERSION_HEADER: version},
             )
+        finally:
+            # Triton answers a malformed body with a 500 too: the client's fault, not the
+            # version's, so it never counts toward an ejection
+            self._done(version, status if status < 500 or status in (502, 504)
+                       or not infer_body_problem(body, headers) else 400)
+        if status == 503 and _queue_refusal(data):
+            # Triton's queue policy (spec.serving.queue) turned it away: say so, and when
+            # to come back
+            return _refused(Refusal(503, f"version {version} is busy: its queue is full or "
+                                         "the wait exceeded spec.serving.queue.timeout", 1),
+                            version)
         if status >= 400:
             backend.errors += 1
         else:
@@ -194,11 +254,16 @@ class FrontDoor:
         headers = {h: request.headers[h] for h in _FORWARD if h in request.headers}
         assert self.session is not None
         resp: web.StreamResponse | None = None
+        refused = self._admit(choice.version)
+        if refused is not None:
+            return refused
+        status = 502
         try:
             async with self.session.post(
                 backend.url + request.rel_url.path, data=body, headers=headers,
                 timeout=self._timeout(),
             ) as up:
+                status = up.status
                 if up.status >= 400:  # as for infer: the body is read only when Triton refused it
                     problem = generate_body_problem(body, request.headers)
                     if problem:
@@ -218,14 +283,19 @@ class FrontDoor:
                 backend.answered += 1
                 return resp
         except asyncio.TimeoutError:
+            status = 504
             if resp is not None and resp.prepared:  # the stream started: it just ends
                 return resp
             return self._timed_out(choice.version)
         except aiohttp.ClientError as err:
+            status = 502
             backend.errors += 1
             return web.json_response(
                 {"error": f"version {choice.version} did not answer: {err}"}, status=502
             )
+        finally:
+            self._done(choice.version, status if status < 500 or status in (502, 504)
+                       or not generate_body_problem(body, headers) else 400)
 
     async def forward_get(self, request: web.Request) -> web.Response:
         """Metadata and other reads go to a ready version (the one weights pick)."""
@@ -320,6 +390,20 @@ class FrontDoor:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _refused(refusal: Refusal, version: str | None = None) -> web.Response:
+    headers = refusal.headers()
+    if version is not None:
+        headers[VERSION_HEADER] = version
+    return web.json_response({"error": refusal.message}, status=refusal.status,
+                             headers=headers)
+
+
+def _queue_refusal(body: bytes) -> bool:
+    """Whether Triton's 503 is its queue policy's rejection (queue full or timed out)."""
+    text = body[:2048].decode("utf-8", "replace").lower()
+    return "queue" in text
 
 
 _EXAMPLE_INFER = ('{"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", '

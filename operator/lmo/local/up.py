@@ -37,6 +37,8 @@ from lmo.builders import conversion_request
 from lmo.conditions import NORMAL, WARNING, Reason
 from lmo.errors import UserError
 from lmo.local.controller import Backend, Controller
+from lmo.local.secrets import api_keys
+from lmo.local.secrets import load_file as load_secrets
 from lmo.local.state import DEFAULT_WORK_DIR, remove_state, write_state
 from lmo.local.versions import (
     Artifact,
@@ -66,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-watch", action="store_true", help="do not apply edits of the file while running"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--secrets", metavar="FILE",
+        help="YAML with v1 Secret documents the spec names (e.g. the API keys of "
+        "spec.protection.auth); else LMO_SECRET_<NAME> holds a Secret's data as JSON",
+    )
 
 
 def _load_one(path: Path) -> LanguageModel:
@@ -247,6 +254,9 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.file).resolve()
     work_dir = Path(args.work_dir).resolve()
     lm = _load_one(path)
+    secrets = load_secrets(args.secrets) if getattr(args, "secrets", None) else {}
+    api_keys(lm.spec.protection, secrets)  # a missing Secret is said before any conversion
+    args.secret_data = secrets
     _check_port(args.host, args.port)
     flavour = server_flavour()
     _say(f"{lm.metadata.name}: {lm.spec.task}, {len(lm.spec.versions)} version(s); "
@@ -306,7 +316,7 @@ async def _serve(controller: Controller, fleet: Fleet, args: argparse.Namespace,
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    door = FrontDoor(controller)
+    door = FrontDoor(controller, args.secret_data)
     try:
         port = await door.start(args.host, args.port)
     except OSError as err:
@@ -325,7 +335,7 @@ async def _serve(controller: Controller, fleet: Fleet, args: argparse.Namespace,
     print(banner(url, task), flush=True)
     tasks = [asyncio.create_task(_supervise(controller, fleet))]
     if not args.no_watch:
-        tasks.append(asyncio.create_task(_watch(path, controller, fleet)))
+        tasks.append(asyncio.create_task(_watch(path, controller, fleet, args.secret_data)))
     try:
         await stop.wait()
     finally:
@@ -363,7 +373,8 @@ async def _supervise(controller: Controller, fleet: Fleet, every: float = 2.0) -
                 await asyncio.to_thread(fleet.stop_retired)
 
 
-async def _watch(path: Path, controller: Controller, fleet: Fleet) -> None:
+async def _watch(path: Path, controller: Controller, fleet: Fleet,
+                 secrets: dict[str, dict[str, str]] | None = None) -> None:
     """Apply edits of the file: routing at once, new or changed versions after conversion."""
     last = path.stat().st_mtime_ns
     while True:
@@ -377,6 +388,7 @@ async def _watch(path: Path, controller: Controller, fleet: Fleet) -> None:
         last = mtime
         try:
             lm = _load_one(path)
+            api_keys(lm.spec.protection, secrets or {})
         except (SpecError, UserError) as err:
             controller.event(WARNING, Reason.INVALID_SPEC, f"{path.name} not applied: {err}")
             continue
