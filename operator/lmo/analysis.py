@@ -51,6 +51,8 @@ class AnalysisResult:
     verdict: str  # "pass" | "fail" | "inconclusive"
     measurements: dict[str, float] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    # Experiment: version -> (samples, successes) since the experiment started
+    outcomes: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 class PrometheusError(RuntimeError):

@@ -61,6 +61,11 @@ class Reason:
     ROLLOUT_ROLLED_BACK = "RolloutRolledBack"
     CANDIDATE_NOT_READY = "CandidateNotReady"
     STABLE_REMOVED = "StableRemoved"
+    # experiments (lmo.experiment)
+    EXPERIMENT_STARTED = "ExperimentStarted"
+    EXPERIMENT_DECIDED = "ExperimentDecided"
+    EXPERIMENT_INCONCLUSIVE = "ExperimentInconclusive"
+    EXPERIMENT_STOPPED = "ExperimentStopped"
     # lmo up
     VERSION_NOT_READY = "VersionNotReady"
     TRAFFIC_SET = "TrafficSet"

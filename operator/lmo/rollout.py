@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING
 
 from lmo.api import (
     Engine,
+    ExperimentStatus,
     LanguageModelSpec,
     RolloutPhase,
     RolloutStatus,
@@ -125,6 +126,7 @@ class Decision:
     requeue_after: float | None = None  # seconds until the next decision is due
     bounds: dict[str, tuple[int, int]] = field(default_factory=dict)  # autoscaler (min, max)
     analyse: bool = False  # a hold elapsed: run analysis, then call decide again with it
+    experiment: ExperimentStatus | None = None  # the new status.experiment (Experiment only)
 
 
 def parse_duration(text: str) -> float:
@@ -256,12 +258,19 @@ def decide(
     versions: list[VersionObservation],
     now: datetime,
     analysis: AnalysisResult | None = None,
+    experiment: ExperimentStatus | None = None,
 ) -> Decision:
-    """The weights to route now and the next status.rollout (see the module docstring)."""
+    """The weights to route now and the next status.rollout (see the module docstring);
+    `experiment` is the last status.experiment (strategy Experiment: `lmo.experiment.decide`)."""
     now = _utc(now)
     strategy = spec.rollout.strategy if spec.rollout is not None else Strategy.MANUAL.value
     if strategy == Strategy.MANUAL.value:
         return Decision(traffic=spec.effective_traffic(), rollout=None)
+    if strategy == Strategy.EXPERIMENT.value:
+        from lmo import experiment as X
+
+        machine = _Machine(spec, current, versions, now, analysis)
+        return X.decide(spec, current, experiment, machine.observed, machine.ready, now, analysis)
     return _Machine(spec, current, versions, now, analysis).run()
 
 

@@ -39,7 +39,14 @@ from lmo import conditions as C
 from lmo import labels as L
 from lmo import observe as O
 from lmo import rollout as R
-from lmo.api import LanguageModel, LanguageModelSpec, Phase, RolloutStatus, RoutingProvider
+from lmo.api import (
+    ExperimentStatus,
+    LanguageModel,
+    LanguageModelSpec,
+    Phase,
+    RolloutStatus,
+    RoutingProvider,
+)
 from lmo.builders import VersionPlan, artifact_uri, child_name, conversion_request, endpoint
 from lmo.builders.conversion import job_name
 from lmo.builders.traffic import routed as routed_plans
@@ -296,10 +303,12 @@ async def step(spec: LanguageModelSpec, observed: Observed, now: datetime,
     seen = observations(observed)
     raw = observed.old_status.get("rollout")
     current = RolloutStatus.model_validate(raw) if raw else None
-    decision = R.decide(spec, current, seen, now)
+    raw_exp = observed.old_status.get("experiment")
+    exp = ExperimentStatus.model_validate(raw_exp) if raw_exp else None
+    decision = R.decide(spec, current, seen, now, experiment=exp)
     if decision.analyse and decision.rollout is not None and measure is not None:
         result = await measure(decision.rollout)
-        decision = R.decide(spec, current, seen, now, analysis=result)
+        decision = R.decide(spec, current, seen, now, analysis=result, experiment=exp)
     return decision
 
 
@@ -482,6 +491,8 @@ def status_from(
         status["observedGeneration"] = gen
     if decision.rollout is not None:
         status["rollout"] = decision.rollout.to_dict()
+    if decision.experiment is not None:
+        status["experiment"] = decision.experiment.to_dict()
     return _prune_none(status)
 
 

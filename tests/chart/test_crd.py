@@ -198,6 +198,27 @@ def version(name: str, traffic: int | None = None, **extra: Any) -> dict[str, An
 PROM = {"prometheusUrl": "http://prometheus.monitoring:9090"}
 
 VALID: dict[str, dict[str, Any]] = {
+    "experiment-feedback": lm({
+        "task": "fill-mask",
+        "versions": [version("v1", 50), version("v2", 50), version("v3", 0)],
+        "routing": {"sticky": {"header": "x-user-id"}},
+        "rollout": {
+            "strategy": "Experiment",
+            "analysis": {**PROM, "metrics": [
+                {"name": "toxicity", "query": 'avg(app_toxicity{lmo_version="{{version}}"})',
+                 "max": 0.1, "min": 0.0, "maxIncreaseOverStable": 0.02}]},
+            "experiment": {"outcome": {"feedback": True}, "minSamples": 500, "maxSamples": 5000,
+                           "maxDuration": "72h", "confidence": 0.99, "onDecision": "Report"},
+        },
+    }),
+    "experiment-queries": lm({
+        "task": "fill-mask",
+        "versions": [version("v1", 60), version("v2", 40)],
+        "rollout": {"strategy": "Experiment", "analysis": PROM, "experiment": {"outcome": {
+            "successQuery": 'sum(increase(orders_total{lmo_version="{{version}}"}[{{window}}]))',
+            "totalQuery": 'sum(increase(sessions_total{lmo_version="{{version}}"}[{{window}}]))',
+        }}},
+    }),
     "minimal": lm({"task": "feature-extraction", "versions": [version("v1")]}),
     "design-doc": lm(
         {
@@ -373,6 +394,65 @@ def _spec_with(**changes: Any) -> dict[str, Any]:
 
 # name -> (object, words the refusal must contain, "cel" when the CRD refuses it with a CEL rule)
 INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
+    "experiment-three-arms": (
+        lm({"task": "fill-mask", "versions": [version("v1", 50), version("v2", 25),
+                                              version("v3", 25)],
+            "rollout": {"strategy": "Experiment", "analysis": PROM}}),
+        "an Experiment compares exactly two versions",
+        "cel",
+    ),
+    "experiment-one-arm": (
+        _spec_with(versions=[version("v1", 100), version("v2", 0)],
+                   rollout={"strategy": "Experiment", "analysis": PROM}),
+        "an Experiment compares exactly two versions",
+        "cel",
+    ),
+    "experiment-half-queries": (
+        _spec_with(rollout={"strategy": "Experiment", "analysis": PROM, "experiment": {
+            "outcome": {"successQuery": "sum(x)"}}}),
+        "successQuery and totalQuery go together",
+        "cel",
+    ),
+    "experiment-feedback-and-queries": (
+        _spec_with(rollout={"strategy": "Experiment", "analysis": PROM, "experiment": {
+            "outcome": {"feedback": True, "successQuery": "sum(x)", "totalQuery": "sum(y)"}}}),
+        "exclude each other",
+        "cel",
+    ),
+    "experiment-no-outcome": (
+        _spec_with(rollout={"strategy": "Experiment", "analysis": PROM, "experiment": {
+            "outcome": {"feedback": False}}}),
+        "feedback: false needs successQuery and totalQuery",
+        "cel",
+    ),
+    "experiment-max-below-min": (
+        _spec_with(rollout={"strategy": "Experiment", "analysis": PROM, "experiment": {
+            "minSamples": 1000, "maxSamples": 100}}),
+        "maxSamples must be at least minSamples",
+        "cel",
+    ),
+    "experiment-confidence-too-low": (
+        _spec_with(rollout={"strategy": "Experiment", "analysis": PROM, "experiment": {
+            "confidence": 0.5}}),
+        "confidence",
+        "schema",
+    ),
+    "sticky-with-service": (
+        _spec_with(routing={"provider": "Service", "sticky": {"header": "x-user-id"}}),
+        "spec.routing.sticky needs provider: GatewayAPI",
+        "cel",
+    ),
+    "metric-gate-without-bound": (
+        _spec_with(rollout={"analysis": {**PROM, "metrics": [{"name": "tox", "query": "x"}]}}),
+        "a gate needs a bound",
+        "cel",
+    ),
+    "metric-gate-min-above-max": (
+        _spec_with(rollout={"analysis": {**PROM, "metrics": [
+            {"name": "tox", "query": "x", "min": 2, "max": 1}]}}),
+        "min must not exceed max",
+        "cel",
+    ),
     "duplicate-version": (
         lm({"task": "fill-mask", "versions": [version("v1", 50), version("v1", 50)]}),
         "spec.versions[].name must be unique",
