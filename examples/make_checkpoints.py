@@ -8,6 +8,12 @@ Nothing comes from a model hub:
                     hidden 32) trained for a few seconds on a handful of sentences, so its
                     labels mean something; v2 is the same recipe with another seed
                     (a second version for canary and A/B examples).
+* `tiny-bert-chinese`
+                    a tiny BERT masked-LM (2 layers, hidden 64) with a BERT-Chinese-style
+                    WordPiece vocabulary (every CJK character a token of its own,
+                    `tokenize_chinese_chars`) built from CHINESE_TEXTS and common characters,
+                    trained briefly on CHINESE_TEXTS (masked LM) so that its top-1 tokens
+                    are not coin flips; CHINESE_TEXTS serve as Chinese evaluation data.
 * `tiny-gpt2`, `tiny-gpt2-v2`
                     a tiny GPT-2 with a byte-level BPE, trained briefly on built-in sentences
                     (`tests/fixtures/checkpoints.py`, shared with the runtime tests; random
@@ -52,6 +58,60 @@ SENTIMENT = [
     ("Bad quality and far too expensive", 0),
     ("Nothing works, it is broken", 0),
 ]
+
+# Chinese sentences: the vocabulary of tiny-bert-chinese covers them, and they are the
+# evaluation data (JSON Lines, field "text") of examples/chinese.yaml and the tests.
+CHINESE_TEXTS = [
+    "今天天气很好，我们去公园散步吧。",
+    "这家餐厅的面条非常好吃，价格也不贵。",
+    "他每天早上六点起床，然后去跑步。",
+    "北京是中国的首都，有很多历史古迹。",
+    "我正在学习中文，希望明年能去上海工作。",
+    "这本书讲的是一个关于友谊的故事。",
+    "下雨了，别忘了带伞。",
+    "妈妈在厨房里做晚饭，爸爸在看新闻。",
+    "我们公司下个月要发布新的软件版本。",
+    "火车晚点了二十分钟，大家都在等。",
+    "医生建议他多喝水，早点休息。",
+    "孩子们在海边堆沙堡，玩得很开心。",
+    "请把门关上，外面很冷。",
+    "这个城市的交通越来越方便了。",
+    "他用手机给朋友发了一条消息。",
+    "春天来了，花园里的花都开了。",
+    "老师在课堂上解释了这个数学问题。",
+    "我的电脑太慢了，需要换一台新的。",
+    "周末我们打算去山上爬山。",
+    "商店里的水果很新鲜，我买了一些苹果。",
+    "飞机将在上午十点到达机场。",
+    "她写了一封信给住在国外的老朋友。",
+    "这部电影很无聊，一半的观众都睡着了。",
+    "我非常喜欢这家酒店的服务。",
+    "科学家在森林里发现了一种新的青蛙。",
+    "银行星期一放假，不开门。",
+    "学生们向全校展示了他们的科学项目。",
+    "河水在暴雨之后淹没了附近的田地。",
+    "我忘记了密码，只好重新设置。",
+    "新的政策将从明年年初开始实行。",
+    "小猫整个下午都在阳光下睡觉。",
+    "他在大学里学习计算机工程。",
+    "城市计划在街道两边种一千棵树。",
+    "面包店中午之前就把面包卖完了。",
+    "这场足球比赛在加时赛后打成平局。",
+    "工程师们用重型卡车测试了这座桥。",
+    "我想预订一张今晚七点的四人桌。",
+    "天文学家用望远镜观察了一个遥远的星系。",
+    "雾太大了，我们的航班推迟了好几个小时。",
+    "好的文档让软件项目更容易使用。",
+]
+# Common characters beyond CHINESE_TEXTS, so that other Chinese text is not all [UNK].
+CHINESE_COMMON = (
+    "的一是不了人我在有他这中大来上个国到说们为子和你地出道也时年得就那要下以生会自着去之过"
+    "家学对可她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本"
+    "见经头面公同三已老从动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声全工己"
+    "话儿者向情部正名定女问力机给等几很业最间新什打便位因重被走电四第门相次东政海口使教西再平"
+    "真听世气信北少关并内加化由却代军产入先山五太水万市眼体别处总才场师书比住员九笑性通目华报爱"
+)
+
 
 def _torch():
     import torch
@@ -128,6 +188,64 @@ def make_tiny_gpt2(dest: Path, seed: int = 0) -> Path:
     return dest
 
 
+def chinese_vocab() -> list[str]:
+    """A BERT-Chinese-style WordPiece vocabulary: special tokens, ASCII, every character of
+    CHINESE_TEXTS and CHINESE_COMMON (each a whole token, as bert-base-chinese has them),
+    full-width punctuation, and a few `##` continuation pieces for Latin words."""
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = sorted(set("".join(CHINESE_TEXTS)) | set(CHINESE_COMMON))
+    ascii_ = [chr(c) for c in range(33, 127)]
+    pieces = ["##" + chr(c) for c in range(ord("a"), ord("z") + 1)] + ["##" + str(d) for d in range(10)]
+    words = ["the", "and", "python", "bert", "onnx", "triton", "model"]
+    vocab = special + ascii_ + words + pieces
+    return vocab + [c for c in chars if c not in vocab]
+
+
+def make_chinese_bert(dest: Path, seed: int = 0, steps: int = 200) -> Path:
+    """A tiny BERT masked-LM with a BERT-Chinese-style tokenizer, trained for a few seconds
+    on CHINESE_TEXTS, saved to `dest`."""
+    if (dest / "config.json").exists():
+        return dest
+    torch = _torch()
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    torch.manual_seed(seed)
+    tmp = dest.with_name(dest.name + ".vocab")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "vocab.txt").write_text("\n".join(chinese_vocab()) + "\n", encoding="utf-8")
+    # bert-base-chinese's settings: no lower-casing, every CJK character its own word
+    tokenizer = BertTokenizerFast.from_pretrained(
+        str(tmp), do_lower_case=False, tokenize_chinese_chars=True, strip_accents=None)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if len(tokenizer) != len(chinese_vocab()):
+        raise RuntimeError(f"the Chinese vocabulary did not load ({len(tokenizer)} tokens)")
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=128, max_position_embeddings=128,
+    )
+    model = BertForMaskedLM(config)
+    # a few masked-LM steps on CHINESE_TEXTS: random weights predict near-uniform tokens, so
+    # that any quantization flips the top-1 token and a fill-mask gate means nothing
+    batch = tokenizer(CHINESE_TEXTS, padding=True, return_tensors="pt")
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        ids = batch["input_ids"].clone()
+        pick = (torch.rand(ids.shape, generator=generator) < 0.15) & (batch["attention_mask"] == 1)
+        pick &= ~torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
+        labels = torch.where(pick, ids, torch.full_like(ids, -100))
+        ids[pick] = tokenizer.mask_token_id
+        loss = model(input_ids=ids, attention_mask=batch["attention_mask"], labels=labels).loss
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    model.eval()
+    _save(model, tokenizer, dest)
+    return dest
+
+
 def _save(model, tokenizer, dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -142,6 +260,7 @@ MAKERS = {
     "minilm": make_minilm,
     "tiny-bert-sentiment": lambda d: make_tiny_bert_classifier(d, seed=0),
     "tiny-bert-sentiment-v2": lambda d: make_tiny_bert_classifier(d, seed=1),
+    "tiny-bert-chinese": make_chinese_bert,
     "tiny-gpt2": lambda d: make_tiny_gpt2(d, seed=0),
     "tiny-gpt2-v2": lambda d: make_tiny_gpt2(d, seed=1),
 }

@@ -723,6 +723,12 @@ class Batching(_Model):
     )
 
 
+def duration_seconds(text: str) -> float:
+    """Seconds in a Gateway API duration (GATEWAY_DURATION: 2s, 1m30s, 500ms)."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|h|m|s)", text))
+
+
 class Queue(_Model):
     max_size: int = Field(
         ge=1,

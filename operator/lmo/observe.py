@@ -13,7 +13,7 @@ import json
 from pydantic import ValidationError
 
 from lmo import labels as L
-from lmo_runtime.manifest import Manifest, bounded_golden_inputs
+from lmo_runtime.manifest import EvaluationRecord, Manifest, bounded_golden_inputs
 
 
 def controlled_by(obj: dict, uid: str) -> bool:
@@ -79,6 +79,11 @@ def conversion_outcome(messages: list[str], uri: str, key: str) -> tuple[bool, s
         inputs = bounded_golden_inputs(data.get("goldenInputs"))
         if inputs:
             artifact["goldenInputs"] = inputs
+        try:  # which data the gate scored on (absent from older converters' summaries)
+            artifact["evaluation"] = EvaluationRecord.model_validate(
+                data["evaluation"]).summary()
+        except (KeyError, ValidationError):
+            pass
         return accepted, str(data.get("reason") or ""), artifact if accepted else None
     return None
 

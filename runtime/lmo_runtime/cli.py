@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lmo_runtime.errors import ConversionError, GateRefused
-from lmo_runtime.manifest import ConversionRequest, Manifest
+from lmo_runtime.manifest import ConversionRequest, Evaluation, Manifest
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
 SUMMARY_LIMIT = 4096
@@ -56,6 +56,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue-delay-us", type=int, default=500,
                         help="dynamic batching max queue delay (default 500)")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs per Triton replica (0 = CPU)")
+    parser.add_argument("--queue-max-size", type=int,
+                        help="Triton queue policy: reject beyond this many waiting requests")
+    parser.add_argument("--queue-timeout-us", type=int,
+                        help="Triton queue policy: reject after waiting this long (microseconds)")
+    parser.add_argument("--evaluation-uri",
+                        help="your own evaluation data, JSON Lines (s3://, file://, pvc://, "
+                             "configmap://NAME/KEY): scores the accuracy gate and calibrates "
+                             "int8-static instead of the built-in English sentences")
+    parser.add_argument("--evaluation-field", default="text",
+                        help="field of each record holding the text (default text)")
+    parser.add_argument("--evaluation-limit", type=int, default=512,
+                        help="use at most this many records (default 512)")
+    parser.add_argument("--evaluation-sha256", help="expected sha256 of the evaluation file")
     parser.add_argument("--cache-dir", type=Path, default=_default_cache(),
                         help="content cache of accepted artifacts (default $LMO_CACHE_DIR/artifacts)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or fill the cache")
@@ -82,6 +95,12 @@ def request_from_args(args: argparse.Namespace) -> ConversionRequest:
         ("--max-batch-size", args.max_batch_size >= 0, "must be >= 0 (0 disables batching)"),
         ("--max-queue-delay-us", args.max_queue_delay_us >= 0, "must be >= 0"),
         ("--gpus", args.gpus >= 0, "must be >= 0 (0 serves on CPU)"),
+        ("--queue-max-size", args.queue_max_size is None or args.queue_max_size >= 1,
+         "must be at least 1"),
+        ("--queue-timeout-us", args.queue_timeout_us is None or args.queue_timeout_us >= 1,
+         "must be at least 1"),
+        ("--evaluation-limit", args.evaluation_limit >= 1, "must be at least 1"),
+        ("--evaluation-field", bool(args.evaluation_field), "must name a field (e.g. text)"),
     ]
     for flag, ok, why in checks:
         if not ok:
@@ -104,11 +123,28 @@ def request_from_args(args: argparse.Namespace) -> ConversionRequest:
             max_batch_size=args.max_batch_size,
             max_queue_delay_microseconds=args.max_queue_delay_us,
             gpus=args.gpus,
+            queue_max_size=args.queue_max_size,
+            queue_timeout_microseconds=args.queue_timeout_us,
+            evaluation=_evaluation(args),
         )
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise ConversionError(f"--{field.replace('_', '-')}: {first['msg']}") from None
+
+
+def _evaluation(args: argparse.Namespace) -> Evaluation | None:
+    from lmo_runtime.store import local_path
+
+    if not args.evaluation_uri:
+        return None
+    uri = args.evaluation_uri
+    if "://" not in uri:  # a plain path: absolute, so that the cache key is stable
+        uri = f"file://{Path(uri).resolve()}"
+    elif uri.startswith("file://"):
+        uri = f"file://{local_path(uri).resolve()}"
+    return Evaluation(uri=uri, field=args.evaluation_field, limit=args.evaluation_limit,
+                      sha256=args.evaluation_sha256.lower() if args.evaluation_sha256 else None)
 
 
 def summary(manifest: Manifest, uri: str) -> dict[str, Any]:
@@ -140,6 +176,8 @@ def summary(manifest: Manifest, uri: str) -> dict[str, Any]:
         ],
         "reason": manifest.reason,
     }
+    if manifest.evaluation is not None:
+        out["evaluation"] = manifest.evaluation.summary()
     text = json.dumps(out, separators=(",", ":"))
     if len(text.encode()) > SUMMARY_LIMIT:
         out["reason"] = manifest.reason[:1000]

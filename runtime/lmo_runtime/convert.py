@@ -182,10 +182,27 @@ def _cached(
         src = local_path(request.checkpoint_uri, env)
         if src is not None and src.is_dir() and not _unchanged(src, where, manifest):
             continue
+        # so can unpinned evaluation data (a pinned sha256 is part of the key)
+        if request.evaluation is not None and not request.evaluation.sha256 and (
+            manifest.evaluation is None or manifest.evaluation.sha256 != _evaluation_digest(
+                request, env)):
+            continue
         if where != Path(out_dir):
             _copy_artifact(where, Path(out_dir))
         return manifest
     return None
+
+
+def _evaluation_digest(request: ConversionRequest, env: dict[str, str]) -> str | None:
+    """sha256 of the evaluation data now, or None when it cannot be read (no cache hit then:
+    the conversion reports the problem)."""
+    from lmo_runtime import evaluation
+
+    assert request.evaluation is not None
+    try:
+        return evaluation.load(request.evaluation, env).sha256
+    except ConversionError:
+        return None
 
 
 def _refusal_message(request: ConversionRequest, tried: list[tuple[str, Score]],
@@ -202,9 +219,11 @@ def _refusal_message(request: ConversionRequest, tried: list[tuple[str, Score]],
     elif safer:
         hints.append(f"request a safer precision ({', '.join(safer)})")
     hints.append(f"or lower accuracyGate.minScore (--min-score) to at most {last.value:.4f}")
+    data = ("the evaluation data" if request.evaluation is None
+            else f"optimize.evaluation {request.evaluation.uri}")
     return (
         f"accuracy gate refused the artifact: {last.metric} {last.value:.4f} < minScore "
-        f"{request.min_score} on {last.samples} held-out texts (tried {tried_s}); "
+        f"{request.min_score} on {last.samples} held-out texts of {data} (tried {tried_s}); "
         + "; ".join(hints)
     )
 
@@ -225,7 +244,7 @@ def convert(
     precision tried scores below `request.min_score`; in both cases nothing is written to
     `out_dir` or the cache.
     """
-    from lmo_runtime import store
+    from lmo_runtime import drift, evaluation, store
     from lmo_runtime.families import heldout_texts
 
     out_dir = Path(out_dir)
@@ -241,6 +260,12 @@ def convert(
         return hit
 
     base = Manifest(key=key, request=request, accepted=False, task=request.task)
+    user_data = None
+    if request.evaluation is not None:  # bad evaluation data is refused before any work
+        with steps.step("evaluation", request.evaluation.uri):
+            user_data = evaluation.load(request.evaluation, env)
+        steps.note(f"evaluation data: {len(user_data.texts)} records, sha256 "
+                   f"{user_data.sha256[:12]}")
     with tempfile.TemporaryDirectory(prefix="lmo-convert-") as tmp:
         work = Path(tmp)
         with steps.step("fetch", request.checkpoint_uri):
@@ -273,14 +298,15 @@ def convert(
             exported = family.export(loaded, work / "export")
         steps.note(f"fp32 ONNX vs PyTorch max abs diff {exported.max_abs_diff:.2e}")
 
-        texts = heldout_texts()
+        calibrate = "int8-static" in precisions_to_try(request, family.precisions)
+        texts, calibration, base.evaluation = evaluation.split(
+            user_data, calibrate, request.calibration_samples)
         tried: list[tuple[str, Score]] = []
         chosen: tuple[str, Path, Score] | None = None
         for precision in precisions_to_try(request, family.precisions):
             with steps.step(f"optimize:{precision}"):
                 onnx_path = family.optimize(
-                    exported, precision, loaded, work / f"opt-{precision}",
-                    request.calibration_samples,
+                    exported, precision, loaded, work / f"opt-{precision}", calibration,
                 )
             with steps.step(f"score:{precision}"):
                 score = family.score(loaded, onnx_path, texts, request.min_score)
@@ -305,12 +331,15 @@ def convert(
 
         precision, onnx_path, score = chosen
         with steps.step("golden"):
-            golden = family.golden(loaded, heldout_texts(8))
+            # the user's held-out records when given (a Chinese model replays Chinese text)
+            golden = family.golden(loaded, texts[:8] if user_data else heldout_texts(8))
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         stage = store.staging_dir(out_dir)
         try:
             with steps.step("repository"):
                 entry = family.write_repository(loaded, onnx_path, stage / REPOSITORY_DIR, request)
+                input_reference = drift.write_references(stage / REPOSITORY_DIR, entry, texts,
+                                                         golden)
                 files = file_digests(stage)
             manifest = base.model_copy(
                 update={
@@ -323,6 +352,7 @@ def convert(
                     ),
                     "score": score,
                     "golden": golden,
+                    "input_reference": input_reference,
                     "timings": steps.timings,
                 }
             )

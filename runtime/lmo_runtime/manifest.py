@@ -37,8 +37,27 @@ ENTRY_MODEL = {
 }
 
 
+# ConversionRequest fields left out of key() while None (added after keys were in use).
+OPTIONAL_KEY_FIELDS = ("evaluation", "queue_max_size", "queue_timeout_microseconds")
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Evaluation(_Model):
+    """The user's own evaluation data (`spec.versions[].optimize.evaluation`).
+
+    JSON Lines at `uri` (s3://, file://, pvc://, or configmap://NAME/KEY for a ConfigMap
+    mounted into the conversion Job); the text of each record is at `field`; the first
+    `limit` records are used. They replace the built-in English sentences for the accuracy
+    gate and the int8-static calibration (`lmo_runtime.evaluation`).
+    """
+
+    uri: str
+    field: str = "text"
+    limit: int = 512
+    sha256: str | None = None  # of the whole file; a mismatch refuses the conversion
 
 
 class ConversionRequest(_Model):
@@ -55,11 +74,23 @@ class ConversionRequest(_Model):
     max_batch_size: int = 16
     max_queue_delay_microseconds: int = 500
     gpus: int = 0
+    evaluation: Evaluation | None = None
+    # Triton's queue policy of the entry model (spec.serving.queue); None: unbounded
+    queue_max_size: int | None = None
+    queue_timeout_microseconds: int | None = None
     converter_version: str = CONVERTER_VERSION
 
     def key(self) -> str:
-        """Content address: sha256 over the canonical JSON of the request."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Content address: sha256 over the canonical JSON of the request.
+
+        Fields added after the first release are left out while unset, so that requests
+        which do not use them keep the key (and the cached artifact) they always had.
+        """
+        data = self.model_dump(mode="json")
+        for name in OPTIONAL_KEY_FIELDS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def short_key(self) -> str:
@@ -92,6 +123,21 @@ class Golden(_Model):
     kind: str  # embedding | label | token | tokens
 
 
+class EvaluationRecord(_Model):
+    """Which evaluation data a conversion scored (and calibrated) on."""
+
+    source: str  # "builtin" (the built-in English sentences) or the evaluation uri
+    sha256: str  # of the evaluation file (of the built-in texts for "builtin")
+    records: int  # records used (after limit)
+    heldout: int  # of those, scored by the accuracy gate
+    calibration: int  # of those, used to calibrate int8-static (disjoint from heldout)
+
+    def summary(self) -> dict[str, Any]:
+        """The `status.versions[].artifact.evaluation` shape."""
+        return {"source": self.source, "sha256": self.sha256, "records": self.records,
+                "heldout": self.heldout, "calibration": self.calibration}
+
+
 class Manifest(_Model):
     key: str
     request: ConversionRequest
@@ -108,11 +154,22 @@ class Manifest(_Model):
     attempts: list[Score] = Field(default_factory=list)  # every precision tried, in order
     timings: dict[str, float] = Field(default_factory=dict)  # seconds per step
     golden: Golden | None = None
+    # input summary of the conversion sample (lmo_runtime.drift.reference_summary): what
+    # the served input drift metrics are compared with
+    input_reference: dict[str, Any] | None = None
+    evaluation: EvaluationRecord | None = None  # the data the gate scored on
     converter_version: str = CONVERTER_VERSION
     created_at: str = ""
 
     def digest(self) -> str:
-        blob = self.model_dump_json(exclude={"timings", "created_at"})
+        # fields added later are left out while unset: older manifests keep their digest
+        exclude: dict[str, Any] = {"timings": True, "created_at": True}
+        if self.evaluation is None:
+            exclude["evaluation"] = True
+        unset = {n for n in OPTIONAL_KEY_FIELDS if getattr(self.request, n) is None}
+        if unset:
+            exclude["request"] = unset
+        blob = self.model_dump_json(exclude=exclude)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def golden_inputs(self) -> list[str]:
@@ -131,6 +188,8 @@ class Manifest(_Model):
         }
         if self.entry_model:
             out["entryModel"] = self.entry_model
+        if self.evaluation is not None:
+            out["evaluation"] = self.evaluation.summary()
         inputs = self.golden_inputs()
         if inputs:
             out["goldenInputs"] = inputs

@@ -198,6 +198,25 @@ def version(name: str, traffic: int | None = None, **extra: Any) -> dict[str, An
 PROM = {"prometheusUrl": "http://prometheus.monitoring:9090"}
 
 VALID: dict[str, dict[str, Any]] = {
+    "protected-envoy-gateway": lm({
+        "task": "feature-extraction",
+        "versions": [version("v1", 100)],
+        "routing": {"policies": "EnvoyGateway", "networkPolicy": True},
+        "protection": {
+            "timeout": "30s",
+            "auth": {"apiKeys": {"secretRef": {"name": "chat-keys"}}},
+            "rateLimit": {"requestsPerSecond": 50, "burst": 50, "perClient": True},
+            "circuitBreaker": {"maxPendingRequests": 64, "consecutiveErrors": 5,
+                               "ejectionTime": "30s"},
+        },
+        "serving": {"queue": {"maxSize": 64, "timeout": "2s"}},
+    }),
+    "protected-istio": lm({
+        "task": "feature-extraction",
+        "versions": [version("v1", 100)],
+        "routing": {"policies": "Istio", "networkPolicy": False},
+        "protection": {"circuitBreaker": {"consecutiveErrors": 3}},
+    }),
     "experiment-feedback": lm({
         "task": "fill-mask",
         "versions": [version("v1", 50), version("v2", 50), version("v3", 0)],
@@ -281,6 +300,9 @@ VALID: dict[str, dict[str, Any]] = {
                         "precision": "int8-static",
                         "accuracyGate": {"minScore": 0.97, "fallback": True},
                         "calibrationSamples": 32,
+                        "evaluation": {"uri": "configmap://eval-zh/eval.jsonl",
+                                       "field": "sentence", "limit": 256,
+                                       "sha256": "e" * 64},
                     },
                 ),
                 version("canary", 20),
@@ -473,6 +495,50 @@ INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
         "spec.routing.mirror.version must name a version in spec.versions",
         "cel",
     ),
+    "auth-without-policies": (
+        _spec_with(protection={"auth": {"apiKeys": {"secretRef": {"name": "k"}}}}),
+        "spec.protection.auth needs spec.routing.policies: EnvoyGateway",
+        "cel",
+    ),
+    "rate-limit-with-istio": (
+        _spec_with(routing={"policies": "Istio"},
+                   protection={"rateLimit": {"requestsPerSecond": 5}}),
+        "spec.protection.rateLimit needs spec.routing.policies: EnvoyGateway",
+        "cel",
+    ),
+    "circuit-breaker-without-policies": (
+        _spec_with(protection={"circuitBreaker": {"consecutiveErrors": 5}}),
+        "spec.protection.circuitBreaker needs spec.routing.policies: EnvoyGateway or Istio",
+        "cel",
+    ),
+    "per-client-without-auth": (
+        _spec_with(routing={"policies": "EnvoyGateway"},
+                   protection={"rateLimit": {"requestsPerSecond": 5, "perClient": True}}),
+        "spec.protection.rateLimit.perClient needs spec.protection.auth",
+        "cel",
+    ),
+    "burst-with-envoy-gateway": (
+        _spec_with(routing={"policies": "EnvoyGateway"},
+                   protection={"rateLimit": {"requestsPerSecond": 5, "burst": 10}}),
+        "spec.protection.rateLimit.burst must equal requestsPerSecond",
+        "cel",
+    ),
+    "burst-below-rate": (
+        _spec_with(routing={"policies": "EnvoyGateway"},
+                   protection={"rateLimit": {"requestsPerSecond": 5, "burst": 2}}),
+        "spec.protection.rateLimit.burst must be at least requestsPerSecond",
+        "cel",
+    ),
+    "policies-with-service": (
+        _spec_with(routing={"provider": "Service", "policies": "Istio"}),
+        "spec.routing.policies needs provider: GatewayAPI",
+        "cel",
+    ),
+    "queue-without-batching": (
+        _spec_with(serving={"queue": {"maxSize": 8}, "batching": {"maxBatchSize": 0}}),
+        "spec.serving.queue needs spec.serving.batching.maxBatchSize > 0",
+        "cel",
+    ),
     "timeout-with-service": (
         _spec_with(routing={"provider": "Service"}, protection={"timeout": "30s"}),
         "spec.protection.timeout needs provider: GatewayAPI",
@@ -613,6 +679,12 @@ INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
     "bad-precision": (
         lm({"task": "fill-mask", "versions": [version("v1", optimize={"precision": "int4"})]}),
         "precision",
+        "schema",
+    ),
+    "evaluation-https-uri": (
+        lm({"task": "fill-mask", "versions": [version("v1", optimize={
+            "evaluation": {"uri": "https://example.com/eval.jsonl"}})]}),
+        "evaluation.uri",
         "schema",
     ),
     "gate-above-one": (

@@ -9,7 +9,7 @@ or kubernetes. Per-kind builders live in `conversion.py`, `triton.py`, `traffic.
 
 from __future__ import annotations
 
-from lmo.api import LanguageModel, LanguageModelSpec, VersionSpec
+from lmo.api import LanguageModel, LanguageModelSpec, VersionSpec, duration_seconds
 from lmo.builders.autoscaling import build_autoscaler
 from lmo.builders.base import (
     Owner,
@@ -21,9 +21,10 @@ from lmo.builders.base import (
 )
 from lmo.builders.conversion import build_conversion_job
 from lmo.builders.traffic import build_route, endpoint, routed, service_replicas
+from lmo.builders.protection import build_protection
 from lmo.builders.triton import build_deployment, build_service, uses_service_provider
 from lmo.settings import OperatorSettings
-from lmo_runtime.manifest import ConversionRequest
+from lmo_runtime.manifest import ConversionRequest, Evaluation
 
 __all__ = [
     "CHILD_KINDS",
@@ -46,6 +47,11 @@ CHILD_KINDS: list[tuple[str, str, str]] = [
     ("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
     ("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     ("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
+    ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+    ("gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy", "backendtrafficpolicies"),
+    ("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy", "securitypolicies"),
+    ("networking.istio.io/v1", "DestinationRule", "destinationrules"),
+    ("security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies"),
 ]
 
 
@@ -67,7 +73,20 @@ def conversion_request(spec: LanguageModelSpec, version: VersionSpec) -> Convers
         max_batch_size=spec.serving.batching.max_batch_size,
         max_queue_delay_microseconds=spec.serving.batching.max_queue_delay_microseconds,
         gpus=spec.serving.gpus,
+        queue_max_size=spec.serving.queue.max_size if spec.serving.queue else None,
+        queue_timeout_microseconds=(
+            round(duration_seconds(spec.serving.queue.timeout) * 1_000_000)
+            if spec.serving.queue and spec.serving.queue.timeout else None
+        ),
+        evaluation=_evaluation(version),
     )
+
+
+def _evaluation(version: VersionSpec) -> Evaluation | None:
+    ev = version.optimize.evaluation
+    if ev is None:
+        return None
+    return Evaluation(uri=ev.uri, field=ev.field, limit=ev.limit, sha256=ev.sha256)
 
 
 def build_children(
@@ -124,4 +143,5 @@ def build_children(
             if scaler is not None:
                 out.append(scaler)
     out.extend(build_route(lm, owner, settings, plans))
+    out.extend(build_protection(lm, owner, settings, plans))
     return out

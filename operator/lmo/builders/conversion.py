@@ -17,6 +17,9 @@ Storage conventions the converter relies on:
   own, the two would collide, so the store's keys get the prefix `LMO_STORE_`
   (LMO_STORE_AWS_ACCESS_KEY_ID...) for the converter to publish with (`lmo convert` does
   not read them yet: issue #3).
+* Evaluation data (`optimize.evaluation`): `--evaluation-*` arguments; s3:// is read with
+  the checkpoint's credentials, and a `configmap://NAME/KEY` ConfigMap is mounted read-only
+  at `/etc/lmo/configmaps/NAME`.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from lmo.builders.base import (
 from lmo.settings import OperatorSettings
 
 PVC_ROOT = "/mnt/pvc"
+CONFIGMAP_ROOT = "/etc/lmo/configmaps"  # lmo_runtime.evaluation's default LMO_CONFIGMAP_ROOT
 SCRATCH = "/scratch"
 TERMINATION_LOG = "/dev/termination-log"
 STORE_ENV_PREFIX = "LMO_STORE_"
@@ -101,7 +105,24 @@ def convert_args(plan: VersionPlan) -> list[str]:
         args += ["--sha256", r.checkpoint_sha256]
     if r.fallback:
         args.append("--fallback")
+    if r.queue_max_size is not None:
+        args += ["--queue-max-size", str(r.queue_max_size)]
+    if r.queue_timeout_microseconds is not None:
+        args += ["--queue-timeout-us", str(r.queue_timeout_microseconds)]
+    if r.evaluation is not None:
+        args += ["--evaluation-uri", r.evaluation.uri, "--evaluation-field", r.evaluation.field,
+                 "--evaluation-limit", str(r.evaluation.limit)]
+        if r.evaluation.sha256:
+            args += ["--evaluation-sha256", r.evaluation.sha256]
     return args
+
+
+def evaluation_configmap(plan: VersionPlan) -> str | None:
+    """The ConfigMap holding the version's evaluation data (configmap://NAME/KEY), if any."""
+    ev = plan.request.evaluation
+    if ev is None or scheme(ev.uri) != "configmap":
+        return None
+    return ev.uri.split("://", 1)[1].split("/", 1)[0]
 
 
 def uses_gpu(lm: LanguageModel, plan: VersionPlan, settings: OperatorSettings) -> bool:
@@ -141,6 +162,12 @@ def build_conversion_job(
             {"name": vol, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
         )
         mounts.append({"name": vol, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": read_only})
+    # configmap://NAME/KEY evaluation data: NAME mounted where the runtime looks for it
+    eval_cm = evaluation_configmap(plan)
+    if eval_cm:
+        volumes.append({"name": "evaluation", "configMap": {"name": eval_cm}})
+        mounts.append({"name": "evaluation", "mountPath": f"{CONFIGMAP_ROOT}/{eval_cm}",
+                       "readOnly": True})
 
     env = [
         {"name": "LMO_PVC_ROOT", "value": PVC_ROOT},

@@ -77,13 +77,19 @@ def local_request(
     """
     from lmo.builders import conversion_request
 
-    return conversion_request(spec, version).model_copy(
-        update={
-            "checkpoint_uri": resolve_checkpoint(version.checkpoint.uri, base_dir),
-            "backend": spec.serving.backend if flavour.onnxruntime_backend else "python",
-            "gpus": spec.serving.gpus if flavour.gpu else 0,
-        }
-    )
+    request = conversion_request(spec, version)
+    update = {
+        "checkpoint_uri": resolve_checkpoint(version.checkpoint.uri, base_dir),
+        "backend": spec.serving.backend if flavour.onnxruntime_backend else "python",
+        "gpus": spec.serving.gpus if flavour.gpu else 0,
+    }
+    ev = request.evaluation
+    if ev is not None and ev.uri.startswith("file://"):
+        # relative like the checkpoint; a missing file is the converter's error to report
+        rest = ev.uri[len("file://"):]
+        path = Path(rest) if rest.startswith("/") else base_dir / rest
+        update["evaluation"] = ev.model_copy(update={"uri": f"file://{path.resolve()}"})
+    return request.model_copy(update=update)
 
 
 @dataclass(frozen=True)

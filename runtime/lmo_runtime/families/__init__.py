@@ -7,8 +7,8 @@ only talks to this interface:
     family = family_for(config, task)              # ConversionError if unsupported
     loaded = family.load(ckpt_dir, task)           # torch model + tokenizer, eval mode
     exported = family.export(loaded, work_dir)     # fp32 ONNX, onnx.checker clean
-    onnx_path = family.optimize(exported, precision, loaded, work_dir, calibration_samples)
-    score = family.score(loaded, onnx_path, heldout_texts(), threshold)
+    onnx_path = family.optimize(exported, precision, loaded, work_dir, calibration)
+    score = family.score(loaded, onnx_path, heldout, threshold)
     golden = family.golden(loaded, heldout_texts(8))
     entry = family.write_repository(loaded, onnx_path, repo_dir, request)
 
@@ -17,7 +17,8 @@ module-level `FAMILY` object; they are imported only when a checkpoint of their
 `model_type` is converted, so the registry stays cheap to import.
 
 The held-out and calibration texts are built in (no download) and disjoint, so that the
-accuracy gate never scores on the inputs int8-static was calibrated with.
+accuracy gate never scores on the inputs int8-static was calibrated with; the user's own
+data (`optimize.evaluation`) replaces them, split the same way (`lmo_runtime.evaluation`).
 """
 
 from __future__ import annotations
@@ -93,9 +94,10 @@ class Family(Protocol):
         precision: str,
         loaded: Loaded,
         work_dir: Path,
-        calibration_samples: int,
+        calibration: list[str] | int,
     ) -> Path:
-        """Produce the ONNX model at `precision` (fp32 | fp16 | int8 | int8-static)."""
+        """Produce the ONNX model at `precision` (fp32 | fp16 | int8 | int8-static);
+        int8-static calibrates on `calibration` (texts, or that many built-in texts)."""
         ...
 
     def score(self, loaded: Loaded, onnx_path: Path, texts: list[str], threshold: float) -> Score:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import warnings
 from importlib import resources
@@ -38,6 +39,7 @@ import numpy as np
 from lmo_runtime.errors import ConversionError
 from lmo_runtime.families import Exported, Loaded, calibration_texts, load_tokenizer, quiet_root_logger
 from lmo_runtime.manifest import ENTRY_MODEL, ConversionRequest, Golden, Score
+from lmo_runtime.payloads import ship as ship_observability
 
 OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -49,6 +51,7 @@ OUTPUTS = {
 FUSION_TOLERANCE = 1e-4
 EXPORT_TOLERANCE = 1e-3
 MAX_LENGTH = 256  # tokens per text at serving time (truncated beyond)
+SCORE_BATCH = 32  # texts per PyTorch / ONNX Runtime call while scoring
 MODEL_FILE = "model.onnx"
 META_FILE = "lmo_model.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -271,7 +274,7 @@ class BertFamily:
 
     def optimize(
         self, exported: Exported, precision: str, loaded: Loaded, work_dir: Path,
-        calibration_samples: int,
+        calibration: list[str] | int,
     ) -> Path:
         work_dir = Path(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -293,7 +296,8 @@ class BertFamily:
                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
                 )
         elif precision == "int8-static":
-            self._quantize_static(src, out, loaded, work_dir, calibration_samples)
+            texts = calibration if isinstance(calibration, list) else calibration_texts(calibration)
+            self._quantize_static(src, out, loaded, work_dir, texts)
         elif precision == "fp16":
             import onnx
             from onnxruntime.transformers.onnx_model import OnnxModel
@@ -308,7 +312,7 @@ class BertFamily:
         return out
 
     def _quantize_static(
-        self, src: Path, out: Path, loaded: Loaded, work_dir: Path, samples: int
+        self, src: Path, out: Path, loaded: Loaded, work_dir: Path, texts: list[str]
     ) -> None:
         """Calibrated int8: QDQ with per-channel int8 weights and uint8 activations.
 
@@ -330,7 +334,6 @@ class BertFamily:
         )
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        texts = calibration_texts(samples)
         family = self
 
         class Reader(CalibrationDataReader):
@@ -378,26 +381,46 @@ class BertFamily:
         return run_onnx(onnx_path, self._encode(loaded, texts))
 
     def score(self, loaded: Loaded, onnx_path: Path, texts: list[str], threshold: float) -> Score:
+        """Fidelity to PyTorch on `texts`, SCORE_BATCH texts at a time (the user's evaluation
+        data may hold hundreds of long texts)."""
         task = loaded.task
         if task == "fill-mask":
             texts = [masked(loaded.tokenizer, t, every=4) for t in texts]
-        ref = self.torch_outputs(loaded, texts)
-        got = self._onnx_answers(loaded, onnx_path, texts)
-        details: dict[str, float] = {"max_abs_diff": _max_diff(task, ref, got)}
+        cosines: list[np.ndarray] = []
+        agree: list[np.ndarray] = []
+        max_abs = max_prob = 0.0
+        for i in range(0, len(texts), SCORE_BATCH):
+            chunk = texts[i : i + SCORE_BATCH]
+            ref = self.torch_outputs(loaded, chunk)
+            got = self._onnx_answers(loaded, onnx_path, chunk)
+            max_abs = max(max_abs, _max_diff(task, ref, got))
+            if task == "feature-extraction":
+                a, b = ref[0], got[0].astype(np.float32)
+                cosines.append((a * b).sum(1) / (
+                    np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12))
+            elif task == "fill-mask":
+                ids = self._encode(loaded, chunk)["input_ids"]
+                where = ids == loaded.tokenizer.mask_token_id
+                agree.append(ref[0][where] == got[0][where])
+            else:
+                agree.append(ref[0].argmax(-1) == got[0].argmax(-1))
+                max_prob = max(max_prob, float(np.abs(ref[0] - got[0]).max()))
+        details: dict[str, float] = {"max_abs_diff": max_abs}
         if task == "feature-extraction":
-            a, b = ref[0], got[0].astype(np.float32)
-            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+            cos = np.concatenate(cosines)
             value, metric, n = float(cos.mean()), "cosine", len(texts)
             details["cosine_min"] = float(cos.min())
-        elif task == "fill-mask":
-            ids = self._encode(loaded, texts)["input_ids"]
-            where = ids == loaded.tokenizer.mask_token_id
-            agree = ref[0][where] == got[0][where]
-            value, metric, n = float(agree.mean()), "top1_agreement", int(where.sum())
         else:
-            agree = ref[0].argmax(-1) == got[0].argmax(-1)
-            value, metric, n = float(agree.mean()), "top1_agreement", len(texts)
-            details["max_prob_diff"] = float(np.abs(ref[0] - got[0]).max())
+            hits = np.concatenate(agree)
+            if hits.size == 0:
+                raise ConversionError(
+                    "the accuracy gate found no [MASK] position to score in the evaluation "
+                    "texts (each text needs at least one word); check optimize.evaluation"
+                )
+            value, metric = float(hits.mean()), "top1_agreement"
+            n = int(hits.size) if task == "fill-mask" else len(texts)
+            if task == "text-classification":
+                details["max_prob_diff"] = max_prob
         return Score(
             metric=metric, value=value, threshold=threshold, passed=value >= threshold,
             samples=n, details=details,
@@ -440,7 +463,9 @@ class BertFamily:
         onnx_model = f"{entry}_onnx"
         batch = max(0, request.max_batch_size)
         batching = (
-            DynamicBatching(max_queue_delay_microseconds=request.max_queue_delay_microseconds)
+            DynamicBatching(max_queue_delay_microseconds=request.max_queue_delay_microseconds,
+                            max_queue_size=request.queue_max_size,
+                            queue_timeout_microseconds=request.queue_timeout_microseconds)
             if batch > 0 else None
         )
         meta = {
@@ -461,6 +486,7 @@ class BertFamily:
         loaded.tokenizer.backend_tokenizer.save(str(version_dir / TOKENIZER_FILE))
         src = resources.files("lmo_runtime") / "triton_models" / "bert" / "model.py"
         (version_dir / "model.py").write_text(src.read_text())
+        ship_observability(version_dir)
         hidden = loaded.extra["hidden_size"]
         # Without batching (max_batch_size 0) dims are full shapes: one text in, [1, ...] out.
         lead = () if batch else (1,)
@@ -574,19 +600,34 @@ def run_onnx(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     return sess.run(None, {k: np.asarray(v, dtype=np.int64) for k, v in feed.items() if k in names})
 
 
+# A CJK ideograph (BERT's _is_chinese_char ranges): each is a word of its own, as BERT's
+# basic tokenizer (tokenize_chinese_chars) splits them.
+_CJK = re.compile(
+    "([\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002b73f"
+    "\U0002b740-\U0002b81f\U0002b820-\U0002ceaf\uf900-\ufaff\U0002f800-\U0002fa1f])"
+)
+
+
 def masked(tokenizer: Any, text: str, every: int = 4, single: bool = False) -> str:
     """`text` with words replaced by the mask token: one word near the middle (`single`),
-    else every `every`-th word (at least one)."""
-    words = text.split()
+    else every `every`-th word (at least one). A CJK character counts as a word (Chinese
+    text has no spaces between words)."""
+    words = [w for part in text.split() for w in _CJK.split(part) if w]
+    glue = [bool(_CJK.fullmatch(a) or _CJK.fullmatch(b)) for a, b in zip(words, words[1:])]
     mask = tokenizer.mask_token
     if single:
         idx = [len(words) // 2]
     else:
         idx = list(range(1, len(words), every)) or [0]
     for i in idx:
+        if i >= len(words):
+            continue
         stripped = words[i].rstrip(".,!?;:")
         words[i] = mask + words[i][len(stripped):]
-    return " ".join(words)
+    out = words[0] if words else ""
+    for word, joined in zip(words[1:], glue):
+        out += ("" if joined else " ") + word
+    return out
 
 
 FAMILY = BertFamily()

@@ -41,6 +41,7 @@ import numpy as np
 from lmo_runtime.errors import ConversionError
 from lmo_runtime.families import Exported, Loaded, load_tokenizer, quiet_root_logger
 from lmo_runtime.manifest import ENTRY_MODEL, ConversionRequest, Golden, Score
+from lmo_runtime.payloads import ship as ship_observability
 
 OPSET = 17
 MODEL_FILE = "model.onnx"
@@ -334,7 +335,7 @@ class Gpt2Family:
 
     def optimize(
         self, exported: Exported, precision: str, loaded: Loaded, work_dir: Path,
-        calibration_samples: int,
+        calibration: list[str] | int,
     ) -> Path:
         work_dir = Path(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -425,6 +426,8 @@ class Gpt2Family:
             (stream_dir / name).write_text((source / name).read_text())
         (stream_dir / "text_generation_model.py").write_text((source / "model.py").read_text())
         (stream_dir / "model.py").write_text((models / STREAM_MODEL / "model.py").read_text())
+        ship_observability(assets)
+        ship_observability(stream_dir)
 
         batch = max(0, request.max_batch_size)
         optional = tuple(
@@ -445,7 +448,9 @@ class Gpt2Family:
             name=entry, backend="python", inputs=inputs, outputs=outputs,
             max_batch_size=batch,
             dynamic_batching=(
-                DynamicBatching(max_queue_delay_microseconds=request.max_queue_delay_microseconds)
+                DynamicBatching(max_queue_delay_microseconds=request.max_queue_delay_microseconds,
+                            max_queue_size=request.queue_max_size,
+                            queue_timeout_microseconds=request.queue_timeout_microseconds)
                 if batch > 0 else None
             ),
             gpus=python_gpus, parameters=params,
