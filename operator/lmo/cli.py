@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("lmo.operator_main", "run the operator against the current kubeconfig"),
     "status": ("lmo.commands.status", "show versions, phases, traffic and the last analysis"),
     "infer": ("lmo.commands.infer", "send text to a model and print the answer"),
+    "logs": ("lmo.commands.logs", "print the sampled request/response records (payload logs)"),
     "generate": ("lmo.commands.generate", "generate text (streamed) from a text-generation model"),
     "promote": ("lmo.commands.traffic", "move all traffic to a version"),
     "rollback": ("lmo.commands.traffic", "move all traffic back to the stable version"),

@@ -648,7 +648,17 @@ INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
         "tolerations[].tolerationSeconds needs effect: NoExecute",
         "cel",
     ),
+    "payload-sink-not-stdout-or-s3": (
+        _spec_with(logging={"payloads": {"sink": "kafka://broker/topic"}}),
+        "spec.logging.payloads.sink must be stdout or s3://bucket/prefix",
+        "cel",
+    ),
     # refused by the schema alone
+    "payload-sample-rate-above-one": (
+        _spec_with(logging={"payloads": {"sampleRate": 1.5}}),
+        "sampleRate",
+        "schema",
+    ),
     "bad-quantity": (
         lm({"task": "fill-mask", "versions": [version("v1")],
             "serving": {"resources": {"limits": {"memory": "4GB"}}}}),

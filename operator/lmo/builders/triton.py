@@ -25,6 +25,7 @@ from lmo.builders.base import (
     scheme,
     split_pvc,
 )
+from lmo.builders.payloads import payload_env, payload_secret
 from lmo.errors import UserError
 from lmo.settings import OperatorSettings
 from lmo_runtime.manifest import REPOSITORY_DIR
@@ -170,7 +171,9 @@ def build_deployment(
         "command": ["tritonserver"],
         "args": triton_args(lm),
         "ports": ports(),
-        "env": [{"name": "HOME", "value": "/tmp"}],
+        "env": [{"name": "HOME", "value": "/tmp"}] + [
+            {"name": k, "value": v} for k, v in payload_env(lm.spec, lm_name, plan.name).items()
+        ],
         "volumeMounts": [
             model_mount,
             {"name": "tmp", "mountPath": "/tmp"},
@@ -189,6 +192,8 @@ def build_deployment(
     }
     if resources:
         container["resources"] = resources
+    if payload_secret(lm.spec):
+        container["envFrom"] = [{"secretRef": {"name": payload_secret(lm.spec)}}]
 
     pod_spec: dict = {
         "terminationGracePeriodSeconds": DRAIN_SECONDS + EXIT_TIMEOUT_SECONDS + 5,

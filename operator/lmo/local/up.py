@@ -34,6 +34,7 @@ from typing import Any
 
 from lmo.api import LanguageModel, SpecError, load_file
 from lmo.builders import conversion_request
+from lmo.builders.payloads import payload_env
 from lmo.conditions import NORMAL, WARNING, Reason
 from lmo.errors import UserError
 from lmo.local.controller import Backend, Controller
@@ -98,6 +99,8 @@ class Fleet:
         self.progress = progress
         self.servers: dict[str, Any] = {}  # version -> TritonServer
         self.keys: dict[str, str] = {}  # version -> artifact key it serves
+        # version -> the Triton environment it runs with (payload logging, see payload_env)
+        self.env: dict[str, dict[str, str]] = {}
         self._retired: list[Any] = []  # replaced servers, stopped once traffic moved off
         # One change of the servers at a time (file edits vs restarts after a crash).
         self.lock = asyncio.Lock()
@@ -121,14 +124,17 @@ class Fleet:
                  + (f", {score.metric} {score.value:.4f}" if score else "")
                  + f", precision {artifact.manifest.precision}")
             out[v.name] = artifact
+            self.env[v.name] = payload_env(lm.spec, lm.metadata.name, v.name)
         return out
 
     def changed(self, lm: LanguageModel) -> list[str]:
-        """Versions whose artifact would differ from the one served (or that are new)."""
+        """Versions whose artifact or payload logging would differ from what is served (or
+        that are new)."""
         return [
             v.name
             for v in lm.spec.versions
             if self.keys.get(v.name) != local_request(lm.spec, v, self.base_dir, self.flavour).key()
+            or self.env.get(v.name) != payload_env(lm.spec, lm.metadata.name, v.name)
         ]
 
     def start(self, artifacts: dict[str, Artifact]) -> dict[str, Backend]:
@@ -138,7 +144,8 @@ class Fleet:
         logs = self.work_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         servers = {
-            name: TritonServer(a.repository, log_path=logs / f"{self.lm_name}-{name}.log")
+            name: TritonServer(a.repository, log_path=logs / f"{self.lm_name}-{name}.log",
+                               env=self.env.get(name))
             for name, a in artifacts.items()
         }
         started: dict[str, Any] = {}

@@ -141,6 +141,7 @@ class TritonServer:
         extra_args: list[str] | None = None,
         start_timeout: float = 120.0,
         exit_timeout_secs: int = 5,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.models = list(models) if models is not None else None
@@ -152,6 +153,7 @@ class TritonServer:
         self.extra_args = list(extra_args or [])
         self.start_timeout = start_timeout
         self.exit_timeout_secs = exit_timeout_secs
+        self.env = dict(env or {})  # added to the server's environment (its models see it)
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file = None
 
@@ -193,6 +195,7 @@ class TritonServer:
     def command(self) -> tuple[list[str], dict[str, str]]:
         """The command line and environment the server runs with."""
         env = dict(os.environ)
+        env.update(self.env)
         env["PATH"] = _venv_path()
         binary = os.environ.get("LMO_TRITONSERVER") or shutil.which("tritonserver")
         backend_dir = self.backend_directory

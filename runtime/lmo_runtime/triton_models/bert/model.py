@@ -12,10 +12,16 @@ the call are answered. The ONNX model runs here with onnxruntime (`runner: ort`,
 for tritonservers without the ONNX Runtime backend) or in a sibling model through BLS
 (`runner: bls`, the ONNX Runtime backend on GPU). Settings come from lmo_model.json written
 at conversion. Only numpy, tokenizers and (for `ort`) onnxruntime are needed in the server.
+
+Observability (lmo_payloads.py and lmo_drift.py, shipped beside this file): sampled payload
+records (spec.logging.payloads) and the input drift metrics, see lmo_runtime.payloads and
+lmo_runtime.drift.
 """
 
 import json
 import os
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +37,7 @@ class TritonPythonModel:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=int(self.meta["max_length"]))
         self.task = self.meta["task"]
+        self._observe_init(args, here)
         self.session = None
         if self.meta["runner"] == "ort":
             import onnxruntime as ort
@@ -55,6 +62,22 @@ class TritonPythonModel:
                 str(here / self.meta["onnx_model"]), opts, providers=providers
             )
             self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def _observe_init(self, args, here):
+        """Payload logger and drift metrics (lmo_payloads / lmo_drift beside this file)."""
+        sys.path.insert(0, str(here))
+        import lmo_drift
+        import lmo_payloads
+
+        self.payloads, self.payload_metrics = lmo_payloads.for_model(pb_utils, args, self.task)
+        self.drift = lmo_drift.TritonDrift(pb_utils, args["model_name"], here,
+                                           embeddings=self.task == "feature-extraction")
+        self.unk_id = lmo_drift.unknown_id(self.tokenizer)
+        self.token_counts = lmo_drift.token_counts
+
+    def finalize(self):
+        if self.payloads is not None:
+            self.payloads.close()
 
     # ------------------------------------------------------------------ model call
 
@@ -101,10 +124,12 @@ class TritonPythonModel:
     # ------------------------------------------------------------------ execute
 
     def execute(self, requests):
-        encodings, counts, errors = [], [], []
+        began = time.perf_counter()
+        encodings, counts, errors, texts = [], [], [], []
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             batch = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in raw]
+            texts.append(batch)
             error, encs = self._tokenize(batch)
             errors.append(error)
             if error is None:
@@ -112,8 +137,11 @@ class TritonPythonModel:
             counts.append(0 if error else len(batch))
         outputs = None
         if encodings:
+            self.drift.observe(*self.token_counts(encodings, self.unk_id))
             feed = self._encode(encodings)
             outputs = self._postprocess(self._run_batched(feed), feed["input_ids"])
+            if self.task == "feature-extraction":
+                self.drift.observe_embeddings(outputs[0][1])
         responses, start = [], 0
         for count, error in zip(counts, errors):
             if error is not None:
@@ -122,7 +150,40 @@ class TritonPythonModel:
             tensors = [pb_utils.Tensor(name, value[start : start + count]) for name, value in outputs]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += count
+        if self.payloads is not None:
+            self._log_payloads(requests, texts, counts, errors, outputs, began)
         return responses
+
+    def _log_payloads(self, requests, texts, counts, errors, outputs, began):
+        """One record per sampled request: its text, an output summary, the call's latency."""
+        latency_ms = (time.perf_counter() - began) * 1000.0
+        start = 0
+        for request, batch, count, error in zip(requests, texts, counts, errors):
+            rows = slice(start, start + count)
+            start += count
+            if not self.payloads.sampled():
+                continue
+            summary = None if error is not None else self._summary(outputs, rows)
+            self.payloads.log(request_id=request.request_id(),
+                              text=batch[0] if len(batch) == 1 else batch,
+                              output=summary, latency_ms=latency_ms, error=error)
+
+    def _summary(self, outputs, rows):
+        """label/score, token/score/sequence or the embedding norm of one request's rows."""
+        values = {name: value[rows] for name, value in outputs}
+        if self.task == "feature-extraction":
+            norms = np.linalg.norm(values["EMBEDDING"].reshape(len(values["EMBEDDING"]), -1),
+                                   axis=1)
+            out = {"embeddingNorm": [round(float(n), 5) for n in norms]}
+        else:
+            out = {}
+            for name, value in values.items():
+                flat = value.reshape(-1)
+                out[name.lower()] = [
+                    v.decode("utf-8", "replace") if isinstance(v, bytes) else round(float(v), 6)
+                    for v in flat
+                ]
+        return {k: v[0] if len(v) == 1 else v for k, v in out.items()}
 
     def _tokenize(self, batch):
         """(error, encodings) for one request's texts. A request that cannot be answered gets

@@ -11,16 +11,24 @@ Parameters (config.pbtxt):
   DEFAULT_MAX_TOKENS  MAX_TOKENS when a request does not send it.
 
 All requests of one call are generated as one batch (see textgen.py).
+
+Observability (lmo_payloads.py and lmo_drift.py, shipped beside this file): sampled payload
+records (spec.logging.payloads) and the input drift metrics (prompt token counts), see
+lmo_runtime.payloads and lmo_runtime.drift; `observability()` is shared with the streaming
+model.
 """
 
 import json
 import os
 import sys
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lmo_drift  # noqa: E402
+import lmo_payloads  # noqa: E402
 import textgen  # noqa: E402
 
 
@@ -71,6 +79,22 @@ def make_generator(args):
     return generator, defaults
 
 
+def observability(args, tokenizer):
+    """(payload logger or None, its metrics, drift metrics) of this model."""
+    payloads, metrics = lmo_payloads.for_model(pb_utils, args, "text-generation")
+    here = os.path.join(args["model_repository"], args["model_version"])
+    drift = lmo_drift.TritonDrift(pb_utils, args["model_name"], here)
+    drift.unk_id = lmo_drift.unknown_id(tokenizer)
+    return payloads, metrics, drift
+
+
+def observe_prompts(drift, tokenizer, prompts):
+    """Token counts of the prompts into the drift metrics (one extra tokenization)."""
+    if prompts:
+        encodings = tokenizer.encode_batch(prompts, add_special_tokens=False)
+        drift.observe(*lmo_drift.token_counts(encodings, drift.unk_id))
+
+
 def optional_inputs(request):
     out = {}
     for name in textgen.PARAM_INPUTS:
@@ -83,8 +107,15 @@ def optional_inputs(request):
 class TritonPythonModel:
     def initialize(self, args):
         self.generator, self.defaults = make_generator(args)
+        self.payloads, self.payload_metrics, self.drift = observability(
+            args, self.generator.tokenizer)
+
+    def finalize(self):
+        if self.payloads is not None:
+            self.payloads.close()
 
     def execute(self, requests):
+        began = time.perf_counter()
         prompts, params, spans, shapes, errors = [], [], [], [], {}
         for i, request in enumerate(requests):
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
@@ -100,6 +131,7 @@ class TritonPythonModel:
             spans.append((len(prompts), len(prompts) + len(texts)))
             prompts += texts
             params += rows
+        observe_prompts(self.drift, self.generator.tokenizer, prompts)
         outputs = self.generator.generate(prompts, params) if prompts else []
         responses = []
         for i, (start, end) in enumerate(spans):
@@ -109,4 +141,19 @@ class TritonPythonModel:
             text = np.array([t.encode("utf-8") for t in outputs[start:end]], dtype=np.object_)
             text = text.reshape(shapes[i])
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("TEXT_OUTPUT", text)]))
+        if self.payloads is not None:
+            self._log_payloads(requests, prompts, outputs, spans, errors, began)
         return responses
+
+    def _log_payloads(self, requests, prompts, outputs, spans, errors, began):
+        latency_ms = (time.perf_counter() - began) * 1000.0
+        for i, (request, (start, end)) in enumerate(zip(requests, spans)):
+            if not self.payloads.sampled():
+                continue
+            texts, generated = prompts[start:end], outputs[start:end]
+            self.payloads.log(
+                request_id=request.request_id(),
+                text=texts[0] if len(texts) == 1 else texts,
+                output=None if i in errors else {
+                    "text": generated[0] if len(generated) == 1 else generated},
+                latency_ms=latency_ms, error=errors.get(i))
