@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from lmo.api import Analysis
+from lmo.api import Analysis, ExperimentOutcome, MetricGate
 
 if TYPE_CHECKING:
     from lmo.replay import Drift, ReplayTargets
@@ -182,6 +182,96 @@ def golden_drift(replay: ReplayTargets | None, analysis: Analysis) -> Drift | st
         return f"golden replay failed: {err}"
 
 
+def fill(query: str, namespace: str, lm: str, version: str, window_seconds: float) -> str:
+    """A user's PromQL with {{version}} {{namespace}} {{name}} {{window}} filled in."""
+    return (query.replace("{{version}}", version).replace("{{namespace}}", namespace)
+            .replace("{{name}}", lm).replace("{{window}}", _range(window_seconds)))
+
+
+def _one_value(prom: Prometheus, promql: str) -> float | None:
+    """The query's value (the sum when it returns several series); None without one."""
+    values = [v for _, v in prom.query(promql) if math.isfinite(v)]
+    return sum(values) if values else None
+
+
+def query_outcomes(
+    url: str, outcome: ExperimentOutcome, namespace: str, lm: str, versions: list[str],
+    window_seconds: float,
+) -> dict[str, tuple[float, float]]:
+    """version -> (samples, successes) over the window: the spec's totalQuery and
+    successQuery, or lmo's feedback counters (the same queries under lmo up and on the
+    cluster). Raises PrometheusError when Prometheus cannot answer."""
+    from lmo.experiment import FEEDBACK_SUCCESS_QUERY, FEEDBACK_TOTAL_QUERY
+
+    prom = Prometheus(url)
+    total = outcome.total_query or FEEDBACK_TOTAL_QUERY
+    success = outcome.success_query or FEEDBACK_SUCCESS_QUERY
+    out = {}
+    for v in versions:
+        n = _one_value(prom, fill(total, namespace, lm, v, window_seconds)) or 0.0
+        s = _one_value(prom, fill(success, namespace, lm, v, window_seconds)) or 0.0
+        out[v] = (n, s)
+    return out
+
+
+@dataclass(frozen=True)
+class GateValue:
+    """One custom gate (`analysis.metrics[]`) measured: the candidate's and the stable's
+    values (None when the query returned nothing), or why it could not be measured."""
+
+    name: str
+    candidate: float | None
+    stable: float | None = None
+    error: str | None = None
+
+
+def measure_gates(
+    prom: Prometheus, gates: list[MetricGate], namespace: str, lm: str, candidate: str,
+    stable: str, window_seconds: float,
+) -> list[GateValue]:
+    out = []
+    for g in gates:
+        try:
+            cand = _one_value(prom, fill(g.query, namespace, lm, candidate, window_seconds))
+            base = (_one_value(prom, fill(g.query, namespace, lm, stable, window_seconds))
+                    if g.max_increase_over_stable is not None else None)
+        except PrometheusError as err:
+            out.append(GateValue(g.name, None, None, str(err)))
+            continue
+        out.append(GateValue(g.name, cand, base))
+    return out
+
+
+def _judge_gates(analysis: Analysis, values: list[GateValue], m: dict[str, float], gate) -> None:
+    """Apply `analysis.metrics[]` to their measured values (a gate that cannot be measured
+    fails: it must not pass unseen)."""
+    by_name = {v.name: v for v in values}
+    for g in analysis.metrics:
+        v = by_name.get(g.name)
+        if v is None or v.error is not None or v.candidate is None:
+            why = v.error if v is not None and v.error else "its query returned no value"
+            gate(False, f"{g.name}: cannot be measured ({why})")
+            continue
+        m[g.name] = v.candidate
+        if g.max is not None:
+            ok = v.candidate <= g.max
+            gate(ok, f"{g.name} {v.candidate:.4g} {'<=' if ok else '>'} max {g.max:g}")
+        if g.min is not None:
+            ok = v.candidate >= g.min
+            gate(ok, f"{g.name} {v.candidate:.4g} {'>=' if ok else '<'} min {g.min:g}")
+        if g.max_increase_over_stable is not None:
+            if v.stable is None:
+                gate(False, f"{g.name}: the stable version's value cannot be measured (its "
+                            "query returned no value)")
+                continue
+            m["stable_" + g.name] = v.stable
+            rise = v.candidate - v.stable
+            ok = rise <= g.max_increase_over_stable
+            gate(ok, f"{g.name} {v.candidate:.4g} is {rise:+.4g} over the stable's "
+                     f"{v.stable:.4g} {'<=' if ok else '>'} maxIncreaseOverStable "
+                     f"{g.max_increase_over_stable:g}")
+
+
 def analyse(
     analysis: Analysis,
     namespace: str,
@@ -205,7 +295,9 @@ def analyse(
         log.warning("analysis of %s/%s %s: %s", namespace, lm, candidate, err)
         return AnalysisResult(INCONCLUSIVE, {}, [str(err)])
     drift = golden_drift(replay, analysis) if cand.requests >= analysis.min_requests else None
-    return judge(analysis, candidate, cand, base, window_seconds, drift)
+    gates = measure_gates(prom, analysis.metrics, namespace, lm, candidate, stable,
+                          window_seconds) if analysis.metrics else []
+    return judge(analysis, candidate, cand, base, window_seconds, drift, gates)
 
 
 def judge(
@@ -215,13 +307,15 @@ def judge(
     base: VersionMetrics,
     window_seconds: float,
     drift: Drift | str | None = None,
+    gates: list[GateValue] | None = None,
 ) -> AnalysisResult:
     """pass / fail / inconclusive for one step, every reason a value against its threshold.
 
     Pure, and the one place the gates of `spec.rollout.analysis` are applied: the operator
     feeds it Prometheus numbers (`analyse`), `lmo up` the differences of Triton /metrics
     snapshots. `drift` is the golden replay's result, or why it could not run (the step then
-    fails with that reason), or None when no drift gate applies.
+    fails with that reason), or None when no drift gate applies. `gates` are the measured
+    values of `analysis.metrics[]` (`measure_gates`, on Prometheus in both runtimes).
     """
     m: dict[str, float] = {
         "requests": round(cand.requests, 3),
@@ -287,6 +381,8 @@ def judge(
             f"output drift {drift.drift:.4f} ({drift.metric}, {drift.samples} golden inputs) "
             f"{'<=' if ok else '>'} maxOutputDrift {analysis.max_output_drift:g}",
         )
+    if analysis.metrics:
+        _judge_gates(analysis, gates or [], m, gate)
     if failed:
         return AnalysisResult(FAIL, m, failed)
     return AnalysisResult(PASS, m, passed)

@@ -365,6 +365,10 @@ def decide(
         return done(ro, exp, weights({baseline: 100}))
 
     counts = analysis.outcomes
+    if not counts:  # the counts could not be read: this look is skipped, not taken as zeros
+        why = "; ".join(analysis.reasons) or "no outcome counts"
+        ro.message = f"experiment {candidate} vs {baseline}: look skipped: {why}"
+        return done(ro, exp, spec_weights, hold)
     b = arm(baseline, *counts.get(baseline, (0.0, 0.0)))
     c = arm(candidate, *counts.get(candidate, (0.0, 0.0)))
     exp = evaluate(settings, b, c, exp, now)

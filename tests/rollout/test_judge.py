@@ -64,7 +64,7 @@ def test_lmo_up_fails_a_step_whose_candidate_has_no_golden_inputs_as_the_cluster
         return counters
 
     controller = SimpleNamespace(
-        spec=SimpleNamespace(rollout=SimpleNamespace(analysis=GATES)),
+        spec=SimpleNamespace(rollout=SimpleNamespace(analysis=GATES, strategy="Canary")),
         backends=backends,
         since_mark=lambda name, snap: snap,
         window_seconds=lambda now: 30.0,

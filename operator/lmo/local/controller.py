@@ -20,8 +20,9 @@ from typing import Any
 import aiohttp
 
 from lmo import stages as S
-from lmo.api import LanguageModel, LanguageModelSpec, RolloutStatus, Strategy
+from lmo.api import ExperimentStatus, LanguageModel, LanguageModelSpec, RolloutStatus, Strategy
 from lmo.conditions import NORMAL, WARNING, Reason
+from lmo.local.feedback import Feedback
 from lmo.local.routing import Router, check_weights
 from lmo.local.tritonmetrics import Snapshot, parse
 from lmo.local.versions import Artifact
@@ -71,6 +72,9 @@ class Controller:
     last_analysis: dict[str, Any] | None = None
     events: list[Event] = field(default_factory=list)
     converting: set[str] = field(default_factory=set)  # versions being converted now
+    experiment: ExperimentStatus | None = None  # status.experiment (strategy Experiment)
+    feedback: Feedback = field(default_factory=Feedback)  # POST /v1/feedback counts
+    _feedback_mark: tuple[str, dict[str, tuple[float, float]]] | None = field(default=None, init=False)
     router: Router = field(init=False)
     _marks: dict[str, Snapshot] = field(default_factory=dict, init=False)
     _mark_key: tuple[Any, ...] | None = field(default=None, init=False)
@@ -81,6 +85,8 @@ class Controller:
 
     def __post_init__(self) -> None:
         self.router = Router(weights=self.lm.spec.effective_traffic(), available=set())
+        self.feedback.namespace = self.lm.metadata.namespace or "default"
+        self.feedback.model = self.lm.metadata.name
         self._apply_routing(self.lm.spec)
 
     # ------------------------------------------------------------------ inputs
@@ -182,13 +188,19 @@ class Controller:
         """`step` without I/O, for a spec change between ticks (no analysis is due then)."""
         from lmo.rollout import decide
 
-        return self._act(decide(self.spec, self.rollout, S.observations(self.observe()), now, analysis))
+        return self._act(decide(self.spec, self.rollout, S.observations(self.observe()), now, analysis,
+                                experiment=self.experiment))
 
     def _act(self, decision: Any) -> Any:
         """Record the decision's Events and rollout state, and route its weights."""
         for type_, reason, message in decision.events:
             self.event(type_, reason, message)
         self.rollout = decision.rollout
+        self.experiment = decision.experiment
+        if self.experiment is not None and (self._feedback_mark is None
+                                            or self._feedback_mark[0] != self.experiment.spec_hash):
+            # an experiment counts the feedback from its start on
+            self._feedback_mark = (self.experiment.spec_hash or "", self.feedback.counts())
         if self.rollout is not None and self.rollout.last_analysis is not None:
             self.last_analysis = self.rollout.last_analysis
         self._route(decision.traffic)
@@ -198,6 +210,8 @@ class Controller:
     def observe(self) -> S.Observed:
         """What the servers show, as the operator's stages read a cluster."""
         old = {"rollout": self.rollout.to_dict()} if self.rollout is not None else {}
+        if self.experiment is not None:
+            old["experiment"] = self.experiment.to_dict()
         return S.observe_local(self.spec, {
             n: (f"file://{b.artifact.directory}", b.artifact.spec_key,
                 b.artifact.manifest.summary(f"file://{b.artifact.directory}"), b.ready)
@@ -256,7 +270,47 @@ class Controller:
                     drift = await asyncio.to_thread(golden_drift, replay, analysis)
             else:
                 drift = f"golden replay failed: {candidate} or {stable} is not running"
-        return judge(analysis, candidate, cand, base, self.window_seconds(now), drift)
+        gates = []
+        if analysis.metrics:  # custom gates: the cluster's queries on the spec's Prometheus
+            from lmo.analysis import Prometheus, measure_gates
+
+            gates = await asyncio.to_thread(
+                measure_gates, Prometheus(analysis.prometheus_url or ""), analysis.metrics,
+                self.lm.metadata.namespace or "default", self.lm.metadata.name, candidate,
+                stable, self.window_seconds(now))
+        result = judge(analysis, candidate, cand, base, self.window_seconds(now), drift, gates)
+        if self.spec.rollout.strategy == Strategy.EXPERIMENT.value:
+            result = await self.with_outcomes(result, now)
+        return result
+
+    async def with_outcomes(self, result: Any, now: datetime) -> Any:
+        """The analysis with the experiment's counts since it started: the front door's
+        feedback, or the spec's successQuery/totalQuery on Prometheus (as on the cluster)."""
+        import dataclasses
+
+        from lmo.analysis import PrometheusError, query_outcomes
+        from lmo.experiment import arms_of, settings_of
+        from lmo.rollout import parse_time
+
+        outcome = settings_of(self.spec).outcome
+        if outcome.uses_feedback:
+            mark = self._feedback_mark[1] if self._feedback_mark else {}
+            now_counts = self.feedback.counts()
+            counts = {}
+            for v in arms_of(self.spec):
+                (n, s), (n0, s0) = now_counts.get(v, (0.0, 0.0)), mark.get(v, (0.0, 0.0))
+                counts[v] = (n - n0, s - s0)
+        else:
+            exp = self.experiment
+            since = parse_time(exp.started_at) if exp and exp.started_at else now
+            try:
+                counts = await asyncio.to_thread(
+                    query_outcomes, self.spec.rollout.analysis.prometheus_url or "", outcome,
+                    self.lm.metadata.namespace or "default", self.lm.metadata.name,
+                    list(arms_of(self.spec)), max(1.0, (now - since).total_seconds()))
+            except PrometheusError as err:
+                return dataclasses.replace(result, reasons=[*result.reasons, str(err)])
+        return dataclasses.replace(result, outcomes=counts)
 
     # ------------------------------------------------------------------ servers
 
@@ -297,6 +351,7 @@ class Controller:
     def _apply_routing(self, spec: LanguageModelSpec) -> None:
         r = spec.routing
         self.router.header = r.ab_test.header.lower() if r.ab_test else None
+        self.router.sticky = r.sticky.header.lower() if r.sticky else None
         if r.mirror:
             if (self.router.mirror_version, self.router.mirror_percent) != (
                 r.mirror.version,

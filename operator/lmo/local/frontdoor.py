@@ -11,6 +11,8 @@ Also served:
 * `POST /v1/<task>` `{"text": "..."}`: a JSON convenience for people and curl.
 * `POST /v2/models/<m>/generate[_stream]`: Triton's generate extension (streamed as it
   comes), used by `lmo generate`.
+* `POST /v1/feedback` and `GET /lmo/metrics`: outcome reports about answers (each carries
+  `x-lmo-request-id`) and their per-version counts (`lmo.local.feedback`).
 * `GET /lmo/status`, `POST /lmo/traffic` `{"weights": {"v1": 90, "v2": 10}}`: the admin
   API behind `lmo status --local`, `set-traffic`, `promote` and `rollback`.
 """
@@ -75,6 +77,10 @@ class FrontDoor:
         r.add_get("/v2/health/ready", self.ready)
         r.add_get("/v2/{tail:.*}", self.forward_get)
         r.add_get("/v2", self.forward_get)
+        # outcome feedback (lmo.local.feedback): a request id on every answer
+        self.app.on_response_prepare.append(controller.feedback.stamp)
+        r.add_post("/v1/feedback", controller.feedback.handle)
+        r.add_get("/lmo/metrics", controller.feedback.serve_metrics)
         r.add_post("/v1/{task}", self.v1)
         r.add_get("/lmo/status", self.status)
         r.add_post("/lmo/traffic", self.traffic)
@@ -143,8 +149,9 @@ class FrontDoor:
     def _choose(self, request: web.Request):
         router = self.controller.router
         value = request.headers.get(router.header) if router.header else None
+        sticky = request.headers.get(router.sticky) if router.sticky else None
         try:
-            choice = router.choose(value)
+            choice = router.choose(value, sticky)
             # a version ejected by the circuit breaker takes no requests: its share goes to
             # the others meanwhile (the weighted order moves on); a request naming it in the
             # header, or one finding every version out, gets the breaker's 503
@@ -178,7 +185,7 @@ class FrontDoor:
         refused = self._admit(version)
         if refused is not None:
             return refused
-        status = 502
+        status, data = 502, b""
         try:
             async with self.session.post(backend.url + path, data=body, headers=headers,
                                          timeout=self._timeout()) as up:
@@ -196,10 +203,7 @@ class FrontDoor:
                 headers={VERSION_HEADER: version},
             )
         finally:
-            # Triton answers a malformed body with a 500 too: the client's fault, not the
-            # version's, so it never counts toward an ejection
-            self._done(version, status if status < 500 or status in (502, 504)
-                       or not infer_body_problem(body, headers) else 400)
+            self._done(version, _blame(status, data, lambda: infer_body_problem(body, headers)))
         if status == 503 and _queue_refusal(data):
             # Triton's queue policy (spec.serving.queue) turned it away: say so, and when
             # to come back
@@ -294,8 +298,8 @@ class FrontDoor:
                 {"error": f"version {choice.version} did not answer: {err}"}, status=502
             )
         finally:
-            self._done(choice.version, status if status < 500 or status in (502, 504)
-                       or not generate_body_problem(body, headers) else 400)
+            self._done(choice.version,
+                       _blame(status, b"", lambda: generate_body_problem(body, headers)))
 
     async def forward_get(self, request: web.Request) -> web.Response:
         """Metadata and other reads go to a ready version (the one weights pick)."""
@@ -400,10 +404,22 @@ def _refused(refusal: Refusal, version: str | None = None) -> web.Response:
                              headers=headers)
 
 
+def _blame(status: int, answer: bytes, body_problem: Any) -> int:
+    """The status a circuit breaker should count: a 5xx only when the version failed. Triton
+    answers a malformed body with a 500 too (the client's fault), and its queue policy turns
+    requests away with a 503 under load (a busy version, not a broken one): both count as
+    answered, or overload and bad clients would eject healthy versions."""
+    if status < 500 or status in (502, 504):
+        return status
+    if status == 503 and _queue_refusal(answer):
+        return 429
+    return 400 if body_problem() else status
+
+
 def _queue_refusal(body: bytes) -> bool:
     """Whether Triton's 503 is its queue policy's rejection (queue full or timed out)."""
     text = body[:2048].decode("utf-8", "replace").lower()
-    return "queue" in text
+    return "queue" in text or "timeout expired" in text
 
 
 _EXAMPLE_INFER = ('{"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", '

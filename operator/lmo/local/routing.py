@@ -10,6 +10,7 @@ converges to them. That keeps `lmo up` predictable and its tests free of chance.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from lmo.api import traffic_sum_problem
@@ -42,6 +43,7 @@ class Router:
     weights: dict[str, int]
     available: set[str] = field(default_factory=set)
     header: str | None = None
+    sticky: str | None = None  # routing.sticky.header, lower-case
     mirror_version: str | None = None
     mirror_percent: int = 0
     _current: dict[str, int] = field(default_factory=dict, repr=False)
@@ -63,15 +65,33 @@ class Router:
         self.mirror_percent = percent if version else 0
         self._mirror_acc = 0
 
-    def choose(self, header_value: str | None = None) -> Choice:
+    def choose(self, header_value: str | None = None, sticky_value: str | None = None) -> Choice:
         """Pick the version for one request.
 
+        `sticky_value` is the request's `routing.sticky` header: the same value always gets
+        the same version while the weights and ready versions stay (`sticky_bucket`).
         Raises LookupError, saying why, when no version with traffic is ready.
         """
         if header_value is not None and self.header and header_value in self.available:
             return Choice(header_value, self._mirror_for(header_value), by_header=True)
-        version = self._weighted()
+        if sticky_value is not None and self.sticky:
+            version = self._sticky(sticky_value)
+        else:
+            version = self._weighted()
         return Choice(version, self._mirror_for(version))
+
+    def _sticky(self, value: str) -> str:
+        """The version whose share of [0, 1) holds the value's hash: users split as the
+        weights say (over many users) and one user never moves while they stay."""
+        live = [(v, w) for v, w in self.weights.items() if w > 0 and v in self.available]
+        if not live:
+            return self._weighted()  # raises LookupError saying why
+        point = sticky_bucket(value) * sum(w for _, w in live)
+        for v, w in live:
+            if point < w:
+                return v
+            point -= w
+        return live[-1][0]
 
     def _weighted(self) -> str:
         live = {v: w for v, w in self.weights.items() if w > 0 and v in self.available}
@@ -105,6 +125,13 @@ class Router:
             self._mirror_acc -= 100
             return m
         return None
+
+
+def sticky_bucket(value: str) -> float:
+    """Where a sticky header value falls in [0, 1): the first 8 bytes of its SHA-256 (a
+    stable hash: the same user lands in the same place in every run and process)."""
+    digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def check_weights(weights: dict[str, int], versions: list[str]) -> None:

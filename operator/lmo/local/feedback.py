@@ -1,0 +1,165 @@
+"""Outcome feedback under `lmo up`: request ids on every answer, `POST /v1/feedback`, and
+per-version counts for `strategy: Experiment`.
+
+* Every answer of the front door carries `x-lmo-request-id` (a fresh random id). The ids of
+  answers a version gave (those with `x-lmo-version`) are remembered with that version, the
+  newest `capacity` of them for at most `ttl` seconds: memory stays bounded however many
+  requests come, and feedback about an older answer is refused with 404.
+* `POST /v1/feedback {"requestId": "...", "success": true}` (or `"score": 0.7`, a number in
+  [0, 1]) counts one sample for the version that answered, with 1/0 or the score as its
+  success. Each request id counts once (a second report is 404, like an unknown id). A body that is not that
+  shape is 400, naming what is wrong.
+* `GET /lmo/metrics` exports the counts in the Prometheus text format under the names the
+  cluster's feedback model exports (`lmo.experiment.FEEDBACK_SAMPLES`, `FEEDBACK_SUCCESSES`),
+  with the labels the cluster's scrape adds (namespace, lmo_model, lmo_version), so the
+  same PromQL reads both runtimes.
+
+Nothing here imports kopf or kubernetes; the front door calls it through three small hooks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aiohttp import web
+
+from lmo.experiment import FEEDBACK_SAMPLES, FEEDBACK_SUCCESSES
+
+REQUEST_ID_HEADER = "x-lmo-request-id"
+VERSION_HEADER = "x-lmo-version"
+DEFAULT_CAPACITY = 100_000
+DEFAULT_TTL_SECONDS = 3600.0
+_EXAMPLE = '{"requestId": "<x-lmo-request-id of the answer>", "success": true} (or "score": 0.7)'
+
+
+class FeedbackError(ValueError):
+    """A feedback report that cannot be counted; `status` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Feedback:
+    """Remembered request ids and per-version counts (one event loop: no locks needed)."""
+
+    namespace: str = "default"  # labels of the exported counters, as the cluster's scrape
+    model: str = ""
+    capacity: int = DEFAULT_CAPACITY
+    ttl: float = DEFAULT_TTL_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    samples: dict[str, float] = field(default_factory=dict)
+    successes: dict[str, float] = field(default_factory=dict)
+    _ids: OrderedDict[str, tuple[str, float]] = field(default_factory=OrderedDict, repr=False)
+
+    # ------------------------------------------------------------------ request ids
+
+    def remember(self, version: str) -> str:
+        """A new request id for an answer of `version` (the oldest ids are forgotten)."""
+        request_id = secrets.token_hex(12)
+        self._ids[request_id] = (version, self.clock())
+        while len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return request_id
+
+    def remembered(self) -> int:
+        return len(self._ids)
+
+    # ------------------------------------------------------------------ reports
+
+    def record(self, body: Any) -> tuple[str, float]:
+        """Count one report (the parsed JSON body); (version, success) counted, or
+        FeedbackError saying what is wrong."""
+        if not isinstance(body, dict):
+            raise FeedbackError(400, f"the body must be a JSON object such as {_EXAMPLE}")
+        unknown = sorted(set(body) - {"requestId", "success", "score"})
+        if unknown:
+            raise FeedbackError(400, f"unknown field(s) {', '.join(unknown)}; send {_EXAMPLE}")
+        request_id = body.get("requestId")
+        if not isinstance(request_id, str) or not request_id:
+            raise FeedbackError(400, "requestId must be the x-lmo-request-id header of the "
+                                     f"answer (a string); send {_EXAMPLE}")
+        has_success, has_score = "success" in body, "score" in body
+        if has_success == has_score:
+            raise FeedbackError(400, "send exactly one of success (true/false) and score (a "
+                                     f"number from 0 to 1); e.g. {_EXAMPLE}")
+        if has_success:
+            if not isinstance(body["success"], bool):
+                raise FeedbackError(400, f"success must be true or false (got {body['success']!r})")
+            value = 1.0 if body["success"] else 0.0
+        else:
+            score = body["score"]
+            if (isinstance(score, bool) or not isinstance(score, (int, float))
+                    or not math.isfinite(score) or not 0.0 <= score <= 1.0):
+                raise FeedbackError(400, f"score must be a number from 0 to 1 (got {score!r})")
+            value = float(score)
+        entry = self._ids.get(request_id)
+        if entry is not None and self.clock() - entry[1] > self.ttl:
+            del self._ids[request_id]
+            entry = None
+        if entry is None:
+            raise FeedbackError(404, f"request id {request_id!r} is unknown or expired: "
+                                     f"feedback is taken for the last {self.capacity} answers, "
+                                     f"within {self.ttl:.0f}s (or it was already reported)")
+        version = entry[0]
+        del self._ids[request_id]  # one report per answer
+        self.samples[version] = self.samples.get(version, 0.0) + 1.0
+        self.successes[version] = self.successes.get(version, 0.0) + value
+        return version, value
+
+    def counts(self) -> dict[str, tuple[float, float]]:
+        """version -> (samples, successes) since `lmo up` started."""
+        return {v: (n, self.successes.get(v, 0.0)) for v, n in self.samples.items()}
+
+    def exposition(self, namespace: str, model: str) -> str:
+        """The counts in the Prometheus text format (labels as on the cluster)."""
+        lines = []
+        for name, values, help_ in (
+            (FEEDBACK_SAMPLES, self.samples, "Outcome reports per version."),
+            (FEEDBACK_SUCCESSES, self.successes, "Successes (or summed scores) reported."),
+        ):
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} counter"]
+            for version in sorted(values):
+                labels = f'namespace="{namespace}",lmo_model="{model}",lmo_version="{version}"'
+                lines.append(f"{name}{{{labels}}} {values[version]!r}")
+        return "\n".join(lines) + "\n"
+
+    # ------------------------------------------------------------------ aiohttp hooks
+
+    async def stamp(self, request: web.Request, response: web.StreamResponse) -> None:
+        """on_response_prepare: every answer gets a request id; answers of a version are
+        remembered for feedback."""
+        version = response.headers.get(VERSION_HEADER)
+        if version:
+            response.headers[REQUEST_ID_HEADER] = self.remember(version)
+        else:
+            response.headers[REQUEST_ID_HEADER] = secrets.token_hex(12)
+
+    async def serve_metrics(self, request: web.Request) -> web.Response:
+        """GET /lmo/metrics."""
+        return web.Response(text=self.exposition(self.namespace, self.model),
+                            content_type="text/plain", charset="utf-8")
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """POST /v1/feedback."""
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError as err:
+            return _json(400, {"error": f"the body is not JSON ({err}); send {_EXAMPLE}"})
+        try:
+            version, value = self.record(body)
+        except FeedbackError as err:
+            return _json(err.status, {"error": str(err)})
+        return _json(200, {"version": version, "success": value})
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.json_response(body, status=status)
