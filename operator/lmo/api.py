@@ -1034,6 +1034,7 @@ class PayloadLogging(_Model):
     )
     sink: str = Field(
         default="stdout",
+        max_length=1024,
         description="Where the JSON lines go: stdout (Triton's container log, for the "
         "cluster's log pipeline; `lmo logs` reads it) or s3://bucket/prefix (batched "
         "JSON-lines objects; credentials from secretRef). A slow or failing sink drops "

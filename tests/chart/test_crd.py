@@ -238,6 +238,13 @@ VALID: dict[str, dict[str, Any]] = {
             "totalQuery": 'sum(increase(sessions_total{lmo_version="{{version}}"}[{{window}}]))',
         }}},
     }),
+    "payload-logging": lm({
+        "task": "text-classification",
+        "versions": [version("v1")],
+        "logging": {"payloads": {"sampleRate": 0.05, "redact": [r"\b\d{11}\b"],
+                                 "sink": "s3://audit-logs/lmo",
+                                 "secretRef": {"name": "audit-store"}}},
+    }),
     "minimal": lm({"task": "feature-extraction", "versions": [version("v1")]}),
     "design-doc": lm(
         {
