@@ -367,6 +367,11 @@ _MISSING_KIND_FIX = {
     "HTTPRoute": "install the Gateway API CRDs (v1.3 or newer for routing.mirror.percent), "
     "or set spec.routing.provider: Service",
     "ScaledObject": "install KEDA (2.10 or newer, see docs/rollouts.md), or set spec.autoscaling.engine: HPA",
+    "BackendTrafficPolicy": "install Envoy Gateway (v1.4 or newer), or set another "
+    "spec.routing.policies",
+    "SecurityPolicy": "install Envoy Gateway (v1.4 or newer), or set another spec.routing.policies",
+    "DestinationRule": "install Istio, or set another spec.routing.policies",
+    "AuthorizationPolicy": "install Istio, or set another spec.routing.policies",
 }
 
 

@@ -95,6 +95,27 @@ class OperatorSettings(BaseModel):
     gateway_namespace: str | None = Field(
         default=None, description="Namespace of that Gateway (None: the route's namespace)."
     )
+    operator_namespace: str | None = Field(
+        default=None,
+        description="Namespace of the operator's pods (the chart sets it): the NetworkPolicy "
+        "of each LanguageModel lets them reach Triton (golden replay, metrics).",
+    )
+    operator_pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "lmo",
+                                 "app.kubernetes.io/component": "operator"},
+        description="Labels of the operator's pods, for the NetworkPolicy peer.",
+    )
+    gateway_peers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="NetworkPolicy peers that send client traffic to Triton (port 8000/8001); "
+        "empty: the namespace of the route's Gateway.",
+    )
+    metrics_peers: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "monitoring"}}}],
+        description="NetworkPolicy peers that scrape Triton's metrics (port 8002): the "
+        "Prometheus of the cluster.",
+    )
     gateway_address: str | None = Field(
         default=None,
         description="Host (and port) clients use to reach the Gateway, for status.endpoint "

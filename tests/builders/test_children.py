@@ -131,6 +131,7 @@ def test_children_order_and_ownership():
         ("Service", "chat-v2"),
         ("HorizontalPodAutoscaler", "chat-v2"),
         ("HTTPRoute", "chat"),
+        ("NetworkPolicy", "chat"),  # spec.routing.networkPolicy defaults to true
     ]
     for obj in children:
         assert obj["metadata"]["namespace"] == "ml"

@@ -43,7 +43,7 @@ def test_pending_renders_jobs_instead_of_pods(capsys):
     assert code == 0
     assert out == (GOLDEN / "gpt2-canary-pending.yaml").read_text()
     kinds = [d["kind"] for d in yaml.safe_load_all(out)]
-    assert kinds == ["Job", "Job", "HTTPRoute"]
+    assert kinds == ["Job", "Job", "HTTPRoute", "NetworkPolicy"]
 
 
 def test_without_owner_uid_no_owner_references(capsys):

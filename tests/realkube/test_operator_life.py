@@ -171,6 +171,82 @@ def test_header_ab_mirror_and_timeout_rules_are_accepted_by_the_real_schema(real
     assert mirror["requestMirror"]["percent"] == 20
 
 
+NETPOL = ("networking.k8s.io/v1", "NetworkPolicy")
+BTP = ("gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy")
+SECPOL = ("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy")
+DR = ("networking.istio.io/v1", "DestinationRule")
+AUTHZ = ("security.istio.io/v1", "AuthorizationPolicy")
+
+
+def test_protection_policies_are_accepted_by_the_upstream_crds(real: RealCluster, ns: str):
+    """Envoy Gateway v1.9 and Istio 1.30 policies, the NetworkPolicy and the queue policy,
+    applied by the operator and accepted by the real server with the upstream CRDs."""
+    lm = "guarded"
+    real.create_secret(ns, "chat-keys", {"alice": "sk-alice"})
+    body = spec(routing={"parentRef": {"name": "gw", "namespace": "gateways"},
+                         "policies": "EnvoyGateway"},
+                protection={"timeout": "30s",
+                            "auth": {"apiKeys": {"secretRef": {"name": "chat-keys"}}},
+                            "rateLimit": {"requestsPerSecond": 50, "perClient": True},
+                            "circuitBreaker": {"maxPendingRequests": 64, "consecutiveErrors": 5,
+                                               "ejectionTime": "30s"}},
+                serving={"queue": {"maxSize": 64, "timeout": "2s"}})
+    serving(real, ns, lm, body)
+    settle(real, ns)  # the server's defaults in the policies (invert: false...) are no drift
+    btp = real.get(*BTP, ns, lm)["spec"]
+    assert btp["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
+                                  "name": lm}]
+    (rule,) = btp["rateLimit"]["local"]["rules"]
+    assert rule["limit"] == {"requests": 50, "unit": "Second"}
+    (header,) = rule["clientSelectors"][0]["headers"]  # the server adds invert: false
+    assert (header["name"], header["type"]) == ("x-lmo-client", "Distinct")
+    assert btp["circuitBreaker"]["maxPendingRequests"] == 64
+    assert btp["healthCheck"]["passive"]["consecutive5XxErrors"] == 5
+    sec = real.get(*SECPOL, ns, lm)["spec"]["apiKeyAuth"]
+    assert sec["credentialRefs"][0]["name"] == "chat-keys" and sec["forwardClientIDHeader"] == "x-lmo-client"
+    netpol = real.get(*NETPOL, ns, lm)["spec"]
+    assert netpol["podSelector"]["matchLabels"]["lmo.dev/model"] == lm
+    assert netpol["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateways"}}}]
+    operator_peer = netpol["ingress"][1]["from"][0]
+    assert operator_peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+    # the queue policy is in the served artifact's config.pbtxt (the conversion made it)
+    deployment = real.get(*DEPLOYMENT, ns, f"{lm}-v1")
+    key = deployment["spec"]["template"]["metadata"]["annotations"]["lmo.dev/artifact-key"]
+    configs = [c.read_text() for c in real.pvc_root.glob(f"**/{key}/**/config.pbtxt")]
+    assert any("default_queue_policy" in c and "max_queue_size: 64" in c
+               and "default_timeout_microseconds: 2000000" in c for c in configs), configs
+    # Istio instead: a DestinationRule per version and an AuthorizationPolicy; the Envoy
+    # Gateway policies go
+    istio = {**body, "routing": {"parentRef": {"name": "gw", "namespace": "gateways"},
+                                 "policies": "Istio"},
+             "protection": {"circuitBreaker": {"maxPendingRequests": 8, "consecutiveErrors": 3}}}
+    real.patch_lm(ns, lm, [{"op": "replace", "path": "/spec", "value": istio}])
+    real.wait(lambda: real.names(*DR, ns) == {f"{lm}-v1", f"{lm}-v2"}, 30, "DestinationRules")
+    real.wait(lambda: real.names(*BTP, ns) == set() and real.names(*SECPOL, ns) == set(), 30,
+              "Envoy Gateway policies removed")
+    dr = real.get(*DR, ns, f"{lm}-v1")["spec"]
+    assert dr["host"] == f"{lm}-v1.{ns}.svc.cluster.local"
+    assert dr["trafficPolicy"]["outlierDetection"]["consecutive5xxErrors"] == 3
+    assert dr["trafficPolicy"]["connectionPool"]["http"]["http1MaxPendingRequests"] == 8
+    assert real.get(*AUTHZ, ns, lm)["spec"]["action"] == "ALLOW"
+    # networkPolicy: false removes the NetworkPolicy and the AuthorizationPolicy
+    real.patch_lm(ns, lm, [{"op": "add", "path": "/spec/routing/networkPolicy", "value": False}])
+    real.wait(lambda: real.names(*NETPOL, ns) == set() and real.names(*AUTHZ, ns) == set(), 30,
+              "NetworkPolicy and AuthorizationPolicy removed")
+
+
+def test_what_a_gateway_cannot_do_is_refused_by_the_server(real: RealCluster, ns: str):
+    for protection, routing, words in [
+        ({"auth": {"apiKeys": {"secretRef": {"name": "k"}}}}, {}, "needs spec.routing.policies: EnvoyGateway"),
+        ({"rateLimit": {"requestsPerSecond": 5}}, {"policies": "Istio"}, "rateLimit needs"),
+        ({"circuitBreaker": {"consecutiveErrors": 2}}, {}, "EnvoyGateway or Istio"),
+    ]:
+        with pytest.raises(ApiError) as err:
+            real.create_lm(ns, "refused", spec(protection=protection, routing=routing))
+        assert err.value.status == 422 and words in str(err.value)
+
+
 def test_keda_variant_makes_scaled_objects_instead_of_hpas(real: RealCluster, ns: str):
     lm = "keda"
     body = spec(autoscaling={"engine": "KEDA", "minReplicas": 1, "maxReplicas": 4},

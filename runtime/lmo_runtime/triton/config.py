@@ -71,6 +71,10 @@ class DynamicBatching:
 
     max_queue_delay_microseconds: int = 500
     preferred_batch_size: tuple[int, ...] = ()
+    # default_queue_policy: beyond max_queue_size waiting requests, or after
+    # queue_timeout_microseconds in the queue, a request is rejected (None: no bound)
+    max_queue_size: int | None = None
+    queue_timeout_microseconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,14 @@ class ModelConfig:
             msg.dynamic_batching.preferred_batch_size.extend(
                 self.dynamic_batching.preferred_batch_size
             )
+            db = self.dynamic_batching
+            if db.max_queue_size is not None or db.queue_timeout_microseconds is not None:
+                policy = msg.dynamic_batching.default_queue_policy
+                policy.timeout_action = pb.ModelQueuePolicy.TimeoutAction.REJECT
+                if db.max_queue_size is not None:
+                    policy.max_queue_size = db.max_queue_size
+                if db.queue_timeout_microseconds is not None:
+                    policy.default_timeout_microseconds = db.queue_timeout_microseconds
         if self.backend != "ensemble":
             group = msg.instance_group.add(count=self.instance_count)
             if self.gpus > 0:
