@@ -215,6 +215,31 @@ def describe_lift(status: ExperimentStatus) -> str:
     return text
 
 
+def report_lines(status: dict[str, Any]) -> list[str]:
+    """How `lmo status` shows status.experiment (camelCase, as read from the API): the
+    verdict, each arm's samples and rate, the lift with its interval and the p-value."""
+    if not status:
+        return []
+    exp = ExperimentStatus.model_validate(status)
+    head = f"experiment: {exp.phase}"
+    if exp.winner:
+        head += f"  winner {exp.winner}"
+    if exp.decided_at:
+        head += f"  at {exp.decided_at}"
+    lines = [head]
+    for a in exp.arms:
+        role = "baseline" if a.version == exp.baseline else "candidate"
+        lines.append(f"  {a.version:<12} {role:<9} samples {a.samples:>8g}  successes "
+                     f"{a.successes:>8g}  rate {a.rate:.4f}")
+    if exp.lift is not None:
+        rel = f" ({exp.relative_lift:+.1%})" if exp.relative_lift is not None else ""
+        lines.append(f"  lift {describe_lift(exp)}{rel}  p-value "
+                     f"{'-' if exp.p_value is None else f'{exp.p_value:.4g}'}")
+    if exp.message:
+        lines.append(f"  {exp.message}")
+    return lines
+
+
 def _parse(text: str) -> datetime:
     from lmo.rollout import parse_time
 

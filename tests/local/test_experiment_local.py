@@ -13,6 +13,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from lmo.cli import main
 from lmo.experiment import sequential_test
 from lmo.local.routing import sticky_bucket
 from tests.local.conftest import LmoUp, rel, write_lm
@@ -80,7 +81,7 @@ def never_decides(rates: dict[str, float], seed: int, prefix: str, users: int) -
 
 
 def test_experiment_equal_rates_then_a_better_v2_is_decided_and_promoted(
-    tmp_path, sentiment_checkpoints, convert_cache
+    tmp_path, sentiment_checkpoints, convert_cache, capsys
 ):
     versions = [{"name": n, "checkpoint": {"uri": rel(p, tmp_path)}, "traffic": 50}
                 for n, p in sentiment_checkpoints.items()]
@@ -136,6 +137,13 @@ def test_experiment_equal_rates_then_a_better_v2_is_decided_and_promoted(
         assert status["trafficSummary"] == "v1=0,v2=100"
         assert status["rollout"]["phase"] == "Succeeded" and status["rollout"]["stable"] == "v2"
         assert "ExperimentDecided" in [e["reason"] for e in status["local"]["events"]]
+        # lmo status shows the verdict, the arms, the lift with its interval and the p-value
+        capsys.readouterr()
+        assert main(["status", "--url", up.url]) == 0
+        out = capsys.readouterr().out
+        assert "experiment: Decided  winner v2" in out
+        assert "baseline" in out and "candidate" in out and "rate 0." in out
+        assert f"lift {exp['lift']:+.4f} [{exp['interval'][0]:+.4f}" in out and "p-value" in out
         # promoted: every user now lands on v2, sticky or not
         assert {better.visit(i, report=False) for i in range(3000, 3040)} == {"v2"}
 

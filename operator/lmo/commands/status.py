@@ -23,6 +23,7 @@ from rich.table import Table
 from lmo import conditions as C
 from lmo.api import Phase, Rollout, Strategy
 from lmo.commands.target import add_target_arguments, get_lm, local_get, resolve
+from lmo.experiment import report_lines as experiment_lines
 from lmo.rollout import step_label
 
 
@@ -118,6 +119,8 @@ def render(status: dict[str, Any], name: str, task: str, where: str, console: Co
         )
         for reason in analysis.get("reasons") or []:
             console.print(escape(f"  - {reason}"))
+    for line in experiment_lines(status.get("experiment") or {}):
+        console.print(escape(line))
     local = status.get("local") or {}
     if local.get("abTestHeader") or local.get("mirror"):
         m = local.get("mirror") or {}
