@@ -22,6 +22,7 @@ from rich.table import Table
 
 from lmo import conditions as C
 from lmo.api import Phase, Rollout, Strategy
+from lmo.commands import vitals
 from lmo.commands.target import add_target_arguments, get_lm, local_get, resolve
 from lmo.experiment import report_lines as experiment_lines
 from lmo.rollout import step_label
@@ -30,6 +31,8 @@ from lmo.rollout import step_label
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    parser.add_argument("--prometheus", help="Prometheus URL for the last minute's numbers "
+                        "(default: spec.rollout.analysis.prometheusUrl)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
         where = f"namespace {target.namespace}"
         status.setdefault("name", name)
         status.setdefault("task", task)
+        url = args.prometheus or ((rollout_spec or {}).get("analysis") or {}).get("prometheusUrl")
+        status["lastMinute"], note = vitals.cluster_last_minute(
+            url, target.namespace, name, [v["name"] for v in spec.get("versions") or []])
+        if note:
+            status["lastMinuteNote"] = note
     if args.output == "json":
         print(json.dumps(status, indent=2, sort_keys=True))
         return 0
@@ -97,6 +105,14 @@ def render(status: dict[str, Any], name: str, task: str, where: str, console: Co
             escape("; ".join(x for x in (v.get("message") or "", extra) if x)),
         )
     console.print(table)
+    minute = status.get("lastMinute")
+    if minute is None:
+        minute = (status.get("local") or {}).get("lastMinute")
+    if minute is not None:
+        for line in vitals.lines(minute, [v["name"] for v in status.get("versions") or []]):
+            console.print(escape(line))
+        if status.get("lastMinuteNote"):
+            console.print(escape(f"  (last minute: {status['lastMinuteNote']})"))
     rollout = status.get("rollout") or {}
     total = _step_count(rollout_spec)
     if rollout.get("phase") or rollout.get("candidate"):

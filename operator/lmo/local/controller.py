@@ -74,6 +74,7 @@ class Controller:
     converting: set[str] = field(default_factory=set)  # versions being converted now
     experiment: ExperimentStatus | None = None  # status.experiment (strategy Experiment)
     feedback: Feedback = field(default_factory=Feedback)  # POST /v1/feedback counts
+    recent: Any = None  # lmo.local.recent.RecentMetrics: each version's last minute
     _feedback_mark: tuple[str, dict[str, tuple[float, float]]] | None = field(default=None, init=False)
     router: Router = field(init=False)
     _marks: dict[str, Snapshot] = field(default_factory=dict, init=False)
@@ -391,6 +392,8 @@ class Controller:
         }
         if self.last_analysis is not None:
             out.setdefault("rollout", {})["lastAnalysis"] = self.last_analysis
+        if self.recent is not None:
+            out["local"]["lastMinute"] = self.recent.report(list(self.backends))
         return out
 
 

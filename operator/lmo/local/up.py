@@ -52,6 +52,9 @@ from lmo.local.versions import (
 from lmo_runtime.manifest import ENTRY_MODEL
 
 log = logging.getLogger("lmo.up")
+# Triton's p99 latency summary, as the cluster's pods export it (lmo.builders.triton):
+# lmo status reads it from /metrics
+SUMMARY_LATENCIES = "--metrics-config=summary_latencies=true"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -145,7 +148,7 @@ class Fleet:
         logs.mkdir(parents=True, exist_ok=True)
         servers = {
             name: TritonServer(a.repository, log_path=logs / f"{self.lm_name}-{name}.log",
-                               env=self.env.get(name))
+                               env=self.env.get(name), extra_args=[SUMMARY_LATENCIES])
             for name, a in artifacts.items()
         }
         started: dict[str, Any] = {}
@@ -261,7 +264,9 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.file).resolve()
     work_dir = Path(args.work_dir).resolve()
     lm = _load_one(path)
-    secrets = load_secrets(args.secrets) if getattr(args, "secrets", None) else {}
+    secrets = load_secrets(path, only_secrets=False)  # Secret documents beside the model
+    if getattr(args, "secrets", None):
+        secrets.update(load_secrets(args.secrets))
     api_keys(lm.spec.protection, secrets)  # a missing Secret is said before any conversion
     args.secret_data = secrets
     _check_port(args.host, args.port)
@@ -323,7 +328,10 @@ async def _serve(controller: Controller, fleet: Fleet, args: argparse.Namespace,
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    from lmo.local.recent import RecentMetrics
+
     door = FrontDoor(controller, args.secret_data)
+    controller.recent = RecentMetrics()
     try:
         port = await door.start(args.host, args.port)
     except OSError as err:
@@ -340,7 +348,8 @@ async def _serve(controller: Controller, fleet: Fleet, args: argparse.Namespace,
     _say(f"{controller.lm.metadata.name} is serving at {url}  "
          f"(traffic {controller.status()['trafficSummary']})")
     print(banner(url, task), flush=True)
-    tasks = [asyncio.create_task(_supervise(controller, fleet))]
+    tasks = [asyncio.create_task(_supervise(controller, fleet)),
+             asyncio.create_task(controller.recent.run(controller))]
     if not args.no_watch:
         tasks.append(asyncio.create_task(_watch(path, controller, fleet, args.secret_data)))
     try:
