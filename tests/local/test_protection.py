@@ -188,3 +188,14 @@ def test_secrets_file_and_environment(tmp_path) -> None:
     with pytest.raises(UserError, match="data.alice of Secret k is not base64") as err:
         load_file(bad)
     assert "not base64!" not in str(err.value).replace("is not base64", "")
+
+
+def test_the_example_carries_its_secret_beside_the_model() -> None:
+    from lmo.api import load_file as load_models
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "protected.yaml"
+    (lm,) = load_models(example)  # the Secret document is not a LanguageModel
+    secrets = load_file(example, only_secrets=False)
+    assert set(api_keys(lm.spec.protection, secrets)) == {"alice", "bob"}
+    with pytest.raises(UserError, match="expected kind: Secret"):
+        load_file(example)  # --secrets takes Secrets only

@@ -1,8 +1,10 @@
 """Secrets for `lmo up`, where there is no API server to hold them.
 
-Two sources, the same shape as a cluster's Secret (name -> data):
+Three sources, the same shape as a cluster's Secret (name -> data):
 * `--secrets FILE`: YAML with one or more `kind: Secret` documents (`data` base64 encoded,
   `stringData` plain), exactly what `kubectl apply` would take;
+* Secret documents beside the LanguageModel in the `-f` file itself (as `kubectl apply -f`
+  would create them on a cluster);
 * the environment: `LMO_SECRET_<NAME>` holding a JSON object of the Secret's plain data,
   NAME upper-cased with `-` and `.` as `_` (Secret `chat-keys` -> `LMO_SECRET_CHAT_KEYS`).
 
@@ -31,8 +33,9 @@ def env_name(secret: str) -> str:
     return "LMO_SECRET_" + secret.upper().replace("-", "_").replace(".", "_")
 
 
-def load_file(path: str | Path) -> Secrets:
-    """Secret documents of a YAML file by name (other kinds are refused)."""
+def load_file(path: str | Path, only_secrets: bool = True) -> Secrets:
+    """Secret documents of a YAML file by name; other kinds are refused, or skipped when
+    `only_secrets` is False (the LanguageModel file)."""
     path = Path(path)
     try:
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
@@ -42,7 +45,10 @@ def load_file(path: str | Path) -> Secrets:
         raise UserError(f"--secrets {path}: not YAML ({err})") from None
     out: Secrets = {}
     for i, doc in enumerate(docs):
-        where = f"--secrets {path} (document {i + 1})"
+        where = f"--secrets {path} (document {i + 1})" if only_secrets else \
+            f"{path} (document {i + 1})"
+        if not only_secrets and not (isinstance(doc, dict) and doc.get("kind") == "Secret"):
+            continue
         if not isinstance(doc, dict) or doc.get("kind") != "Secret":
             raise UserError(f"{where}: expected kind: Secret, a v1 Secret as kubectl takes it")
         name = (doc.get("metadata") or {}).get("name")
@@ -89,7 +95,8 @@ def api_keys(protection: Protection | None, secrets: Secrets,
     if data is None:
         raise UserError(
             f"spec.protection.auth.apiKeys.secretRef.name: Secret {name!r} not found; give "
-            f"it with --secrets FILE (a v1 Secret YAML) or {env_name(name)}="
+            f"it with --secrets FILE (a v1 Secret YAML), as a kind: Secret document in the "
+            f"model's file, or {env_name(name)}="
             '\'{"client-id": "<key>"}\''
         )
     keys = {client: key for client, key in data.items() if key}

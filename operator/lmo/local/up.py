@@ -142,12 +142,17 @@ class Fleet:
 
     def start(self, artifacts: dict[str, Artifact]) -> dict[str, Backend]:
         """Start one server per artifact, in parallel; each is ready when this returns."""
-        from lmo_runtime.triton.server import TritonServer, TritonError
+        from lmo_runtime.feedback import MODEL as FEEDBACK_MODEL
+        from lmo_runtime.triton.server import TritonServer, TritonError, list_models
 
         logs = self.work_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         servers = {
-            name: TritonServer(a.repository, log_path=logs / f"{self.lm_name}-{name}.log",
+            # the front door takes feedback itself (lmo.local.feedback): no feedback model
+            name: TritonServer(a.repository,
+                               models=[m for m in list_models(a.repository)
+                                       if m != FEEDBACK_MODEL],
+                               log_path=logs / f"{self.lm_name}-{name}.log",
                                env=self.env.get(name), extra_args=[SUMMARY_LATENCIES])
             for name, a in artifacts.items()
         }
