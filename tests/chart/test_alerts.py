@@ -50,7 +50,8 @@ def test_every_expression_and_template_parses(groups, tmp_path):
     alerts = [r["alert"] for g in groups for r in g["rules"]]
     assert alerts == ["LmoOperatorDown", "LmoLanguageModelNotReady", "LmoConversionFailed",
                       "LmoRolloutRolledBack", "LmoHighErrorRatio", "LmoHighLatencyP99",
-                      "LmoHighQueueTime"]
+                      "LmoHighQueueTime", "LmoPayloadLogsDropping", "LmoInputLengthDrift",
+                      "LmoInputUnknownTokens", "LmoEmbeddingDrift"]
     for g in groups:
         for r in g["rules"]:
             assert {"summary", "description", "runbook"} <= set(r["annotations"]), r["alert"]
@@ -91,6 +92,33 @@ CASES = [
     ("LmoHighQueueTime",
      [(f"nv_inference_queue_duration_us{{{TRITON}}}", "0+30000x30"), (f"nv_inference_count{{{TRITON}}}", "0+10x30")],
      "25m", None),
+    ("LmoPayloadLogsDropping",
+     [(f'lmo_payloads_dropped_total{{{TRITON},reason="sink_error"}}', "0+5x30"),
+      (f'lmo_payloads_dropped_total{{{TRITON},reason="queue_full"}}', "0x30")],
+     "25m", {"severity": "warning", "namespace": "ml", "lmo_model": "chat", "lmo_version": "v2"}),
+    ("LmoPayloadLogsDropping",
+     [(f'lmo_payloads_dropped_total{{{TRITON},reason="sink_error"}}', "0x30")], "25m", None),
+    # reference 14 tokens/text; now 40 tokens/text (10 texts/min, 400 tokens/min)
+    ("LmoInputLengthDrift",
+     [(f"lmo_input_tokens_sum{{{TRITON}}}", "0+400x90"), (f"lmo_input_tokens_count{{{TRITON}}}", "0+10x90"),
+      (f"lmo_input_reference_tokens_mean{{{TRITON}}}", "14x90")],
+     "80m", {"severity": "warning", "namespace": "ml", "lmo_model": "chat", "lmo_version": "v2"}),
+    ("LmoInputLengthDrift",  # 16 tokens/text: within half of the reference
+     [(f"lmo_input_tokens_sum{{{TRITON}}}", "0+160x90"), (f"lmo_input_tokens_count{{{TRITON}}}", "0+10x90"),
+      (f"lmo_input_reference_tokens_mean{{{TRITON}}}", "14x90")],
+     "80m", None),
+    # 20% unknown tokens against a 1% reference
+    ("LmoInputUnknownTokens",
+     [(f"lmo_input_unknown_tokens_total{{{TRITON}}}", "0+80x90"), (f"lmo_input_tokens_sum{{{TRITON}}}", "0+400x90"),
+      (f"lmo_input_reference_unknown_ratio{{{TRITON}}}", "0.01x90")],
+     "80m", {"severity": "warning", "namespace": "ml", "lmo_model": "chat", "lmo_version": "v2"}),
+    ("LmoInputUnknownTokens",
+     [(f"lmo_input_unknown_tokens_total{{{TRITON}}}", "0+8x90"), (f"lmo_input_tokens_sum{{{TRITON}}}", "0+400x90"),
+      (f"lmo_input_reference_unknown_ratio{{{TRITON}}}", "0.01x90")],
+     "80m", None),
+    ("LmoEmbeddingDrift", [(f"lmo_input_embedding_cosine{{{TRITON}}}", "0.6x90")], "80m",
+     {"severity": "warning", "namespace": "ml", "lmo_model": "chat", "lmo_version": "v2"}),
+    ("LmoEmbeddingDrift", [(f"lmo_input_embedding_cosine{{{TRITON}}}", "0.97x90")], "80m", None),
 ]
 
 
