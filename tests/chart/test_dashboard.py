@@ -53,7 +53,7 @@ def test_the_dashboard_is_well_formed(k8s_tools):
     names = [v["name"] for v in dash["templating"]["list"]]
     assert names == ["datasource", "namespace", "model", "version"]
     ids = [p["id"] for p in dash["panels"]]
-    assert len(ids) == len(set(ids)) == 8
+    assert len(ids) == len(set(ids)) == 10
     cells = set()
     for p in dash["panels"]:
         assert p["type"] == "timeseries" and p["datasource"]["uid"] == "${datasource}"
@@ -64,7 +64,7 @@ def test_the_dashboard_is_well_formed(k8s_tools):
         assert all(t["refId"] and t["expr"] for t in p["targets"])
     titles = " ".join(p["title"] for p in dash["panels"])
     for words in ("Traffic share", "Requests per second", "Failed", "p50 / p99", "Queue time",
-                  "Batch size", "Replicas", "Rollout step"):
+                  "Batch size", "Replicas", "Rollout step", "Payload records", "Input drift"):
         assert words in titles
 
 
