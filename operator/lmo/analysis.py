@@ -29,11 +29,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import requests
 
-from lmo.api import Analysis, ExperimentOutcome, MetricGate
+from lmo.api import Analysis, ExperimentOutcome, LanguageModelSpec, MetricGate
 
 if TYPE_CHECKING:
     from lmo.replay import Drift, ReplayTargets
@@ -212,6 +213,29 @@ def query_outcomes(
         s = _one_value(prom, fill(success, namespace, lm, v, window_seconds)) or 0.0
         out[v] = (n, s)
     return out
+
+
+def with_outcomes(
+    result: AnalysisResult, spec: LanguageModelSpec, namespace: str, lm: str,
+    started_at: str | None, now: datetime,
+) -> AnalysisResult:
+    """An Experiment's analysis with its outcome counts since it started, read from
+    Prometheus (`query_outcomes`); without counts, and saying why, when Prometheus cannot
+    answer (the experiment then skips this look)."""
+    import dataclasses
+
+    from lmo.experiment import arms_of, settings_of
+    from lmo.rollout import parse_time
+
+    assert spec.rollout is not None
+    since = parse_time(started_at) if started_at else now
+    try:
+        counts = query_outcomes(
+            spec.rollout.analysis.prometheus_url or "", settings_of(spec).outcome, namespace, lm,
+            list(arms_of(spec)), max(1.0, (now - since).total_seconds()))
+    except PrometheusError as err:
+        return dataclasses.replace(result, reasons=[*result.reasons, str(err)])
+    return dataclasses.replace(result, outcomes=counts)
 
 
 @dataclass(frozen=True)

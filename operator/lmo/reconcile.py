@@ -45,6 +45,7 @@ from lmo.api import (
     RolloutPhase,
     RolloutStatus,
     SpecError,
+    Strategy,
     parse,
 )
 from lmo.builders import (
@@ -174,6 +175,9 @@ class Reconciler:
         names = sorted(
             {v.checkpoint.secret_ref.name for v in lm.spec.versions if v.checkpoint.secret_ref}
             | ({store_secret} if store_secret else set())
+            | ({lm.spec.protection.auth.api_keys.secret_ref.name}
+               if lm.spec.protection is not None and lm.spec.protection.auth is not None
+               else set())
         )
         exists = await asyncio.gather(*(self.kube.secret_exists(self.namespace, n) for n in names))
         jobs = S.jobs_to_read(lm, store, children, self.old_status)
@@ -195,7 +199,7 @@ class Reconciler:
                 from lmo.analysis import FAIL, AnalysisResult
 
                 return AnalysisResult(FAIL, {}, [unreplayable])
-            return await asyncio.to_thread(
+            result = await asyncio.to_thread(
                 self.analyse,
                 lm.spec.rollout.analysis,
                 self.namespace,
@@ -206,6 +210,14 @@ class Reconciler:
                 R.analysis_window(lm.spec, ro, self.now),
                 replay=replay,
             )
+            if lm.spec.rollout.strategy == Strategy.EXPERIMENT.value:
+                # the experiment's outcome counts since it started (lmo.experiment decides)
+                from lmo.analysis import with_outcomes
+
+                started = (self.old_status.get("experiment") or {}).get("startedAt")
+                result = await asyncio.to_thread(with_outcomes, result, lm.spec, self.namespace,
+                                                 self.name, started, self.now)
+            return result
 
         return measure
 

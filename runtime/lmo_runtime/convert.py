@@ -244,7 +244,7 @@ def convert(
     precision tried scores below `request.min_score`; in both cases nothing is written to
     `out_dir` or the cache.
     """
-    from lmo_runtime import drift, evaluation, store
+    from lmo_runtime import drift, evaluation, feedback, store
     from lmo_runtime.families import heldout_texts
 
     out_dir = Path(out_dir)
@@ -311,6 +311,8 @@ def convert(
             with steps.step(f"score:{precision}"):
                 score = family.score(loaded, onnx_path, texts, request.min_score)
             score.details.setdefault("max_abs_diff_fp32", exported.max_abs_diff)
+            # how the precision was produced (e.g. int8_reduce_range), for the manifest
+            score.details.update(loaded.extra.get("optimize_details", {}).get(precision, {}))
             tried.append((precision, score))
             steps.note(
                 f"{precision}: {score.metric} {score.value:.4f} "
@@ -340,6 +342,8 @@ def convert(
                 entry = family.write_repository(loaded, onnx_path, stage / REPOSITORY_DIR, request)
                 input_reference = drift.write_references(stage / REPOSITORY_DIR, entry, texts,
                                                          golden)
+                # outcome reports for experiments, counted as Triton metrics (lmo_runtime.feedback)
+                feedback.write_model(stage / REPOSITORY_DIR)
                 files = file_digests(stage)
             manifest = base.model_copy(
                 update={

@@ -8,6 +8,7 @@ import random
 import urllib.error
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from lmo.cli import main
 from lmo.experiment import sequential_test
 from lmo.local.routing import sticky_bucket
+from lmo_runtime.feedback import MODEL as FEEDBACK_MODEL
+from lmo_runtime.manifest import REPOSITORY_DIR
 from tests.local.conftest import LmoUp, rel, write_lm
 
 pytestmark = pytest.mark.slow
@@ -154,6 +157,15 @@ def test_experiment_equal_rates_then_a_better_v2_is_decided_and_promoted(
                   for fam in text_string_to_metric_families(text) for s in fam.samples
                   if s.name == "lmo_feedback_samples_total"}
         assert sum(totals.values()) >= 1000 + sum(a["samples"] for a in exp["arms"])
+
+        # every converted repository carries the cluster's feedback model; lmo up does not
+        # load it (its front door takes the feedback)
+        v2 = next(v for v in status["versions"] if v["name"] == "v2")
+        repo = Path(v2["artifact"]["uri"].removeprefix("file://")) / REPOSITORY_DIR
+        assert (repo / FEEDBACK_MODEL / "config.pbtxt").is_file()
+        triton = status["local"]["backends"]["v2"]["url"]
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{triton}/v2/models/{FEEDBACK_MODEL}/ready", timeout=10)
 
         # feedback errors say what is wrong
         code, _, body = call(up.url, "/v1/feedback", {"requestId": "nope", "success": True})

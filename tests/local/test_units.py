@@ -270,7 +270,7 @@ class SlowServer:
     instances: dict[str, SlowServer] = {}
     ready_at_once = False
 
-    def __init__(self, repository, log_path=None, env=None, extra_args=None):
+    def __init__(self, repository, models=None, log_path=None, env=None, extra_args=None):
         self.name = Path(repository).name
         self.process = None
         self.stops = 0

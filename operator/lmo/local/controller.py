@@ -289,9 +289,8 @@ class Controller:
         feedback, or the spec's successQuery/totalQuery on Prometheus (as on the cluster)."""
         import dataclasses
 
-        from lmo.analysis import PrometheusError, query_outcomes
+        from lmo.analysis import with_outcomes
         from lmo.experiment import arms_of, settings_of
-        from lmo.rollout import parse_time
 
         outcome = settings_of(self.spec).outcome
         if outcome.uses_feedback:
@@ -301,17 +300,10 @@ class Controller:
             for v in arms_of(self.spec):
                 (n, s), (n0, s0) = now_counts.get(v, (0.0, 0.0)), mark.get(v, (0.0, 0.0))
                 counts[v] = (n - n0, s - s0)
-        else:
-            exp = self.experiment
-            since = parse_time(exp.started_at) if exp and exp.started_at else now
-            try:
-                counts = await asyncio.to_thread(
-                    query_outcomes, self.spec.rollout.analysis.prometheus_url or "", outcome,
-                    self.lm.metadata.namespace or "default", self.lm.metadata.name,
-                    list(arms_of(self.spec)), max(1.0, (now - since).total_seconds()))
-            except PrometheusError as err:
-                return dataclasses.replace(result, reasons=[*result.reasons, str(err)])
-        return dataclasses.replace(result, outcomes=counts)
+            return dataclasses.replace(result, outcomes=counts)
+        return await asyncio.to_thread(
+            with_outcomes, result, self.spec, self.lm.metadata.namespace or "default",
+            self.lm.metadata.name, self.experiment.started_at if self.experiment else None, now)
 
     # ------------------------------------------------------------------ servers
 
