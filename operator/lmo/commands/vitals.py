@@ -50,7 +50,9 @@ def lines(numbers: dict[str, dict[str, Any]], versions: list[str]) -> list[str]:
     for v in versions:
         n = numbers.get(v) or {}
         errors = n.get("errorRatio")
-        latency = "p99" if n.get("latencyIsP99", True) else "mean"
+        # the mean stands in where Triton exports no latency quantiles, and says so
+        latency = "mean" if n.get("p99Ms") is not None and not n.get("latencyIsP99", True) \
+            else "p99"
         out.append(
             f"{v}  last 1m: {_num(n.get('requestsPerSecond'), '.2f')} req/s  "
             f"errors {'-' if errors is None else format(errors * 100, '.1f') + '%'}  "
