@@ -16,6 +16,7 @@ CONVERTED = "Converted"
 DEPLOYED = "Deployed"
 ROUTED = "Routed"
 READY = "Ready"
+STICKY = "Sticky"  # spec.routing.sticky on the cluster (not part of Ready)
 COMPONENTS = (CONVERTED, DEPLOYED, ROUTED)
 ORDER = (*COMPONENTS, READY)
 
@@ -66,6 +67,8 @@ class Reason:
     EXPERIMENT_DECIDED = "ExperimentDecided"
     EXPERIMENT_INCONCLUSIVE = "ExperimentInconclusive"
     EXPERIMENT_STOPPED = "ExperimentStopped"
+    SESSION_PERSISTENCE = "SessionPersistence"
+    SESSION_PERSISTENCE_UNAVAILABLE = "SessionPersistenceUnavailable"
     # lmo up
     VERSION_NOT_READY = "VersionNotReady"
     TRAFFIC_SET = "TrafficSet"

@@ -58,6 +58,7 @@ from lmo.builders import (
     child_name,
     conversion_request,
 )
+from lmo.builders.traffic import sticky_conditions
 from lmo.builders.triton import HTTP_PORT
 from lmo.conditions import WARNING, Reason
 from lmo.errors import UserError
@@ -159,6 +160,8 @@ class Reconciler:
         await self._apply(desired, children, observed)
         status = S.status_from(lm, self.settings, observed, routed, decision, self._refused,
                                self.generation, self.now)
+        status["conditions"] = sticky_conditions(status["conditions"], lm, self.settings,
+                                                 self.generation, self.now)
         for event in S.events_from(observed, status, decision):
             await self._event(*event)
         await self._write_status(status)

@@ -116,6 +116,13 @@ class OperatorSettings(BaseModel):
         description="NetworkPolicy peers that scrape Triton's metrics (port 8002): the "
         "Prometheus of the cluster.",
     )
+    gateway_session_persistence: bool = Field(
+        default=False,
+        description="The cluster's HTTPRoute CRD is the Gateway API experimental channel's "
+        "(rules[].sessionPersistence) and the gateway implements header session "
+        "persistence: spec.routing.sticky is rendered as such. False: sticky is not "
+        "rendered and the LanguageModel's Sticky condition says what is missing.",
+    )
     gateway_address: str | None = Field(
         default=None,
         description="Host (and port) clients use to reach the Gateway, for status.endpoint "

@@ -14,15 +14,20 @@ is immediate.
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from lmo import conditions as C
 from lmo import labels as L
-from lmo.api import LanguageModel, RoutingProvider
+from lmo.api import LanguageModel, RoutingProvider, Strategy
 from lmo.builders.base import Owner, VersionPlan, owner_reference
 from lmo.builders.triton import HTTP_PORT, service_ports
+from lmo.conditions import Reason
 from lmo.settings import OperatorSettings
 from lmo_runtime.manifest import ENTRY_MODEL
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
+VERSION_HEADER = "x-lmo-version"
 
 
 def routed(plans: list[VersionPlan]) -> list[VersionPlan]:
@@ -85,11 +90,22 @@ def _parent_ref(lm: LanguageModel, settings: OperatorSettings) -> dict:
     return out
 
 
-def _backend(lm_name: str, version: str, weight: int | None = None) -> dict:
-    out = {"name": f"{lm_name}-{version}", "port": HTTP_PORT}
+def _backend(lm_name: str, version: str, weight: int | None = None,
+             version_header: bool = False) -> dict:
+    out: dict = {"name": f"{lm_name}-{version}", "port": HTTP_PORT}
     if weight is not None:
         out["weight"] = weight
+    if version_header:
+        # answers say which version gave them (as lmo up's front door does), so a client
+        # can report feedback to it and label its own outcome counters with it
+        out["filters"] = [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+            "set": [{"name": VERSION_HEADER, "value": version}]}}]
     return out
+
+
+def is_experiment(lm: LanguageModel) -> bool:
+    r = lm.spec.rollout
+    return r is not None and r.strategy == Strategy.EXPERIMENT.value
 
 
 def build_httproute(
@@ -107,6 +123,13 @@ def build_httproute(
     that version is the only weighted backend (after a promotion, say): the gateway would
     copy every request of that version to itself, doubling its load for nothing.
 
+    Experiment: every backendRef sets `x-lmo-version` on its answers (a
+    ResponseHeaderModifier), and the version rules use that header when abTest is unset, so
+    a client's feedback (POST /v2/models/feedback/generate) reaches the version that
+    answered. routing.sticky adds header sessionPersistence to the weighted rule when the
+    operator setting gatewaySessionPersistence says the cluster has it (`sticky_conditions`
+    says so either way).
+
     The filter is on the rule, so while the mirror version also carries weight (a canary
     step) the gateway copies `percent` of its own requests to it too: a rule-level filter
     cannot tell backends apart, and a RequestMirror on each other backendRef instead is
@@ -117,22 +140,30 @@ def build_httproute(
     lm_name = lm.metadata.name
     servable = [p for p in plans if p.serve_uri is not None]
     rules: list[dict] = []
-    if routing.ab_test is not None:
+    experiment = is_experiment(lm)
+    # an Experiment's feedback goes to the version that answered, named in x-lmo-version
+    header = routing.ab_test.header if routing.ab_test else (VERSION_HEADER if experiment else None)
+    if header is not None:
         for p in servable:
             rules.append(
                 {
                     "matches": [
                         {
                             "headers": [
-                                {"type": "Exact", "name": routing.ab_test.header, "value": p.name}
+                                {"type": "Exact", "name": header, "value": p.name}
                             ]
                         }
                     ],
-                    "backendRefs": [_backend(lm_name, p.name)],
+                    "backendRefs": [_backend(lm_name, p.name, version_header=experiment)],
                 }
             )
     weighted = routed(plans)
-    default: dict = {"backendRefs": [_backend(lm_name, p.name, p.traffic) for p in weighted]}
+    default: dict = {"backendRefs": [_backend(lm_name, p.name, p.traffic, experiment)
+                                     for p in weighted]}
+    if routing.sticky is not None and settings.gateway_session_persistence:
+        # Gateway API experimental channel (GEP-1619): the gateway pins a client to the
+        # backend it first got, through the header named here
+        default["sessionPersistence"] = {"sessionName": routing.sticky.header, "type": "Header"}
     mirror = routing.mirror
     if (
         mirror is not None
@@ -164,6 +195,27 @@ def build_httproute(
         },
         "spec": spec,
     }
+
+
+def sticky_conditions(conditions: list[dict], lm: LanguageModel, settings: OperatorSettings,
+                      generation: int | None, now: datetime) -> list[dict]:
+    """status.conditions with `Sticky` saying whether spec.routing.sticky is rendered on the
+    cluster (never silently dropped), or without it when sticky is not asked for."""
+    sticky = lm.spec.routing.sticky
+    if sticky is None:
+        return [c for c in conditions if c.get("type") != C.STICKY]
+    if settings.gateway_session_persistence:
+        return C.set_condition(
+            conditions, C.STICKY, C.TRUE, Reason.SESSION_PERSISTENCE,
+            f"the HTTPRoute's weighted rule keeps each client on one version with header "
+            f"session persistence ({sticky.header})", generation, now)
+    return C.set_condition(
+        conditions, C.STICKY, C.FALSE, Reason.SESSION_PERSISTENCE_UNAVAILABLE,
+        f"spec.routing.sticky ({sticky.header}) is not applied: HTTPRoute sessionPersistence "
+        "is in the Gateway API experimental channel only; install its HTTPRoute CRD and a "
+        "gateway that implements header session persistence, then set the operator setting "
+        "gatewaySessionPersistence: true (chart value settings.gatewaySessionPersistence). "
+        "Until then each request follows the weights on its own", generation, now)
 
 
 def build_provider_service(lm: LanguageModel, owner: Owner) -> dict:
