@@ -91,6 +91,9 @@ class Observed:
 
     versions: tuple[VersionState, ...]
     old_status: Mapping[str, Any]
+    # what keeps the route from serving although every version may be fine (a missing
+    # API-key Secret: the gateway refuses every request then), each with its fix
+    route_problems: tuple[str, ...] = ()
 
     def version(self, name: str) -> VersionState | None:
         return next((v for v in self.versions if v.name == name), None)
@@ -165,7 +168,24 @@ def observe(
             st = _conversion(st, name, old, children, messages)
             st = dataclasses.replace(st, serve_uri=st.uri if st.available else last_good)
         states.append(_deployment(st, children.get(("Deployment", child_name(name, v.name))), old))
-    return Observed(versions=tuple(states), old_status=old_status)
+    return Observed(versions=tuple(states), old_status=old_status,
+                    route_problems=_route_problems(lm, secrets))
+
+
+def _route_problems(lm: LanguageModel, secrets: Mapping[str, bool]) -> tuple[str, ...]:
+    p = lm.spec.protection
+    if p is None or p.auth is None:
+        return ()
+    sname = p.auth.api_keys.secret_ref.name
+    if secrets.get(sname, False):
+        return ()
+    namespace = lm.metadata.namespace or "default"
+    return (
+        f"spec.protection.auth.apiKeys.secretRef.name: Secret {sname!r} not found in namespace "
+        f"{namespace!r}; create it, one data key per client id with its API key as the value "
+        f"(kubectl create secret generic {sname} -n {namespace} --from-literal=<client>=<key>); "
+        "until then the gateway refuses every request",
+    )
 
 
 def _conversion(st: VersionState, lm_name: str, old: dict, children: Mapping,
@@ -459,6 +479,9 @@ def status_from(
                                 f"no Deployment yet for {', '.join(unroutable)}; routing {summary}", gen, now)
     else:
         conds = C.set_condition(conds, C.ROUTED, C.TRUE, Reason.ROUTED, f"routing {summary}", gen, now)
+    if observed.route_problems:
+        conds = C.set_condition(conds, C.ROUTED, C.FALSE, Reason.SECRET_MISSING,
+                                "; ".join(observed.route_problems), gen, now)
     for type_, kinds in ((C.ROUTED, {"HTTPRoute"}), (C.DEPLOYED, None)):
         why = [w for k, w in refused if (k in kinds if kinds else k != "HTTPRoute")]
         if why:

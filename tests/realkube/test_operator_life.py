@@ -236,6 +236,28 @@ def test_protection_policies_are_accepted_by_the_upstream_crds(real: RealCluster
               "NetworkPolicy and AuthorizationPolicy removed")
 
 
+def test_a_missing_api_key_secret_is_a_readable_condition(real: RealCluster, ns: str):
+    lm = "keyless"
+    body = spec(routing={"policies": "EnvoyGateway"},
+                protection={"auth": {"apiKeys": {"secretRef": {"name": "team-keys"}}}})
+    real.create_lm(ns, lm, body)
+
+    def ready_false() -> bool:  # once converted and deployed, the Secret is what is missing
+        c = real.condition(ns, lm, "Ready") or {}
+        return c.get("reason") == "SecretMissing"
+
+    real.wait(ready_false, 120, "Ready=False SecretMissing")
+    ready = real.condition(ns, lm, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "SecretMissing"
+    assert "spec.protection.auth.apiKeys.secretRef.name: Secret 'team-keys' not found" in ready["message"]
+    assert "kubectl create secret generic team-keys" in ready["message"]
+    assert real.get(*SECPOL, ns, lm) is not None  # the policy is there, waiting for its Secret
+    # the Secret appears (seen at the next pass: a spec change here, else the resync)
+    real.create_secret(ns, "team-keys", {"alice": "sk-team-alice"})
+    real.patch_lm(ns, lm, [{"op": "add", "path": "/spec/protection/timeout", "value": "20s"}])
+    real.wait_ready(ns, lm)
+
+
 def test_what_a_gateway_cannot_do_is_refused_by_the_server(real: RealCluster, ns: str):
     for protection, routing, words in [
         ({"auth": {"apiKeys": {"secretRef": {"name": "k"}}}}, {}, "needs spec.routing.policies: EnvoyGateway"),
