@@ -180,6 +180,23 @@ class Gate:
         )
         self.timeout = parse_duration(p.timeout) if p is not None and p.timeout else None
 
+    def summary(self, now: float) -> dict:
+        """What is enforced and each version's breaker state (client ids and counts only,
+        never a key), for `GET /lmo/status`."""
+        if self.protection is None:
+            return {}
+        out: dict = {}
+        if self.keys is not None:
+            out["apiKeys"] = len(self.keys)
+        if self.rate is not None:
+            out["rateLimit"] = {"requestsPerSecond": self.rate.requests_per_second,
+                                "burst": self.rate.bucket, "perClient": self.rate.per_client}
+        if self.timeout is not None:
+            out["timeoutSeconds"] = self.timeout
+        if self.protection.circuit_breaker is not None:
+            out["breaker"] = self.breaker.state(now)
+        return out
+
     def check(self, authorization: str | None, now: float) -> Refusal | str | None:
         """A Refusal, or the client id (None without auth) of an admitted request."""
         client: str | None = None

@@ -107,6 +107,8 @@ async def test_api_keys_401_403_and_no_key_in_any_log(caplog) -> None:
         async with d.session.get(d.url + "/v2/health/live") as r:
             assert r.status == 200
         assert d.servers["v1"].calls == 2
+        async with d.session.get(d.url + "/lmo/status") as r:
+            assert (await r.json())["protection"] == {"apiKeys": 2}
     text = caplog.text + str(d.controller.status())
     for key in [*KEYS.values(), "sk-mallory-000"]:
         assert key not in text
@@ -156,6 +158,9 @@ async def test_failing_version_is_ejected_then_probed_back() -> None:
         after = [await d.post() for _ in range(10)]
         assert {s[1]["x-lmo-version"] for s in after} == {"v1", "v2"}
         assert all(s[0] == 200 for s in after)
+        async with d.session.get(d.url + "/lmo/status") as r:
+            shown = (await r.json())["protection"]
+        assert shown["breaker"] == {"v1": "closed", "v2": "closed"}
 
 
 async def test_malformed_bodies_never_eject_a_version() -> None:

@@ -378,7 +378,11 @@ class FrontDoor:
     # ------------------------------------------------------------------ admin
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.controller.status())
+        out = self.controller.status()
+        protection = self.gate.summary(time.monotonic())
+        if protection:
+            out["protection"] = protection
+        return web.json_response(out)
 
     async def traffic(self, request: web.Request) -> web.Response:
         try:
