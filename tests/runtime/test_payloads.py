@@ -288,3 +288,44 @@ def test_real_triton_failing_s3_sink_fails_no_request(served, tmp_path):
         assert _metrics(server)['lmo_payloads_logged_total{model="text_classification"}'] == 0
     text = (tmp_path / "t.log").read_text()
     assert "lmo payloads: sink s3://payloads/prod failed" in text and SECRET not in text
+
+
+@pytest.mark.slow
+def test_real_triton_gpt2_logs_generated_text_and_streams(gpt2_fp32_artifact, tmp_path):
+    """text_generation logs the prompt and the generated text; text_generation_stream logs
+    once per stream, when it ends, with the whole text the client received."""
+    import tritonclient.grpc as grpcclient
+
+    from tests.runtime.test_triton_gpt2 import _inputs, _stream, _texts
+
+    log = tmp_path / "gpt2.log"
+    repo = gpt2_fp32_artifact / "model_repository"
+    with TritonServer(repo, log_path=log, env=_env("stdout")) as server:
+        client = httpclient.InferenceServerClient(server.http_address)
+        try:
+            answer = _texts(client.infer("text_generation", _inputs(
+                httpclient, [f"my id is {SECRET} and"], MAX_TOKENS=6), request_id="gen-1"))
+        finally:
+            client.close()
+        grpc = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            pieces = _stream(grpc, f"call {SECRET} now", MAX_TOKENS=5)
+        finally:
+            grpc.close()
+
+        def two():
+            records = [P.parse_line(line) for line in log.read_text().splitlines()]
+            records = [r for r in records if r is not None]
+            return records if len(records) == 2 else None
+
+        generated, streamed = sorted(_wait(two, "two GPT-2 payload records"),
+                                     key=lambda r: r["requestId"] != "gen-1")
+        metrics = _metrics(server)
+    assert SECRET not in log.read_text()
+    assert generated["input"] == "my id is [REDACTED] and"
+    assert generated["output"] == {"text": answer[0]} and generated["task"] == "text-generation"
+    assert streamed["input"] == "call [REDACTED] now"
+    assert streamed["output"] == {"text": "".join(pieces)}
+    for model in ("text_generation", "text_generation_stream"):
+        assert metrics[f'lmo_payloads_logged_total{{model="{model}"}}'] == 1
+        assert metrics[f'lmo_input_tokens_count{{model="{model}"}}'] == 1
