@@ -344,6 +344,9 @@ class Gpt2Family:
         if precision == "fp32":
             shutil.copy(src, out)
         elif precision == "int8":
+            from lmo_runtime.families.int8 import int8_kernel
+
+            loaded.extra.setdefault("optimize_details", {})[precision] = int8_kernel().details()
             quantize_int8(src, out)
         elif precision == "fp16":
             import onnx
@@ -510,14 +513,17 @@ def greedy_text(loaded: Loaded, prompt: str, max_tokens: int) -> str:
 
 
 def quantize_int8(src: Path, out: Path) -> None:
-    """Dynamic int8, per-channel, MatMul weights only (embedding Gather stays float)."""
+    """Dynamic int8, per-channel, MatMul weights only (embedding Gather stays float);
+    reduce_range on x86 CPUs without VNNI/AMX (`families.int8`)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from lmo_runtime.families.int8 import int8_kernel
 
     with quiet_root_logger():
         quantize_dynamic(
             str(src), str(out), per_channel=True, weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul"],
+            op_types_to_quantize=["MatMul"], reduce_range=int8_kernel().reduce_range,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
 
