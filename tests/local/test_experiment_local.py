@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -172,5 +173,35 @@ def test_experiment_equal_rates_then_a_better_v2_is_decided_and_promoted(
         assert code == 404 and "unknown or expired" in body["error"]
         code, _, body = call(up.url, "/v1/feedback", {"requestId": "nope", "score": 2})
         assert code == 400 and "score must be a number from 0 to 1" in body["error"]
+    finally:
+        up.stop()
+
+
+def test_the_example_runs_under_lmo_up(tmp_path, sentiment_checkpoints, convert_cache):
+    """examples/experiment.yaml as shipped, with the test's checkpoints and a 1 s look."""
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "experiment.yaml")
+                         .read_text())
+    for v in doc["spec"]["versions"]:
+        v["checkpoint"]["uri"] = rel(sentiment_checkpoints[v["name"]], tmp_path)
+    doc["spec"]["rollout"]["stepDuration"] = "1s"
+    file = tmp_path / "experiment.yaml"
+    file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    up = LmoUp(file, tmp_path / "work", convert_cache).start()
+    try:
+        users = Users(up.url, {"v1": 1.0, "v2": 0.0}, seed=1, prefix="ex")
+        for i in range(20):
+            users.visit(i)
+        seen = Counter(users.seen.values())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            exp = experiment(up.status())
+            if sum(a["samples"] for a in exp.get("arms", [])) >= 20:
+                break
+            time.sleep(0.5)
+        assert exp["phase"] == "Running" and "minSamples 200" in exp["message"], exp
+        assert {a["version"]: a["samples"] for a in exp["arms"]} == {
+            "v1": seen["v1"], "v2": seen["v2"]}
+        rates = {a["version"]: a["rate"] for a in exp["arms"] if a["samples"]}
+        assert rates == {v: r for v, r in {"v1": 1.0, "v2": 0.0}.items() if seen[v]}
     finally:
         up.stop()
