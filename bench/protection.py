@@ -22,20 +22,49 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from local import TEXTS, start, stop, write_results as _write  # noqa: E402
+from local import TEXTS, stop, write_results as _write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Protection (bench/protection.py)"
 KEYS = {"alice": "sk-bench-alice-0001", "bob": "sk-bench-bob-0002"}
+
+
+def start(file: Path, work: Path) -> tuple[subprocess.Popen, str]:
+    """Start `lmo up`; return (process, front door URL) once it is ready (the protected ones
+    refuse a request without a key, so readiness is the health probe)."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "lmo"), "up", "-f", str(file), "--port", "0",
+         "--work-dir", str(work), "--quiet", "--no-watch"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"lmo up -f {file} exited with {proc.returncode}")
+        state = work / "up.json"
+        if state.exists():
+            url = json.loads(state.read_text())["url"]
+            try:
+                with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=5) as r:
+                    if r.status == 200:
+                        return proc, url
+            except OSError:
+                pass
+        time.sleep(0.1)
+    stop(proc)
+    raise RuntimeError(f"lmo up -f {file} not ready in 600 s")
 
 
 def model(name: str, root: Path, **spec) -> Path:
@@ -98,7 +127,7 @@ def main() -> int:
     procs, urls = {}, {}
     try:
         for name, f in files.items():
-            procs[name], _, urls[name] = start(f, work / name)
+            procs[name], urls[name] = start(f, work / name)
         rates: dict[str, list[float]] = {"plain": [], "guarded": []}
         keys = list(KEYS.values())
         for _ in range(args.rounds):
