@@ -21,6 +21,13 @@ traffic proves nothing; so does an unreachable Prometheus). Any threshold exceed
 With `replay` targets and `maxOutputDrift` set, the golden inputs are replayed against both
 versions (lmo.replay) and a drift above the threshold fails the step.
 
+`analysis.metrics[]` adds the user's own gates (`measure_gates`, judged in `judge`): PromQL
+with {{version}} {{namespace}} {{name}} {{window}} filled in (`fill`), against max / min /
+the stable version's value; a gate that cannot be measured fails. For strategy Experiment,
+`with_outcomes` adds each version's outcome counts since the experiment started
+(`query_outcomes`: lmo's feedback counters or the spec's successQuery / totalQuery), which
+`lmo.experiment` decides on.
+
 Talks HTTP to Prometheus with `requests`; never imports kopf or kubernetes.
 """
 

@@ -256,3 +256,17 @@ def test_restart_resumes_from_status_alone():
     exp = ExperimentStatus.model_validate(d.experiment.to_dict())
     again = run(s, None, 70, ro, exp)
     assert not again.events and again.experiment == exp
+
+
+def test_the_status_an_experiment_writes_fits_the_crd():
+    from tests.chart.crd_schema import CrdValidator
+
+    s = spec()
+    d = run(s, None, 0)
+    d = run(s, counts((1000, 100), (1000, 200)), 61, d.rollout, d.experiment)
+    obj = {"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
+           "metadata": {"name": "exp", "namespace": "default"}, "spec": s.to_dict(),
+           "status": {"rollout": d.rollout.to_dict(), "experiment": d.experiment.to_dict()}}
+    verdict = CrdValidator().validate(obj)
+    assert verdict.ok, verdict.all()
+    assert obj["status"]["experiment"]["interval"] == d.experiment.interval
