@@ -110,3 +110,40 @@ def test_the_server_refuses_an_experiment_that_cannot_work(real: RealCluster, ns
     with pytest.raises(ApiError) as refused:
         real.create_lm(ns, "halfquery", body)
     assert "successQuery and totalQuery go together" in refused.value.message
+
+
+def test_session_persistence_survives_only_the_experimental_httproute_crd(real: RealCluster, ns: str):
+    """What the Sticky condition guards against: the standard channel's HTTPRoute silently
+    prunes `sessionPersistence`; the experimental channel's keeps it. The route is the one
+    lmo renders with gatewaySessionPersistence; server-side dry runs, and the standard CRD
+    is put back afterwards."""
+    from lmo.api import parse
+    from lmo.builders import Owner
+    from lmo.builders.traffic import build_httproute
+    from lmo.settings import OperatorSettings
+    from tests.builders.conftest import make_plans
+    from tests.fixtures.control_plane import crd_dir
+
+    settings = OperatorSettings(gateway_session_persistence=True)
+    lm = parse({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
+                "metadata": {"name": "sticky", "namespace": ns},
+                "spec": experiment("http://prometheus:9090")})
+    route = build_httproute(lm, Owner("sticky", ns, "00000000-0000-0000-0000-000000000001"),
+                            settings, make_plans(lm, settings))
+    route["metadata"].pop("ownerReferences")
+    url = f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes"
+
+    def kept() -> dict | None:
+        out = real.request("POST", url, route, params={"dryRun": "All"})
+        return out["spec"]["rules"][-1].get("sessionPersistence")
+
+    assert kept() is None  # the standard CRD: dropped without a word
+    experimental = crd_dir() / "gateway-api-experimental" / "gateway.networking.k8s.io_httproutes.yaml"
+    standard = crd_dir() / "gateway-api" / "gateway.networking.k8s.io_httproutes.yaml"
+    real.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(experimental))
+    try:
+        got = real.wait(kept, 30, "the experimental HTTPRoute schema in effect")
+        assert got == {"sessionName": "x-user-id", "type": "Header"}
+    finally:
+        real.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(standard))
+        real.wait(lambda: kept() is None, 30, "the standard HTTPRoute schema back")
