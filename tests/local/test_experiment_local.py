@@ -146,6 +146,7 @@ def test_experiment_equal_rates_then_a_better_v2_is_decided_and_promoted(
         assert main(["status", "--url", up.url]) == 0
         out = capsys.readouterr().out
         assert "experiment: Decided  winner v2" in out
+        assert "rollout: Succeeded  candidate -  stable v2" in out  # looks, not steps
         assert "baseline" in out and "candidate" in out and "rate 0." in out
         assert f"lift {exp['lift']:+.4f} [{exp['interval'][0]:+.4f}" in out and "p-value" in out
         # promoted: every user now lands on v2, sticky or not

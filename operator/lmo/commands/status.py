@@ -115,9 +115,11 @@ def render(status: dict[str, Any], name: str, task: str, where: str, console: Co
             console.print(escape(f"  (last minute: {status['lastMinuteNote']})"))
     rollout = status.get("rollout") or {}
     total = _step_count(rollout_spec)
+    # an Experiment has looks, not steps (its own lines below)
+    where = "" if status.get("experiment") else f"  {step_label(rollout.get('step', 0), total)}"
     if rollout.get("phase") or rollout.get("candidate"):
         console.print(escape(
-            f"rollout: {rollout.get('phase', '-')}  {step_label(rollout.get('step', 0), total)}"
+            f"rollout: {rollout.get('phase', '-')}{where}"
             f"  candidate {rollout.get('candidate') or '-'}"
             f"  stable {rollout.get('stable') or '-'}"
             + (f"  {rollout['message']}" if rollout.get("message") else "")
@@ -130,7 +132,7 @@ def render(status: dict[str, Any], name: str, task: str, where: str, console: Co
         step = analysis.get("step")
         console.print(
             f"last analysis: [bold]{escape(str(analysis.get('verdict', '?')))}[/bold] "
-            + escape(f"({'-' if step is None else step_label(step, total)}, "
+            + escape(f"({'-' if step is None or not where else step_label(step, total)}, "
                      f"{analysis.get('time', '-')}) {nums}")
         )
         for reason in analysis.get("reasons") or []:
