@@ -214,12 +214,12 @@ class PayloadLogger:
         try:
             item = self.record(**kwargs)
         except Exception:  # noqa: BLE001 - logging must never fail a request
-            self.on_drop(1, "record_error")
+            self._count(self.on_drop, 1, "record_error")
             return
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            self.on_drop(1, "queue_full")
+            self._count(self.on_drop, 1, "queue_full")
 
     def _run(self) -> None:
         while not (self._stopping.is_set() and self._queue.empty()):
@@ -241,10 +241,20 @@ class PayloadLogger:
                         break
             try:
                 self.sink.write(records)
-                self.on_written(len(records))
             except Exception as exc:  # noqa: BLE001 - a failing sink drops, never raises
-                self.on_drop(len(records), "sink_error")
+                self._count(self.on_drop, len(records), "sink_error")
                 self._report(exc)
+            else:
+                self._count(self.on_written, len(records))
+
+    @staticmethod
+    def _count(counter: Callable[..., None], *args: Any) -> None:
+        """Count through a metric callback; a failing one must not reach a request or stop
+        the writer thread."""
+        try:
+            counter(*args)
+        except Exception:  # noqa: BLE001
+            pass
 
     def _report(self, exc: Exception) -> None:
         now = time.monotonic()

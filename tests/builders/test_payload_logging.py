@@ -36,7 +36,8 @@ def test_deployment_gets_the_payload_environment_and_the_sink_secret(settings):
     # what the model reads back is what the spec says
     config = PayloadConfig.from_env(env)
     assert config == PayloadConfig(0.25, tuple(PAYLOADS["redact"]), "s3://audit-bucket/lmo")
-    assert c["envFrom"] == [{"secretRef": {"name": "payload-store"}}]
+    # optional: a missing Secret fails the sink (dropped, counted), never the pods
+    assert c["envFrom"] == [{"secretRef": {"name": "payload-store", "optional": True}}]
 
 
 def test_without_payload_logging_the_pod_template_is_unchanged(settings):

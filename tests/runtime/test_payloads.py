@@ -102,6 +102,23 @@ def test_a_blocked_sink_drops_and_counts_instead_of_blocking():
     assert counts.written + counts.dropped["queue_full"] == 50
 
 
+def test_a_failing_metric_callback_reaches_no_request():
+    def broken(*args):
+        raise RuntimeError("metric backend gone")
+
+    class Full:
+        def write(self, records):
+            raise OSError("sink gone")
+
+    config = P.PayloadConfig(sample_rate=1.0)
+    logger = P.PayloadLogger(config, "chat", "v2", "fill-mask", sink=Full(), on_drop=broken,
+                             on_written=broken, queue_size=1, batch=1)
+    for i in range(20):  # queue_full and sink_error both call the broken counter
+        logger.log(request_id=str(i), text="x", output=None, latency_ms=1)
+    logger.close()
+    assert logger._queue.empty()
+
+
 @pytest.fixture(scope="module")
 def s3_server():
     from moto.server import ThreadedMotoServer

@@ -193,7 +193,10 @@ def build_deployment(
     if resources:
         container["resources"] = resources
     if payload_secret(lm.spec):
-        container["envFrom"] = [{"secretRef": {"name": payload_secret(lm.spec)}}]
+        # optional: without the Secret the pods still serve; the sink fails and its drops
+        # are counted (a payload sink never takes inference down)
+        container["envFrom"] = [{"secretRef": {"name": payload_secret(lm.spec),
+                                               "optional": True}}]
 
     pod_spec: dict = {
         "terminationGracePeriodSeconds": DRAIN_SECONDS + EXIT_TIMEOUT_SECONDS + 5,
