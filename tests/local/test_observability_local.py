@@ -62,8 +62,10 @@ def test_lmo_up_logs_payloads_and_status_shows_the_last_minute(
             status = json.loads(_lmo("status", "--local", "--work-dir", str(work),
                                      "-o", "json").stdout)
         table = _lmo("status", "--local", "--work-dir", str(work))
+        said = up.output()
     finally:
         up.stop()
+    assert "converted before payload logging" not in said  # a fresh artifact ships it
     records = [json.loads(line) for line in logs.stdout.splitlines()]
     assert len(records) == 6, logs.stderr
     assert {r["model"] for r in records} == {"logged"} and {r["version"] for r in records} == {"v1"}

@@ -50,6 +50,7 @@ from lmo.local.versions import (
     server_flavour,
 )
 from lmo_runtime.manifest import ENTRY_MODEL
+from lmo_runtime.payloads import SHIPPED_NAME
 
 log = logging.getLogger("lmo.up")
 # Triton's p99 latency summary, as the cluster's pods export it (lmo.builders.triton):
@@ -128,6 +129,11 @@ class Fleet:
                  + f", precision {artifact.manifest.precision}")
             out[v.name] = artifact
             self.env[v.name] = payload_env(lm.spec, lm.metadata.name, v.name)
+            if self.env[v.name] and not any(artifact.repository.glob(f"*/*/{SHIPPED_NAME}")):
+                _say(f"version {v.name}: its artifact was converted before payload logging "
+                     f"existed, so spec.logging.payloads does nothing for it; remove "
+                     f"{artifact.directory} and the conversion cache entry "
+                     f"{artifact.manifest.key[:12]}... to convert it again")
         return out
 
     def changed(self, lm: LanguageModel) -> list[str]:
