@@ -2,6 +2,11 @@
 `triton_models/feedback/model.py`): how a client's outcome report reaches a per-version
 counter on the cluster without any new data-plane component.
 
+Its inputs are the fields of `POST /v1/feedback` (`success` true/false, `score` 0 to 1,
+`requestId`), so the body the `lmo up` front door takes is, through Triton's generate
+extension, the body this model takes: an Experiment's HTTPRoute rewrites `/v1/feedback`
+with `x-lmo-version: <v>` to `/v2/models/feedback/generate` on version `<v>`.
+
 `write_model(repo_dir)` adds it at conversion, so the cluster's Triton (model control mode
 none: it loads the whole repository) serves it next to the entry model. `lmo up` does not
 load it: its front door takes `POST /v1/feedback` itself and exports the same counters.
@@ -22,9 +27,9 @@ def config() -> ModelConfig:
         name=MODEL,
         backend="python",
         inputs=(
-            Tensor("success", "FP32", (1,), optional=True),
+            Tensor("success", "BOOL", (1,), optional=True),
             Tensor("score", "FP32", (1,), optional=True),
-            Tensor("request_id", "STRING", (1,), optional=True),
+            Tensor("requestId", "STRING", (1,), optional=True),
         ),
         outputs=(Tensor("counted", "FP32", (1,)),),
     )

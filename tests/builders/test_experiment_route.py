@@ -45,8 +45,20 @@ def httproute_schema(channel: str) -> dict:
 
 
 def test_experiment_answers_name_their_version_and_feedback_can_reach_it():
+    from lmo.builders.traffic import FEEDBACK_MODEL_PATH
+    from lmo_runtime.feedback import MODEL
+
     r = route(spec())
-    *header_rules, default = r["spec"]["rules"]
+    feedback_rules, rest = r["spec"]["rules"][:2], r["spec"]["rules"][2:]
+    assert FEEDBACK_MODEL_PATH == f"/v2/models/{MODEL}/generate"
+    for rule, v in zip(feedback_rules, ("v1", "v2")):
+        (match,) = rule["matches"]
+        assert match["path"] == {"type": "Exact", "value": "/v1/feedback"}
+        assert match["headers"] == [{"type": "Exact", "name": "x-lmo-version", "value": v}]
+        assert rule["filters"] == [{"type": "URLRewrite", "urlRewrite": {"path": {
+            "type": "ReplaceFullPath", "replaceFullPath": FEEDBACK_MODEL_PATH}}}]
+        assert [b["name"] for b in rule["backendRefs"]] == [f"chat-{v}"]
+    *header_rules, default = rest
     assert [rule["matches"][0]["headers"][0] for rule in header_rules] == [
         {"type": "Exact", "name": "x-lmo-version", "value": v} for v in ("v1", "v2")]
     for rule in r["spec"]["rules"]:
@@ -59,7 +71,7 @@ def test_experiment_answers_name_their_version_and_feedback_can_reach_it():
                                                                        "chat-v2": 50}
     # an abTest header of the user's own is used for those rules instead
     r = route(spec(routing={"abTest": {"header": "x-model"}}))
-    assert r["spec"]["rules"][0]["matches"][0]["headers"][0]["name"] == "x-model"
+    assert r["spec"]["rules"][2]["matches"][0]["headers"][0]["name"] == "x-model"
 
 
 def test_a_canary_route_is_unchanged():

@@ -66,7 +66,11 @@ def test_an_experiment_is_decided_from_feedback_counters_and_promoted(real: Real
             # the route the standard schema accepted: answers name their version, and a
             # request naming one reaches it (the feedback model's way back)
             rules = real.get(*ROUTE, ns, lm)["spec"]["rules"]
-            assert [r["matches"][0]["headers"][0]["value"] for r in rules[:-1]] == ["v1", "v2"]
+            assert [r["matches"][0]["headers"][0]["value"] for r in rules[:-1]] == [
+                "v1", "v2", "v1", "v2"]
+            # POST /v1/feedback naming a version is rewritten to its feedback model
+            assert [r["filters"][0]["urlRewrite"]["path"]["replaceFullPath"]
+                    for r in rules[:2]] == ["/v2/models/feedback/generate"] * 2
             for b in rules[-1]["backendRefs"]:
                 (f,) = b["filters"]
                 assert f["responseHeaderModifier"]["set"][0]["name"] == "x-lmo-version"

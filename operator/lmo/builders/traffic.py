@@ -28,6 +28,8 @@ from lmo_runtime.manifest import ENTRY_MODEL
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
 VERSION_HEADER = "x-lmo-version"
+FEEDBACK_PATH = "/v1/feedback"
+FEEDBACK_MODEL_PATH = "/v2/models/feedback/generate"  # lmo_runtime.feedback.MODEL
 
 
 def routed(plans: list[VersionPlan]) -> list[VersionPlan]:
@@ -124,9 +126,9 @@ def build_httproute(
     copy every request of that version to itself, doubling its load for nothing.
 
     Experiment: every backendRef sets `x-lmo-version` on its answers (a
-    ResponseHeaderModifier), and the version rules use that header when abTest is unset, so
-    a client's feedback (POST /v2/models/feedback/generate) reaches the version that
-    answered. routing.sticky adds header sessionPersistence to the weighted rule when the
+    ResponseHeaderModifier); `POST /v1/feedback` with `x-lmo-version: <v>` is rewritten to
+    version <v>'s feedback model (one rule per version, URLRewrite), and the version rules
+    use that header when abTest is unset. routing.sticky adds header sessionPersistence to the weighted rule when the
     operator setting gatewaySessionPersistence says the cluster has it (`sticky_conditions`
     says so either way).
 
@@ -141,7 +143,19 @@ def build_httproute(
     servable = [p for p in plans if p.serve_uri is not None]
     rules: list[dict] = []
     experiment = is_experiment(lm)
-    # an Experiment's feedback goes to the version that answered, named in x-lmo-version
+    if experiment:
+        # POST /v1/feedback naming the version that answered reaches that version's feedback
+        # model (lmo_runtime.feedback): the body is the one the lmo up front door takes
+        for p in servable:
+            rules.append({
+                "matches": [{
+                    "path": {"type": "Exact", "value": FEEDBACK_PATH},
+                    "headers": [{"type": "Exact", "name": VERSION_HEADER, "value": p.name}],
+                }],
+                "filters": [{"type": "URLRewrite", "urlRewrite": {"path": {
+                    "type": "ReplaceFullPath", "replaceFullPath": FEEDBACK_MODEL_PATH}}}],
+                "backendRefs": [_backend(lm_name, p.name, version_header=True)],
+            })
     header = routing.ab_test.header if routing.ab_test else (VERSION_HEADER if experiment else None)
     if header is not None:
         for p in servable:

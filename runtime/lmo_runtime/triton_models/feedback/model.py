@@ -1,10 +1,11 @@
 """lmo's feedback model: outcome reports for one version, counted as Triton custom metrics.
 
 A client reports whether an answer helped through the same route that served it, naming the
-version it got back (`x-lmo-version`), e.g. Triton's generate extension:
+version it got back (`x-lmo-version`); the HTTPRoute of an Experiment rewrites
+`POST /v1/feedback` to this model's generate endpoint on that version:
 
-    POST /v2/models/feedback/generate   x-lmo-version: v2
-    {"success": 1}            (or {"score": 0.7}; "request_id" may name the answer)
+    POST /v1/feedback   x-lmo-version: v2          (-> /v2/models/feedback/generate)
+    {"requestId": "...", "success": true}          (or "score": 0.7)
 
 Each report adds 1 to `lmo_feedback_samples_total` and the success (0/1) or the score (0 to
 1) to `lmo_feedback_successes_total`, exported on Triton's metrics port beside its own
@@ -34,13 +35,11 @@ def _value(request, name):
 def outcome(success, score):
     """The success to count, or why the report cannot be counted."""
     if (success is None) == (score is None):
-        return None, "send exactly one of success (1/0, true/false) and score (0 to 1)"
+        return None, "send exactly one of success (true or false) and score (0 to 1)"
     value = success if success is not None else score
     name = "success" if success is not None else "score"
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         return None, f"{name} must be from 0 to 1 (got {value})"
-    if success is not None and value not in (0.0, 1.0):
-        return None, f"success must be 1 or 0 (true or false), got {value}; use score for a fraction"
     return value, None
 
 
