@@ -44,7 +44,6 @@ def test_lmo_up_logs_payloads_and_status_shows_the_last_minute(
     work = tmp_path / "work"
     up = LmoUp(file, work, convert_cache).start()
     try:
-        # before the first minute is sampled twice: dashes, never zeros
         for i in range(6):
             assert _classify(up.url, f"call me on {SECRET}, I love it ({i})") == 200
         deadline = time.monotonic() + 60
@@ -62,10 +61,28 @@ def test_lmo_up_logs_payloads_and_status_shows_the_last_minute(
             status = json.loads(_lmo("status", "--local", "--work-dir", str(work),
                                      "-o", "json").stdout)
         table = _lmo("status", "--local", "--work-dir", str(work))
+        # turning logging off in the file restarts the version's Triton without it
+        write_lm(file, "logged", [{"name": "v1", "checkpoint": {
+            "uri": rel(sentiment_checkpoints["v1"], tmp_path)}}],
+            logging={"payloads": {"sampleRate": 0}})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+                e["reason"] == "SpecApplied" for e in up.status()["local"]["events"]):
+            time.sleep(0.5)
+        for i in range(3):
+            assert _classify(up.url, f"after {i}") == 200
+        metrics_url = up.status()["local"]["backends"]["v1"]["metricsUrl"]
+        with urllib.request.urlopen(metrics_url, timeout=10) as r:
+            new_server = r.read().decode()
+        after = _lmo("logs", "logged", "--local", "--work-dir", str(work))
         said = up.output()
     finally:
         up.stop()
     assert "converted before payload logging" not in said  # a fresh artifact ships it
+    # the restarted server answered the requests after the edit and logged none of them
+    assert 'nv_inference_request_success{model="text_classification",version="1"} 3' in new_server
+    assert 'lmo_payloads_logged_total{model="text_classification"} 0' in new_server
+    assert after.stdout == logs.stdout
     records = [json.loads(line) for line in logs.stdout.splitlines()]
     assert len(records) == 6, logs.stderr
     assert {r["model"] for r in records} == {"logged"} and {r["version"] for r in records} == {"v1"}
