@@ -84,6 +84,9 @@ async def test_status_and_traffic_commands_on_a_cluster(kubeconfig, capsys, tmp_
         for text in ("sentiment", "namespace models", "Ready=True", "90%", "10%", "2/2", "int8",
                      "0.9950", "Progressing", "candidate v2", "last analysis: pass"):
             assert text in out, (text, out)
+        # the spec's Prometheus is cluster-internal, unreachable here: dashes and why, no zeros
+        assert "v1  last 1m: - req/s  errors -  p99 -" in out
+        assert "(last minute: Prometheus at http://prometheus.monitoring:9090 did not answer" in out
 
         rc, out, _ = await lmo(capsys, "set-traffic", "sentiment", "v1=80", "v2=20", *work)
         assert rc == 0 and "rollout strategy set to Manual" in out
