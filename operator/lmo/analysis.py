@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import requests
 
 from lmo.api import Analysis, ExperimentOutcome, LanguageModelSpec, MetricGate
+from lmo.experiment import FEEDBACK_MODEL
 
 if TYPE_CHECKING:
     from lmo.replay import Drift, ReplayTargets
@@ -139,7 +140,9 @@ def measure(
     duration = increase("nv_inference_request_duration_us")
     queue = increase("nv_inference_queue_duration_us")
 
-    models = set(success) | set(failure)
+    # the feedback model's reports are not answers: a client's bad report is no error of
+    # the version (lmo.experiment)
+    models = (set(success) | set(failure)) - {FEEDBACK_MODEL}
     totals = {m: success.get(m, 0.0) + failure.get(m, 0.0) for m in models}
     entry = max(totals, key=lambda m: (totals[m], m)) if totals else None
     requests_ = totals.get(entry, 0.0) if entry is not None else 0.0

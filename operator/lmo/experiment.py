@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 
 # Metric names of lmo's own feedback counts (the front door under lmo up, the feedback model
 # in each version's Triton on the cluster), labelled lmo_model, lmo_version, namespace.
+FEEDBACK_MODEL = "feedback"  # the Triton model counting them (lmo_runtime.feedback.MODEL)
 FEEDBACK_SAMPLES = "lmo_feedback_samples_total"
 FEEDBACK_SUCCESSES = "lmo_feedback_successes_total"
 FEEDBACK_SUCCESS_QUERY = (

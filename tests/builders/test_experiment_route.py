@@ -51,6 +51,9 @@ def test_experiment_answers_name_their_version_and_feedback_can_reach_it():
     r = route(spec())
     feedback_rules, rest = r["spec"]["rules"][:2], r["spec"]["rules"][2:]
     assert FEEDBACK_MODEL_PATH == f"/v2/models/{MODEL}/generate"
+    from lmo.experiment import FEEDBACK_MODEL
+
+    assert FEEDBACK_MODEL == MODEL  # what the analysis leaves out of a version's requests
     for rule, v in zip(feedback_rules, ("v1", "v2")):
         (match,) = rule["matches"]
         assert match["path"] == {"type": "Exact", "value": "/v1/feedback"}

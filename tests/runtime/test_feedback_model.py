@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from lmo.analysis import AnalysisResult, query_outcomes, with_outcomes
+from lmo.analysis import AnalysisResult, Prometheus, measure, query_outcomes, with_outcomes
 from lmo.api import ExperimentOutcome, LanguageModelSpec
 from lmo.experiment import FEEDBACK_SAMPLES
 from lmo.experiment import decide as experiment_decide
@@ -89,6 +89,8 @@ def test_prometheus_counts_feed_the_experiment_which_picks_the_better_version(
     rates = {"v1": 0.3, "v2": 0.6}
     sent = {"v1": 0, "v2": 0}
     time.sleep(2.5)  # a scrape before the reports, so increase() sees them all
+    for _ in range(3):  # bad reports: Triton counts them as failures of the feedback model
+        assert report(servers["v1"], {"score": 7}).status_code == 400
     for i in range(600):
         v = "v1" if i % 2 else "v2"
         assert report(servers[v], {"success": rng.random() < rates[v]}).status_code == 200
@@ -106,6 +108,9 @@ def test_prometheus_counts_feed_the_experiment_which_picks_the_better_version(
             time.sleep(0.5)
     time.sleep(2.5)
     counts = query_outcomes(prom.url, ExperimentOutcome(), NS, LM, ["v1", "v2"], 600)
+    # ... and none of it is a request or an error of the version to the rollout's gates
+    health = measure(Prometheus(prom.url), NS, LM, "v1", 600)
+    assert health.requests == 0 and health.failures == 0
     for v in ("v1", "v2"):
         n, succ = counts[v]
         assert n == pytest.approx(sent[v], rel=0.2), counts
