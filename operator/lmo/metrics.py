@@ -104,9 +104,13 @@ def record(result: Any, seconds: float, namespace: str, name: str) -> None:
         for p in PHASES:
             VERSION_PHASE.labels(namespace=namespace, name=name, version=version, phase=p).set(
                 1 if p == phase else 0)
+    # The series exists at 0 from the first reconcile: a counter that first appears at 1 has
+    # no increase() in Prometheus, so the first rollback would never fire LmoRolloutRolledBack
+    # (caught on a real Prometheus scraping the real operator).
+    rollbacks = ROLLBACKS.labels(namespace=namespace, name=name)
     rolled_back = sum(1 for _, reason, _ in result.events if reason == Reason.ROLLOUT_ROLLED_BACK)
     if rolled_back:
-        ROLLBACKS.labels(namespace=namespace, name=name).inc(rolled_back)
+        rollbacks.inc(rolled_back)
 
 
 def _drop_version(namespace: str, name: str, version: str) -> None:
@@ -123,7 +127,7 @@ def _drop_version(namespace: str, name: str, version: str) -> None:
 
 def forget(namespace: str, name: str) -> None:
     """Drop the series of a deleted LanguageModel."""
-    for gauge in (READY, ROLLOUT_STEP):
+    for gauge in (READY, ROLLOUT_STEP, ROLLBACKS):
         try:
             gauge.remove(namespace, name)
         except KeyError:
