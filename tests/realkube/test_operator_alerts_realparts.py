@@ -70,7 +70,8 @@ def test_operator_alerts_and_panels_return_series_from_the_real_operator(
             client = Prometheus(prom.url)
             out = helm(k8s_tools, "template", "lmo", str(CHART), "--namespace", "lmo-system",
                        "--api-versions", "monitoring.coreos.com/v1/PrometheusRule").stdout
-            (rule,) = [d for d in yaml.safe_load_all(out) if d and d.get("kind") == "PrometheusRule"]
+            (rule,) = [d for d in yaml.safe_load_all(out)
+                       if d and d.get("kind") == "PrometheusRule"]
             (group,) = [g for g in rule["spec"]["groups"] if g["name"] == "lmo.operator"]
             for r in group["rules"]:
                 expr = r["expr"].strip()

@@ -16,7 +16,6 @@ import io
 import json
 import threading
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
