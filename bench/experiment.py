@@ -25,7 +25,6 @@ import asyncio
 import math
 import platform
 import statistics
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,8 +33,6 @@ from types import SimpleNamespace
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "operator"))
-sys.path.insert(0, str(ROOT / "runtime"))
 SECTION = "## Experiments (bench/experiment.py)"
 MIN_SAMPLES, CONFIDENCE, LOOK = 1000, 0.95, 50
 
