@@ -183,7 +183,7 @@ def served(tiny_bert_classifier, tiny_bert_mlm, tmp_path_factory, artifact_cache
     root = tmp_path_factory.mktemp("payload-artifacts")
     out = {}
     for task, ckpt in (("text-classification", tiny_bert_classifier),
-                       ("feature-extraction", tiny_bert_mlm)):
+                       ("feature-extraction", tiny_bert_mlm), ("fill-mask", tiny_bert_mlm)):
         request = ConversionRequest(checkpoint_uri=str(ckpt), task=task, precision="fp32",
                                     backend="python", min_score=0.0)
         convert(request, root / task, cache_dir=artifact_cache, progress=False)
@@ -345,3 +345,27 @@ def test_real_triton_gpt2_logs_generated_text_and_streams(gpt2_fp32_artifact, tm
     for model in ("text_generation", "text_generation_stream"):
         assert metrics[f'lmo_payloads_logged_total{{model="{model}"}}'] == 1
         assert metrics[f'lmo_input_tokens_count{{model="{model}"}}'] == 1
+
+
+@pytest.mark.slow
+def test_real_triton_fill_mask_records_and_a_refused_request(served, tmp_path):
+    """fill-mask logs the filled token, its score and the sequence; a request the model
+    refuses (no [MASK]) is logged with its error and no output."""
+    log = tmp_path / "t.log"
+    with TritonServer(served["fill-mask"] / "model_repository", log_path=log,
+                      env=_env("stdout")) as server:
+        _infer(server, "fill_mask", [f"my pin {SECRET} is [MASK] ."], request_id="ok")
+        with pytest.raises(Exception, match="must contain the mask token"):
+            _infer(server, "fill_mask", [f"no mask {SECRET} here"], request_id="bad")
+
+        def two():
+            records = [P.parse_line(line) for line in log.read_text().splitlines()]
+            records = [r for r in records if r is not None]
+            return records if len(records) == 2 else None
+
+        records = {r["requestId"]: r for r in _wait(two, "two fill-mask records")}
+    ok, bad = records["ok"], records["bad"]
+    assert set(ok["output"]) == {"token", "score", "sequence"} and ok["error"] is None
+    assert ok["input"] == "my pin [REDACTED] is [MASK] ."
+    assert bad["output"] is None and "must contain the mask token" in bad["error"]
+    assert SECRET not in log.read_text()
