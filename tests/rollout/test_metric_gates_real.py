@@ -162,3 +162,55 @@ def test_outcome_queries_count_each_version_over_the_window(apps, prom):
 def test_placeholders_are_filled():
     q = fill('x{ns="{{namespace}}",m="{{name}}",v="{{version}}"}[{{window}}]', "a", "b", "v9", 90.2)
     assert q == 'x{ns="a",m="b",v="v9"}[91s]'
+
+
+def test_lmo_up_runs_the_same_gates_and_outcome_queries(apps, prom):
+    """The local controller's analysis (`Controller.analyse`) measures the custom gates and an
+    Experiment's successQuery/totalQuery on the same Prometheus with the same functions."""
+    import asyncio
+    from datetime import datetime, timedelta, timezone
+    from types import SimpleNamespace
+
+    import aiohttp
+
+    from lmo.api import ExperimentStatus, parse
+    from lmo.local.controller import Controller
+
+    apps["v1"].toxicity.set(0.01)
+    apps["v2"].toxicity.set(0.2)
+    apps["v1"].sessions.inc(100)
+    apps["v1"].orders.inc(10)
+    apps["v2"].sessions.inc(100)
+    apps["v2"].orders.inc(40)
+    until(prom.url, 'app_toxicity{lmo_version="v2"}', lambda v: v == 0.2)
+    until(prom.url, 'shop_orders_total{lmo_version="v2"}', lambda v: v >= 40)
+    lm = parse({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
+                "metadata": {"name": LM, "namespace": NS}, "spec": {
+                    "task": "text-classification",
+                    "versions": [{"name": v, "checkpoint": {"uri": f"s3://m/{v}/"},
+                                  "traffic": 50} for v in ("v1", "v2")],
+                    "rollout": {"strategy": "Experiment", "analysis": {
+                        "prometheusUrl": prom.url, "minRequests": 0,
+                        "metrics": [{"name": "toxicity", "max": 0.1, "query":
+                                     'max(app_toxicity{lmo_version="{{version}}"})'}]},
+                        "experiment": {"outcome": {
+                            "successQuery": 'sum(increase(shop_orders_total{lmo_version='
+                                            '"{{version}}"}[{{window}}]))',
+                            "totalQuery": 'sum(increase(shop_sessions_total{lmo_version='
+                                          '"{{version}}"}[{{window}}]))'}}}}})
+    controller = Controller(lm, backends={})
+    now = datetime.now(timezone.utc)
+    controller.experiment = ExperimentStatus(
+        started_at=(now - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    async def analyse():
+        controller._session = aiohttp.ClientSession()
+        try:
+            return await controller.analyse(SimpleNamespace(candidate="v2", stable="v1"), now)
+        finally:
+            await controller._session.close()
+
+    r = asyncio.run(analyse())
+    assert r.verdict == FAIL and "toxicity 0.2 > max 0.1" in r.reasons
+    (n1, s1), (n2, s2) = r.outcomes["v1"], r.outcomes["v2"]
+    assert n1 > 0 and n2 > 0 and s2 / n2 > s1 / n1
