@@ -82,6 +82,10 @@ def test_exposition_parses_with_the_cluster_labels():
     assert samples[("lmo_feedback_successes_total", "v1")][0] == 0.25
     labels = samples[("lmo_feedback_samples_total", "v1")][1]
     assert labels == {"namespace": "shop", "lmo_model": "chat", "lmo_version": "v1"}
+    # the spec's versions are there from 0 before any report (increase() needs the 0)
+    fb.versions = ["v1", "v2", "v3"]
+    text = fb.exposition("shop", "chat")
+    assert 'lmo_feedback_samples_total{namespace="shop",lmo_model="chat",lmo_version="v3"} 0.0' in text
 
 
 @pytest.mark.parametrize("weights", [{"v1": 50, "v2": 50}, {"v1": 70, "v2": 30},

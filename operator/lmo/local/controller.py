@@ -345,6 +345,7 @@ class Controller:
         r = spec.routing
         self.router.header = r.ab_test.header.lower() if r.ab_test else None
         self.router.sticky = r.sticky.header.lower() if r.sticky else None
+        self.feedback.versions = [v.name for v in spec.versions]
         if r.mirror:
             if (self.router.mirror_version, self.router.mirror_percent) != (
                 r.mirror.version,

@@ -52,6 +52,9 @@ class Feedback:
 
     namespace: str = "default"  # labels of the exported counters, as the cluster's scrape
     model: str = ""
+    # the spec's versions: exported from 0 before their first report, or Prometheus'
+    # increase() would miss the reports that make a series appear
+    versions: list[str] = field(default_factory=list)
     capacity: int = DEFAULT_CAPACITY
     ttl: float = DEFAULT_TTL_SECONDS
     clock: Callable[[], float] = time.monotonic
@@ -126,9 +129,9 @@ class Feedback:
             (FEEDBACK_SUCCESSES, self.successes, "Successes (or summed scores) reported."),
         ):
             lines += [f"# HELP {name} {help_}", f"# TYPE {name} counter"]
-            for version in sorted(values):
+            for version in sorted(set(values) | set(self.versions)):
                 labels = f'namespace="{namespace}",lmo_model="{model}",lmo_version="{version}"'
-                lines.append(f"{name}{{{labels}}} {values[version]!r}")
+                lines.append(f"{name}{{{labels}}} {values.get(version, 0.0)!r}")
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------------ aiohttp hooks
