@@ -63,6 +63,15 @@ def test_equal_rates_rarely_declare_a_winner_however_often_one_looks(rate):
     assert naive > 0.15, naive
 
 
+@pytest.mark.parametrize("min_samples,rate", [(10, 0.01), (10, 0.5), (100, 0.05), (100, 0.5)])
+def test_small_samples_and_rare_successes_keep_the_error_rate(min_samples, rate):
+    """The normal approximation at its edges: minSamples down to the API's 10, rare
+    successes, a look every 10 outcomes per version."""
+    sb, nb, sc, nc = looks(rate, rate, per_look=10, n_looks=300, seed=min_samples)
+    any_, _, _ = declared(sb, nb, sc, nc, min_samples=min_samples)
+    assert any_.mean() <= 0.05
+
+
 def test_equal_rates_at_higher_confidence_stay_below_its_error():
     sb, nb, sc, nc = looks(0.2, 0.2, seed=7)
     any_, _, _ = declared(sb, nb, sc, nc, min_samples=500, confidence=0.99)
