@@ -176,10 +176,17 @@ def evaluate(
     out.interval = [round(t.low, 6), round(t.high, 6)]
     out.p_value = float(f"{p:.6g}")
     n = min(baseline.samples, candidate.samples)
+    elapsed = (now - _parse(previous.started_at)).total_seconds() if previous.started_at else 0
+    out_of_time = settings.max_duration is not None and elapsed >= _duration(settings.max_duration)
     if not t.ready:
         out.message = (
             f"collecting: {n:.0f} of minSamples {settings.min_samples} per version"
         )
+        if out_of_time:  # too little traffic to ever judge within maxDuration
+            out.phase = ExperimentPhase.INCONCLUSIVE.value
+            out.decided_at = rfc3339(now)
+            out.message = (f"maxDuration {settings.max_duration} reached with {n:.0f} of "
+                           f"minSamples {settings.min_samples} per version")
         return out
     if t.p_value <= alpha:
         better = candidate if t.lift > 0 else baseline
@@ -191,11 +198,10 @@ def evaluate(
             f"{alpha:.3g}"
         )
         return out
-    elapsed = (now - _parse(previous.started_at)).total_seconds() if previous.started_at else 0
     limit = None
     if settings.max_samples is not None and n >= settings.max_samples:
         limit = f"maxSamples {settings.max_samples} reached"
-    elif settings.max_duration is not None and elapsed >= _duration(settings.max_duration):
+    elif out_of_time:
         limit = f"maxDuration {settings.max_duration} reached"
     if limit is not None:
         out.phase = ExperimentPhase.INCONCLUSIVE.value

@@ -158,6 +158,16 @@ def test_inconclusive_at_max_samples_or_max_duration():
     assert s.phase == "Inconclusive" and "maxDuration 1h" in s.message
 
 
+def test_too_little_traffic_ends_inconclusive_at_max_duration():
+    settings = Experiment(minSamples=1000, maxDuration="2h")
+    few = (X.arm("v1", 40, 4), X.arm("v2", 38, 30))
+    s = X.evaluate(settings, *few, status(), T0 + timedelta(hours=1))
+    assert s.phase == "Running" and "collecting" in s.message
+    s = X.evaluate(settings, *few, status(), T0 + timedelta(hours=2))
+    assert s.phase == "Inconclusive" and not s.winner
+    assert s.message == "maxDuration 2h reached with 38 of minSamples 1000 per version"
+
+
 def test_the_p_value_is_a_running_minimum_once_both_arms_are_large_enough():
     settings = Experiment(minSamples=1000)
     s1 = X.evaluate(settings, X.arm("v1", 1000, 100), X.arm("v2", 1000, 130), status(), T0)
