@@ -46,6 +46,7 @@ REDACTED = "[REDACTED]"
 QUEUE_SIZE = 1000
 S3_BATCH = 200  # records per s3 object at most
 S3_FLUSH_SECONDS = 5.0  # a partial batch is written after this long
+TICK_SECONDS = 0.1  # how often the writer thread takes what is queued
 MAX_TEXT_CHARS = 4096  # longer input/output text is cut (after redaction)
 SHIPPED_NAME = "lmo_payloads.py"
 
@@ -151,7 +152,7 @@ class PayloadLogger:
     on_drop: Callable[[int, str], None] = lambda n, reason: None
     on_written: Callable[[int], None] = lambda n: None
     queue_size: int = QUEUE_SIZE
-    batch: int = 0  # records per sink write; 0: 1 for stdout, S3_BATCH for s3
+    batch: int = 0  # records per sink write at most; 0: 64 for stdout, S3_BATCH for s3
     flush_seconds: float = S3_FLUSH_SECONDS
     rng: Callable[[], float] = random.random
     _queue: queue.Queue = field(init=False)
@@ -222,30 +223,38 @@ class PayloadLogger:
             self._count(self.on_drop, 1, "queue_full")
 
     def _run(self) -> None:
-        while not (self._stopping.is_set() and self._queue.empty()):
-            try:
-                first = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            records = [first]
-            deadline = time.monotonic() + self.flush_seconds
-            while len(records) < self.batch:
-                wait = deadline - time.monotonic()
+        """Every TICK_SECONDS (at once when closing): take what is queued, write full
+        batches, and a partial one once its first record waited `flush_seconds`. Waking on a
+        timer rather than on every record keeps the thread off the GIL the model needs."""
+        pending: list[dict] = []
+        since = 0.0
+        while True:
+            stopping = self._stopping.wait(TICK_SECONDS)
+            while True:
                 try:
-                    if wait > 0 and not self._stopping.is_set():
-                        records.append(self._queue.get(timeout=min(wait, 0.2)))
-                    else:  # flush time, or closing: take what is queued, wait no longer
-                        records.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
-                    if wait <= 0 or self._stopping.is_set():
-                        break
-            try:
-                self.sink.write(records)
-            except Exception as exc:  # noqa: BLE001 - a failing sink drops, never raises
-                self._count(self.on_drop, len(records), "sink_error")
-                self._report(exc)
-            else:
-                self._count(self.on_written, len(records))
+                    break
+                if not pending:
+                    since = time.monotonic()
+                pending.append(item)
+                if len(pending) >= self.batch:
+                    self._write(pending)
+                    pending = []
+            if pending and (stopping or time.monotonic() - since >= self.flush_seconds):
+                self._write(pending)
+                pending = []
+            if stopping and self._queue.empty() and not pending:
+                return
+
+    def _write(self, records: list[dict]) -> None:
+        try:
+            self.sink.write(records)
+        except Exception as exc:  # noqa: BLE001 - a failing sink drops, never raises
+            self._count(self.on_drop, len(records), "sink_error")
+            self._report(exc)
+        else:
+            self._count(self.on_written, len(records))
 
     @staticmethod
     def _count(counter: Callable[..., None], *args: Any) -> None:
