@@ -33,7 +33,8 @@ TRITON_CONTAINER = "triton"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", help="LanguageModel name (with --local: default "
                         "the running `lmo up`'s)")
-    parser.add_argument("--version", dest="model_version", help="only this version")
+    parser.add_argument("--version", dest="model_version", metavar="V",
+                        help="only this version")
     parser.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig's)")
     parser.add_argument("--context", help="kubeconfig context")
     parser.add_argument("--local", action="store_true",
