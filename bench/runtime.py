@@ -227,7 +227,7 @@ def bench_minilm(rounds: int, work: Path) -> str:
         "Accuracy gate at conversion (held-out texts): "
         + ", ".join(f"{p} {g}" for p, g in gate.items()) + ".",
     ]
-    speed32, speed1 = t32["eager"] / t32["int8"], t1["eager"] / t1["int8"]
+    speed32 = t32["eager"] / t32["int8"]
     accurate = cos["int8"][0] >= 0.99 and cos["int8"][1] >= 0.98
     aims = [
         ("lmo int8 >= 3.3x eager at batch 32", speed32 >= 3.3, f"{speed32:.2f}x"),

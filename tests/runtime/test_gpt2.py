@@ -161,14 +161,6 @@ def test_golden_replays_greedy_continuations(gpt2_loaded):
     assert golden.outputs == [greedy_text(gpt2_loaded, p, 8) for p in golden.inputs]
 
 
-def test_too_large_for_one_onnx_file_is_refused(gpt2_loaded, tmp_path, monkeypatch):
-    from lmo_runtime.families import gpt2
-
-    monkeypatch.setattr(gpt2, "ONNX_SINGLE_FILE_LIMIT", 1000)
-    with pytest.raises(ConversionError, match="too large for a single-file ONNX export"):
-        FAMILY.export(gpt2_loaded, tmp_path)
-
-
 def test_engine_keeps_within_the_context_window(gpt2_fp32_artifact):
     tg = _textgen()
     generator = tg.ort_generator(gpt2_fp32_artifact / "model_repository/text_generation/1",

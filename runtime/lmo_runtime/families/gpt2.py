@@ -8,13 +8,22 @@ the flat inputs and passes an explicit 4-D additive attention mask (causal + pad
 from tensor shapes, so that no sequence length computed in Python can be frozen into the
 traced graph (tests check prefill with an empty past and decode steps against PyTorch;
 note the wrapper must be in eval mode: export restores its training flag). The model's Conv1D
-layers are exported as Linear (MatMul + Add) so that dynamic int8 quantization, which
+layers are exported as MatMul + Add (not Gemm) so that dynamic int8 quantization, which
 handles MatMul but not Gemm, reaches every projection.
 
 Precisions: fp32; int8 = dynamic, per-channel, MatMul weights only (the embedding Gather
 stays float: TRITON-CPU.md measured a naive int8 GPT-2, Gather included, decoding 2x slower);
 fp16 = float16 weights with float32 inputs/outputs (for GPU serving). int8-static is refused
 (a calibrated decoder needs past-length-aware calibration: issue #3).
+
+Big models: when the weights exceed protobuf's 2 GiB (gpt2-large, 774M: ~3.3 GB with the
+tied embedding stored twice) the export keeps them in one external data file,
+`model.onnx.data`, beside `model.onnx` (`families.onnx_external`; the Conv1D -> MatMul
+rewrite shares the weight tensors, and the scoring session maps the data file instead of
+prepacking a copy, so the process holds the weights about twice: PyTorch's and the mapped
+file). Every precision and the repository
+carry the pair; onnxruntime and Triton load the data file from the model's directory.
+`LMO_ONNX_EXTERNAL_DATA_BYTES` lowers the threshold (tests use it on small models).
 
 Score (the accuracy gate): next-token top-1 agreement between PyTorch and the ONNX model over
 every position of the held-out texts, with the mean KL divergence (PyTorch || ONNX) in the
@@ -30,7 +39,6 @@ and the Python models call it through BLS.
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -39,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from lmo_runtime.errors import ConversionError
-from lmo_runtime.families import Exported, Loaded, load_tokenizer, quiet_root_logger
+from lmo_runtime.families import Exported, Loaded, load_tokenizer, onnx_external, quiet_root_logger
 from lmo_runtime.manifest import ENTRY_MODEL, ConversionRequest, Golden, Score
 from lmo_runtime.payloads import ship as ship_observability
 
@@ -51,7 +59,6 @@ STREAM_MODEL = "text_generation_stream"
 GOLDEN_MAX_TOKENS = 8
 DEFAULT_MAX_TOKENS = 32
 TEXTGEN_FILES = ("textgen.py",)
-ONNX_SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB, less room for the graph itself
 
 
 def _torch():
@@ -111,22 +118,32 @@ def _decoder_module(model: Any, n_layer: int) -> Any:
 
 
 def _linearize(model: Any) -> Any:
-    """A copy of `model` whose Conv1D layers are nn.Linear (same math; exports as MatMul)."""
+    """`model` with its Conv1D layers computing `x @ W + b` as MatMul + Add (same math and
+    the same weight tensors): Conv1D's addmm exports as Gemm, which dynamic int8 quantization
+    does not handle, and nn.Linear would export a transposed copy of every weight.
+
+    A copy of the module tree sharing `model`'s parameters: a multi-GB model is never
+    duplicated, and `model` itself keeps its Conv1D layers."""
     import copy
 
     torch = _torch()
     from transformers.pytorch_utils import Conv1D
 
-    clone = copy.deepcopy(model).eval()
+    class MatMulConv1D(torch.nn.Module):
+        def __init__(self, conv: Any) -> None:
+            super().__init__()
+            self.weight, self.bias = conv.weight, conv.bias  # [nx, nf], [nf]: shared
+
+        def forward(self, x):
+            return torch.matmul(x, self.weight) + self.bias
+
+    memo = {id(p): p for p in model.parameters()}  # copy the module tree, not the tensors
+    memo.update({id(b): b for b in model.buffers()})
+    clone = copy.deepcopy(model, memo).eval()
     for module in list(clone.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, Conv1D):
-                nx, nf = child.weight.shape
-                linear = torch.nn.Linear(nx, nf, bias=True, dtype=child.weight.dtype)
-                with torch.no_grad():
-                    linear.weight.copy_(child.weight.T)
-                    linear.bias.copy_(child.bias)
-                setattr(module, name, linear)
+                setattr(module, name, MatMulConv1D(child))
     return clone
 
 
@@ -239,13 +256,10 @@ class Gpt2Family:
         # The exporter stores the tied embedding twice (Gather and lm_head MatMul).
         size = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
         size += loaded.model.lm_head.weight.numel() * loaded.model.lm_head.weight.element_size()
-        if size > ONNX_SINGLE_FILE_LIMIT:
-            raise ConversionError(
-                f"checkpoint is too large for a single-file ONNX export ({size / 2**30:.1f} GiB "
-                f"> {ONNX_SINGLE_FILE_LIMIT / 2**30:.1f} GiB with the tied embedding stored "
-                "twice); GPT-2 models up to gpt2-medium (355M) convert, larger ones need external ONNX "
-                "data which this converter does not write yet (issue #3)"
-            )
+        # over protobuf's 2 GiB (or LMO_ONNX_EXTERNAL_DATA_BYTES) the weights go to one
+        # external data file beside the graph (families.onnx_external)
+        external = size > onnx_external.threshold()
+        loaded.extra["external_data"] = external
         decoder = _decoder_module(_linearize(loaded.model), n_layer)
         batch, past_len, new = 2, 3, 4  # trace with a non-empty past; prefill works too
         vocab = spec["vocab_size"]
@@ -274,7 +288,11 @@ class Gpt2Family:
                 decoder, args, str(path), input_names=inputs, output_names=outputs,
                 dynamic_axes=axes, opset_version=OPSET, dynamo=False,
             )
-        onnx.checker.check_model(str(path))
+        if onnx_external.data_files(path):  # > 2 GiB: the exporter wrote a file per tensor
+            onnx_external.consolidate(path)
+        elif external:
+            onnx_external.externalize(path)
+        onnx.checker.check_model(str(path))  # by path: external data is checked in place
         prefill, decode = self._check_export(loaded, path)
         return Exported(
             path=path, max_abs_diff=max(prefill, decode), opset=OPSET,
@@ -342,7 +360,7 @@ class Gpt2Family:
         out = work_dir / MODEL_FILE
         src = exported.path
         if precision == "fp32":
-            shutil.copy(src, out)
+            onnx_external.copy_model(src, out)
         elif precision == "int8":
             from lmo_runtime.families.int8 import int8_kernel
 
@@ -354,7 +372,8 @@ class Gpt2Family:
 
             model = OnnxModel(onnx.load(str(src)))
             model.convert_float_to_float16(keep_io_types=True)
-            model.save_model_to_file(str(out))
+            half = sum(t.ByteSize() for t in model.model.graph.initializer)
+            onnx_external.save(model.model, out, half)
         elif precision == "int8-static":
             raise ConversionError(
                 "precision int8-static is not supported for GPT-2 decoders; use int8 "
@@ -465,7 +484,7 @@ class Gpt2Family:
         ))
         onnx_dest = repo_dir / DECODER_MODEL / "1" if bls else assets
         onnx_dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy(onnx_path, onnx_dest / MODEL_FILE)  # single file: export() refuses > 2 GiB
+        onnx_external.copy_model(onnx_path, onnx_dest / MODEL_FILE)  # with its .data, if any
         if bls:
             n_layer, heads, head_dim = spec["n_layer"], spec["n_head"], spec["head_dim"]
             write_config(repo_dir / DECODER_MODEL, ModelConfig(
@@ -520,6 +539,11 @@ def quantize_int8(src: Path, out: Path) -> None:
 
     from lmo_runtime.families.int8 import int8_kernel
 
+    if onnx_external.data_files(src):
+        # a big model: onnxruntime's quantizer would hold it about 3.4 times over; the same
+        # quantization, one weight at a time
+        onnx_external.quantize_dynamic_streaming(src, out, int8_kernel().reduce_range)
+        return
     with quiet_root_logger():
         quantize_dynamic(
             str(src), str(out), per_channel=True, weight_type=QuantType.QInt8,
@@ -540,6 +564,11 @@ def _session(path: Path) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     options.log_severity_level = 3
+    if Path(path).with_name(Path(path).name + onnx_external.DATA_SUFFIX).is_file():
+        # a big model: onnxruntime maps the external weights from the file; prepacking would
+        # copy them all into its own buffers (3 GiB more for gpt2-large while PyTorch holds
+        # the reference model too)
+        options.add_session_config_entry("session.disable_prepacking", "1")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                  if p in ort.get_available_providers()]
     return ort.InferenceSession(str(path), options, providers=providers)
