@@ -98,3 +98,13 @@ def test_lmo_up_resolves_a_relative_evaluation_file_like_the_checkpoint(tmp_path
     request = local_request(lm.spec, lm.spec.versions[0], tmp_path, ServerFlavour(None, False, False))
     assert request.evaluation.uri == f"file://{tmp_path.resolve()}/data/eval.jsonl"
     assert request.checkpoint_uri == f"file://{tmp_path.resolve()}/ckpt"
+
+
+def test_pvc_evaluation_claim_is_mounted_read_only(settings):
+    _, job = _job(_lm({"uri": "pvc://datasets/zh/eval.jsonl"}), settings)
+    pod = job["spec"]["template"]["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"]
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims["datasets"] is True
+    mount = next(m for m in container(job)["volumeMounts"] if m["mountPath"] == "/mnt/pvc/datasets")
+    assert mount["readOnly"] is True

@@ -154,6 +154,9 @@ def build_conversion_job(
     claims: dict[str, bool] = {}
     if scheme(plan.request.checkpoint_uri) == "pvc":
         claims[split_pvc(plan.request.checkpoint_uri)[0]] = True
+    evaluation = plan.request.evaluation
+    if evaluation is not None and scheme(evaluation.uri) == "pvc":
+        claims.setdefault(split_pvc(evaluation.uri)[0], True)
     if scheme(store) == "pvc":
         claims[split_pvc(store)[0]] = False
     for i, (claim, read_only) in enumerate(sorted(claims.items())):
