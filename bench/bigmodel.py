@@ -115,8 +115,9 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="lmo-bigmodel-"))
     work.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+    reused = (work / f"gpt2-{args.shape}" / "model.safetensors").is_file()
     ckpt = make_checkpoint(work / f"gpt2-{args.shape}", args.shape)
-    made = time.monotonic() - start
+    made = "reused from --work" if reused else f"made in {time.monotonic() - start:.0f} s"
     weights = sum(p.stat().st_size for p in ckpt.glob("*.safetensors"))
     cfg = json.loads((ckpt / "config.json").read_text())
     rows = []
@@ -148,7 +149,7 @@ def main() -> None:
         f"GiB RAM; load average {load[0]:.1f} at the end. `python bench/bigmodel.py --shape "
         f"{args.shape}{' --serve' if args.serve else ''}`: GPT-2 {args.shape} shapes "
         f"({cfg['n_layer']} layers, {cfg['n_embd']} wide, vocab {cfg['vocab_size']}), random "
-        f"weights, fp32 safetensors {weights / 2**30:.2f} GiB (made in {made:.0f} s); each "
+        f"weights, fp32 safetensors {weights / 2**30:.2f} GiB ({made}); each "
         "precision converted by `lmo convert` in a child process (Python backend, no cache).",
         "",
         "| precision | model.onnx + model.onnx.data | peak RSS | peak / fp32 weights | "

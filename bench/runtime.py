@@ -240,6 +240,11 @@ def bench_minilm(rounds: int, work: Path) -> str:
         ("lmo int8-static faster than int8 at batch 32", t32["int8-static"] < t32["int8"],
          f"{t32['int8'] / t32['int8-static']:.2f}x of it"),
     ]
+    lines.append(
+        "Optimum itself (optimum[onnxruntime] 2.1) needs transformers < 4.58, older than this "
+        "runtime's; its row runs Optimum's recipe through the onnxruntime calls Optimum makes "
+        "(bench/runtime.py _optimum_recipe)."
+    )
     lines.append("Aims: " + "; ".join(
         f"{what}: {'met' if ok else 'NOT met'} ({value})" for what, ok, value in aims) + ".")
     lines.append(
