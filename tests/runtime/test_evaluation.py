@@ -21,7 +21,7 @@ from lmo_runtime import evaluation, store
 from lmo_runtime.cli import main as convert_main
 from lmo_runtime.convert import convert
 from lmo_runtime.errors import ConversionError
-from lmo_runtime.manifest import REPOSITORY_DIR, ConversionRequest, Evaluation
+from lmo_runtime.manifest import OPTIONAL_KEY_FIELDS, REPOSITORY_DIR, ConversionRequest, Evaluation
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -108,7 +108,8 @@ def test_requests_without_evaluation_keep_their_content_key():
     """Adding optimize.evaluation must not re-key (and so re-convert) existing artifacts."""
     request = ConversionRequest(checkpoint_uri="/ckpt", task="feature-extraction", precision="int8")
     data = request.model_dump(mode="json")
-    data.pop("evaluation")
+    for name in OPTIONAL_KEY_FIELDS:  # evaluation and the other fields added later
+        assert data.pop(name) is None
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     assert request.key() == hashlib.sha256(blob.encode()).hexdigest()
     with_data = request.model_copy(update={"evaluation": Evaluation(uri="file:///e.jsonl")})
