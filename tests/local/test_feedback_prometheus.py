@@ -90,6 +90,8 @@ def test_front_door_counters_answer_the_feedback_queries():
     finally:
         door.close()
     (n1, s1), (n2, s2) = counts["v1"], counts["v2"]
-    # increase() extrapolates a little at the window's edges
-    assert n1 == pytest.approx(40, rel=0.25) and n2 == pytest.approx(40, rel=0.25)
+    # increase() never extrapolates a counter below its first sample of 0, but it extends the
+    # last increase to the window's end by up to one scrape interval: a loaded machine that
+    # scraped only a few times reads up to ~1.5x the count (both series by the same factor)
+    assert 40 <= n1 <= 64 and 40 <= n2 <= 64, (n1, n2)
     assert s1 / n1 == pytest.approx(0.25, abs=0.02) and s2 / n2 == pytest.approx(0.5, abs=0.02)

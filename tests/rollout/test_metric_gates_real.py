@@ -183,7 +183,12 @@ def test_lmo_up_runs_the_same_gates_and_outcome_queries(apps, prom):
     apps["v2"].sessions.inc(100)
     apps["v2"].orders.inc(40)
     until(prom.url, 'app_toxicity{lmo_version="v2"}', lambda v: v == 0.2)
-    until(prom.url, 'shop_orders_total{lmo_version="v2"}', lambda v: v >= 40)
+    # every counter scraped at its new value (each target is scraped on its own, and the
+    # module's earlier tests left their own counts behind)
+    for v, app in apps.items():
+        for name in ("shop_orders_total", "shop_sessions_total"):
+            now_at = app.registry.get_sample_value(name)
+            until(prom.url, f'{name}{{lmo_version="{v}"}}', lambda x, n=now_at: x >= n)
     lm = parse({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
                 "metadata": {"name": LM, "namespace": NS}, "spec": {
                     "task": "text-classification",
