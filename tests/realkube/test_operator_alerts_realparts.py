@@ -62,12 +62,21 @@ def test_operator_alerts_and_panels_return_series_from_the_real_operator(
     try:
         with OperatorScrape(f"127.0.0.1:{real.metrics_port}") as prom:
             lm = "alerted"
-            stub.set(ns, lm, "v2", success=60, failure=40)
+            client = Prometheus(prom.url)
+            # no candidate numbers yet: the step holds (inconclusive) until Prometheus has
+            # scraped the rollback counter at 0, so increase() can see it go to 1 (a loaded
+            # machine may miss scrapes around the first reconcile)
+            stub.set(ns, lm, "v2", success=0, failure=0)
             stub.set(ns, lm, "v1", success=400, failure=0)
-            real.create_lm(ns, lm, canary(stub))
+            body = canary(stub)
+            body["rollout"]["analysis"]["inconclusiveLimit"] = 1000
+            real.create_lm(ns, lm, body)
+            real.wait(lambda: any(v == 0 for _, v in client.query(
+                f'lmo_rollbacks_total{{namespace="{ns}",name="{lm}"}}')), 120,
+                "the rollback counter scraped at 0")
+            stub.set(ns, lm, "v2", success=60, failure=40)
             real.wait(lambda: rollout(real, ns, lm).get("phase") == "RolledBack", 120,
                       "rollout RolledBack")
-            client = Prometheus(prom.url)
             out = helm(k8s_tools, "template", "lmo", str(CHART), "--namespace", "lmo-system",
                        "--api-versions", "monitoring.coreos.com/v1/PrometheusRule").stdout
             (rule,) = [d for d in yaml.safe_load_all(out)
