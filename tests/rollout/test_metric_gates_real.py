@@ -146,7 +146,10 @@ def test_outcome_queries_count_each_version_over_the_window(apps, prom):
     apps["v1"].orders.inc(20)
     apps["v2"].sessions.inc(200)
     apps["v2"].orders.inc(50)
-    until(prom.url, 'shop_orders_total{lmo_version="v2"}', lambda v: v >= 50)
+    for v, app in apps.items():  # each target is scraped on its own
+        for name in ("shop_orders_total", "shop_sessions_total"):
+            now_at = app.registry.get_sample_value(name)
+            until(prom.url, f'{name}{{lmo_version="{v}"}}', lambda x, n=now_at: x >= n)
     time.sleep(2.5)  # a few more scrapes, so increase() has points on both sides
     outcome = ExperimentOutcome(
         successQuery='sum(increase(shop_orders_total{lmo_version="{{version}}"}[{{window}}]))',
@@ -154,8 +157,9 @@ def test_outcome_queries_count_each_version_over_the_window(apps, prom):
     )
     counts = query_outcomes(prom.url, outcome, NS, LM, ["v1", "v2"], 600)
     (n1, s1), (n2, s2) = counts["v1"], counts["v2"]
-    # increase() extrapolates at the window's edges; the counts are in the right place
-    assert 150 <= n1 <= 260 and 150 <= n2 <= 260
+    # increase() extends the last increase to the window's end by up to one scrape interval:
+    # over few scrapes on a loaded machine that reads up to ~1.5x the 200 counted
+    assert 150 <= n1 <= 300 and 150 <= n2 <= 300, (n1, n2)
     assert s2 / n2 == pytest.approx(0.25, abs=0.02) and s1 / n1 == pytest.approx(0.1, abs=0.02)
 
 

@@ -113,7 +113,9 @@ def test_prometheus_counts_feed_the_experiment_which_picks_the_better_version(
     assert health.requests == 0 and health.failures == 0
     for v in ("v1", "v2"):
         n, succ = counts[v]
-        assert n == pytest.approx(sent[v], rel=0.2), counts
+        # increase() may extend the last increase to the window's end (up to one scrape
+        # interval's worth: ~1.5x over few scrapes on a loaded machine), never below the count
+        assert 0.95 * sent[v] <= n <= 1.5 * sent[v], counts
         assert succ / n == pytest.approx(rates[v], abs=0.08), counts
 
     # the operator's decision on those counts (what reconcile runs on each analysis)
