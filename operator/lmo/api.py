@@ -14,6 +14,7 @@ Nothing here imports kopf or kubernetes.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -723,10 +724,17 @@ class Batching(_Model):
     )
 
 
-def duration_seconds(text: str) -> float:
-    """Seconds in a Gateway API duration (GATEWAY_DURATION: 2s, 1m30s, 500ms)."""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|h|m|s)", text))
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as 30s, 2m, 1h30m or 500ms (every duration field of the
+    spec: rollout steps, timeouts, the queue's, the ejection time)."""
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration (e.g. 30s, 2m, 1h30m): {text!r}")
+    return sum(float(n) * _UNIT[u] for n, u in parts)
 
 
 class Queue(_Model):
@@ -1144,15 +1152,25 @@ _SPEC_RULES = _cel_rules(
 )
 
 
-# The spec's protection rules, said once for CEL (the API server) and once in Python (lmo up,
-# lmo render): (CEL condition, message, field path). `protection_problems` is the Python side.
+# The spec's protection rules, each said once for both doors: (CEL condition for the API
+# server, message, field path, the same condition in Python for lmo up and lmo render: True
+# when the spec breaks the rule). `protection_problems` runs the Python side.
 _POLICIES = "(has(self.routing) && has(self.routing.policies) ? self.routing.policies : 'None')"
-_PROTECTION_RULES = [
+_ENVOY, _NONE = "EnvoyGateway", "None"
+
+
+def _rate(spec: "LanguageModelSpec") -> "RateLimit | None":
+    return spec.protection.rate_limit if spec.protection is not None else None
+
+
+_PROTECTION_RULES: list[tuple[str, str, str, Callable[["LanguageModelSpec"], bool]]] = [
     (
         f"!has(self.protection) || !has(self.protection.auth) || {_POLICIES} == 'EnvoyGateway'",
         "spec.protection.auth needs spec.routing.policies: EnvoyGateway (the standard "
         "Gateway API and Istio have no API-key authentication from a Secret)",
         ".protection.auth",
+        lambda s: s.protection is not None and s.protection.auth is not None
+        and s.routing.policies != _ENVOY,
     ),
     (
         f"!has(self.protection) || !has(self.protection.rateLimit) || "
@@ -1160,6 +1178,7 @@ _PROTECTION_RULES = [
         "spec.protection.rateLimit needs spec.routing.policies: EnvoyGateway (the standard "
         "Gateway API and Istio have no rate-limit policy)",
         ".protection.rateLimit",
+        lambda s: _rate(s) is not None and s.routing.policies != _ENVOY,
     ),
     (
         f"!has(self.protection) || !has(self.protection.circuitBreaker) || "
@@ -1167,6 +1186,8 @@ _PROTECTION_RULES = [
         "spec.protection.circuitBreaker needs spec.routing.policies: EnvoyGateway or Istio "
         "(the standard Gateway API has no circuit breaker)",
         ".protection.circuitBreaker",
+        lambda s: s.protection is not None and s.protection.circuit_breaker is not None
+        and s.routing.policies == _NONE,
     ),
     (
         "!has(self.protection) || !has(self.protection.rateLimit) || "
@@ -1175,6 +1196,8 @@ _PROTECTION_RULES = [
         "spec.protection.rateLimit.perClient needs spec.protection.auth (the client id comes "
         "from the API key)",
         ".protection.rateLimit.perClient",
+        lambda s: _rate(s) is not None and _rate(s).per_client  # type: ignore[union-attr]
+        and s.protection.auth is None,  # type: ignore[union-attr]
     ),
     (
         "!has(self.protection) || !has(self.protection.rateLimit) || "
@@ -1185,6 +1208,9 @@ _PROTECTION_RULES = [
         "routing.policies: EnvoyGateway: its local rate limit refills the whole bucket once "
         "a second",
         ".protection.rateLimit.burst",
+        lambda s: _rate(s) is not None and _rate(s).burst is not None  # type: ignore[union-attr]
+        and _rate(s).burst != _rate(s).requests_per_second  # type: ignore[union-attr]
+        and s.routing.policies == _ENVOY,
     ),
     (
         f"{_POLICIES} == 'None' || !has(self.routing.provider) || "
@@ -1192,6 +1218,8 @@ _PROTECTION_RULES = [
         "spec.routing.policies needs provider: GatewayAPI (the policies attach to the "
         "HTTPRoute and its backends)",
         ".routing.policies",
+        lambda s: s.routing.policies != _NONE
+        and s.routing.provider != RoutingProvider.GATEWAY_API.value,
     ),
     (
         "!has(self.serving) || !has(self.serving.queue) || !has(self.serving.batching) || "
@@ -1199,34 +1227,14 @@ _PROTECTION_RULES = [
         "spec.serving.queue needs spec.serving.batching.maxBatchSize > 0 (Triton's queue "
         "policy belongs to its dynamic batcher)",
         ".serving.queue",
+        lambda s: s.serving.queue is not None and s.serving.batching.max_batch_size == 0,
     ),
 ]
 
 
 def protection_problems(spec: "LanguageModelSpec") -> list[str]:
     """The Python side of _PROTECTION_RULES: what the spec asks that its gateway cannot do."""
-    p, r = spec.protection, spec.routing
-    policies = r.policies
-    out: list[str] = []
-    msgs = [m for _, m, _ in _PROTECTION_RULES]
-    if p is not None:
-        if p.auth is not None and policies != PolicyProvider.ENVOY_GATEWAY.value:
-            out.append(msgs[0])
-        if p.rate_limit is not None and policies != PolicyProvider.ENVOY_GATEWAY.value:
-            out.append(msgs[1])
-        if p.circuit_breaker is not None and policies == PolicyProvider.NONE.value:
-            out.append(msgs[2])
-        if p.rate_limit is not None and p.rate_limit.per_client and p.auth is None:
-            out.append(msgs[3])
-        if (p.rate_limit is not None and p.rate_limit.burst is not None
-                and p.rate_limit.burst != p.rate_limit.requests_per_second
-                and policies == PolicyProvider.ENVOY_GATEWAY.value):
-            out.append(msgs[4])
-    if policies != PolicyProvider.NONE.value and r.provider != RoutingProvider.GATEWAY_API.value:
-        out.append(msgs[5])
-    if spec.serving.queue is not None and spec.serving.batching.max_batch_size == 0:
-        out.append(msgs[6])
-    return out
+    return [message for _, message, _, broken in _PROTECTION_RULES if broken(spec)]
 
 
 def traffic_sum_problem(weights: dict[str, int]) -> str | None:
@@ -1238,7 +1246,7 @@ def traffic_sum_problem(weights: dict[str, int]) -> str | None:
 
 class LanguageModelSpec(_Model):
     model_config = ConfigDict(json_schema_extra=_cel_rules(
-        *_SPEC_RULES["x-kubernetes-validations"], *(_cel(*r) for r in _PROTECTION_RULES)
+        *_SPEC_RULES["x-kubernetes-validations"], *(_cel(rule, msg, path) for rule, msg, path, _ in _PROTECTION_RULES)
     ))
 
     task: Task = Field(

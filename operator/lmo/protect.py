@@ -22,8 +22,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 
-from lmo.api import Protection
-from lmo.rollout import parse_duration
+from lmo.api import Protection, parse_duration
 
 
 @dataclass(frozen=True)

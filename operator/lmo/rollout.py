@@ -45,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -57,6 +56,7 @@ from lmo.api import (
     RolloutPhase,
     RolloutStatus,
     Strategy,
+    parse_duration,
 )
 from lmo.builders import conversion_request
 from lmo.conditions import NORMAL, WARNING, Reason, rfc3339
@@ -77,8 +77,6 @@ EARLY_CHECK_MIN_SECONDS = 60.0
 # the reconciler; this is the fallback).
 WAIT_REQUEUE_SECONDS = 15.0
 
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def hands_over(strategy: str | None) -> bool:
@@ -127,14 +125,6 @@ class Decision:
     bounds: dict[str, tuple[int, int]] = field(default_factory=dict)  # autoscaler (min, max)
     analyse: bool = False  # a hold elapsed: run analysis, then call decide again with it
     experiment: ExperimentStatus | None = None  # the new status.experiment (Experiment only)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as 30s, 2m, 1h30m or 500ms."""
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a duration (e.g. 30s, 2m, 1h30m): {text!r}")
-    return sum(float(n) * _UNIT[u] for n, u in parts)
 
 
 def parse_time(text: str) -> datetime:

@@ -9,7 +9,7 @@ or kubernetes. Per-kind builders live in `conversion.py`, `triton.py`, `traffic.
 
 from __future__ import annotations
 
-from lmo.api import LanguageModel, LanguageModelSpec, VersionSpec, duration_seconds
+from lmo.api import LanguageModel, LanguageModelSpec, VersionSpec, parse_duration
 from lmo.builders.autoscaling import build_autoscaler
 from lmo.builders.base import (
     Owner,
@@ -75,7 +75,7 @@ def conversion_request(spec: LanguageModelSpec, version: VersionSpec) -> Convers
         gpus=spec.serving.gpus,
         queue_max_size=spec.serving.queue.max_size if spec.serving.queue else None,
         queue_timeout_microseconds=(
-            round(duration_seconds(spec.serving.queue.timeout) * 1_000_000)
+            round(parse_duration(spec.serving.queue.timeout) * 1_000_000)
             if spec.serving.queue and spec.serving.queue.timeout else None
         ),
         evaluation=_evaluation(version),

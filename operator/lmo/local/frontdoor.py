@@ -29,7 +29,6 @@ import aiohttp
 from aiohttp import web
 
 from lmo.errors import UserError
-from lmo.rollout import parse_duration
 from lmo.local.controller import Controller
 from lmo.local.secrets import api_keys
 from lmo.protect import Gate, Refusal
@@ -121,9 +120,13 @@ class FrontDoor:
     def gate(self) -> Gate:
         """The rules of the current spec.protection (rebuilt when an edit changes it)."""
         protection = self.controller.spec.protection
-        if self._gate is None or self._gate.protection != protection:
-            self._gate = Gate(protection, api_keys(protection, self.secrets))
-        return self._gate
+        gate = self._gate
+        if gate is None or gate.protection is not protection:  # every request: identity first
+            if gate is not None and gate.protection == protection:
+                gate.protection = protection  # an edit elsewhere in the spec: keep the state
+            else:
+                self._gate = gate = Gate(protection, api_keys(protection, self.secrets))
+        return gate
 
     @web.middleware
     async def _protect(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -218,11 +221,10 @@ class FrontDoor:
         return web.Response(status=status, body=data, headers=out)
 
     def _timeout(self) -> aiohttp.ClientTimeout | None:
-        """spec.protection.timeout for the whole request, as the HTTPRoute's timeouts.request."""
-        p = self.controller.spec.protection
-        if p is None or p.timeout is None:
-            return None
-        return aiohttp.ClientTimeout(total=parse_duration(p.timeout))
+        """spec.protection.timeout for the whole request, as the HTTPRoute's timeouts.request
+        (parsed once, with the rest of the protection, by the Gate)."""
+        seconds = self.gate.timeout
+        return None if seconds is None else aiohttp.ClientTimeout(total=seconds)
 
     def _timed_out(self, version: str) -> web.Response:
         self.controller.backends[version].errors += 1
