@@ -56,6 +56,15 @@ class App:
         self.server.server_close()
 
 
+def counters_scraped(prom_url: str, apps: dict[str, "App"]) -> None:
+    """Wait until Prometheus has every outcome counter of every app at its current value
+    (each target is scraped on its own, and the module's tests add to the same counters)."""
+    for v, app in apps.items():
+        for name in ("shop_orders_total", "shop_sessions_total"):
+            now_at = app.registry.get_sample_value(name)
+            until(prom_url, f'{name}{{lmo_version="{v}"}}', lambda x, n=now_at: x >= n)
+
+
 @pytest.fixture(scope="module")
 def apps():
     out = {v: App() for v in ("v1", "v2")}
@@ -146,10 +155,7 @@ def test_outcome_queries_count_each_version_over_the_window(apps, prom):
     apps["v1"].orders.inc(20)
     apps["v2"].sessions.inc(200)
     apps["v2"].orders.inc(50)
-    for v, app in apps.items():  # each target is scraped on its own
-        for name in ("shop_orders_total", "shop_sessions_total"):
-            now_at = app.registry.get_sample_value(name)
-            until(prom.url, f'{name}{{lmo_version="{v}"}}', lambda x, n=now_at: x >= n)
+    counters_scraped(prom.url, apps)
     time.sleep(2.5)  # a few more scrapes, so increase() has points on both sides
     outcome = ExperimentOutcome(
         successQuery='sum(increase(shop_orders_total{lmo_version="{{version}}"}[{{window}}]))',
@@ -187,12 +193,7 @@ def test_lmo_up_runs_the_same_gates_and_outcome_queries(apps, prom):
     apps["v2"].sessions.inc(100)
     apps["v2"].orders.inc(40)
     until(prom.url, 'app_toxicity{lmo_version="v2"}', lambda v: v == 0.2)
-    # every counter scraped at its new value (each target is scraped on its own, and the
-    # module's earlier tests left their own counts behind)
-    for v, app in apps.items():
-        for name in ("shop_orders_total", "shop_sessions_total"):
-            now_at = app.registry.get_sample_value(name)
-            until(prom.url, f'{name}{{lmo_version="{v}"}}', lambda x, n=now_at: x >= n)
+    counters_scraped(prom.url, apps)
     lm = parse({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
                 "metadata": {"name": LM, "namespace": NS}, "spec": {
                     "task": "text-classification",

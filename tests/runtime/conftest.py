@@ -1,6 +1,7 @@
 """Fixtures for the runtime tests (conversion, Triton, families)."""
 
 from tests.fixtures.triton import triton_server_factory, triton_servers  # noqa: F401
+from tests.fixtures.s3 import moto_s3  # noqa: F401
 from tests.fixtures.artifacts import (  # noqa: F401
     artifact_cache,
     minilm_fp32_artifact,

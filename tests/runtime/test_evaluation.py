@@ -171,21 +171,9 @@ def test_cli_reports_the_data_and_a_changed_file_is_converted_again(
 
 
 @pytest.fixture(scope="module")
-def s3_env():
-    from moto.server import ThreadedMotoServer
-
-    from lmo_runtime.triton.server import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {
-        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test-secret",
-        "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-    }
-    store.s3_client(env).create_bucket(Bucket="data")
-    yield env
-    server.stop()
+def s3_env(moto_s3):
+    store.s3_client(moto_s3).create_bucket(Bucket="data")
+    return moto_s3
 
 
 def test_evaluation_data_from_s3(chinese_bert, zh_data, tmp_path, s3_env):

@@ -119,14 +119,8 @@ def test_a_failing_metric_callback_reaches_no_request():
 
 
 @pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+def s3_server(moto_s3):
+    return moto_s3["AWS_ENDPOINT_URL"]
 
 
 @pytest.fixture

@@ -117,23 +117,11 @@ def test_https_directory_listing_and_archive(http_root, tiny_bert_classifier, tm
 
 
 @pytest.fixture(scope="module")
-def s3_env():
-    from moto.server import ThreadedMotoServer
-
-    from lmo_runtime.triton.server import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {
-        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test-secret",
-        "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-    }
-    client = store.s3_client(env)
+def s3_env(moto_s3):
+    client = store.s3_client(moto_s3)
     client.create_bucket(Bucket="models")
     client.create_bucket(Bucket="artifacts")
-    yield env
-    server.stop()
+    return moto_s3
 
 
 def test_store_env_prefers_store_credentials():
