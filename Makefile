@@ -1,6 +1,9 @@
 # The two commands a newcomer needs (README, first screen):
 #   make up    set up .venv, create the example checkpoints, run `lmo up -f examples/minilm.yaml`
 #   make test  set up .venv (and Prometheus for the rollout tests, the CRD schemas), run the test suite
+#   make images            build the operator, converter and Triton (CPU) images as OCI archives
+#                          in build/images (no Docker: mmdebstrap, pip, umoci, skopeo; as root)
+#   make push REGISTRY=host/prefix   push them with skopeo (PUSH_TLS_VERIFY=false for plain HTTP)
 # Both work on a fresh machine with Python 3.11 and the package registries.
 
 PYTHON ?= python3
@@ -15,7 +18,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 CRD_SCHEMAS := tests/fixtures/crd_schemas
 
-.PHONY: setup up test prometheus crd-schemas lint clean
+.PHONY: setup up test prometheus crd-schemas lint clean images push node-packages
 
 # torch first, from the CPU wheel: a resolve that reaches torch through another package
 # would otherwise pull a multi-GB CUDA build.
@@ -43,6 +46,25 @@ prometheus:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  else echo "prometheus is missing: run 'sudo apt-get install -y prometheus'" >&2; exit 1; fi; }
+
+# Debian packages of the image build and of the real node the tests start (tests/fixtures/node.py):
+# installed when running as root (CI), otherwise named.
+NODE_PACKAGES := mmdebstrap umoci skopeo xz-utils containerd runc containernetworking-plugins \
+                 iptables conntrack docker-registry
+node-packages:
+	@missing=$$(for p in $(NODE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing Debian packages: sudo apt-get install -y $$missing" >&2; exit 1; fi; fi
+
+# Cached by content key under /var/cache/lmo/images (LMO_IMAGE_CACHE); GPU Triton: runtime/Dockerfile.triton
+images: setup node-packages
+	$(BIN)/python runtime/images/build.py
+
+PUSH_TLS_VERIFY ?= true
+push: images
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host/prefix" >&2; exit 1; }
+	$(BIN)/python runtime/images/build.py --push $(REGISTRY) --dest-tls-verify=$(PUSH_TLS_VERIFY)
 
 test: setup prometheus crd-schemas
 	$(BIN)/pytest

@@ -1,3 +1,7 @@
 """lmo: the LanguageModel operator (import package; the source folder is `operator/`)."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version as _version
+
+# One version for the package, the converter (lmo_runtime), the images and the chart's
+# appVersion: pyproject.toml's, read from the installed distribution.
+__version__ = _version("lmo")

@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from lmo import __version__
+
 GROUP = "lmo.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -49,7 +51,7 @@ CHECKPOINT_URI = r"^(s3|pvc|https|http|file)://.+"
 ARTIFACT_URI = r"^(s3|pvc|file)://.+"
 EVALUATION_URI = r"^(s3|pvc|file|configmap)://.+"
 
-DEFAULT_TRITON_IMAGE = "ghcr.io/lmo-dev/lmo-triton:0.1.0"
+DEFAULT_TRITON_IMAGE = f"ghcr.io/lmo-dev/lmo-triton:{__version__}"
 
 
 class _Model(BaseModel):

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from lmo import __version__
 from lmo.errors import UserError
 
 ENV_PREFIX = "LMO_"
@@ -40,7 +41,7 @@ class OperatorSettings(BaseModel):
         "credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL...).",
     )
     converter_image: str = Field(
-        default="ghcr.io/lmo-dev/lmo-converter:0.1.0",
+        default=f"ghcr.io/lmo-dev/lmo-converter:{__version__}",
         description="Image of the conversion Job; also pulls s3:// artifacts for Triton pods.",
     )
     field_manager: str = Field(default="lmo", description="Server-side apply field manager.")
