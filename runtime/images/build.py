@@ -1,10 +1,11 @@
 """Build lmo's images without Docker: `make images` (operator, converter, Triton for CPU).
 
-Each image is two layers, written by kept tools:
+Each image is three layers, written by kept tools:
   1. a Debian bookworm base made by `mmdebstrap` (python3 and the few shared libraries the
      wheels need; no apt, no docs, no device nodes) -- the same layer in every image;
-  2. the Python packages, installed from PyPI with pip into a separate root (`--root`), so the
-     image holds no pip, no compiler and no pip cache.
+  2. the Python dependencies, installed from PyPI with pip into a separate root (`--root`),
+     so the image holds no pip, no compiler and no pip cache;
+  3. lmo itself (its wheel, `--no-deps`): a code change rebuilds only this small layer.
 `umoci` assembles the OCI image (`raw add-layer`, `config`); `skopeo` writes the OCI archive
 (`oci-archive:`, what `skopeo copy` and `ctr images import` take) and pushes it (`--push`).
 
@@ -12,9 +13,11 @@ Every image runs as uid/gid 65532 with HOME=/tmp and needs nothing writable but 
 /dev/shm for Triton): byte code is compiled at build time, so a read-only root filesystem
 only costs nothing.
 
-Results are cached by a content key (this script, the base package list, pyproject.toml and
-every file of operator/ and runtime/) under $LMO_IMAGE_CACHE (default /var/cache/lmo/images):
-a second build with nothing changed copies the archive; a new machine builds from nothing.
+Results are cached under $LMO_IMAGE_CACHE (default /var/cache/lmo/images) by content keys:
+the base by its package list, the base + dependency layers (an OCI layout) by the image's
+recipe and pyproject.toml, the archive by those and every file of operator/ and runtime/. A
+build with nothing changed copies the archive; a code change adds one small layer to the
+cached layout; a new machine builds from nothing.
 
 The GPU Triton image (NGC base, onnxruntime-gpu) is the one image not built here:
 runtime/Dockerfile.triton, for users' CI with Docker.
@@ -35,6 +38,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +51,8 @@ UID = "65532"
 # registries, libgomp (torch / onnxruntime OpenMP), libstdc++ for the wheels.
 BASE_PACKAGES = ["python3", "python-is-python3", "ca-certificates", "libgomp1", "libstdc++6",
                  "netbase", "tzdata"]
+SUITE = "bookworm"
+BASE_REVISION = 1
 BASE_EXCLUDES = ["/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*",
                  "/usr/share/locale/*", "/usr/share/lintian/*"]
 COMMON_ENV = {
@@ -131,11 +137,20 @@ def digest(parts: list[bytes]) -> str:
 
 
 def base_key() -> str:
-    return digest([Path(__file__).read_bytes(), json.dumps([BASE_PACKAGES, BASE_EXCLUDES]).encode()])
+    """The Debian layer's key: its recipe only (bump BASE_REVISION when build_base changes)."""
+    return digest([json.dumps([SUITE, BASE_PACKAGES, BASE_EXCLUDES, BASE_REVISION]).encode()])
+
+
+def deps_key(image: Image) -> str:
+    """The dependency layer's key: the base, the recipe and pyproject.toml (lmo's own
+    dependencies), not lmo's source: a code change rebuilds only the small last layer."""
+    recipe = {k: v for k, v in image.__dict__.items()}
+    return digest([base_key().encode(), json.dumps(recipe, sort_keys=True).encode(),
+                   (ROOT / "pyproject.toml").read_bytes()])
 
 
 def image_key(image: Image) -> str:
-    parts = [base_key().encode(), json.dumps(image.__dict__, sort_keys=True).encode()]
+    parts = [deps_key(image).encode()]
     parts += [str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() for p in source_files()]
     return digest(parts)
 
@@ -164,7 +179,7 @@ def build_base(work: Path) -> Path:
            "--include=" + ",".join(BASE_PACKAGES), "--skip=output/dev",
            f"--customize-hook={cleanup}"]
     cmd += [f"--dpkgopt=path-exclude={p}" for p in BASE_EXCLUDES]
-    cmd += ["--dpkgopt=path-include=/usr/share/doc/*/copyright", "bookworm", str(tmp)]
+    cmd += ["--dpkgopt=path-include=/usr/share/doc/*/copyright", SUITE, str(tmp)]
     run(cmd, stdout=subprocess.DEVNULL)
     cached.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(tmp, cached)
@@ -183,29 +198,46 @@ def fix_shebangs(app: Path) -> None:
             script.write_bytes(b"#!/usr/bin/python3\n" + data.split(b"\n", 1)[1])
 
 
-def install_app(image: Image, app: Path, wheel: Path) -> None:
-    reqs = [r.replace("{project}", str(wheel)) for r in image.requirements]
+def pip_install(root: Path, reqs: list[str], *extra: str) -> None:
     env = dict(os.environ, PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    run([sys.executable, "-m", "pip", "install", "-q", "--root", str(app), "--prefix",
-         "/usr/local", "--ignore-installed", "--no-warn-script-location", *reqs], env=env)
-    site = app / f"usr/local/lib/python{PYVER}/site-packages"
+    run([sys.executable, "-m", "pip", "install", "-q", "--root", str(root), "--prefix",
+         "/usr/local", "--ignore-installed", "--no-warn-script-location", *extra, *reqs], env=env)
+    site = root / f"usr/local/lib/python{PYVER}/site-packages"
     if site.exists():  # upstream's scheme; Debian's python3 reads dist-packages
-        site.rename(app / SITE)
+        (root / SITE).parent.mkdir(parents=True, exist_ok=True)
+        site.rename(root / SITE)
+    fix_shebangs(root)
+
+
+OWN = ("lmo", "lmo_runtime")
+
+
+def install_deps(image: Image, deps: Path, wheel: Path) -> None:
+    """Everything the image needs but lmo itself (installed with it, then moved out)."""
+    pip_install(deps, [r.replace("{project}", str(wheel)) for r in image.requirements])
+    site = deps / SITE
+    for own in (*OWN, *(p.name for p in site.glob("lmo-*.dist-info"))):
+        shutil.rmtree(site / own, ignore_errors=True)
+    (deps / "usr/local/bin/lmo").unlink(missing_ok=True)
     for rel in image.prune:
-        shutil.rmtree(app / rel, ignore_errors=True)
-    for junk in (app / SITE).glob("*/tests"):  # installed test suites (numpy, onnx, ...)
-        if (junk.parent / "__init__.py").exists() and junk.parent.name not in ("lmo", "lmo_runtime"):
+        shutil.rmtree(deps / rel, ignore_errors=True)
+    for junk in site.glob("*/tests"):  # installed test suites (numpy, onnx, ...)
+        if (junk.parent / "__init__.py").exists():
             shutil.rmtree(junk, ignore_errors=True)
-    fix_shebangs(app)
     if image.name == "triton":
         # The wheel's server as a stock layout: /opt/tritonserver (its default backend
         # directory) with the Python 3.11 stub where this Triton version looks for it.
-        server = app / SITE / "pytriton/tritonserver"
+        server = site / "pytriton/tritonserver"
         stub = server / "python_backend_stubs" / PYVER / "triton_python_backend_stub"
         shutil.copy2(stub, server / "backends/python/triton_python_backend_stub")
-        (app / "opt").mkdir(exist_ok=True)
-        (app / "opt/tritonserver").symlink_to(f"/{SITE}/pytriton/tritonserver")
-        (app / "usr/local/bin/tritonserver").symlink_to("/opt/tritonserver/bin/tritonserver")
+        (deps / "opt").mkdir(exist_ok=True)
+        (deps / "opt/tritonserver").symlink_to(f"/{SITE}/pytriton/tritonserver")
+        (deps / "usr/local/bin/tritonserver").symlink_to("/opt/tritonserver/bin/tritonserver")
+
+
+def install_lmo(app: Path, wheel: Path) -> None:
+    """lmo's own packages and the `lmo` command: the last, small layer."""
+    pip_install(app, [str(wheel)], "--no-deps")
 
 
 def layer_tar(src: Path, out: Path) -> None:
@@ -213,16 +245,43 @@ def layer_tar(src: Path, out: Path) -> None:
          "--owner=0", "--group=0", "--sort=name", "."])
 
 
-def assemble(image: Image, base: Path, app_tar: Path, version: str, archive: Path,
-             work: Path) -> None:
+def deps_layout(image: Image, base: Callable[[], Path], wheel: Path, work: Path) -> Path:
+    """An OCI layout holding base + dependency layers, cached by `deps_key` (its blobs are
+    content-addressed and never change: later builds hard-link them)."""
+    cached = cache_root() / f"layout-{image.name}-{deps_key(image)}"
+    if (cached / "index.json").exists():
+        log(f"{image.name}: dependency layers cached {cached}")
+        return cached
+    started = time.monotonic()
+    deps = work / "deps"
+    deps.mkdir(parents=True)
+    install_deps(image, deps, wheel)
+    deps_tar = work / "deps.tar"
+    layer_tar(deps, deps_tar)
+    shutil.rmtree(deps)
     layout = work / "layout"
     tag = f"{layout}:{image.name}"
     run(["umoci", "init", "--layout", str(layout)])
     run(["umoci", "new", "--image", tag])
     run(["umoci", "raw", "add-layer", "--image", tag, "--history.comment",
-         "debian bookworm (mmdebstrap)", str(base)])
+         f"debian {SUITE} (mmdebstrap)", str(base())])
     run(["umoci", "raw", "add-layer", "--image", tag, "--history.comment",
-         "python packages (pip --root)", str(app_tar)])
+         "python dependencies (pip --root)", str(deps_tar)])
+    deps_tar.unlink()
+    for old in cache_root().glob(f"layout-{image.name}-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    shutil.move(layout, cached)
+    log(f"{image.name}: dependency layers built in {time.monotonic() - started:.0f} s")
+    return cached
+
+
+def assemble(image: Image, deps: Path, app_tar: Path, version: str, archive: Path,
+             work: Path) -> None:
+    layout = work / "layout"
+    run(["cp", "-al", str(deps), str(layout)])  # hard links: the cached blobs stay as they are
+    tag = f"{layout}:{image.name}"
+    run(["umoci", "raw", "add-layer", "--image", tag, "--history.comment",
+         f"lmo {version} (pip --root --no-deps)", str(app_tar)])
     env = dict(COMMON_ENV, **image.env)
     cfg = ["umoci", "config", "--image", tag, f"--config.user={UID}:{UID}",
            "--config.workingdir=/tmp", "--architecture=amd64", "--os=linux",
@@ -252,9 +311,8 @@ def build(names: list[str], out: Path) -> dict[str, dict]:
     report: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="lmo-images-", dir=os.environ.get("TMPDIR")) as tmp:
         work = Path(tmp)
-        base = build_base(work)
         wheel_dir = work / "wheel"
-        run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+        run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
              "-w", str(wheel_dir), str(ROOT)])
         wheel = next(wheel_dir.glob("lmo-*.whl"))
         for name in names:
@@ -269,13 +327,15 @@ def build(names: list[str], out: Path) -> dict[str, dict]:
                 report[name] = {"cached": True}
                 continue
             iwork = work / name
+            (iwork / "deps-work").mkdir(parents=True)
+            deps = deps_layout(image, lambda: build_base(work), wheel, iwork / "deps-work")
             app = iwork / "app"
-            app.mkdir(parents=True)
-            install_app(image, app, wheel)
+            app.mkdir()
+            install_lmo(app, wheel)
             app_tar = iwork / "app.tar"
             layer_tar(app, app_tar)
             shutil.rmtree(app)
-            assemble(image, base, app_tar, version, archive, iwork)
+            assemble(image, deps, app_tar, version, archive, iwork)
             shutil.rmtree(iwork)
             cached.parent.mkdir(parents=True, exist_ok=True)
             for old in cached.parent.glob(f"lmo-{name}-*.tar"):
