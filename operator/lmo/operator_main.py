@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import os
 import threading
 
 from lmo.errors import UserError
@@ -38,6 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 
 
+def ensure_login_name() -> None:
+    """Kopf names its identity after `getpass.getuser()`, which raises KeyError for a uid that
+    /etc/passwd does not list: lmo's images run as such uids (the chart's 65532, any uid a
+    platform assigns). Give it a name through the environment it reads first."""
+    try:
+        getpass.getuser()
+    except (KeyError, OSError):
+        os.environ["USER"] = f"uid-{os.getuid()}"
+
+
 def run(args: argparse.Namespace, stop_flag: threading.Event | None = None) -> int:
     import kopf
 
@@ -52,6 +64,7 @@ def run(args: argparse.Namespace, stop_flag: threading.Event | None = None) -> i
     if port:
         metrics.serve(port)
     namespaces = list(args.namespace)
+    ensure_login_name()
     asyncio.run(
         kopf.operator(
             registry=kopf.get_default_registry(),

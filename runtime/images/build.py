@@ -19,8 +19,11 @@ recipe and pyproject.toml, the archive by those and every file of operator/ and 
 build with nothing changed copies the archive; a code change adds one small layer to the
 cached layout; a new machine builds from nothing.
 
-The GPU Triton image (NGC base, onnxruntime-gpu) is the one image not built here:
-runtime/Dockerfile.triton, for users' CI with Docker.
+The Triton image built here is `lmo-triton-cpu` (Triton 2.51 from the nvidia-pytriton wheel:
+Python backend only, so its LanguageModels set `serving.backend: python`). The GPU Triton image
+`lmo-triton` (NGC base with Triton's ONNX Runtime backend, onnxruntime-gpu; the default
+`serving.image`) is the one image not built here: runtime/Dockerfile.triton, for users' CI
+with Docker.
 
     python runtime/images/build.py [--out build/images] [--only NAME ...]
     python runtime/images/build.py --push REGISTRY/PREFIX [--dest-tls-verify=false]
@@ -48,9 +51,10 @@ SITE = f"usr/local/lib/python{PYVER}/dist-packages"  # where Debian's python3 lo
 UID = "65532"
 
 # The base: python3 (+ `python`, which the init container calls), CA certificates for S3 and
-# registries, libgomp (torch / onnxruntime OpenMP), libstdc++ for the wheels.
+# registries, libgomp (torch / onnxruntime OpenMP), libstdc++ for the wheels, libpython3.11
+# (Triton's Python backend stub links it: "libpython3.11.so.1.0 => not found" without).
 BASE_PACKAGES = ["python3", "python-is-python3", "ca-certificates", "libgomp1", "libstdc++6",
-                 "netbase", "tzdata"]
+                 "libpython3.11", "netbase", "tzdata"]
 SUITE = "bookworm"
 BASE_REVISION = 1
 BASE_EXCLUDES = ["/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*",
@@ -86,13 +90,18 @@ IMAGES = {
     "converter": Image(
         "converter", ["torch==2.13.0", "{project}[runtime]"], ["lmo"], ["convert", "--help"],
         env={"LMO_CACHE_DIR": "/tmp/lmo-cache"},
-        prune=[f"{SITE}/torch/include", f"{SITE}/torch/share/cmake", f"{SITE}/torch/bin"],
+        # headers and CMake files only build extensions (torch/bin holds torch_shm_manager,
+        # which `import torch` needs)
+        prune=[f"{SITE}/torch/include", f"{SITE}/torch/share/cmake"],
     ),
     # Triton 2.51 from the nvidia-pytriton wheel (Python backend, CPU), as `lmo up` runs it,
     # with what lmo's Python-backend models and the per-version front import: lmo_runtime,
     # numpy, tokenizers, onnxruntime, aiohttp, boto3 (payload sink)
-    "triton": Image(
-        "triton",
+    # `lmo-triton-cpu`: no ONNX Runtime backend in this Triton build, so LanguageModels served
+    # by it set serving.backend: python; the default serving.image `lmo-triton` is the GPU
+    # image of runtime/Dockerfile.triton (NGC base)
+    "triton-cpu": Image(
+        "triton-cpu",
         ["{project}", "nvidia-pytriton==0.7.0", "tokenizers>=0.20,<1", "onnxruntime>=1.19,<2"],
         ["tritonserver"],
         ["--model-repository=/models", "--model-control-mode=explicit", "--load-model=*",
@@ -224,7 +233,7 @@ def install_deps(image: Image, deps: Path, wheel: Path) -> None:
     for junk in site.glob("*/tests"):  # installed test suites (numpy, onnx, ...)
         if (junk.parent / "__init__.py").exists():
             shutil.rmtree(junk, ignore_errors=True)
-    if image.name == "triton":
+    if image.name == "triton-cpu":
         # The wheel's server as a stock layout: /opt/tritonserver (its default backend
         # directory) with the Python 3.11 stub where this Triton version looks for it.
         server = site / "pytriton/tritonserver"

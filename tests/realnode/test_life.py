@@ -36,6 +36,12 @@ def test_operator_runs_as_a_pod_under_the_charts_security_context(cluster):
     assert out.strip() == str(spec["securityContext"]["runAsUser"])
 
 
+def _labels_and_scores(client, texts):
+    result = client.infer("text_classification", [_text_input(texts)])
+    return ([x.decode() for x in result.as_numpy("LABEL").reshape(-1)],
+            [round(float(x), 4) for x in result.as_numpy("SCORE").reshape(-1)])
+
+
 def test_a_language_model_served_by_real_pods(cluster):
     ns = cluster.namespace("life")
     folders = cluster.claims(ns, "models", "lmo-artifacts")
@@ -43,36 +49,65 @@ def test_a_language_model_served_by_real_pods(cluster):
     started = time.monotonic()
     cluster.create_lm(ns, "sentiment", {
         "task": "text-classification",
-        "versions": [{"name": "v1", "checkpoint": {"uri": "pvc://models/tiny-bert/"},
-                      "optimize": {"precision": "fp32"}}],
-        "serving": {"image": cluster.images["triton"]},
+        "versions": [
+            {"name": "v1", "checkpoint": {"uri": "pvc://models/tiny-bert/"},
+             "optimize": {"precision": "fp32"}, "traffic": 100},
+            {"name": "v2", "checkpoint": {"uri": "pvc://models/tiny-bert-v2/"},
+             "optimize": {"precision": "fp32"}, "traffic": 0},
+        ],
+        "routing": {"provider": "Service"},
+        "serving": {"image": cluster.images["triton-cpu"], "backend": "python"},
     })
 
-    # the conversion Job's pod ran the converter image; its Manifest reached status
+    # each conversion Job's pod ran the converter image; its Manifest (the termination
+    # message) reached status
     def converted():
         versions = cluster.status(ns, "sentiment").get("versions") or []
-        art = (versions[0].get("artifact") or {}) if versions else {}
-        return art if art.get("sizeBytes") else None
-    art = cluster.wait(converted, 600, "the converter's manifest in status", ns, "sentiment")
-    assert art["precision"] == "fp32" and art["score"] >= 0.99
-    assert (folders["lmo-artifacts"] / "store" / art["key"] / "manifest.json").is_file()
+        arts = [v.get("artifact") or {} for v in versions]
+        return arts if len(arts) == 2 and all(a.get("sizeBytes") for a in arts) else None
+    for art in cluster.wait(converted, 900, "the converters' manifests in status", ns,
+                            "sentiment"):
+        assert art["precision"] == "fp32" and art["score"] >= 0.99
+        assert (folders["lmo-artifacts"] / "store" / art["key"] / "manifest.json").is_file()
     converter_pods = cluster.pods(ns, {"app.kubernetes.io/component": "converter"})
-    assert [p["spec"]["containers"][0]["image"] for p in converter_pods] == \
-        [cluster.images["converter"]]
-    assert converter_pods[0]["status"]["phase"] == "Succeeded"
+    assert {p["spec"]["containers"][0]["image"] for p in converter_pods} == \
+        {cluster.images["converter"]}
+    assert {p["status"]["phase"] for p in converter_pods} == {"Succeeded"}
 
-    # Triton pods Ready by their real probes, answering through the version Service
-    cluster.wait_pods_ready(ns, {"lmo.dev/version": "v1", "app.kubernetes.io/component": "triton"},
-                            600)
-    svc = cluster.request("GET", f"/api/v1/namespaces/{ns}/services/sentiment-v1")
-    ip = svc["spec"]["clusterIP"]
-    client = tritonclient_http.InferenceServerClient(f"{ip}:8000")
-    texts = ["I loved this film.", "Terrible service, never again."]
-    result = cluster.wait(lambda: client.infer("text_classification", [_text_input(texts)]),
-                          120, "an answer through the Service")
+    # Triton pods Ready by their real probes; answers through each version's Service and
+    # through the provider Service (kube-proxy's iptables rules, from the host)
+    for v in ("v1", "v2"):
+        cluster.wait_pods_ready(ns, {"lmo.dev/version": v, "app.kubernetes.io/component": "triton"},
+                                600)
+    texts = ["I loved this film.", "Terrible service, never again.", "It was fine."]
+
+    def client(service):
+        ip = cluster.request("GET", f"/api/v1/namespaces/{ns}/services/{service}")["spec"]["clusterIP"]
+        return tritonclient_http.InferenceServerClient(f"{ip}:8000")
+    provider = client("sentiment")
+    first = cluster.wait(lambda: _labels_and_scores(provider, texts), 120,
+                         "an answer through the provider Service")
     cluster.timings["apply_to_first_answer_s"] = time.monotonic() - started
-    labels = [x.decode() for x in result.as_numpy("LABEL").reshape(-1)]
-    assert set(labels) <= {"NEGATIVE", "POSITIVE"} and len(labels) == 2
+    v1, v2 = (_labels_and_scores(client(f"sentiment-{v}"), texts) for v in ("v1", "v2"))
+    assert set(first[0]) <= {"NEGATIVE", "POSITIVE"}
+    assert v1[1] != v2[1], "the two checkpoints should score differently"
+    assert first == v1
+
+    # a traffic change moves which version answers
+    cluster.patch_lm(ns, "sentiment", {"spec": {"versions": [
+        {"name": "v1", "checkpoint": {"uri": "pvc://models/tiny-bert/"},
+         "optimize": {"precision": "fp32"}, "traffic": 0},
+        {"name": "v2", "checkpoint": {"uri": "pvc://models/tiny-bert-v2/"},
+         "optimize": {"precision": "fp32"}, "traffic": 100},
+    ]}})
+
+    def moved():
+        try:
+            answers = {tuple(map(tuple, _labels_and_scores(provider, texts))) for _ in range(5)}
+        except Exception:  # noqa: BLE001 - a connection cut while endpoints change
+            return None
+        return answers == {tuple(map(tuple, v2))}
+    cluster.wait(moved, 600, "v2 answering through the provider Service", ns, "sentiment")
 
     # deleting the LanguageModel removes every pod
     cluster.request("DELETE", f"/apis/lmo.dev/v1alpha1/namespaces/{ns}/languagemodels/sentiment")
