@@ -28,6 +28,7 @@ from lmo.api.base import (  # noqa: F401
     ARTIFACT_URI,
     EVALUATION_URI,
     DEFAULT_TRITON_IMAGE,
+    VERSION_HEADER,
     SecretRef,
     parse_duration,
 )

@@ -57,6 +57,9 @@ EVALUATION_URI = r"^(s3|pvc|file|configmap)://.+"
 
 
 DEFAULT_TRITON_IMAGE = "ghcr.io/lmo-dev/lmo-triton:0.1.0"
+# The header naming the version that answered (and, by default, the A/B header a client sets
+# to ask one): the HTTPRoute, the lmo up front door, the feedback route and the CLI use it.
+VERSION_HEADER = "x-lmo-version"
 
 
 class _Model(BaseModel):

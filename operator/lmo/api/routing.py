@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from lmo.api.base import DNS_LABEL, MAX_VERSION_NAME, _Model
+from lmo.api.base import DNS_LABEL, MAX_VERSION_NAME, VERSION_HEADER, _Model
 from lmo.api.enums import PolicyProvider, RoutingProvider
 
 
@@ -16,7 +16,7 @@ class ParentRef(_Model):
 
 class AbTest(_Model):
     header: str = Field(
-        default="x-lmo-version",
+        default=VERSION_HEADER,
         pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$",
         max_length=256,
         description="HTTP header naming a version: a request carrying it goes to that "

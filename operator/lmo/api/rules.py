@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 from lmo.api.base import _cel, _cel_rules
 from lmo.api.enums import RoutingProvider
 from lmo.api.protection import RateLimit
 
 
-if TYPE_CHECKING:
-    from lmo.api.resource import LanguageModelSpec
+# A LanguageModelSpec (lmo.api.resource, which imports these rules).
+Spec = Any
 
 
 _EXPERIMENT_ARMS = ("spec.versions: an Experiment compares exactly two versions with traffic "
@@ -94,11 +94,11 @@ _POLICIES = "(has(self.routing) && has(self.routing.policies) ? self.routing.pol
 _ENVOY, _NONE = "EnvoyGateway", "None"
 
 
-def _rate(spec: "LanguageModelSpec") -> "RateLimit | None":
+def _rate(spec: Spec) -> "RateLimit | None":
     return spec.protection.rate_limit if spec.protection is not None else None
 
 
-_PROTECTION_RULES: list[tuple[str, str, str, Callable[["LanguageModelSpec"], bool]]] = [
+_PROTECTION_RULES: list[tuple[str, str, str, Callable[[Spec], bool]]] = [
     (
         f"!has(self.protection) || !has(self.protection.auth) || {_POLICIES} == 'EnvoyGateway'",
         "spec.protection.auth needs spec.routing.policies: EnvoyGateway (the standard "
@@ -167,7 +167,7 @@ _PROTECTION_RULES: list[tuple[str, str, str, Callable[["LanguageModelSpec"], boo
 ]
 
 
-def protection_problems(spec: "LanguageModelSpec") -> list[str]:
+def protection_problems(spec: Spec) -> list[str]:
     """The Python side of _PROTECTION_RULES: what the spec asks that its gateway cannot do."""
     return [message for _, message, _, broken in _PROTECTION_RULES if broken(spec)]
 
