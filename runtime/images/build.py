@@ -320,13 +320,16 @@ def build(names: list[str], out: Path) -> dict[str, dict]:
     report: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="lmo-images-", dir=os.environ.get("TMPDIR")) as tmp:
         work = Path(tmp)
+        # keys before the wheel: a source edited during the build must not be cached under
+        # the new key with the old code inside
+        keys = {name: image_key(IMAGES[name]) for name in names}
         wheel_dir = work / "wheel"
         run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
              "-w", str(wheel_dir), str(ROOT)])
         wheel = next(wheel_dir.glob("lmo-*.whl"))
         for name in names:
             image = IMAGES[name]
-            key = image_key(image)
+            key = keys[name]
             cached = cache_root() / f"lmo-{name}-{version}-{key}.tar"
             archive = out / f"lmo-{name}.tar"
             started = time.monotonic()

@@ -30,8 +30,11 @@ def cluster():
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+    from tests.fixtures.node import RealNode
     from tests.fixtures.node_cluster import NodeCluster
 
+    for undone in RealNode.recover_stale():  # a killed earlier run's node
+        print(f"undid a stale node: {undone}")
     c = NodeCluster()
     try:
         c.start()
