@@ -16,8 +16,13 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lmo_runtime.triton.config import ModelConfig, Tensor, write_config
+if TYPE_CHECKING:
+    from lmo_runtime.triton.config import ModelConfig
+
+# The names below are what the operator reads (its image has no protobuf); the model config
+# (Triton's protobuf schema, tritonclient[grpc]) is imported only where it is written.
 
 MODEL = "feedback"
 # The counters it exports (triton_models/feedback/model.py runs inside Triton's Python backend,
@@ -32,6 +37,8 @@ GENERATE_PATH = f"/v2/models/{MODEL}/generate"
 
 
 def config() -> ModelConfig:
+    from lmo_runtime.triton.config import ModelConfig, Tensor
+
     return ModelConfig(
         name=MODEL,
         backend="python",
@@ -46,6 +53,8 @@ def config() -> ModelConfig:
 
 def write_model(repo_dir: Path) -> Path:
     """Write `<repo_dir>/feedback/` (config.pbtxt and 1/model.py); returns its directory."""
+    from lmo_runtime.triton.config import write_config
+
     model_dir = Path(repo_dir) / MODEL
     write_config(model_dir, config())
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
