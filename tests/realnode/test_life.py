@@ -46,6 +46,7 @@ def test_a_language_model_served_by_real_pods(cluster):
     ns = cluster.namespace("life")
     folders = cluster.claims(ns, "models", "lmo-artifacts")
     tiny_checkpoints(folders["models"])
+    cluster.own(folders["models"])
     started = time.monotonic()
     cluster.create_lm(ns, "sentiment", {
         "task": "text-classification",
@@ -56,12 +57,19 @@ def test_a_language_model_served_by_real_pods(cluster):
              "optimize": {"precision": "fp32"}, "traffic": 0},
         ],
         "routing": {"provider": "Service"},
-        "serving": {"image": cluster.images["triton-cpu"], "backend": "python"},
+        # two versions' pods on one 2-CPU node: below the default request of one CPU each
+        "serving": {"image": cluster.images["triton-cpu"], "backend": "python",
+                    "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}}},
     })
 
     # each conversion Job's pod ran the converter image; its Manifest (the termination
     # message) reached status
+    seen = {}  # converter pods as they run (the operator removes finished Jobs)
+
     def converted():
+        for pod in cluster.pods(ns, {"app.kubernetes.io/component": "converter"}):
+            seen[pod["metadata"]["name"]] = (pod["spec"]["containers"][0]["image"],
+                                             pod["status"].get("phase"))
         versions = cluster.status(ns, "sentiment").get("versions") or []
         arts = [v.get("artifact") or {} for v in versions]
         return arts if len(arts) == 2 and all(a.get("sizeBytes") for a in arts) else None
@@ -69,10 +77,7 @@ def test_a_language_model_served_by_real_pods(cluster):
                             "sentiment"):
         assert art["precision"] == "fp32" and art["score"] >= 0.99
         assert (folders["lmo-artifacts"] / "store" / art["key"] / "manifest.json").is_file()
-    converter_pods = cluster.pods(ns, {"app.kubernetes.io/component": "converter"})
-    assert {p["spec"]["containers"][0]["image"] for p in converter_pods} == \
-        {cluster.images["converter"]}
-    assert {p["status"]["phase"] for p in converter_pods} == {"Succeeded"}
+    assert {image for image, _ in seen.values()} == {cluster.images["converter"]}, seen
 
     # Triton pods Ready by their real probes; answers through each version's Service and
     # through the provider Service (kube-proxy's iptables rules, from the host)
