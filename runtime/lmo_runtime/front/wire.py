@@ -1,0 +1,16 @@
+"""Names on the wire shared by the front, the front door and the operator (stdlib only)."""
+
+VERSION_HEADER = "x-lmo-version"  # which version answered (and the default A/B header)
+REQUEST_ID_HEADER = "x-lmo-request-id"  # the id a feedback report names
+FEEDBACK_MODEL = "feedback"  # Triton model counting outcome reports (lmo_runtime.feedback)
+# Name the client calls, the same in every version so that routing between versions is
+# transparent: /v2/models/<ENTRY_MODEL[task]>/infer
+ENTRY_MODEL = {
+    "feature-extraction": "feature_extraction",
+    "fill-mask": "fill_mask",
+    "text-classification": "text_classification",
+    "text-generation": "text_generation",
+}
+# request-scoped settings the `lmo up` front door hands to `Front.dispatch`
+TIMEOUT_KEY = "lmo.timeout"  # (seconds, how to say it) for the whole request
+MIRROR_KEY = "lmo.mirror"  # callable(path, body, headers): copy a Triton request elsewhere
