@@ -17,9 +17,10 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from lmo_runtime.front.wire import FEEDBACK_MODEL
 from lmo_runtime.triton.config import ModelConfig, Tensor, write_config
 
-MODEL = "feedback"
+MODEL = FEEDBACK_MODEL
 
 
 def config() -> ModelConfig:

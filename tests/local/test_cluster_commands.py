@@ -170,19 +170,17 @@ async def test_rollback_after_a_succeeded_canary_goes_back_to_the_replaced_versi
 
 async def test_infer_on_a_cluster_posts_to_the_model_under_status_endpoint(
         kubeconfig, capsys, tmp_path):
-    """status.endpoint is the model's URL (GatewayAPI); infer must not append a second
-    /v2/models/<entry> to it."""
+    """status.endpoint is the model's base URL on the gateway (`/<namespace>/<name>`, which
+    the route strips); infer posts the text API under it."""
     paths: list[str] = []
 
     async def kserve(request: web.Request) -> web.Response:
         paths.append(request.path)
         body = await request.json()
-        assert body["inputs"][0]["data"] == ["great film"]
-        return web.json_response(
-            {"outputs": [{"name": "LABEL", "datatype": "BYTES", "shape": [1, 1],
-                          "data": ["POSITIVE"]},
-                         {"name": "SCORE", "datatype": "FP32", "shape": [1, 1], "data": [0.99]}]},
-            headers={"x-lmo-version": "v2"})
+        assert body == {"text": ["great film"]}
+        ranked = [{"label": "POSITIVE", "score": 0.99}, {"label": "NEGATIVE", "score": 0.01}]
+        return web.json_response({"version": "v2", "results": [{**ranked[0], "labels": ranked}]},
+                                 headers={"x-lmo-version": "v2"})
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", kserve)
@@ -190,7 +188,7 @@ async def test_infer_on_a_cluster_posts_to_the_model_under_status_endpoint(
                 "metadata": {"name": "sentiment", "namespace": "models"}, "spec": SPEC})
     async with serving_app(app) as port:
         url = endpoint(lm, OperatorSettings(gateway_address=f"127.0.0.1:{port}"))
-        assert url.endswith("/v2/models/text_classification")
+        assert url.endswith("/models/sentiment")
         async with await start_cluster(operator=False) as (cluster, _):
             kubeconfig(str(cluster.kmock.url))
             await cluster.apply_lm("sentiment", SPEC, namespace="models")
@@ -201,5 +199,5 @@ async def test_infer_on_a_cluster_posts_to_the_model_under_status_endpoint(
             rc, out, err = await lmo(capsys, "infer", "great film", "--name", "sentiment",
                                      "--work-dir", str(tmp_path))
             assert rc == 0, err
-            assert paths == ["/v2/models/text_classification/infer"]
-            assert "[v2]" in out and "POSITIVE" in out
+            assert paths == ["/models/sentiment/v1/text-classification"]
+            assert "[v2]" in out and "POSITIVE (0.9900)" in out

@@ -58,9 +58,7 @@ from lmo_runtime.front.openai_api import (
 from lmo_runtime.front.wire import (
     ENTRY_MODEL,
     FEEDBACK_MODEL,
-    MIRROR_KEY,
     REQUEST_ID_HEADER,
-    TIMEOUT_KEY,
     VERSION_HEADER,
 )
 
@@ -74,12 +72,16 @@ GEN_INPUTS = {
     "seed": ("SEED", "INT64"),
     "stop": ("STOP", "BYTES"),
 }
-_DTYPES = {"MAX_TOKENS": "INT32", "TEMPERATURE": "FP32", "TOP_P": "FP32", "SEED": "INT64",
-           "STOP": "BYTES"}
+_DTYPES = {name: dtype for name, dtype in GEN_INPUTS.values()}
 _V2_MODEL = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<mv>[^/]+))?"
                        r"(?P<tail>/infer|/ready|/config|/generate|/generate_stream)?$")
 
 Mirror = Callable[[str, bytes, dict[str, str]], None]
+# request-scoped settings the `lmo up` front door hands to `Front.dispatch`:
+# (seconds, how to say it) for the whole request; a Mirror copying each Triton request
+_KEY = getattr(web, "RequestKey", None)  # aiohttp >= 3.12 types request storage keys
+TIMEOUT_KEY: Any = _KEY("lmo.timeout", tuple) if _KEY else "lmo.timeout"
+MIRROR_KEY: Any = _KEY("lmo.mirror", object) if _KEY else "lmo.mirror"
 
 
 class Tokens:
@@ -398,14 +400,14 @@ class Front:
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list",
-                                  "data": [model_object(self.model, self.created)]})
+                                  "data": [model_object(self.model, self.created, self.task)]})
 
     async def one_model(self, request: web.Request) -> web.Response:
         name = request.path.removeprefix("/v1/models/")
         if name != self.model:
             raise ApiError(404, f"the model {name!r} does not exist here; this endpoint serves "
                                 f"{self.model!r}", "model", "model_not_found")
-        return web.json_response(model_object(self.model, self.created))
+        return web.json_response(model_object(self.model, self.created, self.task))
 
     async def embeddings(self, request: web.Request) -> web.Response:
         ask = embeddings_request(await self._json(request), self.model)

@@ -58,8 +58,9 @@ def error_body(status: int, message: str, param: str | None = None,
                       "param": param, "code": code}}
 
 
-def model_object(name: str, created: int) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": created, "owned_by": "lmo"}
+def model_object(name: str, created: int, task: str) -> dict[str, Any]:
+    """An OpenAI model object; `task` (lmo's) tells clients which endpoints it serves."""
+    return {"id": name, "object": "model", "created": created, "owned_by": "lmo", "task": task}
 
 
 def check_model(body: dict[str, Any], name: str) -> None:
@@ -191,6 +192,9 @@ def _sampling(body: dict[str, Any], name: str, stop_default: str | None = None,
     temperature = _number(body, "temperature", 0, 2)
     if temperature is not None:
         params["TEMPERATURE"] = float(temperature)
+    top_k = _number(body, "top_k", 0, 1 << 20, integer=True)  # lmo's extension, as vLLM's
+    if top_k is not None:
+        params["TOP_K"] = top_k
     top_p = _number(body, "top_p", 0, 1, low_open=True)
     if top_p is not None:
         params["TOP_P"] = float(top_p)

@@ -11,6 +11,3 @@ ENTRY_MODEL = {
     "text-classification": "text_classification",
     "text-generation": "text_generation",
 }
-# request-scoped settings the `lmo up` front door hands to `Front.dispatch`
-TIMEOUT_KEY = "lmo.timeout"  # (seconds, how to say it) for the whole request
-MIRROR_KEY = "lmo.mirror"  # callable(path, body, headers): copy a Triton request elsewhere
