@@ -276,6 +276,16 @@ class Front:
     def _unreachable(self, err: Exception) -> ApiError:
         return ApiError(503, f"version {self.version} did not answer: {err}")
 
+    def _cut(self, request: web.Request, resp: web.StreamResponse | None,
+             err: Exception) -> web.StreamResponse:
+        """Triton stopped answering a stream: one that started just ends; otherwise the
+        client gets the timeout's 504 or the 503 of an unreachable version."""
+        if resp is not None and resp.prepared:
+            return resp
+        if isinstance(err, asyncio.TimeoutError):
+            raise self._timed_out(request)
+        raise self._unreachable(err)
+
     async def _post(self, request: web.Request, path: str, body: bytes,
                     headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         """POST to Triton (and to the mirror version, fire-and-forget)."""
@@ -349,14 +359,8 @@ class Front:
                     await resp.write(chunk)
                 await resp.write_eof()
                 return resp
-        except asyncio.TimeoutError:
-            if resp is not None and resp.prepared:  # the stream started: it just ends
-                return resp
-            raise self._timed_out(request) from None
-        except aiohttp.ClientError as err:
-            if resp is not None and resp.prepared:
-                return resp
-            raise self._unreachable(err) from None
+        except (asyncio.TimeoutError, aiohttp.ClientError) as err:
+            return self._cut(request, resp, err)
 
     async def forward_get(self, request: web.Request) -> web.Response:
         assert self.session is not None
@@ -502,14 +506,8 @@ class Front:
                 await send("[DONE]")
                 await resp.write_eof()
                 return resp
-        except asyncio.TimeoutError:
-            if resp is not None and resp.prepared:
-                return resp
-            raise self._timed_out(request) from None
-        except aiohttp.ClientError as err:
-            if resp is not None and resp.prepared:
-                return resp
-            raise self._unreachable(err) from None
+        except (asyncio.TimeoutError, aiohttp.ClientError) as err:
+            return self._cut(request, resp, err)
 
     # ------------------------------------------------------------------ text API
 

@@ -63,6 +63,12 @@ def model_object(name: str, created: int, task: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created, "owned_by": "lmo", "task": task}
 
 
+def _object(body: Any, example: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the body must be a JSON object such as {example}")
+    return body
+
+
 def check_model(body: dict[str, Any], name: str) -> None:
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -105,9 +111,7 @@ class EmbeddingsRequest:
 
 
 def embeddings_request(body: Any, name: str) -> EmbeddingsRequest:
-    if not isinstance(body, dict):
-        raise ApiError(400, 'the body must be a JSON object such as '
-                            f'{{"model": "{name}", "input": "hello"}}')
+    body = _object(body, f'{{"model": "{name}", "input": "hello"}}')
     check_model(body, name)
     value = body.get("input")
     texts = [value] if isinstance(value, str) else value
@@ -222,9 +226,7 @@ def _sampling(body: dict[str, Any], name: str, stop_default: str | None = None,
 
 
 def completion_request(body: Any, name: str) -> CompletionRequest:
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object such as "
-                            f'{{"model": "{name}", "prompt": "Once upon a time"}}')
+    body = _object(body, f'{{"model": "{name}", "prompt": "Once upon a time"}}')
     max_tokens, params, stream, usage = _sampling(body, name)
     value = body.get("prompt")
     prompts = [value] if isinstance(value, str) else value
@@ -238,10 +240,8 @@ def completion_request(body: Any, name: str) -> CompletionRequest:
 
 
 def chat_request(body: Any, name: str, template: ChatTemplate) -> CompletionRequest:
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object such as "
-                            f'{{"model": "{name}", "messages": [{{"role": "user", '
-                            '"content": "Hello"}]}')
+    body = _object(body, f'{{"model": "{name}", "messages": [{{"role": "user", '
+                         '"content": "Hello"}]}')
     max_tokens, params, stream, usage = _sampling(body, name, template.stop,
                                                   tokens_key="max_completion_tokens")
     messages = body.get("messages")
