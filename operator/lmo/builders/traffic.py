@@ -25,12 +25,11 @@ from datetime import datetime
 
 from lmo import conditions as C
 from lmo import labels as L
-from lmo.api import LanguageModel, RoutingProvider, Strategy
+from lmo.api import VERSION_HEADER, LanguageModel, RoutingProvider, Strategy
 from lmo.builders.base import Owner, VersionPlan, owner_reference
 from lmo.builders.triton import HTTP_PORT, service_ports
 from lmo.conditions import Reason
 from lmo.settings import OperatorSettings
-from lmo_runtime.front.wire import VERSION_HEADER
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"

@@ -12,7 +12,8 @@ import json
 import sys
 from typing import Any
 
-from lmo.commands.infer import VERSION_HEADER, endpoint, post, served_model
+from lmo.api import VERSION_HEADER
+from lmo.commands.infer import endpoint, post, served_model
 from lmo.commands.target import add_target_arguments
 from lmo.errors import UserError
 

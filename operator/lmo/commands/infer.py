@@ -14,9 +14,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from lmo.api import VERSION_HEADER
 from lmo.commands.target import TIMEOUT, add_target_arguments, get_lm, resolve
 from lmo.errors import UserError
-from lmo_runtime.front.wire import ENTRY_MODEL, VERSION_HEADER
+from lmo_runtime.front.wire import ENTRY_MODEL
+
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from lmo.api import VERSION_HEADER
 from lmo.errors import UserError
 from lmo.local.controller import Controller
 from lmo.local.secrets import api_keys
@@ -37,7 +38,7 @@ from lmo.protect import Gate, Refusal
 from lmo_runtime.front.app import MIRROR_KEY, TIMEOUT_KEY, Front, new_session
 from lmo_runtime.front.kserve import generate_body_problem, infer_body_problem
 from lmo_runtime.front.openai_api import ChatTemplate, error_body, is_openai_path
-from lmo_runtime.front.wire import VERSION_HEADER
+from lmo_runtime.feedback import PATH as FEEDBACK_PATH
 
 log = logging.getLogger("lmo.up")
 
@@ -65,7 +66,7 @@ class FrontDoor:
         r.add_get("/v2/health/ready", self.ready)
         # outcome feedback (lmo.local.feedback): a request id on every answer
         self.app.on_response_prepare.append(controller.feedback.stamp)
-        r.add_post("/v1/feedback", controller.feedback.handle)
+        r.add_post(FEEDBACK_PATH, controller.feedback.handle)
         r.add_get("/lmo/metrics", controller.feedback.serve_metrics)
         r.add_get("/lmo/status", self.status)
         r.add_post("/lmo/traffic", self.traffic)

@@ -36,6 +36,8 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
+from lmo_runtime.feedback import MODEL as FEEDBACK_MODEL
+from lmo_runtime.feedback import PATH as FEEDBACK_PATH
 from lmo_runtime.front import kserve
 from lmo_runtime.front.answers import AnsweredIds, FeedbackError, new_id, parse_report
 from lmo_runtime.front.openai_api import (
@@ -55,12 +57,7 @@ from lmo_runtime.front.openai_api import (
     stream_chunk,
     usage,
 )
-from lmo_runtime.front.wire import (
-    ENTRY_MODEL,
-    FEEDBACK_MODEL,
-    REQUEST_ID_HEADER,
-    VERSION_HEADER,
-)
+from lmo_runtime.front.wire import ENTRY_MODEL, REQUEST_ID_HEADER, VERSION_HEADER
 
 STREAM_MODEL = "text_generation_stream"
 # optional text-API fields of text-generation -> (Triton input, datatype)
@@ -190,7 +187,7 @@ class Front:
             return
         response.headers.setdefault(VERSION_HEADER, self.version)
         remember = (self.answered is not None and response.status < 400
-                    and request.method == "POST" and request.path != "/v1/feedback")
+                    and request.method == "POST" and request.path != FEEDBACK_PATH)
         response.headers[REQUEST_ID_HEADER] = (self.answered.remember(self.version)
                                                if remember else new_id())
 
@@ -242,7 +239,7 @@ class Front:
             "/v1/embeddings": self.embeddings,
             "/v1/completions": self.completions,
             "/v1/chat/completions": self.chat,
-            "/v1/feedback": self.feedback,
+            FEEDBACK_PATH: self.feedback,
         }.get(path) or (self.text if path.startswith("/v1/") and path.count("/") == 2 else None)
 
     def _v2_route(self, method: str, match: re.Match) -> Any:

@@ -2,7 +2,6 @@
 
 VERSION_HEADER = "x-lmo-version"  # which version answered (and the default A/B header)
 REQUEST_ID_HEADER = "x-lmo-request-id"  # the id a feedback report names
-FEEDBACK_MODEL = "feedback"  # Triton model counting outcome reports (lmo_runtime.feedback)
 # Name the client calls, the same in every version so that routing between versions is
 # transparent: /v2/models/<ENTRY_MODEL[task]>/infer
 ENTRY_MODEL = {
