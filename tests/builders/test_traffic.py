@@ -311,3 +311,13 @@ def test_two_models_on_one_gateway_get_disjoint_matches():
     assert {endpoint(make_lm({"task": "feature-extraction"}, name=n), settings)
             for n in ("emb-a", "emb-ab")} == {"http://lmo-gateway.ml/ml/emb-a",
                                              "http://lmo-gateway.ml/ml/emb-ab"}
+
+
+def test_a_model_with_its_own_hostname_takes_every_path_of_that_host():
+    route = _route({"routing": {"hostname": "chat.example.com", "hostnames": ["c.example.com"]}})
+    assert route["spec"]["hostnames"] == ["chat.example.com", "c.example.com"]
+    (rule,) = route["spec"]["rules"]
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    assert "filters" not in rule  # nothing to strip
+    lm = make_lm({"routing": {"hostname": "chat.example.com"}})
+    assert endpoint(lm, OperatorSettings(gateway_address="gw:8080")) == "http://chat.example.com"

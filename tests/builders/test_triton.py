@@ -232,6 +232,17 @@ def test_new_artifact_changes_the_pod_template(settings):
     )
 
 
+def test_a_chat_template_reaches_the_front(settings):
+    import json
+
+    _, dep = _deployment(make_lm({"chatTemplate": {"user": "Q: {content}\n"}}), settings)
+    env = {e["name"]: e.get("value") for e in container(dep, "front")["env"]}
+    template = json.loads(env["LMO_CHAT_TEMPLATE"])
+    assert template["user"] == "Q: {content}\n" and template["generationPrompt"] == "Assistant:"
+    _, dep = _deployment(make_lm(), settings)
+    assert "LMO_CHAT_TEMPLATE" not in {e["name"] for e in container(dep, "front")["env"]}
+
+
 def test_service_per_version(settings):
     svc = build_service(make_lm(), OWNER, "v2")
     assert svc["metadata"]["name"] == "chat-v2"

@@ -32,7 +32,7 @@ SPEC = {
                 "analysis": {"prometheusUrl": "http://prometheus.monitoring:9090"}},
 }
 STATUS = {
-    "endpoint": "http://gateway.example/v2/models/text_classification",
+    "endpoint": "http://gateway.example/models/sentiment",
     "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "",
                     "lastTransitionTime": "2026-01-01T00:00:00Z"}],
     "versions": [
@@ -82,7 +82,8 @@ async def test_status_and_traffic_commands_on_a_cluster(kubeconfig, capsys, tmp_
         rc, out, err = await lmo(capsys, "status", "sentiment", *work)
         assert rc == 0, err
         for text in ("sentiment", "namespace models", "Ready=True", "90%", "10%", "2/2", "int8",
-                     "0.9950", "Progressing", "candidate v2", "last analysis: pass"):
+                     "0.9950", "Progressing", "candidate v2", "last analysis: pass",
+                     "OpenAI base URL: http://gateway.example/models/sentiment/v1"):
             assert text in out, (text, out)
         # the spec's Prometheus is cluster-internal, unreachable here: dashes and why, no zeros
         assert "v1  last 1m: - req/s  errors -  p99 -" in out

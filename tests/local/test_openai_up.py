@@ -36,7 +36,8 @@ def story_up(tmp_path_factory, convert_cache):
     d = tmp_path_factory.mktemp("story")
     ckpt = make_gpt2_checkpoint(d / "gpt2", steps=40)
     file = write_lm(d / "story.yaml", "story", [{"name": "v1", "checkpoint": {"uri": rel(ckpt, d)}}],
-                    task="text-generation")
+                    task="text-generation",
+                    chatTemplate={"user": "Q: {content}\n", "generationPrompt": "A:", "stop": "\n"})
     up = LmoUp(file, d / "work", convert_cache).start(timeout=400)
     yield up
     up.stop()
@@ -92,6 +93,10 @@ def test_completions_plain_and_streamed_through_the_sdk(story_up):
                                               max_tokens=10, temperature=0, stream=True))
     assert "".join(c.choices[0].text for c in streamed) == text
     assert streamed[-1].choices[0].finish_reason == done.choices[0].finish_reason
-    with pytest.raises(openai.BadRequestError, match="spec.chatTemplate"):
-        client.chat.completions.create(model="story", messages=[{"role": "user",
-                                                                  "content": "hi"}])
+    # spec.chatTemplate: the chat endpoint renders the messages with it
+    chat = client.chat.completions.create(model="story", max_tokens=10, temperature=0,
+                                          messages=[{"role": "user", "content": "Once upon"}])
+    plain = client.completions.create(model="story", prompt="Q: Once upon\nA:", max_tokens=10,
+                                      temperature=0, stop="\n")
+    assert chat.choices[0].message.content == plain.choices[0].text
+    assert chat.usage.prompt_tokens == plain.usage.prompt_tokens

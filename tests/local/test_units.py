@@ -427,6 +427,7 @@ def test_up_banner_names_the_lmo_to_run_next(tmp_path, monkeypatch):
     (bin_dir / "lmo").write_text("#!/bin/sh\n")
     text = banner("http://127.0.0.1:8080", "fill-mask")
     assert f"  '{bin_dir / 'lmo'}' status --local    |    Ctrl-C to stop" in text
+    assert "  OpenAI-compatible (base_url): http://127.0.0.1:8080/v1\n" in text
 
 
 def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path, monkeypatch, capsys):

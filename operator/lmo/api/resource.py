@@ -5,12 +5,13 @@ from __future__ import annotations
 from pydantic import ConfigDict, Field, model_validator
 
 from lmo.api.base import API_VERSION, DNS_LABEL, KIND, MAX_VERSIONS, _Model, _cel, _cel_rules
+from lmo.api.chat import ChatTemplate
 from lmo.api.enums import Metric, RoutingProvider, Strategy, Task
 from lmo.api.logging import Logging
 from lmo.api.protection import Protection
 from lmo.api.rollout import Rollout
 from lmo.api.routing import Routing
-from lmo.api.rules import _EXPERIMENT_ARMS, _PROTECTION_RULES, _SPEC_RULES, _STICKY_PROVIDER, protection_problems, traffic_sum_problem
+from lmo.api.rules import _CHAT_TEMPLATE_TASK, _EXPERIMENT_ARMS, _PROTECTION_RULES, _SPEC_RULES, _STICKY_PROVIDER, protection_problems, traffic_sum_problem
 from lmo.api.serving import Autoscaling, Serving
 from lmo.api.status import LanguageModelStatus
 from lmo.api.versions import Artifacts, VersionSpec
@@ -57,6 +58,11 @@ class LanguageModelSpec(_Model):
     logging: Logging | None = Field(
         default=None,
         description="What lmo's Triton models record besides metrics (payload logging).",
+    )
+    chat_template: ChatTemplate | None = Field(
+        default=None,
+        description="text-generation only: how chat messages become a prompt. With it, "
+        "POST /v1/chat/completions is served; without it that endpoint answers 400.",
     )
 
     @model_validator(mode="after")
@@ -114,6 +120,8 @@ class LanguageModelSpec(_Model):
             and self.serving.gpus == 0
         ):
             raise ValueError("spec.autoscaling.metric: GPUUtilization needs spec.serving.gpus > 0")
+        if self.chat_template is not None and self.task != Task.TEXT_GENERATION.value:
+            raise ValueError(_CHAT_TEMPLATE_TASK)
         problems = protection_problems(self)
         if problems:
             raise ValueError("; ".join(problems))

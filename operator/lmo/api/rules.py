@@ -22,7 +22,16 @@ _STICKY_PROVIDER = ("spec.routing.sticky needs provider: GatewayAPI (a plain Ser
                     "hash a header)")
 
 
+_CHAT_TEMPLATE_TASK = ("spec.chatTemplate is for task: text-generation (the other tasks have "
+                       "no chat endpoint); remove it")
+
+
 _SPEC_RULES = _cel_rules(
+    _cel(
+        "!has(self.chatTemplate) || self.task == 'text-generation'",
+        _CHAT_TEMPLATE_TASK,
+        ".chatTemplate",
+    ),
     _cel(
         "self.versions.all(v, self.versions.exists_one(w, w.name == v.name))",
         "spec.versions[].name must be unique",

@@ -103,12 +103,15 @@ def _backend(lm_name: str, version: str, weight: int | None = None) -> dict:
 
 
 def route_prefix(lm: LanguageModel) -> str:
-    """`/<namespace>/<name>`: the LanguageModel's own path prefix on a shared listener."""
+    """`/<namespace>/<name>`: the LanguageModel's own path prefix on a shared listener, or ""
+    with routing.hostname (the model has the whole host)."""
+    if lm.spec.routing.hostname:
+        return ""
     return f"/{lm.metadata.namespace or 'default'}/{lm.metadata.name}"
 
 
 def _match(prefix: str, headers: list[dict] | None = None) -> dict:
-    out: dict = {"path": {"type": "PathPrefix", "value": prefix}}
+    out: dict = {"path": {"type": "PathPrefix", "value": prefix or "/"}}
     if headers:
         out["headers"] = headers
     return out
@@ -135,7 +138,8 @@ def build_httproute(
     copy every request of that version to itself, doubling its load for nothing.
 
     Every rule matches the path prefix `/<namespace>/<name>` only and strips it (URLRewrite
-    ReplacePrefixMatch `/`), so each LanguageModel on a shared listener owns its requests.
+    ReplacePrefixMatch `/`), so each LanguageModel on a shared listener owns its requests;
+    with routing.hostname the route matches that host and every path instead.
 
     Experiment: the version rules use `x-lmo-version` when abTest is unset, so a feedback
     report (`POST /v1/feedback` naming the version that answered, which every answer of a
@@ -181,18 +185,21 @@ def build_httproute(
             request_mirror["percent"] = mirror.percent
         default["filters"] = [{"type": "RequestMirror", "requestMirror": request_mirror}]
     rules.append(default)
-    strip = {"type": "URLRewrite", "urlRewrite": {"path": {
-        "type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}
-    for rule in rules:
-        rule["filters"] = [strip, *rule.get("filters", [])]
+    if prefix:
+        strip = {"type": "URLRewrite", "urlRewrite": {"path": {
+            "type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}
+        for rule in rules:
+            rule["filters"] = [strip, *rule.get("filters", [])]
     protection = lm.spec.protection
     if protection is not None and protection.timeout is not None:
         for rule in rules:  # every rule: a header-routed request has the same limit
             rule["timeouts"] = {"request": protection.timeout}
 
     spec: dict = {"parentRefs": [_parent_ref(lm, settings)]}
-    if routing.hostnames:
-        spec["hostnames"] = list(routing.hostnames)
+    hostnames = ([routing.hostname] if routing.hostname else []) + [
+        h for h in routing.hostnames if h != routing.hostname]
+    if hostnames:
+        spec["hostnames"] = hostnames
     spec["rules"] = rules
     return {
         "apiVersion": HTTPROUTE_API_VERSION,
@@ -261,14 +268,16 @@ def endpoint(lm: LanguageModel, settings: OperatorSettings) -> str:
     """`status.endpoint`: the clients' base URL (OpenAI-compatible at `<endpoint>/v1`, the
     text API at `<endpoint>/v1/<task>`, KServe v2 at `<endpoint>/v2`).
 
-    GatewayAPI: http://<first hostname that is not a wildcard, else settings.gateway_address,
-    else <gateway>.<gateway namespace>>/<namespace>/<name>. Service: http://<lm>.<ns>.svc:8000.
+    GatewayAPI: http://<routing.hostname> when set; else http://<first hostname that is not a
+    wildcard, else settings.gateway_address, else <gateway>.<gateway namespace>>
+    /<namespace>/<name>. Service: http://<lm>.<ns>.svc:8000.
     """
     namespace = lm.metadata.namespace or "default"
     routing = lm.spec.routing
     if routing.provider == RoutingProvider.SERVICE.value:
         return f"http://{lm.metadata.name}.{namespace}.svc:{HTTP_PORT}"
-    concrete = [h for h in routing.hostnames if not h.startswith("*")]
+    concrete = [h for h in [routing.hostname or "", *routing.hostnames]
+                if h and not h.startswith("*")]
     if concrete:
         host = concrete[0]
     elif settings.gateway_address:

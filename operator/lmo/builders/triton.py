@@ -296,9 +296,8 @@ def _front_container(lm: LanguageModel, settings: OperatorSettings, version: str
     """The front of one version (lmo_runtime.front, in the Triton image): the pod's client
     port, ready when Triton is."""
     env = [{"name": "HOME", "value": "/tmp"}]
-    template = lm.spec.chat_template_json() if hasattr(lm.spec, "chat_template_json") else None
-    if template:
-        env.append({"name": "LMO_CHAT_TEMPLATE", "value": template})
+    if lm.spec.chat_template is not None:  # serves /v1/chat/completions
+        env.append({"name": "LMO_CHAT_TEMPLATE", "value": lm.spec.chat_template.to_json()})
     return {
         "name": "front",
         "image": lm.spec.serving.image,

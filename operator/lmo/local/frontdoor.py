@@ -37,7 +37,8 @@ from lmo.protect import Gate, Refusal
 
 from lmo_runtime.front.app import MIRROR_KEY, TIMEOUT_KEY, Front, new_session
 from lmo_runtime.front.kserve import generate_body_problem, infer_body_problem
-from lmo_runtime.front.openai_api import ChatTemplate, error_body, is_openai_path
+from lmo_runtime.front.chat import ChatTemplate
+from lmo_runtime.front.openai_api import error_body, is_openai_path
 from lmo_runtime.feedback import PATH as FEEDBACK_PATH
 
 log = logging.getLogger("lmo.up")
@@ -154,7 +155,7 @@ class FrontDoor:
         or an edit changed the chat template)."""
         backend = self.controller.backends[version]
         spec = self.controller.spec
-        template = getattr(spec, "chat_template", None)
+        template = spec.chat_template
         kept = self._fronts.get(version)
         if kept is not None and kept[0] == backend.url and kept[1] is template:
             return kept[2]
@@ -263,5 +264,5 @@ def _refused(refusal: Refusal, path: str, version: str | None = None) -> web.Res
 
 def chat_template(spec: Any) -> ChatTemplate | None:
     """spec.chatTemplate as the front takes it (None: /v1/chat/completions answers 400)."""
-    template = getattr(spec, "chat_template", None)
+    template = spec.chat_template
     return None if template is None else ChatTemplate.from_dict(template.to_front())

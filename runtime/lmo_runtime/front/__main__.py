@@ -18,7 +18,7 @@ from aiohttp import web
 
 from lmo_runtime.front.answers import DEFAULT_CAPACITY, AnsweredIds
 from lmo_runtime.front.app import Front
-from lmo_runtime.front.openai_api import ChatTemplate
+from lmo_runtime.front.chat import ChatTemplate
 from lmo_runtime.front.wire import ENTRY_MODEL
 
 

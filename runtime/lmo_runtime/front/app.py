@@ -40,9 +40,9 @@ from lmo_runtime.feedback import MODEL as FEEDBACK_MODEL
 from lmo_runtime.feedback import PATH as FEEDBACK_PATH
 from lmo_runtime.front import kserve
 from lmo_runtime.front.answers import AnsweredIds, FeedbackError, new_id, parse_report
+from lmo_runtime.front.chat import ChatTemplate
 from lmo_runtime.front.openai_api import (
     ApiError,
-    ChatTemplate,
     CompletionRequest,
     chat_answer,
     chat_request,

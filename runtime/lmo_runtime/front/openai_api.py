@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from lmo_runtime.front.chat import ChatTemplate
+
 # OpenAI's error "type" per HTTP status
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -139,35 +141,6 @@ def embeddings_answer(name: str, vectors: np.ndarray, as_base64: bool,
 
 
 # ---------------------------------------------------------------------- completions
-
-
-@dataclass
-class ChatTemplate:
-    """How chat messages become one prompt for a text-generation model
-    (the LanguageModel's chat template): each message is its role's pattern with
-    `{content}` replaced, then `generation_prompt` is appended; `stop` ends the turn."""
-
-    system: str = "{content}\n\n"
-    user: str = "User: {content}\n"
-    assistant: str = "Assistant: {content}\n"
-    generation_prompt: str = "Assistant:"
-    stop: str | None = "\nUser:"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ChatTemplate:
-        names = {"system": "system", "user": "user", "assistant": "assistant",
-                 "generationPrompt": "generation_prompt", "stop": "stop"}
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ValueError(f"chat template: unknown field(s) {', '.join(unknown)}; "
-                             f"allowed: {', '.join(names)}")
-        return cls(**{names[k]: v for k, v in data.items()})
-
-    def render(self, messages: list[dict[str, str]]) -> str:
-        patterns = {"system": self.system, "developer": self.system, "user": self.user,
-                    "assistant": self.assistant}
-        return "".join(patterns[m["role"]].replace("{content}", m["content"])
-                       for m in messages) + self.generation_prompt
 
 
 @dataclass
