@@ -240,3 +240,75 @@ def test_chat_needs_the_declared_template(gpt):
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.fixture(scope="module")
+def bert_fronts(triton_servers, tiny_bert_classifier, tiny_bert_mlm, tmp_path_factory):
+    """text-classification and fill-mask, each a real conversion behind a real Triton and
+    its front."""
+    from lmo_runtime.convert import convert
+    from lmo_runtime.manifest import ConversionRequest
+
+    out = {}
+    for ckpt, task in ((tiny_bert_classifier, "text-classification"), (tiny_bert_mlm, "fill-mask")):
+        root = tmp_path_factory.mktemp(task)
+        convert(ConversionRequest(checkpoint_uri=str(ckpt), task=task, backend="python",
+                                  min_score=0.0), root, progress=False)
+        repo = root / "model_repository"
+        triton = triton_servers(repo)
+        out[task] = (triton, FrontProcess(task=task, model="m", version="v1",
+                                          triton_url=triton.url, repository=repo).start())
+    yield out
+    for _, front in out.values():
+        front.stop()
+
+
+def _direct(triton, model: str, texts: list[str], top_k: int | None = None) -> dict:
+    body = {"inputs": [{"name": "TEXT", "shape": [len(texts), 1], "datatype": "BYTES",
+                        "data": texts}]}
+    if top_k is not None:
+        body["parameters"] = {"top_k": top_k}
+    _, _, out = call(f"{triton.url}/v2/models/{model}/infer", json.dumps(body).encode())
+    return {o["name"]: np.array(o["data"], dtype=object).reshape(o["shape"])
+            for o in json.loads(out)["outputs"]}
+
+
+def test_text_classification_answers_the_label_distribution_and_top_k(bert_fronts):
+    triton, front = bert_fronts["text-classification"]
+    texts = ["a wonderful film", "a dreadful film"]
+    status, _, body = call(front.url + "/v1/text-classification",
+                           json.dumps({"text": texts}).encode())
+    assert status == 200
+    direct = _direct(triton, "text_classification", texts)
+    for item, labels, scores in zip(json.loads(body)["results"],
+                                    direct["LABEL"].reshape(2, -1), direct["SCORE"].reshape(2, -1)):
+        # every label the model answers (all of them, best first), the best one on top
+        assert [c["label"] for c in item["labels"]] == list(labels)
+        np.testing.assert_allclose([c["score"] for c in item["labels"]], scores.astype(float),
+                                   rtol=1e-6)
+        assert (item["label"], item["score"]) == (item["labels"][0]["label"],
+                                                  item["labels"][0]["score"])
+        assert [c["score"] for c in item["labels"]] == sorted(
+            (c["score"] for c in item["labels"]), reverse=True)
+    status, _, body = call(front.url + "/v1/text-classification",
+                           json.dumps({"text": texts[0], "top_k": 1}).encode())
+    assert status == 200 and len(json.loads(body)["labels"]) == 1
+    status, _, body = call(front.url + "/v1/text-classification",
+                           json.dumps({"text": texts[0], "top_k": 0}).encode())
+    assert status == 400 and '"top_k" must be an integer >= 1' in json.loads(body)["error"]
+
+
+def test_fill_mask_answers_candidates_per_mask(bert_fronts):
+    triton, front = bert_fronts["fill-mask"]
+    text = "Paris is the [MASK] of France."
+    status, _, body = call(front.url + "/v1/fill-mask", json.dumps({"text": text,
+                                                                     "top_k": 3}).encode())
+    assert status == 200
+    item = json.loads(body)
+    direct = _direct(triton, "fill_mask", [text], top_k=3)
+    tokens = direct["TOKEN"].reshape(-1)
+    assert [c["token"] for c in item["masks"][0]] == list(tokens[:len(item["masks"][0])])
+    assert item["token"] == tokens[0] and item["sequence"] == direct["SEQUENCE"].reshape(-1)[0]
+    # a text without the mask token is the model's refusal, answered 400 with its words
+    status, _, body = call(front.url + "/v1/fill-mask", json.dumps({"text": "no mask"}).encode())
+    assert status == 400 and "must contain the mask token" in json.loads(body)["error"]
