@@ -36,10 +36,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import aiohttp
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.local import cpu_seconds  # noqa: E402 - the same CPU reading
+from bench.payloads import load  # noqa: E402 - the same load generator
 SECTION = "## Front (bench/front.py)"
 TEXT = "Triton serves this sentence through the front of its pod"
 
@@ -58,31 +58,6 @@ def ways(model: str) -> dict[str, tuple[str, bytes]]:
         "front /v1/embeddings base64": ("/v1/embeddings", json.dumps(
             {"model": model, "input": TEXT, "encoding_format": "base64"}).encode()),
     }
-
-
-async def load(url: str, body: bytes, clients: int, seconds: float) -> tuple[float, float, int]:
-    """(requests/s, p99 latency ms, errors) of `clients` callers for `seconds`."""
-    latencies: list[float] = []
-    errors = 0
-    stop = time.monotonic() + seconds
-
-    async def caller(session: aiohttp.ClientSession) -> None:
-        nonlocal errors
-        while time.monotonic() < stop:
-            began = time.perf_counter()
-            async with session.post(url, data=body,
-                                    headers={"Content-Type": "application/json"}) as r:
-                await r.read()
-                if r.status != 200:
-                    errors += 1
-            latencies.append((time.perf_counter() - began) * 1000)
-
-    began = time.monotonic()
-    async with aiohttp.ClientSession() as session:
-        await asyncio.gather(*(caller(session) for _ in range(clients)))
-    elapsed = time.monotonic() - began
-    latencies.sort()
-    return len(latencies) / elapsed, latencies[int(0.99 * (len(latencies) - 1))], errors
 
 
 def artifact(model: str, work: Path) -> Path:
@@ -141,6 +116,7 @@ def main() -> int:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     asks = ways(args.model)
     results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in asks}
+    front_cpu: dict[str, list[float]] = {name: [] for name in asks}  # ms per request
     try:
         wait_live(front_url, front)
         for name, (path, body) in asks.items():  # warm-up
@@ -149,8 +125,13 @@ def main() -> int:
         for _ in range(args.rounds):
             for name, (path, body) in asks.items():
                 base = triton.url if name.startswith("direct") else front_url
-                results[name].append(asyncio.run(load(base + path, body, args.clients,
-                                                      args.seconds)))
+                cpu0 = cpu_seconds(front.pid)
+                began = time.monotonic()
+                rate, p99, errors = asyncio.run(load(base + path, body, args.clients,
+                                                     args.seconds))
+                requests = rate * (time.monotonic() - began)
+                results[name].append((rate, p99, errors))
+                front_cpu[name].append(1000 * (cpu_seconds(front.pid) - cpu0) / requests)
     finally:
         front.terminate()
         front.wait(20)
@@ -163,8 +144,9 @@ def main() -> int:
     rows = []
     for name in asks:
         rate, p99 = median(name, 0), median(name, 1)
+        cpu_ms = statistics.median(front_cpu[name])
         rows.append(f"| {name} | {rate:.0f} | {rate / direct:.3f}x | {p99:.1f} | "
-                    f"{sum(r[2] for r in results[name])} |")
+                    f"{cpu_ms:.2f} | {sum(r[2] for r in results[name])} |")
     text_api = median("front /v1/feature-extraction", 0)
     openai_ratio = median("front /v1/embeddings base64", 0) / text_api
     openai_float = median("front /v1/embeddings float", 0) / text_api
@@ -183,12 +165,13 @@ def main() -> int:
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {cpu}, "
         f"{os.cpu_count()} cores (shared with other work), with `python bench/front.py --model "
         f"{args.model} --clients {args.clients} --seconds {args.seconds:g} --rounds "
-        f"{args.rounds}`: {model}, feature-extraction, one pytriton CPU server (Python "
+        f"{args.rounds}` (load average {os.getloadavg()[0]:.1f} at the end): {model}, "
+        "feature-extraction, one pytriton CPU server (Python "
         "backend) and the front beside it as the pod runs it (`python3 -m lmo_runtime.front`, "
         f"its own process); {args.clients} concurrent clients, one text per request, "
         "alternating rounds; medians of the rounds.", "",
-        "| way | req/s | vs direct | p99 ms | errors |",
-        "|---|---|---|---|---|",
+        "| way | req/s | vs direct | p99 ms | front CPU ms / request | errors |",
+        "|---|---|---|---|---|---|",
         *rows, "",
         f"OpenAI /v1/embeddings vs /v1/feature-extraction through the front: {openai_ratio:.3f}x "
         f"(base64, the SDK's default), {openai_float:.3f}x (float).", "",

@@ -313,6 +313,9 @@ class Front:
         return ApiError(503 if status >= 500 else status, message)
 
     async def _infer(self, request: web.Request, payload: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Ask the entry model; its outputs come back as binary tensors (no JSON of floats
+        to write in Triton and parse here)."""
+        payload.setdefault("parameters", {})["binary_data_output"] = True
         status, data, headers = await self._post(
             request, f"/v2/models/{self.entry}/infer", json.dumps(payload).encode(),
             {"Content-Type": "application/json"})
@@ -413,9 +416,7 @@ class Front:
     async def embeddings(self, request: web.Request) -> web.Response:
         ask = embeddings_request(await self._json(request), self.model)
         self._needs("feature-extraction", "/v1/embeddings")
-        out = await self._infer(request, {
-            "inputs": [kserve.text_input(ask.texts)],
-            "outputs": [{"name": "EMBEDDING", "parameters": {"binary_data": True}}]})
+        out = await self._infer(request, {"inputs": [kserve.text_input(ask.texts)]})
         vectors = out["EMBEDDING"].reshape(len(ask.texts), -1)
         return web.json_response(embeddings_answer(self.model, vectors, ask.base64,
                                                    self.tokens.inputs(ask.texts)))

@@ -112,15 +112,21 @@ class EmbeddingsRequest:
     base64: bool
 
 
-def embeddings_request(body: Any, name: str) -> EmbeddingsRequest:
-    body = _object(body, f'{{"model": "{name}", "input": "hello"}}')
-    check_model(body, name)
-    value = body.get("input")
+def _texts(body: dict[str, Any], key: str) -> list[str]:
+    """A field holding a string or a non-empty list of strings, as a list."""
+    value = body.get(key)
     texts = [value] if isinstance(value, str) else value
     if (not isinstance(texts, list) or not texts
             or not all(isinstance(t, str) for t in texts)):
-        raise ApiError(400, 'field "input" must be a string or a non-empty list of strings '
-                            "(token arrays are not supported: send the text)", "input")
+        raise ApiError(400, f'field "{key}" must be a string or a non-empty list of strings '
+                            "(token arrays are not supported: send the text)", key)
+    return texts
+
+
+def embeddings_request(body: Any, name: str) -> EmbeddingsRequest:
+    body = _object(body, f'{{"model": "{name}", "input": "hello"}}')
+    check_model(body, name)
+    texts = _texts(body, "input")
     fmt = body.get("encoding_format") or "float"
     if fmt not in ("float", "base64"):
         raise ApiError(400, f'field "encoding_format" must be "float" or "base64", got {fmt!r}',
@@ -201,12 +207,7 @@ def _sampling(body: dict[str, Any], name: str, stop_default: str | None = None,
 def completion_request(body: Any, name: str) -> CompletionRequest:
     body = _object(body, f'{{"model": "{name}", "prompt": "Once upon a time"}}')
     max_tokens, params, stream, usage = _sampling(body, name)
-    value = body.get("prompt")
-    prompts = [value] if isinstance(value, str) else value
-    if (not isinstance(prompts, list) or not prompts
-            or not all(isinstance(p, str) for p in prompts)):
-        raise ApiError(400, 'field "prompt" must be a string or a non-empty list of strings '
-                            "(token arrays are not supported: send the text)", "prompt")
+    prompts = _texts(body, "prompt")
     if stream and len(prompts) != 1:
         raise ApiError(400, 'field "prompt": a streamed completion takes one prompt', "prompt")
     return CompletionRequest(prompts, max_tokens, stream, usage, params)
