@@ -162,7 +162,8 @@ def bench_minilm(rounds: int, work: Path) -> str:
     # attention the exporter traces
     from transformers import AutoModel
 
-    baseline = bert._wrapper(AutoModel.from_pretrained(str(ckpt)).eval(), "feature-extraction")
+    baseline = bert._wrapper(AutoModel.from_pretrained(str(ckpt)).eval(), "feature-extraction",
+                             loaded.extra["inputs"])
 
     def torch_run(enc):
         with torch.inference_mode():

@@ -14,6 +14,12 @@ Nothing comes from a model hub:
                     `tokenize_chinese_chars`) built from CHINESE_TEXTS and common characters,
                     trained briefly on CHINESE_TEXTS (masked LM) so that its top-1 tokens
                     are not coin flips; CHINESE_TEXTS serve as Chinese evaluation data.
+* `tiny-roberta-fill-mask`, `tiny-xlm-roberta-embedder`, `tiny-deberta-v3-sentiment`,
+  `tiny-distilbert-sentiment`, `tiny-modernbert-embedder`
+                    tiny encoders of other architectures, each with the kind of tokenizer
+                    it ships with (BPE, Unigram, WordPiece) trained here
+                    (`tests/fixtures/encoders.py`, shared with the tests); the embedders carry a
+                    sentence-transformers pooling config (mean + Normalize, CLS).
 * `tiny-gpt2`, `tiny-gpt2-v2`
                     a tiny GPT-2 with a byte-level BPE, trained briefly on built-in sentences
                     (`tests/fixtures/checkpoints.py`, shared with the runtime tests; random
@@ -188,6 +194,21 @@ def make_tiny_gpt2(dest: Path, seed: int = 0) -> Path:
     return dest
 
 
+def make_tiny_encoder(dest: Path, model_type: str, task: str, **kw) -> Path:
+    """A tiny `model_type` encoder for `task` (tests/fixtures/encoders.py's recipe)."""
+    if (dest / "config.json").exists():
+        return dest
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.fixtures.encoders import make_encoder
+
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    make_encoder(tmp, model_type, task, **kw)
+    tmp.rename(dest)
+    return dest
+
+
 def chinese_vocab() -> list[str]:
     """A BERT-Chinese-style WordPiece vocabulary: special tokens, ASCII, every character of
     CHINESE_TEXTS and CHINESE_COMMON (each a whole token, as bert-base-chinese has them),
@@ -261,6 +282,13 @@ MAKERS = {
     "tiny-bert-sentiment": lambda d: make_tiny_bert_classifier(d, seed=0),
     "tiny-bert-sentiment-v2": lambda d: make_tiny_bert_classifier(d, seed=1),
     "tiny-bert-chinese": make_chinese_bert,
+    "tiny-roberta-fill-mask": lambda d: make_tiny_encoder(d, "roberta", "fill-mask"),
+    "tiny-xlm-roberta-embedder": lambda d: make_tiny_encoder(
+        d, "xlm-roberta", "feature-extraction", sentence_transformers={"mode": "mean"}),
+    "tiny-deberta-v3-sentiment": lambda d: make_tiny_encoder(d, "deberta-v2", "text-classification"),
+    "tiny-distilbert-sentiment": lambda d: make_tiny_encoder(d, "distilbert", "text-classification"),
+    "tiny-modernbert-embedder": lambda d: make_tiny_encoder(
+        d, "modernbert", "feature-extraction", sentence_transformers={"mode": "cls"}),
     "tiny-gpt2": lambda d: make_tiny_gpt2(d, seed=0),
     "tiny-gpt2-v2": lambda d: make_tiny_gpt2(d, seed=1),
 }
