@@ -179,34 +179,30 @@ def make_tiny_bert_classifier(dest: Path, seed: int = 0, steps: int = 60) -> Pat
     return dest
 
 
-def make_tiny_gpt2(dest: Path, seed: int = 0) -> Path:
-    """A 2-layer GPT-2 with its own byte-level BPE, trained briefly (the tests' recipe)."""
+def _from_tests(dest: Path, module: str, maker: str, *args, **kw) -> Path:
+    """`dest` made by a maker of tests/fixtures (written beside it, then renamed)."""
     if (dest / "config.json").exists():
         return dest
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from tests.fixtures.checkpoints import make_gpt2_checkpoint
+    import importlib
 
+    make = getattr(importlib.import_module(f"tests.fixtures.{module}"), maker)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    make_gpt2_checkpoint(tmp, seed=seed, steps=150)
+    make(tmp, *args, **kw)
     tmp.rename(dest)
     return dest
+
+
+def make_tiny_gpt2(dest: Path, seed: int = 0) -> Path:
+    """A 2-layer GPT-2 with its own byte-level BPE, trained briefly (the tests' recipe)."""
+    return _from_tests(dest, "checkpoints", "make_gpt2_checkpoint", seed=seed, steps=150)
 
 
 def make_tiny_encoder(dest: Path, model_type: str, task: str, **kw) -> Path:
     """A tiny `model_type` encoder for `task` (tests/fixtures/encoders.py's recipe)."""
-    if (dest / "config.json").exists():
-        return dest
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from tests.fixtures.encoders import make_encoder
-
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    make_encoder(tmp, model_type, task, **kw)
-    tmp.rename(dest)
-    return dest
+    return _from_tests(dest, "encoders", "make_encoder", model_type, task, **kw)
 
 
 def chinese_vocab() -> list[str]:
@@ -248,21 +244,12 @@ def make_chinese_bert(dest: Path, seed: int = 0, steps: int = 200) -> Path:
     model = BertForMaskedLM(config)
     # a few masked-LM steps on CHINESE_TEXTS: random weights predict near-uniform tokens, so
     # that any quantization flips the top-1 token and a fill-mask gate means nothing
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.fixtures.encoders import train_masked_lm
+
     batch = tokenizer(CHINESE_TEXTS, padding=True, return_tensors="pt")
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        ids = batch["input_ids"].clone()
-        pick = (torch.rand(ids.shape, generator=generator) < 0.15) & (batch["attention_mask"] == 1)
-        pick &= ~torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
-        labels = torch.where(pick, ids, torch.full_like(ids, -100))
-        ids[pick] = tokenizer.mask_token_id
-        loss = model(input_ids=ids, attention_mask=batch["attention_mask"], labels=labels).loss
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-    model.eval()
+    train_masked_lm(model, tokenizer, batch, steps, seed)
     _save(model, tokenizer, dest)
     return dest
 
