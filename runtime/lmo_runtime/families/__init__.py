@@ -158,8 +158,8 @@ def family_for(config: dict[str, Any], task: str) -> Family:
     family: Family = module.FAMILY
     if task not in family.tasks:
         raise ConversionError(
-            f"task {task!r} is not possible with a {family.name} checkpoint "
-            f"({archs}); a {family.name} model can serve: {', '.join(family.tasks)}. "
+            f"task {task!r} is not possible with a {model_type} checkpoint "
+            f"({archs}); a {model_type} model can serve: {', '.join(family.tasks)}. "
             "Fix spec.task (or --task), or point the checkpoint at a model built for that task"
         )
     return family
