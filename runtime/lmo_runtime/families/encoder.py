@@ -284,10 +284,9 @@ class EncoderFamily:
         has_head = task != "feature-extraction" and model is not getattr(model, "base_model", model)
         head = [k for k in missing if has_head and not k.startswith(f"{prefix}.")]
         if head:
-            need = "a masked-LM (*ForMaskedLM)" if task == "fill-mask" else \
-                "a sequence-classification (*ForSequenceClassification)"
             raise ConversionError(
-                f"task {task!r} needs {need} checkpoint, but {', '.join(archs)} has no "
+                f"task {task!r} needs a {model.__class__.__name__} checkpoint, but "
+                f"{', '.join(archs)} has no "
                 f"weights for its head (e.g. {head[0]}); use a checkpoint trained for {task} "
                 "or choose task feature-extraction"
             )
