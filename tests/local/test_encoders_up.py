@@ -52,7 +52,7 @@ def _pytorch(ckpt, text):
 
 def test_every_label_or_the_top_k_in_both_versions(encoders_up, capsys):
     up, ckpts = encoders_up
-    assert {v["precision"] for v in up.status()["versions"]} == {"int8"}
+    assert {v["artifact"]["precision"] for v in up.status()["versions"]} == {"int8"}
     for version, ckpt in ckpts.items():
         want = _pytorch(ckpt, TEXT)
         pin = {"x-lmo-version": version}
