@@ -167,14 +167,11 @@ def make_tiny_bert_classifier(dest: Path, seed: int = 0, steps: int = 60) -> Pat
     texts = [t for t, _ in SENTIMENT]
     labels = torch.tensor([y for _, y in SENTIMENT])
     batch = tokenizer(texts, padding=True, return_tensors="pt")
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(steps):
-        loss = model(**batch, labels=labels).loss
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-    model.eval()
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.fixtures.encoders import train_classifier
+
+    train_classifier(model, batch, labels, steps)
     _save(model, tokenizer, dest)
     return dest
 
