@@ -4,8 +4,9 @@ It holds the spec (from the file, or as `lmo set-traffic --local` changed it), t
 servers of the versions (`Backend`) and the rollout state, and owns the loop (`start`,
 `tick`): each tick polls the servers' readiness, then runs the operator's own stages on what
 it sees (`lmo.stages.observe_local` -> `step` -> `plan` -> `status_from`): the same rollout
-state machine, the same gates (`lmo.analysis.judge`, measured on the servers' /metrics), the
-same status shape with the same conditions. The front door (`frontdoor.FrontDoor`) is only the
+state machine, the same measurement path and gates (`lmo.decide.measure.assess` on the
+servers' /metrics, sampled by `RecentMetrics`), the same status shape with the same
+conditions. The front door (`frontdoor.FrontDoor`) is only the
 data plane: it routes, proxies and mirrors by the `Router` this controller sets.
 """
 
@@ -26,10 +27,10 @@ from lmo.conditions import NORMAL, WARNING, Reason
 from lmo.decide.measure import assess, measure_gates, replay_targets
 from lmo.decide.outcomes import arms_of, settings_of, with_outcomes
 from lmo.decide.prometheus import Prometheus
-from lmo.local.feedback import Feedback
-from lmo.local.routing import Router
 from lmo.decide.triton import Models, difference, version_metrics
+from lmo.local.feedback import Feedback
 from lmo.local.recent import RecentMetrics
+from lmo.local.routing import Router
 from lmo.local.versions import Artifact
 from lmo.rollout import decide
 from lmo.settings import OperatorSettings
