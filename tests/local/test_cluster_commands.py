@@ -201,4 +201,4 @@ async def test_infer_on_a_cluster_posts_to_the_model_under_status_endpoint(
                                      "--work-dir", str(tmp_path))
             assert rc == 0, err
             assert paths == ["/models/sentiment/v1/text-classification"]
-            assert "[v2]" in out and "POSITIVE (0.9900)" in out
+            assert "[v2]" in out and "POSITIVE (score 0.9900); then NEGATIVE 0.0100" in out

@@ -17,6 +17,7 @@ import requests
 from lmo.api import VERSION_HEADER
 from lmo.commands.target import TIMEOUT, add_target_arguments, get_lm, resolve
 from lmo.errors import UserError
+from lmo_runtime import answers
 from lmo_runtime.front.wire import ENTRY_MODEL
 
 
@@ -28,9 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ask this version (sent in the A/B header, x-lmo-version)")
     parser.add_argument("--header", default=VERSION_HEADER, help="A/B header name")
     parser.add_argument("--task", choices=sorted(ENTRY_MODEL), help="skip task discovery")
-    parser.add_argument("--top-k", type=int, metavar="K",
-                        help="fill-mask / text-classification: the K best answers")
     parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    parser.add_argument("--top-k", type=int, metavar="K",
+                        help="text-classification: the K best labels (default all); fill-mask: "
+                             "K candidates per mask (default 5)")
     add_target_arguments(parser, name=False)
 
 
@@ -106,28 +108,14 @@ def infer(url: str, task: str, texts: list[str], headers: dict[str, str] | None 
     return r.json(), r.headers.get(VERSION_HEADER)
 
 
-def describe(item: dict[str, Any]) -> str:
-    """One readable line per answer (the text API's item)."""
-    if "embedding" in item:
-        vec = item["embedding"]
-        head = ", ".join(f"{x:.4f}" for x in vec[:6])
-        return f"embedding[{len(vec)}] = [{head}, ...]"
-    if "labels" in item:
-        return ", ".join(f"{c['label']} ({c['score']:.4f})" for c in item["labels"])
-    if "masks" in item:
-        best = f"{item['sequence']}  (token {item['token']!r}, score {item['score']:.4f})"
-        others = [c for mask in item["masks"] for c in mask][1:]
-        more = "; ".join(f"{c['token']!r} {c['score']:.4f}" for c in others)
-        return best + (f"; also {more}" if more else "")
-    if "text_output" in item:
-        return str(item["text_output"])
-    return json.dumps(item)
-
-
 def run(args: argparse.Namespace) -> int:
     url, task = endpoint(args)
     task = args.task or task or served_model(url)[1]
     headers = {args.header: args.pin} if args.pin else {}
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.top_k is not None and task not in answers.TOP_K_TASKS:
+        raise UserError(f"--top-k applies to {' and '.join(answers.TOP_K_TASKS)}, not {task}")
     answer, version = infer(url, task, list(args.text), headers, args.top_k)
     if args.json:
         print(json.dumps(answer, indent=2))
@@ -135,5 +123,5 @@ def run(args: argparse.Namespace) -> int:
     by = f"[{version}] " if version else ""
     for text, item in zip(args.text, answer["results"]):
         prefix = f"{text!r}: " if len(args.text) > 1 else ""
-        print(f"{by}{prefix}{describe(item)}")
+        print(f"{by}{prefix}{answers.describe(task, item)}")
     return 0

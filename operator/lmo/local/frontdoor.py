@@ -35,9 +35,9 @@ from lmo.local.controller import Controller
 from lmo.local.secrets import api_keys
 from lmo.protect import Gate, Refusal
 
+from lmo_runtime.front.chat import ChatTemplate
 from lmo_runtime.front.app import MIRROR_KEY, TIMEOUT_KEY, Front, new_session
 from lmo_runtime.front.kserve import generate_body_problem, infer_body_problem
-from lmo_runtime.front.chat import ChatTemplate
 from lmo_runtime.front.openai_api import error_body, is_openai_path
 from lmo_runtime.feedback import PATH as FEEDBACK_PATH
 

@@ -36,6 +36,7 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
+from lmo_runtime import answers
 from lmo_runtime.feedback import MODEL as FEEDBACK_MODEL
 from lmo_runtime.feedback import PATH as FEEDBACK_PATH
 from lmo_runtime.front import kserve
@@ -534,13 +535,16 @@ class Front:
                                                                 len(texts)))
         elif "top_k" in payload:
             top_k = payload["top_k"]
-            if (self.task not in ("fill-mask", "text-classification") or isinstance(top_k, bool)
+            if (self.task not in answers.TOP_K_TASKS or isinstance(top_k, bool)
                     or not isinstance(top_k, int) or top_k < 1):
                 raise ApiError(400, 'field "top_k" must be an integer >= 1 (fill-mask and '
                                     f"text-classification only), got {json.dumps(top_k)}")
             request_body["parameters"] = {"top_k": top_k}
         out = await self._infer(request, request_body)
-        items = text_items(self.task, out, len(texts))
+        outputs = [{"name": name, "shape": list(value.shape), "data": value.reshape(-1).tolist()}
+                   for name, value in out.items()]
+        items = [answers.text_answer(self.task, item)
+                 for item in answers.per_item(outputs, len(texts))]
         result = ({"version": self.version, **items[0]} if single
                   else {"version": self.version, "results": items})
         return web.json_response(result)
@@ -566,42 +570,6 @@ class Front:
         if status != 200:
             raise self._refusal(status, data)
         return web.json_response({"version": self.version, "success": value})
-
-
-def text_items(task: str, out: dict[str, np.ndarray], rows: int) -> list[dict[str, Any]]:
-    """The text API's answer per input row from the entry model's outputs.
-
-    text-classification: the top label and score, and `labels` (every label, or the top_k,
-    best first); fill-mask: the first mask's best token, score and sequence, and `masks`
-    (per mask, the top_k candidates, best first); otherwise each output, lower-cased."""
-    items: list[dict[str, Any]] = [{} for _ in range(rows)]
-    if task == "text-classification":
-        labels, scores = out["LABEL"].reshape(rows, -1), out["SCORE"].reshape(rows, -1)
-        for item, ls, ss in zip(items, labels, scores):
-            ranked = [{"label": _str(la), "score": float(s)} for la, s in zip(ls, ss)]
-            item.update(ranked[0])
-            item["labels"] = ranked
-        return items
-    if task == "fill-mask":
-        cands = [out[n].reshape(rows, -1, out[n].shape[-1] if out[n].ndim > 2 else 1)
-                 for n in ("TOKEN", "SCORE", "SEQUENCE")]
-        for i, item in enumerate(items):
-            masks = [[{"token": _str(t), "score": float(s), "sequence": _str(q)}
-                      for t, s, q in zip(ts, ss, qs)]
-                     for ts, ss, qs in zip(cands[0][i], cands[1][i], cands[2][i])]
-            item.update(masks[0][0])
-            item["masks"] = masks
-        return items
-    for name, value in out.items():
-        per = value.reshape(rows, -1)
-        for item, row in zip(items, per):
-            values = [_str(v) if isinstance(v, (bytes, str)) else float(v) for v in row]
-            item[name.lower()] = values[0] if len(values) == 1 else values
-    return items
-
-
-def _str(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def new_session() -> aiohttp.ClientSession:
