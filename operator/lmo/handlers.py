@@ -17,8 +17,9 @@ block `kubectl delete` whenever the operator is down, for nothing the collector 
 already do. (The KMock emulator has no garbage collector: the test fixture emulates it.)
 
 Kopf itself keeps its bookkeeping in annotations prefixed `lmo.dev/`, posts only warnings
-as Events (lmo posts its own, with deterministic names), and runs standalone unless
-`lmo operator --peering NAME` is given.
+as Events (lmo posts its own, with deterministic names), and runs standalone: with
+`lmo operator --leader-election NAME` (the chart) Kopf starts only in the replica holding
+the Lease (`lmo.leader`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Runtime:
         self.settings = settings or OperatorSettings.from_env()
         self.connection = connection  # a kopf.ConnectionInfo overriding the login
         self.kube: Kube | None = None
+        self.leading: Any = None  # Elector.leading with leader election (lmo.leader)
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = {}
         self.queued: set[tuple[str, str]] = set()
@@ -86,7 +88,8 @@ class Runtime:
     async def login(self, info: Any) -> None:
         """Use new credentials. Kopf calls the login handler again when the API server
         answers 401 (an expired token), so lmo's client is renewed with Kopf's."""
-        old, self.kube = self.kube, Kube(info, field_manager=self.settings.field_manager)
+        old, self.kube = self.kube, Kube(info, field_manager=self.settings.field_manager,
+                                         leading=self.leading)
         if old is not None:
             await old.close()
 
