@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = float(os.environ.get("LMO_RESYNC_SECONDS", "60"))
 RETRY_SECONDS = 15.0
+SECRET_POLL_SECONDS = float(os.environ.get("LMO_SECRET_POLL_SECONDS", "0.5"))
 CHILD_FILTER = {L.MANAGED_BY: L.APP}
 
 
@@ -79,6 +80,8 @@ class Runtime:
         self.timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = {}
         self.queued: set[tuple[str, str]] = set()
         self.tasks: set[asyncio.Task] = set()
+        self.listed: set[tuple[str, str]] = set()  # reconciled once (every kind listed)
+        self.awaiting: dict[tuple[str, str], asyncio.Task] = {}  # missing Secrets looked for
         try:
             from lmo.analysis import analyse
         except ImportError:  # rollouts then hold at each step rather than guess
@@ -108,13 +111,16 @@ class Runtime:
                 logger = object_logger(namespace, name, body.get("metadata", {}).get("uid"), log)
             try:
                 result = await reconcile_lm(
-                    body, self.kube, self.settings, analyse=self.analyse, logger=logger
+                    body, self.kube, self.settings, analyse=self.analyse, logger=logger,
+                    list_all=key not in self.listed,
                 )
             except Exception:
                 metrics.RECONCILE_ERRORS.inc()
                 metrics.RECONCILE_TOTAL.labels(result="error").inc()
                 raise
             metrics.record(result, time.perf_counter() - started, namespace, name)
+            self.listed.add(key)
+            self.await_secrets(key, result.missing_secrets)
         # level-based resync: look again later even when nothing asks for it
         self.wake(namespace, name, min(result.requeue_after or RESYNC_SECONDS, RESYNC_SECONDS))
 
@@ -154,7 +160,37 @@ class Runtime:
             object_logger(*key, base=log).warning("reconcile failed, retrying in %ss: %s", RETRY_SECONDS, err)
             self.wake(*key, RETRY_SECONDS)
 
+    def await_secrets(self, key: tuple[str, str], names: list[str]) -> None:
+        """Look for the referenced Secrets that do not exist yet, by name, every
+        SECRET_POLL_SECONDS, and reconcile as soon as one appears.
+
+        Not a watch: listing or watching Secrets needs `list`/`watch` on them, which in a
+        cluster-wide install lets the operator read every Secret of the cluster; `get` by
+        name is what lmo already has. A missing Secret costs one GET per interval, and only
+        while it is missing and referenced.
+        """
+        old = self.awaiting.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if names:
+            task = asyncio.get_running_loop().create_task(self._look_for(key, names))
+            self.awaiting[key] = task
+
+    async def _look_for(self, key: tuple[str, str], names: list[str]) -> None:
+        while True:
+            await asyncio.sleep(SECRET_POLL_SECONDS)
+            try:
+                found = await asyncio.gather(*(self.kube.secret_exists(key[0], n) for n in names))
+            except Exception:  # noqa: BLE001 (the API server away: look again)
+                continue
+            if any(found):
+                self.awaiting.pop(key, None)
+                self.wake(*key)
+                return
+
     def forget(self, key: tuple[str, str]) -> None:
+        self.await_secrets(key, [])
+        self.listed.discard(key)
         pending = self.timers.pop(key, None)
         if pending is not None:
             pending[1].cancel()
@@ -164,7 +200,7 @@ class Runtime:
     async def close(self) -> None:
         for _, handle in self.timers.values():
             handle.cancel()
-        for task in list(self.tasks):
+        for task in [*self.tasks, *self.awaiting.values()]:
             task.cancel()
         if self.kube is not None:
             await self.kube.close()

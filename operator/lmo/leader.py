@@ -15,6 +15,9 @@ available for the PodDisruptionBudget). The algorithm is client-go's
   take over before `duration` after it saw that renewal, which was after it started, so the
   two windows never overlap. `Kube` refuses lmo's writes outside that window (`leading`), so
   an operator cut off from the API server stops writing before anyone else may start.
+* A standby that could not reach the API server starts counting again from its next look
+  (it cannot know whether the leader renewed meanwhile): an API server or etcd outage
+  shorter than the renewal gap causes no change of leader.
 * A holder that finds another holder exits (the pod restarts as a standby), as
   controller-runtime does; one that merely could not reach the API server keeps the Lease
   once it can renew it again (nobody else could change it meanwhile), so an API server or
@@ -157,6 +160,10 @@ class Elector:
             # the API server is away (restart, etcd outage): keep trying; `leading()` turns
             # False by itself when the last renewal is too old
             log.warning("Lease %s/%s: %s", self.namespace, self.name, err)
+            # A standby that could not look cannot tell that the leader did not renew
+            # meanwhile: it counts the duration again from its next look. So an outage of the
+            # API server (or etcd) that the leader survives causes no change of leader.
+            self._seen = None
             return False
 
     async def acquire(self) -> None:

@@ -79,7 +79,9 @@ class StatusWatch:
                         if not line:
                             continue
                         event = json.loads(line)
-                        obj = event["object"]
+                        obj = event.get("object")
+                        if obj is None:  # an error Status instead of a stream (server away)
+                            break
                         if event["type"] == "ERROR":
                             rv = None  # 410 Gone: start again from the current state
                             break

@@ -134,3 +134,26 @@ async def test_a_client_outside_its_lease_writes_nothing(api):
         await gated.close()
         for k in kubes:
             await k.close()
+
+
+async def test_a_standby_that_could_not_look_counts_the_duration_again(api):
+    (a, b), (ca, cb), kubes = await candidates(api, "blind")
+    try:
+        assert await a.try_acquire_or_renew()
+        assert not await b.try_acquire_or_renew()
+        # b cannot reach the API server for a while (its own outage, or everyone's)
+        blind = Kube(kopf.ConnectionInfo(server="https://127.0.0.1:1", insecure=True))
+        b.kube, seeing = blind, b.kube
+        cb.now += 12
+        assert not await b._attempt()
+        b.kube = seeing
+        # the Lease looks unchanged, but b was not looking: it waits a full duration again
+        assert not await b.try_acquire_or_renew()
+        cb.now += 9
+        assert not await b.try_acquire_or_renew()
+        cb.now += 1.5
+        assert await b.try_acquire_or_renew()  # a really is silent: b takes over
+        await blind.close()
+    finally:
+        for k in kubes:
+            await k.close()
