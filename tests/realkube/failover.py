@@ -18,6 +18,15 @@ VERSION_ORDER = ["Pending", "Converting", "Converted", "Deploying", "Ready"]
 ROLLOUT_ORDER = ["Idle", "Waiting", "Progressing", "Succeeded"]
 
 
+def slow_canary(prom, step: str) -> dict:
+    """test_rollout_life's canary (50 % then 100 %, good numbers promote), `step` a hold."""
+    from tests.realkube.test_rollout_life import canary
+
+    body = canary(prom)
+    body["rollout"]["stepDuration"] = step
+    return body
+
+
 def holder(real: RealCluster) -> str:
     lease = real.request("GET", LEASE) or {}
     return (lease.get("spec") or {}).get("holderIdentity") or ""

@@ -11,53 +11,17 @@ same end as without the fault, the status never go backwards, and no write be re
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
-from tests.fixtures.real_cluster import RealCluster, tiny_checkpoints
+from tests.fixtures.real_cluster import RealCluster
 from tests.fixtures.stub_prometheus import StubPrometheus
-from tests.realkube.failover import StatusWatch, holder, leader
+from tests.realkube.failover import StatusWatch, holder, leader, slow_canary
 from tests.realkube.test_operator_life import events, weights
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def faulty():
-    from tests.realkube.conftest import require_binaries
-
-    require_binaries()
-    cluster = RealCluster()
-    try:
-        cluster.start(tiny_checkpoints, replicas=True, helm_values=("replicas=2",))
-    except BaseException:
-        cluster.stop()
-        raise
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def prom():
-    stub = StubPrometheus().start()
-    yield stub
-    stub.stop()
-
-
-def canary(prom: StubPrometheus) -> dict:
-    return {
-        "task": "text-classification",
-        "versions": [
-            {"name": "v1", "checkpoint": {"uri": "pvc://models/tiny-bert/"},
-             "optimize": {"precision": "fp32"}, "traffic": 100},
-            {"name": "v2", "checkpoint": {"uri": "pvc://models/tiny-bert-v2/"},
-             "optimize": {"precision": "fp32"}, "traffic": 0},
-        ],
-        "routing": {"parentRef": {"name": "gw"}},
-        "rollout": {"strategy": "Canary", "steps": [50, 100], "stepDuration": "6s",
-                    "analysis": {"prometheusUrl": prom.url, "maxErrorRate": 0.05, "minRequests": 20}},
-    }
 
 
 def phase(real: RealCluster, ns: str, lm: str) -> str | None:
@@ -74,7 +38,7 @@ def through_a_fault(real: RealCluster, prom: StubPrometheus, lm: str, fault) -> 
     pids = sorted(p.pid for p in real.operators if p.poll() is None)
     first = leader(real)
     with StatusWatch(real, ns, lm) as watch:
-        real.create_lm(ns, lm, canary(prom))
+        real.create_lm(ns, lm, slow_canary(prom, "6s"))
         real.wait(lambda: phase(real, ns, lm) == "Progressing", 180, "canary step 1")
         assert weights(real, ns, lm) == {f"{lm}-v1": 50, f"{lm}-v2": 50}
         fault()
@@ -99,28 +63,36 @@ def through_a_fault(real: RealCluster, prom: StubPrometheus, lm: str, fault) -> 
     assert not late, late
 
 
-def test_kube_apiserver_restart_mid_rollout(faulty: RealCluster, prom: StubPrometheus):
-    through_a_fault(faulty, prom, "apirestart",
-                    lambda: faulty.cp.restart_component("kube-apiserver", down=2))
+def test_kube_apiserver_restart_mid_rollout(ha: RealCluster, prom: StubPrometheus):
+    through_a_fault(ha, prom, "apirestart",
+                    lambda: ha.cp.restart_component("kube-apiserver", down=2))
 
 
-def test_etcd_stopped_for_ten_seconds_mid_rollout(faulty: RealCluster, prom: StubPrometheus):
+def test_etcd_stopped_for_ten_seconds_mid_rollout(ha: RealCluster, prom: StubPrometheus):
     def outage() -> None:
-        faulty.cp.stop_component("etcd")
+        ha.cp.stop_component("etcd")
         time.sleep(10)
-        faulty.cp.start_component("etcd")
+        ha.cp.start_component("etcd")
 
-    through_a_fault(faulty, prom, "etcddown", outage)
+    through_a_fault(ha, prom, "etcddown", outage)
 
 
-def test_expired_watches_are_listed_again(faulty: RealCluster, prom: StubPrometheus):
+def test_expired_watches_are_listed_again(ha: RealCluster, prom: StubPrometheus):
     def expire() -> None:
         # writes elsewhere move etcd on, the compaction drops the history the operator's
         # watches would resume from, and the restart makes them resume: 410 Gone
-        ns = faulty.namespace("churn")
+        seen = ha.request("GET", "/apis/lmo.dev/v1alpha1/languagemodels")["metadata"]["resourceVersion"]
+        ns = ha.namespace("churn")
         for i in range(5):
-            faulty.create_secret(ns, f"churn-{i}")
-        faulty.cp.compact_etcd()
-        faulty.cp.restart_component("kube-apiserver")
+            ha.create_secret(ns, f"churn-{i}")
+        ha.cp.compact_etcd()
+        ha.cp.restart_component("kube-apiserver")
+        # what the operator's watches met when they resumed from what they had seen
+        r = ha.session.get(ha.cp.url + "/apis/lmo.dev/v1alpha1/languagemodels", stream=True,
+                               params={"watch": "true", "resourceVersion": seen, "timeoutSeconds": "1"},
+                               timeout=10)
+        first = json.loads(next(r.iter_lines()))
+        r.close()
+        assert first["type"] == "ERROR" and first["object"]["code"] == 410, first
 
-    through_a_fault(faulty, prom, "expired", expire)
+    through_a_fault(ha, prom, "expired", expire)

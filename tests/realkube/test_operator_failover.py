@@ -16,35 +16,12 @@ import time
 
 import pytest
 
-from tests.fixtures.real_cluster import RealCluster, tiny_checkpoints, two_versions
+from tests.fixtures.real_cluster import RealCluster, two_versions
 from tests.fixtures.stub_prometheus import StubPrometheus
-from tests.realkube.failover import StatusWatch, child_write_counts, holder, leader, takeover
+from tests.realkube.failover import StatusWatch, child_write_counts, holder, leader, slow_canary, takeover
 from tests.realkube.test_operator_life import JOB, events, weights
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ha():
-    """A cluster of its own (the session's runs one replica), with the chart's two."""
-    from tests.realkube.conftest import require_binaries
-
-    require_binaries()
-    cluster = RealCluster()
-    try:
-        cluster.start(tiny_checkpoints, replicas=True, helm_values=("replicas=2",))
-    except BaseException:
-        cluster.stop()
-        raise
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def prom():
-    stub = StubPrometheus().start()
-    yield stub
-    stub.stop()
 
 
 @pytest.fixture
@@ -54,21 +31,6 @@ def ns(ha: RealCluster):
     yield name
     denied = ha.forbidden()[before:]
     assert not denied, "the chart's RBAC refused the operator:\n" + "\n".join(denied[:5])
-
-
-def canary(prom: StubPrometheus) -> dict:
-    return {
-        "task": "text-classification",
-        "versions": [
-            {"name": "v1", "checkpoint": {"uri": "pvc://models/tiny-bert/"},
-             "optimize": {"precision": "fp32"}, "traffic": 100},
-            {"name": "v2", "checkpoint": {"uri": "pvc://models/tiny-bert-v2/"},
-             "optimize": {"precision": "fp32"}, "traffic": 0},
-        ],
-        "routing": {"parentRef": {"name": "gw"}},
-        "rollout": {"strategy": "Canary", "steps": [50, 100], "stepDuration": "8s",
-                    "analysis": {"prometheusUrl": prom.url, "maxErrorRate": 0.05, "minRequests": 20}},
-    }
 
 
 def report(what: str, seconds: float) -> None:
@@ -82,7 +44,7 @@ def test_one_of_two_replicas_leads_and_a_standby_takes_over_mid_conversion_and_m
     prom.set(ns, lm, "v2", success=200, failure=0)
     prom.set(ns, lm, "v1", success=400, failure=0)
     with StatusWatch(ha, ns, lm) as watch:
-        ha.create_lm(ns, lm, canary(prom))
+        ha.create_lm(ns, lm, slow_canary(prom, "8s"))
 
         # exactly one replica acts: it converts both versions, the other waits
         def converting() -> bool:
