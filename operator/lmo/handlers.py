@@ -32,6 +32,7 @@ from typing import Any
 
 import kopf
 
+from lmo import analysis
 from lmo import labels as L
 from lmo import metrics
 from lmo.api import API_VERSION, GROUP, PLURAL, VERSION
@@ -82,11 +83,7 @@ class Runtime:
         self.tasks: set[asyncio.Task] = set()
         self.listed: set[tuple[str, str]] = set()  # reconciled once (every kind listed)
         self.awaiting: dict[tuple[str, str], asyncio.Task] = {}  # missing Secrets looked for
-        try:
-            from lmo.analysis import analyse
-        except ImportError:  # rollouts then hold at each step rather than guess
-            analyse = None
-        self.analyse = analyse
+        self.analyse = analysis.analyse  # looked up here, so a test may stand in for it
 
     async def login(self, info: Any) -> None:
         """Use new credentials. Kopf calls the login handler again when the API server
