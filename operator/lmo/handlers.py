@@ -25,9 +25,12 @@ the Lease (`lmo.leader`).
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
@@ -81,6 +84,7 @@ class Runtime:
         self.timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = {}
         self.queued: set[tuple[str, str]] = set()
         self.tasks: set[asyncio.Task] = set()
+        self.slots = Slots(self.settings.max_concurrent_reconciles)
         self.listed: set[tuple[str, str]] = set()  # reconciled once (every kind listed)
         self.awaiting: dict[tuple[str, str], asyncio.Task] = {}  # missing Secrets looked for
         self.analyse = analysis.analyse  # looked up here, so a test may stand in for it
@@ -93,10 +97,13 @@ class Runtime:
         if old is not None:
             await old.close()
 
-    async def reconcile(self, namespace: str, name: str, logger: Any = None) -> None:
-        """Re-read the LanguageModel and reconcile it, one at a time per object."""
+    async def reconcile(self, namespace: str, name: str, logger: Any = None,
+                        urgent: bool = True) -> None:
+        """Re-read the LanguageModel and reconcile it, one at a time per object, at most
+        `max_concurrent_reconciles` at once; `urgent` ones (a spec change: someone waits
+        for it) before background ones (child events, resyncs)."""
         key = (namespace, name)
-        async with self.locks.setdefault(key, asyncio.Lock()):
+        async with self.locks.setdefault(key, asyncio.Lock()), self.slots.taken(urgent):
             self.queued.discard(key)
             assert self.kube is not None, "no login yet"
             body = await self.kube.get(API_VERSION, PLURAL, namespace, name)
@@ -144,7 +151,7 @@ class Runtime:
 
     async def _woken(self, key: tuple[str, str]) -> None:
         try:
-            await self.reconcile(*key)
+            await self.reconcile(*key, urgent=False)
         except KubeError as err:
             self.queued.discard(key)
             if err.status == 404:  # deleted while being reconciled
@@ -201,6 +208,46 @@ class Runtime:
             task.cancel()
         if self.kube is not None:
             await self.kube.close()
+
+
+class Slots:
+    """A semaphore whose urgent waiters go before the others (each kind first come, first
+    served): with a thousand resyncs queued, a traffic change still waits for one slot."""
+
+    def __init__(self, size: int):
+        self.free = size
+        self.waiting: tuple[collections.deque, collections.deque] = (
+            collections.deque(), collections.deque())  # (urgent, background) futures
+
+    @contextlib.asynccontextmanager
+    async def taken(self, urgent: bool) -> AsyncIterator[None]:
+        if self.free > 0 and not any(self.waiting):
+            self.free -= 1
+        else:
+            turn = asyncio.get_running_loop().create_future()
+            queue = self.waiting[0 if urgent else 1]
+            queue.append(turn)
+            try:
+                await turn  # handed over by a release: the slot is ours
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # given to us as we were cancelled: pass it on
+                else:
+                    queue.remove(turn)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for queue in self.waiting:
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    return
+        self.free += 1
 
 
 def runtime(memo: Any) -> Runtime:

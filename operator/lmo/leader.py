@@ -153,7 +153,8 @@ class Elector:
 
     async def _attempt(self) -> bool:
         try:
-            return await self.try_acquire_or_renew()
+            # bounded: a request stuck behind a busy server must not hold up the next try
+            return await asyncio.wait_for(self.try_acquire_or_renew(), 2 * self.retry)
         except LostLeadership:
             raise
         except Exception as err:  # noqa: BLE001 (any transport or server error)

@@ -49,6 +49,20 @@ def takeover(real: RealCluster, killed_at: float, before: str, timeout: float = 
     return time.monotonic() - killed_at
 
 
+def first_reconcile(real: RealCluster, ns: str, since: float, timeout: float = 60.0) -> float:
+    """Seconds from `since` (time.time) until the operator next read `ns`'s children (a
+    reconcile lists them: the new leader at work), from the audit log."""
+    from tests.fixtures.real_cluster import epoch_seconds
+
+    def listed() -> float | None:
+        for ev in real.audit(since):
+            if ev.get("verb") == "list" and (ev.get("objectRef") or {}).get("namespace") == ns:
+                return epoch_seconds(ev["stageTimestamp"])
+        return None
+
+    return real.wait(listed, timeout, f"a reconcile in {ns}") - since
+
+
 def child_write_counts(real: RealCluster, ns: str, since: float = 0.0) -> Counter[str]:
     """How often the operator wrote each child (not the LanguageModel, not Events)."""
     return Counter(w for w in real.writes(ns, since)

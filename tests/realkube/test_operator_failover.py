@@ -18,7 +18,15 @@ import pytest
 
 from tests.fixtures.real_cluster import RealCluster, two_versions
 from tests.fixtures.stub_prometheus import StubPrometheus
-from tests.realkube.failover import StatusWatch, child_write_counts, holder, leader, slow_canary, takeover
+from tests.realkube.failover import (
+    StatusWatch,
+    child_write_counts,
+    first_reconcile,
+    holder,
+    leader,
+    slow_canary,
+    takeover,
+)
 from tests.realkube.test_operator_life import JOB, events, weights
 
 pytestmark = pytest.mark.slow
@@ -61,9 +69,10 @@ def test_one_of_two_replicas_leads_and_a_standby_takes_over_mid_conversion_and_m
 
         # 1. the leader dies while both conversions run
         who = holder(ha)
-        killed = time.monotonic()
+        killed, wall = time.monotonic(), time.time()
         ha.kill_operator(first)
-        report("takeover after SIGKILL mid-conversion (Lease)", takeover(ha, killed, who))
+        report("SIGKILL mid-conversion -> the standby holds the Lease", takeover(ha, killed, who))
+        report("SIGKILL mid-conversion -> the new leader reconciles", first_reconcile(ha, ns, wall))
         ha.start_operator()  # the pod restarts: a standby again
 
         # 2. the new leader dies at the canary's first step
@@ -74,9 +83,10 @@ def test_one_of_two_replicas_leads_and_a_standby_takes_over_mid_conversion_and_m
         second = leader(ha)
         assert second is standby
         who = holder(ha)
-        killed = time.monotonic()
+        killed, wall = time.monotonic(), time.time()
         ha.kill_operator(second)
-        report("takeover after SIGKILL mid-canary (Lease)", takeover(ha, killed, who))
+        report("SIGKILL mid-canary -> the standby holds the Lease", takeover(ha, killed, who))
+        report("SIGKILL mid-canary -> the new leader reconciles", first_reconcile(ha, ns, wall))
         ha.start_operator()
         ha.wait(lambda: (ha.status(ns, lm).get("rollout") or {}).get("phase") == "Succeeded",
                 120, "promoted after two failovers")
