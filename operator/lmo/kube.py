@@ -149,7 +149,9 @@ class Kube:
             ssl: Any = None
             if hasattr(self.info, "as_ssl_context") and self.server.startswith("https"):
                 ssl = self.info.as_ssl_context()
-            connector = aiohttp.TCPConnector(ssl=ssl, limit=64)
+            # at most this many requests in flight: more only meets the API server's
+            # max-requests-inflight (429) and delays everyone's, the Lease renewal's too
+            connector = aiohttp.TCPConnector(ssl=ssl, limit=32)
             self._session = aiohttp.ClientSession(
                 connector=connector, headers=headers, timeout=self.timeout
             )

@@ -124,7 +124,10 @@ class Reconciler:
         self.uid: str = meta.get("uid") or ""
         self.generation: int | None = meta.get("generation")
         self.old_status: dict = dict(body.get("status") or {})
-        self.list_all = list_all or self.old_status.get("observedGeneration") != self.generation
+        # a new object (no status yet) can own nothing its spec does not make: children of a
+        # former object of the same name are another uid's, and the collector's
+        self.list_all = bool(self.old_status) and (
+            list_all or self.old_status.get("observedGeneration") != self.generation)
         self.ref = Ref(API_VERSION, KIND, self.namespace, self.name, self.uid)
         self.result = Result(outcome="progressing")
         self._replaced = False  # a Job was deleted to be re-created: look again soon
