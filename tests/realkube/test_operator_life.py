@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.fixtures.real_cluster import ApiError, RealCluster, two_versions
+from tests.fixtures.real_cluster import ApiError, RealCluster, epoch_seconds, two_versions
 
 HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
 DEPLOYMENT = ("apps/v1", "Deployment")
@@ -378,9 +378,17 @@ def test_missing_secret_is_a_readable_condition_and_blocks_only_that_version(rea
     warnings = [e for e in events(real, ns, lm) if e["reason"] == "SecretMissing"]
     assert warnings and warnings[0]["type"] == "Warning"
 
+    settle(real, ns)
+    made = time.time()
     real.create_secret(ns, "store-creds")
-    # a Secret is not watched: any reconcile (a resync, a child event, a spec change) sees it
-    real.patch_lm(ns, lm, [{"op": "add", "path": "/metadata/labels", "value": {"secret": "made"}}])
+    # nothing else changes: the operator looks for the missing Secret by name and converts
+    # v2 once it appears (not at the next resync, 60 s later)
+    real.wait(lambda: any(w.startswith("patch jobs/secret-v2-") for w in real.writes(ns, made)),
+              30, "v2's conversion Job after the late Secret")
+    (job,) = [ev for ev in real.audit(made) if ev.get("verb") == "patch"
+              and (ev.get("objectRef") or {}).get("resource") == "jobs"
+              and (ev.get("objectRef") or {}).get("namespace") == ns]
+    print(f"\nlate Secret -> its conversion Job: {epoch_seconds(job['stageTimestamp']) - made:.2f} s")
     real.wait_ready(ns, lm)
     assert real.names(*DEPLOYMENT, ns) == {"secret-v1", "secret-v2"}
 
