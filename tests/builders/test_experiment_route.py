@@ -4,7 +4,6 @@ against the Gateway API CRD schemas shipped in ../shared/kube/crds."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -13,10 +12,11 @@ import yaml
 from lmo import conditions as C
 from lmo.builders.traffic import build_httproute, sticky_conditions
 from lmo.settings import OperatorSettings
+from tests.fixtures.control_plane import crd_dir
 
 from .conftest import OWNER, make_lm, make_plans
 
-CRDS = Path(__file__).resolve().parents[3] / "shared" / "kube" / "crds"
+CRDS = crd_dir()  # ../shared/kube/crds (LMO_SHARED_KUBE from a checkout elsewhere)
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 PROM = {"prometheusUrl": "http://prom:9090"}
 SESSION = OperatorSettings(gateway_session_persistence=True)
