@@ -55,19 +55,18 @@ from lmo.builders import (
     artifact_store,
     artifact_uri,
     build_children,
+    child_kinds,
     child_name,
     conversion_request,
 )
 from lmo.builders.traffic import sticky_conditions
 from lmo.builders.triton import HTTP_PORT
 from lmo.conditions import WARNING, Reason
+from lmo.decide.measure import cannot_replay, replay_targets
 from lmo.decide.outcomes import with_outcomes
-from lmo.decide.vocabulary import FAIL, AnalysisResult
 from lmo.errors import UserError
 from lmo.kube import Kube, KubeError, Ref
-from lmo.replay import ReplayTargets
 from lmo.settings import OperatorSettings
-from lmo_runtime.manifest import ENTRY_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +90,7 @@ class Result:
     phases: dict[str, str] = field(default_factory=dict)  # version -> phase, as in status
     traffic: dict[str, int] = field(default_factory=dict)  # version -> percent really routed
     rollout_step: int = 0  # the running rollout's step from 1; 0 when none runs
+    missing_secrets: list[str] = field(default_factory=list)  # referenced, not found
 
 
 def _utcnow() -> datetime:
@@ -108,6 +108,7 @@ class Reconciler:
         now: datetime | None = None,
         analyse: Callable[..., Any] | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
+        list_all: bool = True,
     ):
         meta = body.get("metadata") or {}
         self.body = body
@@ -121,6 +122,10 @@ class Reconciler:
         self.uid: str = meta.get("uid") or ""
         self.generation: int | None = meta.get("generation")
         self.old_status: dict = dict(body.get("status") or {})
+        # a new object (no status yet) can own nothing its spec does not make: children of a
+        # former object of the same name are another uid's, and the collector's
+        self.list_all = bool(self.old_status) and (
+            list_all or self.old_status.get("observedGeneration") != self.generation)
         self.ref = Ref(API_VERSION, KIND, self.namespace, self.name, self.uid)
         self.result = Result(outcome="progressing")
         self._replaced = False  # a Job was deleted to be re-created: look again soon
@@ -153,7 +158,9 @@ class Reconciler:
         store, store_secret = artifact_store(lm.spec, self.settings)
         _check_buildable(lm, owner, self.settings, store)
 
-        children, secrets, messages = await self._read(lm, store, store_secret)
+        kinds = CHILD_KINDS if self.list_all else child_kinds(lm, owner, self.settings, store)
+        children, secrets, messages = await self._read(lm, store, store_secret, kinds)
+        self.result.missing_secrets = sorted(n for n, found in secrets.items() if not found)
         observed = S.observe(lm, store, store_secret, children, secrets, messages, self.old_status)
         decision = await S.step(lm.spec, observed, self.now, self._measure(lm, observed))
         plans, routed = S.plan(lm, observed, decision)
@@ -173,10 +180,11 @@ class Reconciler:
 
     # ------------------------------------------------------------------ reading
 
-    async def _read(self, lm: LanguageModel, store: str, store_secret: str | None):
-        """Owned children (by controller ownerReference), whether each referenced Secret
-        exists (never its data), and the termination messages `observe` needs."""
-        listed = await self.kube.list_children(CHILD_KINDS, self.namespace, {L.MODEL: self.name})
+    async def _read(self, lm: LanguageModel, store: str, store_secret: str | None,
+                    kinds: list[tuple[str, str, str]]):
+        """Owned children of `kinds` (by controller ownerReference), whether each referenced
+        Secret exists (never its data), and the termination messages `observe` needs."""
+        listed = await self.kube.list_children(kinds, self.namespace, {L.MODEL: self.name})
         children = {k: o for k, o in listed.items() if O.controlled_by(o, self.uid)}
         names = sorted(
             {v.checkpoint.secret_ref.name for v in lm.spec.versions if v.checkpoint.secret_ref}
@@ -199,10 +207,12 @@ class Reconciler:
             return None
 
         async def measure(ro: RolloutStatus) -> Any:
-            replay, unreplayable = self._replay_targets(lm.spec, ro, observed)
-            if unreplayable is not None:
-                # a drift gate that cannot run must not pass: the step fails, saying why
-                return AnalysisResult(FAIL, {}, [unreplayable])
+            candidate = observed.version(ro.candidate)
+            replay = replay_targets(
+                lm.spec, ro.candidate, (candidate.artifact if candidate is not None else None) or {},
+                self._service_url(ro.candidate), self._service_url(ro.stable))
+            if isinstance(replay, str):
+                return cannot_replay(replay)
             result = await asyncio.to_thread(
                 self.analyse,
                 lm.spec.rollout.analysis,
@@ -215,7 +225,7 @@ class Reconciler:
                 replay=replay,
             )
             if lm.spec.rollout.strategy == Strategy.EXPERIMENT.value:
-                # the experiment's outcome counts since it started (lmo.experiment decides)
+                # the experiment's outcome counts since it started (lmo.decide.experiment)
                 started = (self.old_status.get("experiment") or {}).get("startedAt")
                 result = await asyncio.to_thread(with_outcomes, result, lm.spec, self.namespace,
                                                  self.name, started, self.now)
@@ -224,41 +234,9 @@ class Reconciler:
         return measure
 
     def _service_url(self, version: str) -> str:
-        """HTTP base URL of one version's Triton Service `<lm>-<version>`, in-cluster."""
+        """HTTP base URL of one version's Triton Service `<lm>-<version>`, in-cluster (the
+        golden replay asks both versions there)."""
         return f"http://{child_name(self.name, version)}.{self.namespace}.svc:{HTTP_PORT}"
-
-    def _replay_targets(
-        self, spec, rollout: RolloutStatus, observed: S.Observed
-    ) -> tuple[Any, str | None]:
-        """(ReplayTargets, None) for the golden replay of `rollout`'s candidate against its
-        stable; (None, None) when `analysis.maxOutputDrift` is not set; (None, why) when it
-        is set but cannot be checked (the step then fails with that reason).
-
-        The inputs are the candidate artifact's `goldenInputs` (copied from its conversion
-        Job's summary); they are sent to both versions' Services, `<lm>-<version>:8000`.
-        """
-        if spec.rollout.analysis.max_output_drift is None:
-            return None, None
-        candidate = observed.version(rollout.candidate)
-        artifact = (candidate.artifact if candidate is not None else None) or {}
-        inputs = [t for t in artifact.get("goldenInputs") or [] if isinstance(t, str)]
-        if not inputs:
-            return None, (
-                f"spec.rollout.analysis.maxOutputDrift is set but artifact "
-                f"{(artifact.get('key') or '')[:8]} of {rollout.candidate} has no golden inputs "
-                f"(status.versions[].artifact.goldenInputs; artifacts converted by an older "
-                f"lmo lack them), so its output drift cannot be measured; remove "
-                f"maxOutputDrift to roll out on the metrics alone (the change starts the "
-                f"rollout again), or list the candidate again under a new version name "
-                f"(its conversion Job records them)"
-            )
-        entry = artifact.get("entryModel") or ENTRY_MODEL[spec.task]
-        return ReplayTargets(
-            candidate_url=self._service_url(rollout.candidate),
-            stable_url=self._service_url(rollout.stable),
-            entry_model=entry,
-            inputs=tuple(inputs),
-        ), None
 
     # ------------------------------------------------------------------ writing
 
@@ -401,6 +379,12 @@ async def reconcile(
     now: datetime | None = None,
     analyse: Callable[..., Any] | None = None,
     logger: logging.Logger | logging.LoggerAdapter | None = None,
+    list_all: bool = True,
 ) -> Result:
-    """Reconcile the LanguageModel `body` (its latest known state, status included)."""
-    return await Reconciler(body, kube, settings, now, analyse, logger).run()
+    """Reconcile the LanguageModel `body` (its latest known state, status included).
+
+    `list_all=False`: list only the child kinds its spec can own (`child_kinds`) when the
+    spec is the one its status was written for (observedGeneration); the caller passes
+    True for the first reconcile of an object in a process, when children of other kinds
+    may be left from a spec or settings this process never saw."""
+    return await Reconciler(body, kube, settings, now, analyse, logger, list_all).run()

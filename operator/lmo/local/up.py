@@ -39,7 +39,6 @@ from lmo.conditions import NORMAL, WARNING, Reason
 from lmo.errors import UserError
 from lmo.local.controller import Backend, Controller
 from lmo.local.frontdoor import FrontDoor
-from lmo.local.recent import RecentMetrics
 from lmo.local.secrets import api_keys
 from lmo.local.secrets import load_file as load_secrets
 from lmo.upstate import DEFAULT_WORK_DIR, remove_state, write_state
@@ -260,9 +259,10 @@ def lmo_command() -> str:
 
 
 def banner(url: str, task: str) -> str:
-    """What `lmo up` prints once it serves: a curl to paste, the KServe endpoint, and the
-    next command spelled with the full path of `lmo` (`lmo_command`)."""
+    """What `lmo up` prints once it serves: a curl to paste, the OpenAI base URL, the KServe
+    endpoint, and the next command spelled with the full path of `lmo` (`lmo_command`)."""
     return (f"\n  {curl_example(url, task)}\n"
+            f"  OpenAI-compatible (base_url): {url}/v1\n"
             f"  KServe v2 / tritonclient: {url}  model {ENTRY_MODEL[task]}\n"
             f"  {lmo_command()} status --local    |    Ctrl-C to stop\n")
 
@@ -340,7 +340,6 @@ async def _serve(controller: Controller, fleet: Fleet, args: argparse.Namespace,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     door = FrontDoor(controller, args.secret_data)
-    controller.recent = RecentMetrics()
     try:
         port = await door.start(args.host, args.port)
     except OSError as err:
