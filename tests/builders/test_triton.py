@@ -43,6 +43,9 @@ def test_deployment_shape(settings):
         "--exit-on-error=false",
         "--allow-metrics=true",
         "--metrics-port=8002",
+        # metrics on every address (Triton's default is the HTTP address, loopback here):
+        # the kubelet's probes and Prometheus reach them on the pod IP
+        "--metrics-address=0.0.0.0",
         # Triton's HTTP and gRPC on the pod's loopback only: clients reach the front
         "--http-address=127.0.0.1",
         "--http-port=8010",

@@ -61,6 +61,9 @@ def triton_args(lm: LanguageModel) -> list[str]:
         "--exit-on-error=false",
         "--allow-metrics=true",
         f"--metrics-port={METRICS_PORT}",
+        # Triton binds metrics to --http-address unless told: on loopback the kubelet's
+        # probes and Prometheus (both on the pod IP) were refused (found on a real node)
+        "--metrics-address=0.0.0.0",
         # request latency quantiles (nv_inference_request_summary_us{quantile="0.99"}), so
         # rollout analysis gates maxLatencyP99Ms on a true p99 rather than the mean
         "--metrics-config=summary_latencies=true",
