@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from lmo_runtime import gpu as gpu_rules  # the GPU rules, said once for both runtimes
+
 GROUP = "lmo.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -144,6 +146,11 @@ class Metric(str, Enum):
 class Backend(str, Enum):
     ONNXRUNTIME = "onnxruntime"
     PYTHON = "python"
+
+
+class Accelerator(str, Enum):
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
 
 
 class Phase(str, Enum):
@@ -775,6 +782,21 @@ class Serving(_Model):
         pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$",
         description="Extended resource name of the GPU device plugin.",
     )
+    accelerator: Accelerator = Field(
+        default=Accelerator.CUDA,
+        description="How Triton's ONNX Runtime backend runs the model on GPUs: cuda (the "
+        "CUDA execution provider) or tensorrt (TensorRT engines built at model load in the "
+        "precision converted, with shape profiles from batching and the tokenizer's max "
+        "length, cached on an emptyDir). tensorrt needs a GPU and backend onnxruntime, and "
+        "does not apply to text-generation. Part of config.pbtxt: changing it converts anew.",
+    )
+    runtime_class_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="RuntimeClass of the Triton pods (e.g. nvidia, where the NVIDIA container "
+        "runtime is not the node's default).",
+    )
     replicas: int = Field(
         default=1, ge=0, le=100, description="Replicas per version when autoscaling is not set."
     )
@@ -804,6 +826,17 @@ class Serving(_Model):
         "503 with Retry-After) instead of queueing without bound. Part of config.pbtxt, so "
         "setting it converts anew; leaving it out keeps existing conversions.",
     )
+
+    def gpu_count(self) -> int:
+        """GPUs each Triton pod gets, by either field: `gpus`, else a `gpuResource` limit in
+        `resources` (a pod given a GPU only there still serves on it, with KIND_GPU)."""
+        if self.gpus > 0:
+            return self.gpus
+        limit = self.resources.limits.get(self.gpu_resource)
+        try:
+            return max(0, int(limit)) if limit is not None else 0
+        except ValueError:
+            return 0
 
 
 _MIN_ZERO_CPU = (
@@ -1232,6 +1265,45 @@ _PROTECTION_RULES: list[tuple[str, str, str, Callable[["LanguageModelSpec"], boo
 ]
 
 
+# The spec's GPU rules (lmo_runtime.gpu says why), in the shape of _PROTECTION_RULES. A pod
+# has a GPU by either field: serving.gpus, or a serving.gpuResource limit in serving.resources
+# (Serving.gpu_count). int8 / int8-static on GPUs is not a spec rule: the converter refuses
+# it (the version fails with the reason and what to use) or, with accuracyGate.fallback,
+# converts the next precision a GPU runs (fp16), so one rule serves both runtimes.
+_HAS_GPU = (
+    "(has(self.serving) && ((has(self.serving.gpus) && self.serving.gpus > 0) || "
+    "(has(self.serving.resources) && has(self.serving.resources.limits) && "
+    "(has(self.serving.gpuResource) ? self.serving.gpuResource : 'nvidia.com/gpu') "
+    "in self.serving.resources.limits)))"
+)
+_TENSORRT = ("has(self.serving) && has(self.serving.accelerator) && "
+             "self.serving.accelerator == 'tensorrt'")
+
+
+_GPU_RULES: list[tuple[str, str, str, Callable[["LanguageModelSpec"], bool]]] = [
+    (
+        f"!({_TENSORRT}) || ({_HAS_GPU} && (!has(self.serving.backend) || "
+        "self.serving.backend == 'onnxruntime'))",
+        "spec." + gpu_rules.TENSORRT_NEEDS_GPU,
+        ".serving.accelerator",
+        lambda s: s.serving.accelerator == Accelerator.TENSORRT.value
+        and (s.serving.gpu_count() == 0 or s.serving.backend != Backend.ONNXRUNTIME.value),
+    ),
+    (
+        f"!({_TENSORRT}) || self.task != 'text-generation'",
+        "spec." + gpu_rules.TENSORRT_TEXT_GENERATION,
+        ".serving.accelerator",
+        lambda s: s.serving.accelerator == Accelerator.TENSORRT.value
+        and s.task == Task.TEXT_GENERATION.value,
+    ),
+]
+
+
+def gpu_problems(spec: "LanguageModelSpec") -> list[str]:
+    """The Python side of _GPU_RULES: what the spec asks a GPU to do that it would not."""
+    return [message for _, message, _, broken in _GPU_RULES if broken(spec)]
+
+
 def protection_problems(spec: "LanguageModelSpec") -> list[str]:
     """The Python side of _PROTECTION_RULES: what the spec asks that its gateway cannot do."""
     return [message for _, message, _, broken in _PROTECTION_RULES if broken(spec)]
@@ -1246,7 +1318,8 @@ def traffic_sum_problem(weights: dict[str, int]) -> str | None:
 
 class LanguageModelSpec(_Model):
     model_config = ConfigDict(json_schema_extra=_cel_rules(
-        *_SPEC_RULES["x-kubernetes-validations"], *(_cel(rule, msg, path) for rule, msg, path, _ in _PROTECTION_RULES)
+        *_SPEC_RULES["x-kubernetes-validations"],
+        *(_cel(rule, msg, path) for rule, msg, path, _ in _PROTECTION_RULES + _GPU_RULES)
     ))
 
     task: Task = Field(
@@ -1342,7 +1415,7 @@ class LanguageModelSpec(_Model):
             and self.serving.gpus == 0
         ):
             raise ValueError("spec.autoscaling.metric: GPUUtilization needs spec.serving.gpus > 0")
-        problems = protection_problems(self)
+        problems = protection_problems(self) + gpu_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -38,7 +38,8 @@ ENTRY_MODEL = {
 
 
 # ConversionRequest fields left out of key() while None (added after keys were in use).
-OPTIONAL_KEY_FIELDS = ("evaluation", "queue_max_size", "queue_timeout_microseconds")
+OPTIONAL_KEY_FIELDS = ("evaluation", "queue_max_size", "queue_timeout_microseconds",
+                       "accelerator")
 
 
 class _Model(BaseModel):
@@ -78,6 +79,8 @@ class ConversionRequest(_Model):
     # Triton's queue policy of the entry model (spec.serving.queue); None: unbounded
     queue_max_size: int | None = None
     queue_timeout_microseconds: int | None = None
+    # spec.serving.accelerator when gpus > 0 (None: CUDA, the ONNX Runtime backend's default)
+    accelerator: Literal["cuda", "tensorrt"] | None = None
     converter_version: str = CONVERTER_VERSION
 
     def key(self) -> str:

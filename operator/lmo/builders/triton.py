@@ -4,12 +4,20 @@ The pods run the stock `tritonserver` on the version's model repository, mounted
 from a pvc:// artifact store (subPath `<prefix>/<key>/model_repository`) or pulled from an
 s3:// store by an init container into an emptyDir. The artifact key is a pod annotation, so
 a new artifact rolls the pods (surge first, never below the ready count).
+
+GPU pods: a pod gets GPUs by `serving.gpus` or a `serving.gpuResource` limit in
+`serving.resources` (`Serving.gpu_count`; the conversion request carries the same count, so
+its config.pbtxt is KIND_GPU either way); it tolerates the usual `<gpuResource>:NoSchedule`
+taint of GPU nodes unless the spec's tolerations already name that key, runs under
+`serving.runtimeClassName` when given, and with `serving.accelerator: tensorrt` keeps the
+TensorRT engines in an emptyDir (`lmo_runtime.gpu.TENSORRT_CACHE_DIR`) so a restarted
+container reuses them instead of building them again.
 """
 
 from __future__ import annotations
 
 from lmo import labels as L
-from lmo.api import LanguageModel, RoutingProvider
+from lmo.api import Accelerator, LanguageModel, RoutingProvider
 from lmo.builders.base import (
     Owner,
     VersionPlan,
@@ -19,6 +27,7 @@ from lmo.builders.base import (
     canonical_resources,
     child_name,
     container_security,
+    gpu_tolerations,
     owner_reference,
     pod_security,
     prune_empty,
@@ -28,6 +37,7 @@ from lmo.builders.base import (
 from lmo.builders.payloads import payload_env, payload_secret
 from lmo.errors import UserError
 from lmo.settings import OperatorSettings
+from lmo_runtime.gpu import TENSORRT_CACHE_DIR
 from lmo_runtime.manifest import REPOSITORY_DIR
 
 HTTP_PORT = 8000
@@ -38,6 +48,7 @@ MODELS = "/models"
 # sending it requests, then Triton gets EXIT_TIMEOUT_SECONDS to finish in-flight ones.
 DRAIN_SECONDS = 5
 EXIT_TIMEOUT_SECONDS = 30
+TENSORRT_CACHE_SIZE = "8Gi"
 
 
 def triton_args(lm: LanguageModel) -> list[str]:
@@ -59,7 +70,7 @@ def triton_args(lm: LanguageModel) -> list[str]:
         f"--grpc-port={GRPC_PORT}",
         f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
     ]
-    if lm.spec.serving.gpus == 0:
+    if lm.spec.serving.gpu_count() == 0:
         args.append("--allow-gpu-metrics=false")
     return args
 
@@ -163,6 +174,11 @@ def build_deployment(
             resources.setdefault("requests", {})[resource] = canonical_quantity(quantity)
     if serving.gpus > 0:
         resources.setdefault("limits", {})[serving.gpu_resource] = str(serving.gpus)
+    gpus = serving.gpu_count()
+    tensorrt = gpus > 0 and serving.accelerator == Accelerator.TENSORRT.value
+    if tensorrt:
+        volumes.append({"name": "tensorrt-cache",
+                        "emptyDir": {"sizeLimit": TENSORRT_CACHE_SIZE}})
 
     container = {
         "name": "triton",
@@ -178,6 +194,7 @@ def build_deployment(
             model_mount,
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            *([{"name": "tensorrt-cache", "mountPath": TENSORRT_CACHE_DIR}] if tensorrt else []),
         ],
         "startupProbe": _probe(
             "/v2/health/live",
@@ -210,8 +227,12 @@ def build_deployment(
     add_common_pod_fields(pod_spec, settings)
     if serving.node_selector:
         pod_spec["nodeSelector"] = dict(serving.node_selector)
-    if serving.tolerations:
-        pod_spec["tolerations"] = [t.to_dict() for t in serving.tolerations]
+    tolerations = gpu_tolerations(serving) if gpus > 0 else [
+        t.to_dict() for t in serving.tolerations]
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if serving.runtime_class_name:
+        pod_spec["runtimeClassName"] = serving.runtime_class_name
     affinity = prune_empty(serving.affinity or {})
     if affinity:
         pod_spec["affinity"] = affinity
