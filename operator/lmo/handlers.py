@@ -31,6 +31,7 @@ from typing import Any
 
 import kopf
 
+from lmo import analysis
 from lmo import labels as L
 from lmo import metrics
 from lmo.api import API_VERSION, GROUP, PLURAL, VERSION
@@ -77,11 +78,7 @@ class Runtime:
         self.timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = {}
         self.queued: set[tuple[str, str]] = set()
         self.tasks: set[asyncio.Task] = set()
-        try:
-            from lmo.analysis import analyse
-        except ImportError:  # rollouts then hold at each step rather than guess
-            analyse = None
-        self.analyse = analyse
+        self.analyse = analysis.analyse  # looked up here, so a test may stand in for it
 
     async def login(self, info: Any) -> None:
         """Use new credentials. Kopf calls the login handler again when the API server

@@ -61,8 +61,11 @@ from lmo.builders import (
 from lmo.builders.traffic import sticky_conditions
 from lmo.builders.triton import HTTP_PORT
 from lmo.conditions import WARNING, Reason
+from lmo.decide.outcomes import with_outcomes
+from lmo.decide.vocabulary import FAIL, AnalysisResult
 from lmo.errors import UserError
 from lmo.kube import Kube, KubeError, Ref
+from lmo.replay import ReplayTargets
 from lmo.settings import OperatorSettings
 from lmo_runtime.manifest import ENTRY_MODEL
 
@@ -199,8 +202,6 @@ class Reconciler:
             replay, unreplayable = self._replay_targets(lm.spec, ro, observed)
             if unreplayable is not None:
                 # a drift gate that cannot run must not pass: the step fails, saying why
-                from lmo.analysis import FAIL, AnalysisResult
-
                 return AnalysisResult(FAIL, {}, [unreplayable])
             result = await asyncio.to_thread(
                 self.analyse,
@@ -215,8 +216,6 @@ class Reconciler:
             )
             if lm.spec.rollout.strategy == Strategy.EXPERIMENT.value:
                 # the experiment's outcome counts since it started (lmo.experiment decides)
-                from lmo.analysis import with_outcomes
-
                 started = (self.old_status.get("experiment") or {}).get("startedAt")
                 result = await asyncio.to_thread(with_outcomes, result, lm.spec, self.namespace,
                                                  self.name, started, self.now)
@@ -252,14 +251,6 @@ class Reconciler:
                 f"maxOutputDrift to roll out on the metrics alone (the change starts the "
                 f"rollout again), or list the candidate again under a new version name "
                 f"(its conversion Job records them)"
-            )
-        try:
-            from lmo.replay import ReplayTargets
-        except ImportError as err:
-            return None, (
-                f"spec.rollout.analysis.maxOutputDrift is set but the operator cannot run the "
-                f"golden replay ({err}); install lmo with its dependencies (numpy, "
-                f"tritonclient[http]) in the operator image, or remove maxOutputDrift"
             )
         entry = artifact.get("entryModel") or ENTRY_MODEL[spec.task]
         return ReplayTargets(

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from lmo.api import LanguageModel, load_file
+from lmo.crd import crd
 from lmo.builders import (
     Owner,
     VersionPlan,
@@ -127,8 +128,6 @@ def run(args: argparse.Namespace) -> int:
         owner_uid=args.owner_uid,
     )
     if args.include_crd:
-        from lmo.crd import crd
-
         objects = [crd(), *objects]
     if args.output == "json":
         text = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2)

@@ -20,6 +20,15 @@ from pathlib import Path
 from lmo_runtime.triton.config import ModelConfig, Tensor, write_config
 
 MODEL = "feedback"
+# The counters it exports (triton_models/feedback/model.py runs inside Triton's Python backend,
+# which cannot import this package, and spells them again; tests/runtime checks they agree),
+# also exported by the `lmo up` front door, labelled lmo_model, lmo_version, namespace.
+SAMPLES = "lmo_feedback_samples_total"
+SUCCESSES = "lmo_feedback_successes_total"
+# Where clients report (the front door under lmo up, the Experiment's HTTPRoute on the
+# cluster), and where the HTTPRoute sends it: this model's generate endpoint.
+PATH = "/v1/feedback"
+GENERATE_PATH = f"/v2/models/{MODEL}/generate"
 
 
 def config() -> ModelConfig:

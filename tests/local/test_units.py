@@ -243,10 +243,10 @@ def test_every_example_parses_and_its_checkpoints_are_made_by_the_maker():
 
 
 def test_docs_api_md_is_generated_from_the_api():
-    out = subprocess.run([sys.executable, "-m", "lmo.local.apidoc"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "lmo.apidoc"], capture_output=True,
                          text=True, check=True, cwd=ROOT).stdout
     assert (ROOT / "docs" / "api.md").read_text() == out, (
-        "docs/api.md is stale: run `python -m lmo.local.apidoc > docs/api.md`")
+        "docs/api.md is stale: run `python -m lmo.apidoc > docs/api.md`")
     for field in ("accuracyGate", "stepDuration", "abTest", "maxOutputDrift"):
         assert f"`{field}`" in out
 

@@ -18,18 +18,17 @@ from datetime import datetime
 
 from lmo import conditions as C
 from lmo import labels as L
-from lmo.api import LanguageModel, RoutingProvider, Strategy
+from lmo.api import VERSION_HEADER, LanguageModel, RoutingProvider, Strategy
 from lmo.builders.base import Owner, VersionPlan, owner_reference
 from lmo.builders.triton import HTTP_PORT, service_ports
 from lmo.conditions import Reason
 from lmo.settings import OperatorSettings
+from lmo_runtime.feedback import GENERATE_PATH as FEEDBACK_MODEL_PATH
+from lmo_runtime.feedback import PATH as FEEDBACK_PATH
 from lmo_runtime.manifest import ENTRY_MODEL
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
-VERSION_HEADER = "x-lmo-version"
-FEEDBACK_PATH = "/v1/feedback"
-FEEDBACK_MODEL_PATH = "/v2/models/feedback/generate"  # lmo_runtime.feedback.MODEL
 
 
 def routed(plans: list[VersionPlan]) -> list[VersionPlan]:

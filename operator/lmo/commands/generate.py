@@ -14,7 +14,8 @@ import sys
 
 import requests
 
-from lmo.commands.infer import VERSION_HEADER, endpoint, infer, per_item
+from lmo.api import VERSION_HEADER
+from lmo.commands.infer import endpoint, infer, per_item
 from lmo.commands.target import TIMEOUT, add_target_arguments
 from lmo.errors import UserError
 

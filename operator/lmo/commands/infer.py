@@ -14,11 +14,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from lmo.api import VERSION_HEADER
 from lmo.commands.target import TIMEOUT, add_target_arguments, get_lm, resolve
 from lmo.errors import UserError
 from lmo_runtime.manifest import ENTRY_MODEL
 
-VERSION_HEADER = "x-lmo-version"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 from lmo import labels as L
 from lmo.commands.target import Target, _api_error, _kube, default_namespace
 from lmo.errors import UserError
-from lmo.local.state import DEFAULT_WORK_DIR, read_state
+from lmo.upstate import DEFAULT_WORK_DIR, read_state
 from lmo_runtime.payloads import parse_line
 
 TRITON_CONTAINER = "triton"

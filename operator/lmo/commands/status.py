@@ -24,8 +24,8 @@ from lmo import conditions as C
 from lmo.api import Phase, Rollout, Strategy
 from lmo.commands import vitals
 from lmo.commands.target import add_target_arguments, get_lm, local_get, resolve
-from lmo.experiment import report_lines as experiment_lines
-from lmo.rollout import step_label
+from lmo.decide.experiment import report_lines as experiment_lines
+from lmo.decide.vocabulary import step_label
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ import requests
 
 from lmo.api import GROUP, PLURAL, VERSION
 from lmo.errors import UserError
-from lmo.local.state import DEFAULT_WORK_DIR, local_url
+from lmo.upstate import DEFAULT_WORK_DIR, local_url
 
 TIMEOUT = 30.0
 

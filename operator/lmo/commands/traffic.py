@@ -16,15 +16,20 @@ Error messages do not repeat the command's name: the CLI prints them as
 from __future__ import annotations
 
 import argparse
-import copy
 import re
 from typing import Any
 
-from lmo.api import RolloutPhase, Strategy
-from lmo.commands.target import add_target_arguments, get_lm, local_get, local_post, resolve
+from lmo.api import RolloutPhase
+from lmo.commands.target import (
+    add_target_arguments,
+    get_lm,
+    local_get,
+    local_post,
+    patch_lm,
+    resolve,
+)
 from lmo.errors import UserError
-from lmo.local.routing import check_weights, parse_assignments
-from lmo.rollout import MANUAL_NOTE, hands_over
+from lmo.weights import MANUAL_NOTE, hands_over, parse_assignments, summary, traffic_change
 
 
 def add_promote_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,28 +122,18 @@ def _apply(args: argparse.Namespace, weights_for, what: str) -> int:
     versions = [v["name"] for v in obj["spec"]["versions"]]
     weights = weights_for(versions, obj.get("status") or {})
     patch = traffic_patch(obj, weights)
-    from lmo.commands.target import patch_lm
-
     patch_lm(target, patch)
     note = f" ({MANUAL_NOTE})" if hands_over((obj["spec"].get("rollout") or {}).get("strategy")) else ""
-    summary = ",".join(f"{k}={v}" for k, v in weights.items())
-    print(f"{what}: languagemodel {target.namespace}/{target.name} traffic {summary}{note}")
+    print(f"{what}: languagemodel {target.namespace}/{target.name} traffic "
+          f"{summary(weights)}{note}")
     return 0
 
 
 def traffic_patch(obj: dict[str, Any], weights: dict[str, int]) -> dict[str, Any]:
-    """The merge patch that sets every version's traffic (lists are replaced whole)."""
-    versions = copy.deepcopy(obj["spec"]["versions"])
-    names = [v["name"] for v in versions]
-    check_weights(weights, names)
-    for v in versions:
-        v["traffic"] = int(weights.get(v["name"], 0))
-    patch: dict[str, Any] = {
-        "metadata": {"resourceVersion": obj["metadata"].get("resourceVersion")},
-        "spec": {"versions": versions},
-    }
-    if hands_over((obj["spec"].get("rollout") or {}).get("strategy")):
-        patch["spec"]["rollout"] = {"strategy": Strategy.MANUAL.value}
-    if patch["metadata"]["resourceVersion"] is None:
-        del patch["metadata"]
+    """The merge patch that sets every version's traffic (`lmo.weights.traffic_change`),
+    carrying the resourceVersion read so a concurrent edit is refused, not overwritten."""
+    patch: dict[str, Any] = {"spec": traffic_change(obj["spec"], weights)}
+    version = obj["metadata"].get("resourceVersion")
+    if version is not None:
+        patch["metadata"] = {"resourceVersion": version}
     return patch

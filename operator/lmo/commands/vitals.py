@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmo.decide.measure import measure
+from lmo.decide.prometheus import Prometheus, PrometheusError
+
 WINDOW_SECONDS = 60.0
 
 
 def cluster_last_minute(prometheus_url: str | None, namespace: str, name: str,
                         versions: list[str]) -> tuple[dict[str, dict[str, Any]], str | None]:
     """(numbers per version, why there are none) from Prometheus."""
-    from lmo.analysis import Prometheus, PrometheusError, measure
-
     if not prometheus_url:
         return {}, ("no Prometheus: pass --prometheus URL (or set "
                     "spec.rollout.analysis.prometheusUrl)")

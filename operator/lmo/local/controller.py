@@ -12,6 +12,7 @@ data plane: it routes, proxies and mirrors by the `Router` this controller sets.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,12 +23,18 @@ import aiohttp
 from lmo import stages as S
 from lmo.api import ExperimentStatus, LanguageModel, LanguageModelSpec, RolloutStatus, Strategy
 from lmo.conditions import NORMAL, WARNING, Reason
+from lmo.decide.judge import judge
+from lmo.decide.measure import golden_drift, measure_gates
+from lmo.decide.outcomes import arms_of, settings_of, with_outcomes
+from lmo.decide.prometheus import Prometheus
 from lmo.local.feedback import Feedback
-from lmo.local.routing import Router, check_weights
+from lmo.local.routing import Router
 from lmo.local.tritonmetrics import Snapshot, parse
 from lmo.local.versions import Artifact
-from lmo.rollout import MANUAL_NOTE, hands_over
+from lmo.replay import ReplayError, ReplayTargets
+from lmo.rollout import decide
 from lmo.settings import OperatorSettings
+from lmo.weights import MANUAL_NOTE, summary, traffic_change
 from lmo_runtime.manifest import ENTRY_MODEL
 
 log = logging.getLogger("lmo.up")
@@ -107,17 +114,15 @@ class Controller:
 
         An automated rollout would override the weights, so it is switched to Manual.
         """
-        names = [v.name for v in self.spec.versions]
-        check_weights({k: int(v) for k, v in weights.items()}, names)
-        full = {n: int(weights.get(n, 0)) for n in names}
-        versions = [v.model_copy(update={"traffic": full[v.name]}) for v in self.spec.versions]
-        update: dict[str, Any] = {"versions": versions}
-        note = ""
-        if self.spec.rollout is not None and hands_over(self.spec.rollout.strategy):
-            update["rollout"] = self.spec.rollout.model_copy(update={"strategy": Strategy.MANUAL.value})
-            note = f" ({MANUAL_NOTE})"
-        self.set_spec(self.spec.model_copy(update=update), now)
-        self.event(NORMAL, Reason.TRAFFIC_SET, "traffic set to " + _summary(full) + note)
+        spec = self.spec.to_dict()
+        change = traffic_change(spec, weights)
+        spec["versions"] = change["versions"]
+        if "rollout" in change:
+            spec["rollout"].update(change["rollout"])
+        self.set_spec(LanguageModelSpec.model_validate(spec), now)
+        note = f" ({MANUAL_NOTE})" if "rollout" in change else ""
+        full = {v["name"]: v["traffic"] for v in change["versions"]}
+        self.event(NORMAL, Reason.TRAFFIC_SET, "traffic set to " + summary(full) + note)
 
     def set_ready(self, name: str, ready: bool) -> None:
         b = self.backends.get(name)
@@ -187,8 +192,6 @@ class Controller:
 
     def decide(self, now: datetime, analysis: Any = None) -> Any:
         """`step` without I/O, for a spec change between ticks (no analysis is due then)."""
-        from lmo.rollout import decide
-
         return self._act(decide(self.spec, self.rollout, S.observations(self.observe()), now, analysis,
                                 experiment=self.experiment))
 
@@ -243,9 +246,6 @@ class Controller:
     async def analyse(self, ro: RolloutStatus, now: datetime) -> Any:
         """Judge the candidate's current step from the Triton counters of both versions, with
         the cluster's gates (`lmo.analysis.judge`)."""
-        from lmo.analysis import golden_drift, judge
-        from lmo.replay import ReplayError, ReplayTargets
-
         assert self.spec.rollout is not None
         analysis = self.spec.rollout.analysis
         candidate, stable = ro.candidate or "", ro.stable or ""
@@ -273,8 +273,6 @@ class Controller:
                 drift = f"golden replay failed: {candidate} or {stable} is not running"
         gates = []
         if analysis.metrics:  # custom gates: the cluster's queries on the spec's Prometheus
-            from lmo.analysis import Prometheus, measure_gates
-
             gates = await asyncio.to_thread(
                 measure_gates, Prometheus(analysis.prometheus_url or ""), analysis.metrics,
                 self.lm.metadata.namespace or "default", self.lm.metadata.name, candidate,
@@ -287,11 +285,6 @@ class Controller:
     async def with_outcomes(self, result: Any, now: datetime) -> Any:
         """The analysis with the experiment's counts since it started: the front door's
         feedback, or the spec's successQuery/totalQuery on Prometheus (as on the cluster)."""
-        import dataclasses
-
-        from lmo.analysis import with_outcomes
-        from lmo.experiment import arms_of, settings_of
-
         outcome = settings_of(self.spec).outcome
         if outcome.uses_feedback:
             mark = self._feedback_mark[1] if self._feedback_mark else {}
@@ -363,8 +356,6 @@ class Controller:
         observed = self.observe()
         decision = self._decision
         if decision is None:  # no tick yet: what the first would decide, without acting on it
-            from lmo.rollout import decide
-
             decision = decide(self.spec, self.rollout, S.observations(observed), _now())
         _, routed = S.plan(self.lm, observed, decision)
         out = S.status_from(self.lm, OperatorSettings(), observed, routed, decision, [], None, _now())
@@ -388,10 +379,6 @@ class Controller:
         if self.recent is not None:
             out["local"]["lastMinute"] = self.recent.report(list(self.backends))
         return out
-
-
-def _summary(weights: dict[str, int]) -> str:
-    return ",".join(f"{k}={v}" for k, v in weights.items())
 
 
 def _step_key(r: RolloutStatus | None) -> tuple[Any, ...] | None:

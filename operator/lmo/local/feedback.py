@@ -10,7 +10,7 @@ per-version counts for `strategy: Experiment`.
   success. Each request id counts once (a second report is 404, like an unknown id). A body that is not that
   shape is 400, naming what is wrong.
 * `GET /lmo/metrics` exports the counts in the Prometheus text format under the names the
-  cluster's feedback model exports (`lmo.experiment.FEEDBACK_SAMPLES`, `FEEDBACK_SUCCESSES`),
+  cluster's feedback model exports (`lmo_runtime.feedback.SAMPLES`, `SUCCESSES`),
   with the labels the cluster's scrape adds (namespace, lmo_model, lmo_version), so the
   same PromQL reads both runtimes.
 
@@ -29,10 +29,11 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from lmo.experiment import FEEDBACK_SAMPLES, FEEDBACK_SUCCESSES
+from lmo.api import VERSION_HEADER
+from lmo_runtime.feedback import SAMPLES as FEEDBACK_SAMPLES
+from lmo_runtime.feedback import SUCCESSES as FEEDBACK_SUCCESSES
 
 REQUEST_ID_HEADER = "x-lmo-request-id"
-VERSION_HEADER = "x-lmo-version"
 DEFAULT_CAPACITY = 100_000
 DEFAULT_TTL_SECONDS = 3600.0
 _EXAMPLE = '{"requestId": "<x-lmo-request-id of the answer>", "success": true} (or "score": 0.7)'

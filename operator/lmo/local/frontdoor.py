@@ -28,16 +28,17 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from lmo.api import VERSION_HEADER
 from lmo.errors import UserError
 from lmo.local.controller import Controller
 from lmo.local.secrets import api_keys
 from lmo.protect import Gate, Refusal
 
+from lmo_runtime.feedback import PATH as FEEDBACK_PATH
 from lmo_runtime.manifest import ENTRY_MODEL
 
 log = logging.getLogger("lmo.up")
 
-VERSION_HEADER = "x-lmo-version"
 # Request headers Triton needs to read the body; everything else stays at the door.
 _FORWARD = ("Content-Type", "Inference-Header-Content-Length", "Content-Encoding", "Accept-Encoding")
 _RETURN = ("Content-Type", "Inference-Header-Content-Length", "Content-Encoding")
@@ -78,7 +79,7 @@ class FrontDoor:
         r.add_get("/v2", self.forward_get)
         # outcome feedback (lmo.local.feedback): a request id on every answer
         self.app.on_response_prepare.append(controller.feedback.stamp)
-        r.add_post("/v1/feedback", controller.feedback.handle)
+        r.add_post(FEEDBACK_PATH, controller.feedback.handle)
         r.add_get("/lmo/metrics", controller.feedback.serve_metrics)
         r.add_post("/v1/{task}", self.v1)
         r.add_get("/lmo/status", self.status)

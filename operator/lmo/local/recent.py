@@ -21,6 +21,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from lmo.local.tritonmetrics import Snapshot, parse
+from lmo_runtime.manifest import ENTRY_MODEL
 
 WINDOW_SECONDS = 60.0
 EVERY_SECONDS = 5.0
@@ -85,8 +86,6 @@ class RecentMetrics:
 
     async def run(self, controller: Any, every: float = EVERY_SECONDS) -> None:
         """Sample every backend of `controller` each `every` seconds until cancelled."""
-        from lmo_runtime.manifest import ENTRY_MODEL
-
         timeout = aiohttp.ClientTimeout(total=5)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:

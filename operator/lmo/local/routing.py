@@ -13,8 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from lmo.api import traffic_sum_problem
-from lmo.errors import UserError
+from lmo.weights import check_weights, parse_assignments  # noqa: F401 (parse_assignments: its old home)
 
 
 @dataclass
@@ -132,40 +131,3 @@ def sticky_bucket(value: str) -> float:
     stable hash: the same user lands in the same place in every run and process)."""
     digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
-
-
-def check_weights(weights: dict[str, int], versions: list[str]) -> None:
-    """Refuse weights that name unknown versions, are out of range or do not sum to 100."""
-    unknown = sorted(set(weights) - set(versions))
-    if unknown:
-        raise UserError(
-            f"traffic names unknown version(s) {', '.join(unknown)}; versions are "
-            f"{', '.join(versions)}"
-        )
-    bad = [f"{v}={w}" for v, w in weights.items() if not 0 <= int(w) <= 100]
-    if bad:
-        raise UserError(f"traffic weights must be between 0 and 100 (got {', '.join(bad)})")
-    problem = traffic_sum_problem(weights) if weights else None
-    if problem:
-        raise UserError(f"traffic weights must sum to 100; {problem}")
-
-
-def parse_assignments(items: list[str], versions: list[str] | None = None) -> dict[str, int]:
-    """`["v1=90", "v2=10"]` -> {"v1": 90, "v2": 10}, with a clear error for each mistake.
-
-    The messages do not name the command: `lmo set-traffic: error: ` is the CLI's prefix.
-    """
-    out: dict[str, int] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value.strip().isdigit():
-            raise UserError(f"expected VERSION=PERCENT such as v1=90, got {item!r}")
-        if name in out:
-            raise UserError(f"version {name!r} given twice")
-        out[name] = int(value)
-    if versions is not None:
-        missing = [v for v in versions if v not in out]
-        for v in missing:
-            out[v] = 0
-    check_weights(out, versions if versions is not None else list(out))
-    return out

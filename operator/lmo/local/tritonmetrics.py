@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from lmo.analysis import VersionMetrics
+from lmo.decide.vocabulary import VersionMetrics
 
 _COUNTERS = {
     "nv_inference_request_success": "success",

@@ -38,9 +38,11 @@ from lmo.builders.payloads import payload_env
 from lmo.conditions import NORMAL, WARNING, Reason
 from lmo.errors import UserError
 from lmo.local.controller import Backend, Controller
+from lmo.local.frontdoor import FrontDoor
+from lmo.local.recent import RecentMetrics
 from lmo.local.secrets import api_keys
 from lmo.local.secrets import load_file as load_secrets
-from lmo.local.state import DEFAULT_WORK_DIR, remove_state, write_state
+from lmo.upstate import DEFAULT_WORK_DIR, remove_state, write_state
 from lmo.local.versions import (
     Artifact,
     ServerFlavour,
@@ -333,14 +335,10 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 async def _serve(controller: Controller, fleet: Fleet, args: argparse.Namespace, path: Path,
                  work_dir: Path) -> None:
-    from lmo.local.frontdoor import FrontDoor
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    from lmo.local.recent import RecentMetrics
-
     door = FrontDoor(controller, args.secret_data)
     controller.recent = RecentMetrics()
     try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmo.api import LanguageModelSpec, VersionSpec
+from lmo.builders import conversion_request
 from lmo.errors import UserError
 from lmo_runtime.manifest import MANIFEST_FILE, REPOSITORY_DIR, ConversionRequest, Manifest
 
@@ -75,8 +76,6 @@ def local_request(
     The same request the operator builds (`lmo.builders.conversion_request`), with the
     checkpoint path resolved and backend/gpus set for the local server.
     """
-    from lmo.builders import conversion_request
-
     request = conversion_request(spec, version)
     update = {
         "checkpoint_uri": resolve_checkpoint(version.checkpoint.uri, base_dir),

@@ -1,6 +1,6 @@
 """The API reference, generated from `lmo.api` (the single source of truth).
 
-    python -m lmo.local.apidoc > docs/api.md
+    python -m lmo.apidoc > docs/api.md
 
 One table per object (field, type, default, description), walking from `LanguageModel`
 down, then the cross-field rules with the exact messages both the cluster (CEL) and
@@ -99,7 +99,7 @@ def render() -> str:
     lines = [
         "# LanguageModel API reference (`lmo.dev/v1alpha1`)",
         "",
-        "Generated from `lmo.api` by `python -m lmo.local.apidoc > docs/api.md`; do not edit.",
+        "Generated from `lmo.api` by `python -m lmo.apidoc > docs/api.md`; do not edit.",
         "The CRD (`crds/`) is generated from the same models, so `kubectl explain lm.spec`",
         "shows the same descriptions. A resource is `apiVersion: lmo.dev/v1alpha1`,",
         "`kind: LanguageModel`, `metadata.name` (a DNS label, at most 40 characters), `spec`",
