@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 FAMILY_MODULES: dict[str, str] = {
     "bert": "lmo_runtime.families.bert",
     "gpt2": "lmo_runtime.families.gpt2",
+    "llama": "lmo_runtime.families.decoders",
+    "qwen2": "lmo_runtime.families.decoders",
+    "mistral": "lmo_runtime.families.decoders",
+    "phi3": "lmo_runtime.families.decoders",
 }
 
 
