@@ -32,7 +32,8 @@ class LanguageModelSpec(_Model):
     ))
 
     task: Task = Field(
-        description="What the model does: text-generation (GPT-2 family), fill-mask, "
+        description="What the model does: text-generation (GPT-2, Llama, Qwen2, Mistral or "
+        "Phi3 decoders), fill-mask, "
         "feature-extraction or text-classification (BERT family)."
     )
     versions: list[VersionSpec] = Field(
