@@ -169,6 +169,13 @@ def test_fp16_keeps_float32_io_and_int8_static_is_refused(gpt2_loaded, gpt2_chec
     assert {i.type.tensor_type.elem_type for i in graph.graph.input[3:]} == {
         onnx.TensorProto.FLOAT}  # clients and the cache stay float32
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
+    # mixed precision: MatMuls in fp16, LayerNorm and softmax in fp32
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*graph.graph.value_info, *graph.graph.input, *graph.graph.output]}
+    kept = [n for n in graph.graph.node if n.op_type in ("LayerNormalization", "Softmax")]
+    assert kept and all(types.get(n.input[0]) == onnx.TensorProto.FLOAT for n in kept)
+    assert any(types.get(n.input[0]) == onnx.TensorProto.FLOAT16
+               for n in graph.graph.node if n.op_type == "MatMul")
     score = FAMILY.score(gpt2_loaded, fp16, heldout_texts(8), 0.99)
     assert score.passed and score.details["kl"] < 1e-3
     with pytest.raises(ConversionError, match="int8-static is not supported for GPT-2"):

@@ -4,18 +4,20 @@ Llama-, Qwen2-, Mistral- and Phi3-style ones in `families.decoders` share this c
 Export: one ONNX graph serves prefill (zero-length past) and every decode step. It takes
 `input_ids`, `attention_mask` [batch, past + new], `position_ids` and per layer
 `past_key_values.<i>.key|value` [batch, kv_heads, past, head_dim]; it returns `logits` of
-the last position only ([batch, vocab]: the head runs on one position, and a prefill of 16
-x 512 tokens no longer returns 16 x 512 x 50,257 floats) and `present.<i>.key|value`. A wrapper rebuilds a `DynamicCache` from
-the flat inputs and passes an explicit 4-D additive attention mask (causal + padding) built
-from tensor shapes, so that no sequence length computed in Python can be frozen into the
-traced graph (tests check prefill with an empty past and decode steps against PyTorch;
-note the wrapper must be in eval mode: export restores its training flag). The model's Conv1D
-layers are exported as MatMul + Add (not Gemm) so that dynamic int8 quantization, which
-handles MatMul but not Gemm, reaches every projection.
+the last position only ([batch, vocab]: the head runs on one position, and a prefill of 16 x
+512 tokens no longer returns 16 x 512 x 50,257 floats) and `present.<i>.key|value`. A
+wrapper rebuilds a `DynamicCache` from the flat inputs and passes an explicit 4-D additive
+attention mask (causal + padding) built from tensor shapes, so that no sequence length
+computed in Python can be frozen into the traced graph (tests check prefill with an empty
+past and decode steps against PyTorch; note the wrapper must be in eval mode: export
+restores its training flag). The model's Conv1D layers are exported as MatMul + Add (not
+Gemm) so that dynamic int8 quantization, which handles MatMul but not Gemm, reaches every
+projection.
 
 Precisions: fp32; int8 = dynamic, per-channel, MatMul weights only (the embedding Gather
 stays float: TRITON-CPU.md measured a naive int8 GPT-2, Gather included, decoding 2x slower);
-fp16 = float16 weights with float32 inputs/outputs (for GPU serving). int8-static is refused
+fp16 = float16 weights and MatMuls with float32 inputs/outputs, normalisations and softmax
+kept in float32 (mixed precision, for GPU serving). int8-static is refused
 (a calibrated decoder needs past-length-aware calibration: issue #3).
 
 Big models: when the weights exceed protobuf's 2 GiB (gpt2-large, 774M: ~3.3 GB with the
@@ -66,6 +68,10 @@ STREAM_MODEL = "text_generation_stream"
 GOLDEN_MAX_TOKENS = 8
 DEFAULT_MAX_TOKENS = 32
 TEXTGEN_FILES = ("textgen.py",)
+# ops an fp16 decoder keeps in fp32: LayerNorm (GPT-2), the exported RMSNorm (Pow, ReduceMean,
+# Sqrt, Reciprocal/Div) and softmax
+FP16_KEEP_FP32 = ("LayerNormalization", "SimplifiedLayerNormalization", "Pow", "ReduceMean",
+                  "Sqrt", "Reciprocal", "Softmax")
 
 
 def _torch():
@@ -446,8 +452,13 @@ class DecoderFamily:
             import onnx
             from onnxruntime.transformers.onnx_model import OnnxModel
 
+            from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
             model = OnnxModel(onnx.load(str(src)))
-            model.convert_float_to_float16(keep_io_types=True)
+            # mixed precision: weights and MatMuls in fp16, the normalisations and softmax in
+            # fp32 (an RMSNorm's x * x overflows fp16 above 256; softmax sums lose precision)
+            model.convert_float_to_float16(
+                keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FP32])
             half = sum(t.ByteSize() for t in model.model.graph.initializer)
             onnx_external.save(model.model, out, half)
         elif precision == "int8-static":
