@@ -51,8 +51,10 @@ def parameters(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
 
 
 def stream(url: str, prompt: str, params: dict[str, tuple[str, object]],
-           headers: dict[str, str], out=sys.stdout) -> str | None:
-    """Print each streamed piece as it arrives; returns the version that answered."""
+           headers: dict[str, str], out=None) -> str | None:
+    """Print each streamed piece as it arrives (to `out`, default the sys.stdout of the call,
+    not of the import); returns the version that answered."""
+    out = sys.stdout if out is None else out
     body = {"TEXT": prompt, **{k: v for k, (_, v) in params.items()}}
     try:
         r = requests.post(f"{url}/v2/models/{STREAM_MODEL}/generate_stream", json=body,
