@@ -88,6 +88,11 @@ class OrtDecoder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Busy-waiting worker threads burn a pod's CPU quota (CFS throttling) and the cores
+        # other processes need between the many short runs of a decode loop; LMO_ORT_SPIN=1
+        # re-enables it (as in the BERT entry model)
+        if os.environ.get("LMO_ORT_SPIN", "0") != "1":
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any] = ["CPUExecutionProvider"]
         self.device, self.device_id = "cpu", 0
         if device_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
