@@ -271,6 +271,11 @@ def test_pull_secrets_and_service_account():
                 "batching": {"maxBatchSize": 0, "maxQueueDelayMicroseconds": 0},
             },
         ),
+        (  # TensorRT; the GPU given in resources only
+            {"name": "v1", "checkpoint": {"uri": "s3://m/v1/"},
+             "optimize": {"precision": "fp16"}},
+            {"accelerator": "tensorrt", "resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        ),
     ],
 )
 def test_lmo_convert_parses_the_job_args_into_the_same_request(settings, version, serving):
@@ -280,7 +285,10 @@ def test_lmo_convert_parses_the_job_args_into_the_same_request(settings, version
 
     from lmo_runtime.cli import add_arguments, request_from_args
 
-    lm = make_lm({"versions": [version], "serving": serving})
+    spec = {"versions": [version], "serving": serving}
+    if serving.get("accelerator") == "tensorrt":
+        spec["task"] = "feature-extraction"
+    lm = make_lm(spec)
     plan, job = _job(lm, settings)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
