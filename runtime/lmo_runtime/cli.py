@@ -182,6 +182,8 @@ def summary(manifest: Manifest, uri: str) -> dict[str, Any]:
     }
     if manifest.evaluation is not None:
         out["evaluation"] = manifest.evaluation.summary()
+    if manifest.shared_memory_bytes:
+        out["sharedMemoryBytes"] = manifest.shared_memory_bytes
     text = json.dumps(out, separators=(",", ":"))
     if len(text.encode()) > SUMMARY_LIMIT:
         out["reason"] = manifest.reason[:1000]

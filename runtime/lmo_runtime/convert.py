@@ -386,6 +386,7 @@ def convert(
                     "score": score,
                     "golden": golden,
                     "input_reference": input_reference,
+                    "shared_memory_bytes": loaded.extra.get("shared_memory_bytes"),
                     "timings": steps.timings,
                 }
             )

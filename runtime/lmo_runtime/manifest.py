@@ -161,6 +161,9 @@ class Manifest(_Model):
     # the served input drift metrics are compared with
     input_reference: dict[str, Any] | None = None
     evaluation: EvaluationRecord | None = None  # the data the gate scored on
+    # the most the served models pass through the Python backend's shared memory (/dev/shm)
+    # at once, when it can exceed the pod's default (the KV cache of a BLS decoder); None: small
+    shared_memory_bytes: int | None = None
     converter_version: str = CONVERTER_VERSION
     created_at: str = ""
 
@@ -169,6 +172,8 @@ class Manifest(_Model):
         exclude: dict[str, Any] = {"timings": True, "created_at": True}
         if self.evaluation is None:
             exclude["evaluation"] = True
+        if self.shared_memory_bytes is None:
+            exclude["shared_memory_bytes"] = True
         unset = {n for n in OPTIONAL_KEY_FIELDS if getattr(self.request, n) is None}
         if unset:
             exclude["request"] = unset
@@ -193,6 +198,8 @@ class Manifest(_Model):
             out["entryModel"] = self.entry_model
         if self.evaluation is not None:
             out["evaluation"] = self.evaluation.summary()
+        if self.shared_memory_bytes:
+            out["sharedMemoryBytes"] = self.shared_memory_bytes
         inputs = self.golden_inputs()
         if inputs:
             out["goldenInputs"] = inputs

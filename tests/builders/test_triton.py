@@ -366,3 +366,20 @@ def test_tensorrt_keeps_its_engines_on_an_emptydir():
     assert plan.request.accelerator is None
     assert not any(v["name"] == "tensorrt-cache"
                    for v in dep["spec"]["template"]["spec"]["volumes"])
+
+
+def test_dev_shm_is_sized_to_the_served_artifact():
+    """status.versions[].artifact.sharedMemoryBytes (a decoder called through BLS passes its
+    KV cache through /dev/shm) sizes the pod's memory-backed /dev/shm; 1Gi otherwise."""
+    import dataclasses
+
+    from lmo.builders.triton import shm_size
+
+    assert shm_size(None) == "1Gi" and shm_size(100 << 20) == "1Gi"
+    assert shm_size(3 << 30) == "3840Mi"  # what it needs plus a quarter
+    lm = make_lm()
+    plan = next(p for p in make_plans(lm, OperatorSettings()) if p.name == "v1")
+    dep = build_deployment(lm, OWNER, OperatorSettings(),
+                           dataclasses.replace(plan, shared_memory_bytes=4 << 30), 1)
+    (dshm,) = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "dshm"]
+    assert dshm["emptyDir"] == {"medium": "Memory", "sizeLimit": "5Gi"}

@@ -140,6 +140,11 @@ def test_repository_configs_parse_for_both_backends(gpt2_loaded, gpt2_fp32_artif
     assert configs["text_generation_stream"].model_transaction_policy.decoupled
     assert (tmp_path / "cpu/gpt2_decoder/1/model.onnx").is_file()
     assert (tmp_path / "cpu/text_generation/1/lmo_bls.py").is_file()
+    # the cache goes through /dev/shm in and out of every BLS call: the pod's /dev/shm is
+    # sized to it (16 rows of the entry model + 4 streams, full context, float32)
+    spec = gpt2_loaded.extra["spec"]
+    cache = 2 * spec["n_layer"] * 20 * spec["n_head"] * spec["n_positions"] * spec["head_dim"] * 4
+    assert gpt2_loaded.extra["shared_memory_bytes"] == 2 * cache + 20 * spec["vocab_size"] * 4
 
     gpu = ConversionRequest(checkpoint_uri="file:///x", task="text-generation",
                             backend="onnxruntime", gpus=1)
@@ -147,6 +152,7 @@ def test_repository_configs_parse_for_both_backends(gpt2_loaded, gpt2_fp32_artif
     configs = {p.parent.name: validate_config(p.read_text())
                for p in (tmp_path / "gpu").glob("*/config.pbtxt")}
     assert set(configs) == {"text_generation", "text_generation_stream"}
+    assert gpt2_loaded.extra["shared_memory_bytes"] is None
     for config in configs.values():
         assert config.instance_group[0].kind == config.instance_group[0].KIND_GPU
         assert config.instance_group[0].gpus == [0]

@@ -65,6 +65,8 @@ class VersionPlan:
     serve_uri: str | None
     traffic: int
     bounds: tuple[int, int] | None = None
+    # /dev/shm the served artifact needs (status.versions[].artifact.sharedMemoryBytes)
+    shared_memory_bytes: int | None = None
 
     @property
     def key(self) -> str:

@@ -51,6 +51,14 @@ EXIT_TIMEOUT_SECONDS = 30
 TENSORRT_CACHE_SIZE = "8Gi"
 
 
+def shm_size(needed: int | None) -> str:
+    """/dev/shm sizeLimit: 1Gi, or what the artifact needs plus a quarter, in whole MiB."""
+    mib = 1024
+    if needed:
+        mib = max(mib, -(-needed * 5 // 4 // (1 << 20)))
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
+
+
 def triton_args(lm: LanguageModel) -> list[str]:
     """tritonserver flags: every model in the repository loaded at start, ready when all are,
     metrics on METRICS_PORT with latency summaries (Triton 2.4x+)."""
@@ -161,8 +169,10 @@ def build_deployment(
     volumes += [
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         # The Python backend (tokenizer steps) passes tensors through shared memory; the
-        # runtime's default 64 MiB /dev/shm is too small for batched requests.
-        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+        # runtime's default 64 MiB /dev/shm is too small for batched requests, and a decoder
+        # called through BLS passes its KV cache every step: sized to the artifact's need.
+        {"name": "dshm", "emptyDir": {"medium": "Memory",
+                                      "sizeLimit": shm_size(plan.shared_memory_bytes)}},
     ]
 
     resources = canonical_resources(serving.resources.to_dict())

@@ -66,6 +66,7 @@ NO_CACHE_FILE = "model_no_cache.onnx"
 DECODER_MODEL = "gpt2_decoder"
 STREAM_MODEL = "text_generation_stream"
 GOLDEN_MAX_TOKENS = 8
+STREAM_WORKERS = 4  # text_generation_stream's default pool (its STREAM_WORKERS parameter)
 DEFAULT_MAX_TOKENS = 32
 TEXTGEN_FILES = ("textgen.py",)
 # ops an fp16 decoder keeps in fp32: LayerNorm (GPT-2), the exported RMSNorm (Pow, ReduceMean,
@@ -521,6 +522,7 @@ class DecoderFamily:
         # On GPUs the decoder runs in the Python models (the cache stays on the GPU there;
         # see the module docstring), whichever backend serves the other models.
         bls = request.backend == "onnxruntime" and request.gpus == 0
+        loaded.extra["shared_memory_bytes"] = None  # in-process decoding: only text passes
         assets = repo_dir / entry / "1"
         assets.mkdir(parents=True, exist_ok=True)
         (assets / "generation.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
@@ -575,6 +577,12 @@ class DecoderFamily:
         onnx_external.copy_model(onnx_path, onnx_dest / MODEL_FILE)  # with its .data, if any
         if bls:
             n_layer, heads, head_dim = spec["n_layer"], spec["n_head"], spec["head_dim"]
+            # Each BLS call passes the past in and the presents out through /dev/shm: at
+            # most a full batch of the entry model plus the streaming model's workers, each
+            # at the full context, in float32 (the cache keeps float32 I/O at every precision)
+            rows = max(1, batch) + STREAM_WORKERS
+            cache = 2 * n_layer * rows * heads * spec["n_positions"] * head_dim * 4
+            loaded.extra["shared_memory_bytes"] = 2 * cache + rows * spec["vocab_size"] * 4
             write_config(repo_dir / self.decoder_model, ModelConfig(
                 name=self.decoder_model, backend="onnxruntime",
                 inputs=(
