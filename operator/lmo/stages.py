@@ -444,7 +444,29 @@ def status_from(
     `refused`: (kind, why) of children the API server refused (ApplyRefused conditions).
     """
     states = observed.versions
-    gen = generation
+    summary = ",".join(f"{s.name}={routed.get(s.name, 0)}" for s in states)
+    status: dict[str, Any] = {
+        "conditions": _conditions(observed, routed, decision, refused, summary, generation, now),
+        "endpoint": endpoint(lm, settings),
+        "versions": [_version_status(st, routed) for st in states],
+        "trafficSummary": summary,
+        "readyVersions": f"{sum(1 for s in states if s.phase == Phase.READY.value)}/{len(states)}",
+    }
+    if generation is not None:
+        status["observedGeneration"] = generation
+    if decision.rollout is not None:
+        status["rollout"] = decision.rollout.to_dict()
+    if decision.experiment is not None:
+        status["experiment"] = decision.experiment.to_dict()
+    return _prune_none(status)
+
+
+def _conditions(
+    observed: Observed, routed: dict[str, int], decision: R.Decision,
+    refused: list[tuple[str, str]], summary: str, gen: int | None, now: datetime,
+) -> list[dict]:
+    """Converted, Deployed, Routed and the aggregate Ready (see `status_from`)."""
+    states = observed.versions
     conds = list(observed.old_status.get("conditions") or [])
 
     failed = [s for s in states if s.failure_reason and s.failure_reason != Reason.PROGRESS_DEADLINE_EXCEEDED]
@@ -475,7 +497,6 @@ def status_from(
                                 "every version has ready replicas", gen, now)
 
     unroutable = [n for n, w in decision.traffic.items() if w > 0 and n not in routed]
-    summary = ",".join(f"{s.name}={routed.get(s.name, 0)}" for s in states)
     if unroutable:
         conds = C.set_condition(conds, C.ROUTED, C.FALSE, Reason.ROUTE_PENDING,
                                 f"no Deployment yet for {', '.join(unroutable)}; routing {summary}", gen, now)
@@ -488,37 +509,24 @@ def status_from(
         why = [w for k, w in refused if (k in kinds if kinds else k != "HTTPRoute")]
         if why:
             conds = C.set_condition(conds, type_, C.FALSE, Reason.APPLY_REFUSED, "; ".join(why), gen, now)
-    conds = C.aggregate_ready(conds, gen, now)
+    return C.aggregate_ready(conds, gen, now)
 
-    versions = []
-    for st in states:
-        vs: dict[str, Any] = {
-            "name": st.name,
-            "phase": st.phase,
-            "traffic": routed.get(st.name, 0),
-            "replicas": st.replicas,
-            "readyReplicas": st.ready_replicas,
-            "message": st.message,
-        }
-        if st.serving_key:
-            vs["servingKey"] = st.serving_key
-        if st.artifact:
-            vs["artifact"] = st.artifact
-        versions.append(vs)
-    status: dict[str, Any] = {
-        "conditions": conds,
-        "endpoint": endpoint(lm, settings),
-        "versions": versions,
-        "trafficSummary": summary,
-        "readyVersions": f"{sum(1 for s in states if s.phase == Phase.READY.value)}/{len(states)}",
+
+def _version_status(st: VersionState, routed: dict[str, int]) -> dict[str, Any]:
+    """One status.versions[] entry: phase, the traffic really routed, replicas, artifact."""
+    vs: dict[str, Any] = {
+        "name": st.name,
+        "phase": st.phase,
+        "traffic": routed.get(st.name, 0),
+        "replicas": st.replicas,
+        "readyReplicas": st.ready_replicas,
+        "message": st.message,
     }
-    if gen is not None:
-        status["observedGeneration"] = gen
-    if decision.rollout is not None:
-        status["rollout"] = decision.rollout.to_dict()
-    if decision.experiment is not None:
-        status["experiment"] = decision.experiment.to_dict()
-    return _prune_none(status)
+    if st.serving_key:
+        vs["servingKey"] = st.serving_key
+    if st.artifact:
+        vs["artifact"] = st.artifact
+    return vs
 
 
 def invalid_status(old_status: Mapping[str, Any], message: str, reason: str,

@@ -204,8 +204,9 @@ async def test_removing_a_version_deletes_its_children(cluster: Cluster):
     smaller["versions"] = [dict(body["versions"][0], traffic=100)]
     await cluster.apply_lm(lm, smaller, NS)
     await cluster.wait(lambda: mine(cluster, DEPLOYMENTS, lm) == {f"{lm}-v1"}, what="v2 removed")
-    assert mine(cluster, SERVICES, lm) == {f"{lm}-v1"}
-    assert mine(cluster, HPAS, lm) == {f"{lm}-v1"}
+    # the children are deleted one by one: wait for each kind rather than read it at once
+    await cluster.wait(lambda: mine(cluster, SERVICES, lm) == {f"{lm}-v1"}, what="v2 Service removed")
+    await cluster.wait(lambda: mine(cluster, HPAS, lm) == {f"{lm}-v1"}, what="v2 HPA removed")
     await cluster.wait(lambda: route_weights(cluster, lm) == {f"{lm}-v1": 100}, what="route")
     await cluster.wait(lambda: cluster.lm_status(lm).get("readyVersions") == "1/1", what="status")
 

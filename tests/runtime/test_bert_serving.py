@@ -48,8 +48,8 @@ def _text_input(texts):
     return inp
 
 
-def _infer(client, model, texts):
-    return client.infer(model, [_text_input(texts)])
+def _infer(client, model, texts, **parameters):
+    return client.infer(model, [_text_input(texts)], parameters=parameters or None)
 
 
 def _torch(ckpt, cls, texts):
@@ -87,21 +87,68 @@ def test_embeddings_match_pytorch_under_concurrency(client, minilm_path):
 
 
 def test_fill_mask_matches_pytorch(client, tiny_bert_mlm):
+    """Five candidates per mask by default, best first, each with PyTorch's probability."""
     from transformers import AutoModelForMaskedLM
 
     texts = ["The capital of France is [MASK].", "I like to drink [MASK] in the morning."]
     tok, enc, out = _torch(tiny_bert_mlm, AutoModelForMaskedLM, texts)
     probs = out.logits.softmax(-1)
     result = _infer(client, "fill_mask", texts)
-    tokens = [t.decode() for t in result.as_numpy("TOKEN").reshape(-1)]
-    scores = result.as_numpy("SCORE").reshape(-1)
-    sequences = [s.decode() for s in result.as_numpy("SEQUENCE").reshape(-1)]
+    tokens = result.as_numpy("TOKEN")
+    scores = result.as_numpy("SCORE")
+    sequences = result.as_numpy("SEQUENCE")
+    assert tokens.shape == scores.shape == sequences.shape == (2, 1, 5)
     for i in range(2):
         pos = int((enc["input_ids"][i] == tok.mask_token_id).nonzero()[0])
-        best = int(probs[i, pos].argmax())
-        assert tokens[i] == tok.decode([best]).strip()
-        assert scores[i] == pytest.approx(float(probs[i, pos, best]), abs=1e-4)
-        assert tokens[i] in sequences[i] and "[MASK]" not in sequences[i]
+        top = probs[i, pos].topk(5)
+        assert [t.decode() for t in tokens[i, 0]] == [tok.decode([int(j)]).strip() for j in top.indices]
+        assert np.allclose(scores[i, 0], top.values.numpy(), atol=1e-4)
+        for token, sequence in zip(tokens[i, 0], sequences[i, 0]):
+            assert token.decode() in sequence.decode() and "[MASK]" not in sequence.decode()
+
+
+def test_fill_mask_top_k_per_mask_and_ragged_rows(client, tiny_bert_mlm):
+    """top_k candidates for every mask of a text, in order; a row with fewer masks than
+    its neighbours is padded with "" and 0."""
+    from transformers import AutoModelForMaskedLM
+
+    texts = ["The [MASK] of France is [MASK].", "I like to drink [MASK] in the morning."]
+    tok, enc, out = _torch(tiny_bert_mlm, AutoModelForMaskedLM, texts)
+    probs = out.logits.softmax(-1)
+    result = _infer(client, "fill_mask", texts, top_k=3)
+    tokens, scores = result.as_numpy("TOKEN"), result.as_numpy("SCORE")
+    sequences = result.as_numpy("SEQUENCE")
+    assert tokens.shape == (2, 2, 3)
+    positions = (enc["input_ids"][0] == tok.mask_token_id).nonzero().reshape(-1).tolist()
+    best = [int(probs[0, p].argmax()) for p in positions]
+    for m, pos in enumerate(positions):
+        top = probs[0, pos].topk(3)
+        assert [t.decode() for t in tokens[0, m]] == [tok.decode([int(j)]).strip() for j in top.indices]
+        assert np.allclose(scores[0, m], top.values.numpy(), atol=1e-4)
+        # candidate j at mask m, the other mask filled with its best candidate
+        ids = enc["input_ids"][0].clone()
+        ids[positions] = torch_tensor(best)
+        ids[pos] = int(top.indices[2])
+        assert sequences[0, m, 2].decode() == tok.decode(ids, skip_special_tokens=True)
+    assert [t.decode() for t in tokens[1, 1]] == ["", "", ""] and not scores[1, 1].any()
+    assert all(t.decode() for t in tokens[1, 0])
+
+
+def torch_tensor(values):
+    import torch
+
+    return torch.tensor(values)
+
+
+@pytest.mark.parametrize("model,top_k,message", [
+    ("fill_mask", 0, r"parameter top_k must be an integer >= 1, got 0"),
+    ("text_classification", "two", r'parameter top_k must be an integer >= 1, got "two"'),
+    ("fill_mask", 51, r"parameter top_k must be at most 50 for this fill-mask model"),
+])
+def test_bad_top_k_is_a_clear_error(client, model, top_k, message):
+    text = "The capital of France is [MASK]." if model == "fill_mask" else "Fine."
+    with pytest.raises(Exception, match=message):
+        _infer(client, model, [text], top_k=top_k)
 
 
 def test_fill_mask_without_mask_token_is_a_clear_error(client):
@@ -134,15 +181,24 @@ def test_fill_mask_past_the_context_fails_only_its_own_request(client, tiny_bert
 
 
 def test_classification_matches_pytorch(client, tiny_bert_classifier):
+    """Every label, best first, with PyTorch's probabilities; top_k keeps the first k."""
     from transformers import AutoModelForSequenceClassification
 
     texts = ["I loved this film.", "Terrible service, never again.", "It was fine."]
     _, _, out = _torch(tiny_bert_classifier, AutoModelForSequenceClassification, texts)
     probs = out.logits.softmax(-1).numpy()
+    names = np.array(["NEGATIVE", "POSITIVE"])
+    order = np.argsort(-probs, axis=-1)
     result = _infer(client, "text_classification", texts)
-    labels = [x.decode() for x in result.as_numpy("LABEL").reshape(-1)]
-    assert labels == [["NEGATIVE", "POSITIVE"][i] for i in probs.argmax(-1)]
-    assert np.allclose(result.as_numpy("SCORE").reshape(-1), probs.max(-1), atol=1e-4)
+    assert result.as_numpy("LABEL").shape == (3, 2)
+    assert [[x.decode() for x in row] for row in result.as_numpy("LABEL")] == names[order].tolist()
+    assert np.allclose(result.as_numpy("SCORE"), np.take_along_axis(probs, order, -1), atol=1e-4)
+    assert np.allclose(result.as_numpy("SCORE").sum(-1), 1.0, atol=1e-4)
+    top1 = _infer(client, "text_classification", texts, top_k=1)
+    assert top1.as_numpy("LABEL").shape == (3, 1)
+    assert [x.decode() for x in top1.as_numpy("LABEL")[:, 0]] == names[probs.argmax(-1)].tolist()
+    # more than there are labels: every label (as transformers' pipeline does)
+    assert _infer(client, "text_classification", texts, top_k=9).as_numpy("LABEL").shape == (3, 2)
 
 
 ORT_AS_PYTHON = '''
@@ -199,7 +255,7 @@ def test_onnxruntime_backend_flavour_calls_the_onnx_model_through_bls(
     texts = ["I loved this film.", "Terrible service, never again."]
     _, _, out = _torch(tiny_bert_classifier, AutoModelForSequenceClassification, texts)
     probs = out.logits.softmax(-1).numpy()
-    result = _infer(client, "text_classification", texts)
+    result = _infer(client, "text_classification", texts, top_k=1)
     labels = [x.decode() for x in result.as_numpy("LABEL").reshape(-1)]
     assert labels == [["NEGATIVE", "POSITIVE"][i] for i in probs.argmax(-1)]
     assert np.allclose(result.as_numpy("SCORE").reshape(-1), probs.max(-1), atol=1e-4)

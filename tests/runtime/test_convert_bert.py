@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lmo_runtime.convert import convert, file_digests, load_manifest
-from lmo_runtime.families import bert as bert_family
+from lmo_runtime.families import encoder as bert_family
 from lmo_runtime.families import heldout_texts
 from lmo_runtime.manifest import ConversionRequest
 from lmo_runtime.triton.config import validate_config
@@ -96,7 +96,7 @@ def test_cache_hit_does_not_convert_again(minilm_int8_artifact, minilm_path, art
     def no_hashing(*a, **k):
         raise AssertionError("an unchanged checkpoint was re-hashed on a cache hit")
 
-    monkeypatch.setattr(bert_family.BertFamily, "export", no_export)
+    monkeypatch.setattr(bert_family.EncoderFamily, "export", no_export)
     monkeypatch.setattr("lmo_runtime.store.checkpoint_digest", no_hashing)
     m = convert_minilm(minilm_path, tmp_path / "again", artifact_cache, "int8")
     assert m.accepted and m.key == load_manifest(minilm_int8_artifact).key
@@ -127,8 +127,8 @@ def test_changed_local_checkpoint_is_converted_again(tiny_bert_classifier, tmp_p
     request = ConversionRequest(checkpoint_uri=str(ckpt), task="text-classification")
     first = convert(request, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False)
     exports = []
-    real_export = bert_family.BertFamily.export
-    monkeypatch.setattr(bert_family.BertFamily, "export",
+    real_export = bert_family.EncoderFamily.export
+    monkeypatch.setattr(bert_family.EncoderFamily, "export",
                         lambda self, *a, **k: exports.append(1) or real_export(self, *a, **k))
     assert convert(request, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False) == first
     assert exports == []

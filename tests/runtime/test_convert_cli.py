@@ -198,12 +198,12 @@ def test_half_precision_checkpoints_convert_from_float32_weights(
 
 def test_unexpected_failure_is_one_line_and_writes_nothing(tiny_bert_classifier, tmp_path,
                                                            monkeypatch, capsys):
-    from lmo_runtime.families import bert
+    from lmo_runtime.families import encoder as bert
 
     def broken(self, loaded, work_dir):
         raise RuntimeError("exporter broke\nsecond line")
 
-    monkeypatch.setattr(bert.BertFamily, "export", broken)
+    monkeypatch.setattr(bert.EncoderFamily, "export", broken)
     out, term = tmp_path / "out", tmp_path / "term.json"
     args = [str(tiny_bert_classifier), "--task", "text-classification", "--out", str(out),
             "--no-cache", "--quiet", "--manifest-out", str(term)]

@@ -235,8 +235,9 @@ def test_triton_serves_chinese_in_and_out(chinese_bert, zh_data, tmp_path, trito
     inp = httpclient.InferInput("TEXT", [len(texts), 1], "BYTES")
     inp.set_data_from_numpy(np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_))
     result = client.infer("fill_mask", [inp])
-    tokens = [t.decode("utf-8") for t in result.as_numpy("TOKEN").reshape(-1)]
-    sequences = [s.decode("utf-8") for s in result.as_numpy("SEQUENCE").reshape(-1)]
+    # the best candidate of each text's one mask
+    tokens = [t.decode("utf-8") for t in result.as_numpy("TOKEN")[:, 0, 0]]
+    sequences = [s.decode("utf-8") for s in result.as_numpy("SEQUENCE")[:, 0, 0]]
 
     tok = AutoTokenizer.from_pretrained(str(chinese_bert))
     model = AutoModelForMaskedLM.from_pretrained(str(chinese_bert)).eval()

@@ -239,7 +239,7 @@ def test_real_triton_logs_redacted_payloads_and_exports_drift(served, tmp_path):
         for i in range(3):
             answer = _infer(server, "text_classification",
                             [f"my number is {SECRET}", "a fine day"], request_id=f"req-{i}")
-            assert answer.as_numpy("LABEL").shape == (2, 1)
+            assert answer.as_numpy("LABEL").shape == (2, 2)  # both labels, best first
         records = _wait(lambda: local_records(tmp_path, "chat", "v2")
                         if len(local_records(tmp_path, "chat", "v2")) == 3 else None,
                         "three payload records in Triton's log")
@@ -292,7 +292,7 @@ def test_real_triton_failing_s3_sink_fails_no_request(served, tmp_path):
     with TritonServer(repo, log_path=tmp_path / "t.log", env=env) as server:
         for i in range(40):
             answer = _infer(server, "text_classification", [f"n {SECRET}"])
-            assert answer.as_numpy("SCORE").shape == (1, 1)
+            assert answer.as_numpy("SCORE").shape == (1, 2)
         key = 'lmo_payloads_dropped_total{model="text_classification",reason="sink_error"}'
         _wait(lambda: _metrics(server)[key] == 40, "40 sink errors counted")
         assert _metrics(server)['lmo_payloads_logged_total{model="text_classification"}'] == 0

@@ -24,13 +24,13 @@ def _text_input(module):
 
 @pytest.fixture(scope="module")
 def minilm_loaded(minilm_path):
-    from lmo_runtime.families.bert import FAMILY
+    from lmo_runtime.families.encoder import FAMILY
 
     return FAMILY.load(minilm_path, "feature-extraction")
 
 
 def test_minilm_int8_over_http_and_grpc(triton_servers, minilm_int8_artifact, minilm_loaded):
-    from lmo_runtime.families.bert import FAMILY
+    from lmo_runtime.families.encoder import FAMILY
 
     manifest = Manifest.model_validate_json((minilm_int8_artifact / "manifest.json").read_text())
     repo = minilm_int8_artifact / "model_repository"

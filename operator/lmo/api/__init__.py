@@ -1,11 +1,16 @@
 """The `LanguageModel` API (`lmo.dev/v1alpha1`): typed spec and status.
 
-This module is the single source of truth for the API. The CRD in `crds/` is generated from
-these models (`lmo.crd`), so every field carries a description (it is what
-`kubectl explain` shows), defaults equal the CRD's defaults, and the rules that a schema
-alone cannot express live next to the field as CEL (`x-kubernetes-validations`) *and* as a
-pydantic validator with the same message, so the cluster and `lmo up` refuse the same
-input with the same words.
+This package is the single source of truth for the API, one module per part of the spec
+(versions, optimize, rollout, routing, serving, protection, logging, status; the spec's own
+cross-field rules in `rules`, the resource in `resource`, reading files in `loading`). The
+CRD in `crds/` is generated from these models (`lmo.crd`), so every field carries a
+description (it is what `kubectl explain` shows) and defaults equal the CRD's defaults. A
+rule that a schema alone cannot express is one `Rule` (CEL condition, message, field path,
+Python predicate) in its model's table: the CRD's `x-kubernetes-validations` are generated
+from it and the model's validator runs its Python side, so the cluster and `lmo up` refuse
+the same input with the same words.
+
+Every public name is importable from `lmo.api`.
 
 Parse once, at the edge: `LanguageModel.model_validate(obj)` or `load_file(path)`.
 Nothing here imports kopf or kubernetes.

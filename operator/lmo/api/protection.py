@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
-from lmo.api.base import GATEWAY_DURATION, SecretRef, _Model, _cel, _cel_rules
+from lmo.api.base import GATEWAY_DURATION, Rule, SecretRef, _Model, cel_rules, rules_validator
 
 
 class ApiKeys(_Model):
@@ -21,16 +21,15 @@ class Auth(_Model):
     )
 
 
+_RATE_RULES = (
+    Rule("!has(self.burst) || self.burst >= self.requestsPerSecond",
+         "spec.protection.rateLimit.burst must be at least requestsPerSecond", ".burst",
+         lambda r: r.burst is not None and r.burst < r.requests_per_second),
+)
+
+
 class RateLimit(_Model):
-    model_config = ConfigDict(
-        json_schema_extra=_cel_rules(
-            _cel(
-                "!has(self.burst) || self.burst >= self.requestsPerSecond",
-                "spec.protection.rateLimit.burst must be at least requestsPerSecond",
-                ".burst",
-            ),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel_rules(_RATE_RULES))
 
     requests_per_second: int = Field(
         ge=1, le=1_000_000, description="Sustained requests per second admitted (token refill)."
@@ -47,11 +46,7 @@ class RateLimit(_Model):
         description="One bucket per client id (needs auth.apiKeys), else one for the route.",
     )
 
-    @model_validator(mode="after")
-    def _burst(self) -> "RateLimit":
-        if self.burst is not None and self.burst < self.requests_per_second:
-            raise ValueError("spec.protection.rateLimit.burst must be at least requestsPerSecond")
-        return self
+    _rules = rules_validator(_RATE_RULES)
 
     @property
     def bucket(self) -> int:

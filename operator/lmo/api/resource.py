@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field, model_validator
 
-from lmo.api.base import API_VERSION, DNS_LABEL, KIND, MAX_VERSIONS, _Model, _cel, _cel_rules
-from lmo.api.enums import Metric, RoutingProvider, Strategy, Task
+from lmo.api.base import API_VERSION, DNS_LABEL, KIND, MAX_VERSIONS, _Model, cel_rules
+from lmo.api.enums import Task
 from lmo.api.logging import Logging
 from lmo.api.protection import Protection
 from lmo.api.rollout import Rollout
 from lmo.api.routing import Routing
 from lmo.api.rules import (
-    _EXPERIMENT_ARMS,
     _GPU_RULES,
     _PROTECTION_RULES,
     _SPEC_RULES,
-    _STICKY_PROVIDER,
     gpu_problems,
     protection_problems,
-    traffic_sum_problem,
 )
 from lmo.api.serving import Autoscaling, Serving
 from lmo.api.status import LanguageModelStatus
@@ -26,10 +23,8 @@ from lmo.api.versions import Artifacts, VersionSpec
 
 
 class LanguageModelSpec(_Model):
-    model_config = ConfigDict(json_schema_extra=_cel_rules(
-        *_SPEC_RULES["x-kubernetes-validations"],
-        *(_cel(rule, msg, path) for rule, msg, path, _ in _PROTECTION_RULES + _GPU_RULES)
-    ))
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(_SPEC_RULES + _PROTECTION_RULES + _GPU_RULES))
 
     task: Task = Field(
         description="What the model does: text-generation (GPT-2, Llama, Qwen2, Mistral or "
@@ -72,62 +67,15 @@ class LanguageModelSpec(_Model):
 
     @model_validator(mode="after")
     def _cross_field(self) -> "LanguageModelSpec":
-        names = [v.name for v in self.versions]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"spec.versions[].name must be unique (repeated: {', '.join(dupes)})")
-        if not (len(self.versions) == 1 and self.versions[0].traffic is None):
-            problem = traffic_sum_problem({v.name: v.traffic or 0 for v in self.versions})
-            if problem:
-                raise ValueError(
-                    "spec.versions[].traffic must sum to 100 (it may be omitted only with a "
-                    f"single version); {problem}"
-                )
-        r = self.routing
-        if r.mirror is not None and r.mirror.version not in names:
-            raise ValueError(
-                f"spec.routing.mirror.version must name a version in spec.versions "
-                f"({r.mirror.version!r} is not one of {', '.join(names)})"
-            )
-        if r.provider == RoutingProvider.SERVICE.value and r.sticky is not None:
-            raise ValueError(_STICKY_PROVIDER)
-        if r.provider == RoutingProvider.SERVICE.value and (r.ab_test or r.mirror):
-            raise ValueError(
-                "spec.routing.abTest and spec.routing.mirror need provider: GatewayAPI "
-                "(a plain Service cannot match headers or mirror)"
-            )
-        if (r.provider == RoutingProvider.SERVICE.value and self.protection is not None
-                and self.protection.timeout is not None):
-            raise ValueError(
-                "spec.protection.timeout needs provider: GatewayAPI (a plain Service has no "
-                "request timeout)"
-            )
-        if self.rollout is not None:
-            if self.rollout.strategy == Strategy.BLUE_GREEN.value and len(self.versions) > 2:
-                raise ValueError(
-                    "spec.versions: BlueGreen serves at most two versions (stable and candidate)"
-                )
-            if self.rollout.strategy == Strategy.EXPERIMENT.value:
-                arms = [v.name for v in self.versions if (v.traffic or 0) > 0]
-                if len(arms) != 2:
-                    raise ValueError(f"{_EXPERIMENT_ARMS}; versions with traffic: "
-                                     f"{', '.join(arms) or 'none'}")
-            if (
-                self.rollout.strategy != Strategy.MANUAL.value
-                and not self.rollout.analysis.prometheus_url
-            ):
-                raise ValueError(
-                    "spec.rollout.analysis.prometheusUrl is required for Canary and BlueGreen"
-                )
-        if (
-            self.autoscaling is not None
-            and self.autoscaling.metric == Metric.GPU_UTILIZATION.value
-            and self.serving.gpus == 0
-        ):
-            raise ValueError("spec.autoscaling.metric: GPUUtilization needs spec.serving.gpus > 0")
-        problems = protection_problems(self) + gpu_problems(self)
-        if problems:
-            raise ValueError("; ".join(problems))
+        """The spec's rules: the first broken of _SPEC_RULES, else every broken protection
+        rule at once."""
+        for rule in _SPEC_RULES:
+            message = rule.problem(self)
+            if message is not None:
+                raise ValueError(message)
+        broken = protection_problems(self) + gpu_problems(self)
+        if broken:
+            raise ValueError("; ".join(broken))
         return self
 
     def effective_traffic(self) -> dict[str, int]:

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator
 
-from lmo.api.base import DURATION, _Model, _cel, _cel_rules
+from lmo.api.base import DURATION, Rule, _cel, _cel_rules, _Model, cel_rules, rules_validator
 from lmo.api.enums import OnDecision, Strategy
 
 
 _GATE_BOUNDS = "analysis.metrics[]: set max, min or maxIncreaseOverStable (a gate needs a bound)"
-
-
 _GATE_ORDER = "analysis.metrics[]: min must not exceed max"
 
 
+_GATE_RULES = (
+    Rule("has(self.max) || has(self.min) || has(self.maxIncreaseOverStable)", _GATE_BOUNDS, None,
+         lambda g: g.max is None and g.min is None and g.max_increase_over_stable is None
+         and f" (gate {g.name!r})"),
+    Rule("!has(self.max) || !has(self.min) || self.min <= self.max", _GATE_ORDER, ".min",
+         lambda g: g.max is not None and g.min is not None and g.min > g.max
+         and f" (gate {g.name!r}: min {g.min} > max {g.max})"),
+)
+
+
 class MetricGate(_Model):
-    model_config = ConfigDict(
-        json_schema_extra=_cel_rules(
-            _cel("has(self.max) || has(self.min) || has(self.maxIncreaseOverStable)",
-                 _GATE_BOUNDS),
-            _cel("!has(self.max) || !has(self.min) || self.min <= self.max", _GATE_ORDER, ".min"),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel_rules(_GATE_RULES))
 
     name: str = Field(
         pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
@@ -51,13 +53,7 @@ class MetricGate(_Model):
         "query by at most this much (absolute, in the query's unit).",
     )
 
-    @model_validator(mode="after")
-    def _bounds(self) -> "MetricGate":
-        if self.max is None and self.min is None and self.max_increase_over_stable is None:
-            raise ValueError(f"{_GATE_BOUNDS} (gate {self.name!r})")
-        if self.max is not None and self.min is not None and self.min > self.max:
-            raise ValueError(f"{_GATE_ORDER} (gate {self.name!r}: min {self.min} > max {self.max})")
-        return self
+    _rules = rules_validator(_GATE_RULES)
 
 
 class Analysis(_Model):
@@ -125,15 +121,18 @@ _OUTCOME_NEEDS = ("rollout.experiment.outcome: feedback: false needs successQuer
                   "totalQuery")
 
 
+_OUTCOME_RULES = (
+    Rule("has(self.successQuery) == has(self.totalQuery)", _OUTCOME_PAIR, None,
+         lambda o: (o.success_query is None) != (o.total_query is None)),
+    Rule("!has(self.feedback) || !self.feedback || !has(self.successQuery)", _OUTCOME_EXCLUSIVE,
+         None, lambda o: o.feedback is True and o.success_query is not None),
+    Rule("!has(self.feedback) || self.feedback || has(self.successQuery)", _OUTCOME_NEEDS, None,
+         lambda o: o.feedback is False and o.success_query is None),
+)
+
+
 class ExperimentOutcome(_Model):
-    model_config = ConfigDict(
-        json_schema_extra=_cel_rules(
-            _cel("has(self.successQuery) == has(self.totalQuery)", _OUTCOME_PAIR),
-            _cel("!has(self.feedback) || !self.feedback || !has(self.successQuery)",
-                 _OUTCOME_EXCLUSIVE),
-            _cel("!has(self.feedback) || self.feedback || has(self.successQuery)", _OUTCOME_NEEDS),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel_rules(_OUTCOME_RULES))
 
     feedback: bool | None = Field(
         default=None,
@@ -157,15 +156,7 @@ class ExperimentOutcome(_Model):
         "started, with the same placeholders as successQuery.",
     )
 
-    @model_validator(mode="after")
-    def _one_source(self) -> "ExperimentOutcome":
-        if (self.success_query is None) != (self.total_query is None):
-            raise ValueError(_OUTCOME_PAIR)
-        if self.feedback is True and self.success_query is not None:
-            raise ValueError(_OUTCOME_EXCLUSIVE)
-        if self.feedback is False and self.success_query is None:
-            raise ValueError(_OUTCOME_NEEDS)
-        return self
+    _rules = rules_validator(_OUTCOME_RULES)
 
     @property
     def uses_feedback(self) -> bool:
@@ -175,13 +166,16 @@ class ExperimentOutcome(_Model):
 _SAMPLES_ORDER = "rollout.experiment.maxSamples must be at least minSamples"
 
 
+_EXPERIMENT_RULES = (
+    Rule("!has(self.maxSamples) || self.maxSamples >= self.minSamples", _SAMPLES_ORDER,
+         ".maxSamples",
+         lambda e: e.max_samples is not None and e.max_samples < e.min_samples
+         and f" (maxSamples {e.max_samples} < minSamples {e.min_samples})"),
+)
+
+
 class Experiment(_Model):
-    model_config = ConfigDict(
-        json_schema_extra=_cel_rules(
-            _cel("!has(self.maxSamples) || self.maxSamples >= self.minSamples", _SAMPLES_ORDER,
-                 ".maxSamples"),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel_rules(_EXPERIMENT_RULES))
 
     outcome: ExperimentOutcome = Field(
         default_factory=ExperimentOutcome,
@@ -221,20 +215,20 @@ class Experiment(_Model):
         "status.experiment says who won; the traffic stays as the spec says.",
     )
 
-    @model_validator(mode="after")
-    def _samples(self) -> "Experiment":
-        if self.max_samples is not None and self.max_samples < self.min_samples:
-            raise ValueError(f"{_SAMPLES_ORDER} (maxSamples {self.max_samples} < minSamples "
-                             f"{self.min_samples})")
-        return self
+    _rules = rules_validator(_EXPERIMENT_RULES)
+
+
+_STEPS_INCREASING = "rollout.steps must be strictly increasing, e.g. [10, 25, 50, 100]"
 
 
 class Rollout(_Model):
+    # a rule of one field: the CEL (for the API server) and the field validator below share
+    # the message
     model_config = ConfigDict(
         json_schema_extra=_cel_rules(
             _cel(
                 "self.steps.isSorted() && self.steps.all(s, self.steps.exists_one(t, t == s))",
-                "rollout.steps must be strictly increasing, e.g. [10, 25, 50, 100]",
+                _STEPS_INCREASING,
                 ".steps",
             ),
         )
@@ -281,5 +275,5 @@ class Rollout(_Model):
     @classmethod
     def _increasing(cls, steps: list[int]) -> list[int]:
         if any(b <= a for a, b in zip(steps, steps[1:])):
-            raise ValueError("rollout.steps must be strictly increasing, e.g. [10, 25, 50, 100]")
+            raise ValueError(_STEPS_INCREASING)
         return steps

@@ -5,35 +5,29 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
-from lmo.api.base import DEFAULT_TRITON_IMAGE, GATEWAY_DURATION, _Model, _cel, _cel_rules
+from lmo.api.base import DEFAULT_TRITON_IMAGE, GATEWAY_DURATION, Rule, _Model, cel_rules, rules_validator
 from lmo.api.enums import Accelerator, Backend, Engine, Metric
 
 
+# core/v1 Pod validation, checked here so a bad toleration is refused on apply instead of
+# failing the Triton Deployment later
+_TOLERATION_RULES = (
+    Rule("(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+         "tolerations[].operator must be Exists when key is empty", None,
+         lambda t: not t.key and t.operator != "Exists"),
+    Rule("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+         "tolerations[].value must be empty when operator is Exists", ".value",
+         lambda t: t.operator == "Exists" and bool(t.value)),
+    Rule("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+         "tolerations[].tolerationSeconds needs effect: NoExecute", ".tolerationSeconds",
+         lambda t: t.toleration_seconds is not None and t.effect != "NoExecute"),
+)
+
+
 class Toleration(_Model):
-    # core/v1 Pod validation, checked here so a bad toleration is refused on apply instead of
-    # failing the Triton Deployment later
-    model_config = ConfigDict(
-        json_schema_extra=_cel_rules(
-            _cel(
-                "(has(self.key) && self.key != '') || "
-                "(has(self.operator) && self.operator == 'Exists')",
-                "tolerations[].operator must be Exists when key is empty",
-            ),
-            _cel(
-                "!has(self.operator) || self.operator != 'Exists' || "
-                "!has(self.value) || self.value == ''",
-                "tolerations[].value must be empty when operator is Exists",
-                ".value",
-            ),
-            _cel(
-                "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
-                "tolerations[].tolerationSeconds needs effect: NoExecute",
-                ".tolerationSeconds",
-            ),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel_rules(_TOLERATION_RULES))
     key: str | None = Field(
         default=None, description="Taint key the toleration applies to.", max_length=317
     )
@@ -56,15 +50,7 @@ class Toleration(_Model):
         default=None, description="How long a NoExecute taint is tolerated."
     )
 
-    @model_validator(mode="after")
-    def _pod_rules(self) -> "Toleration":
-        if not self.key and self.operator != "Exists":
-            raise ValueError("tolerations[].operator must be Exists when key is empty")
-        if self.operator == "Exists" and self.value:
-            raise ValueError("tolerations[].value must be empty when operator is Exists")
-        if self.toleration_seconds is not None and self.effect != "NoExecute":
-            raise ValueError("tolerations[].tolerationSeconds needs effect: NoExecute")
-        return self
+    _rules = rules_validator(_TOLERATION_RULES)
 
 
 # A resource.Quantity (k8s.io/apimachinery): 500m, 2, 4Gi, 1e3.
@@ -210,49 +196,41 @@ _TARGET_UNITS = {
 }
 
 
+# what autoscaling.target must look like for each metric (CEL `matches` and Python alike)
 _TARGET_PATTERNS = {
-    "QueueTime": r"[0-9]+(\.[0-9]+)?(ms|s)",
-    "InferenceRate": r"[0-9]+(\.[0-9]+)?",
-    "GPUUtilization": r"[0-9]+(\.[0-9]+)?%?",
-    "CPU": r"[0-9]+(\.[0-9]+)?%?",
+    "QueueTime": "[0-9]+([.][0-9]+)?(ms|s)",
+    "InferenceRate": "[0-9]+([.][0-9]+)?",
+    "GPUUtilization": "[0-9]+([.][0-9]+)?%?",
 }
 
 
+def _target_rule(cel_metrics: str, metrics: tuple[str, ...], key: str) -> Rule:
+    """autoscaling.target must fit the metric (CPU's percentage is GPUUtilization's)."""
+    pattern = _TARGET_PATTERNS[key]
+    return Rule(
+        f"{cel_metrics} || self.target.matches('^{pattern}$')", _TARGET_UNITS[key], ".target",
+        lambda a: a.metric in metrics and not re.fullmatch(pattern, a.target)
+        and f" (got {a.target!r})")
+
+
+_AUTOSCALING_RULES = (
+    Rule("self.minReplicas <= self.maxReplicas",
+         "autoscaling.minReplicas must not exceed autoscaling.maxReplicas", None,
+         lambda a: a.min_replicas > a.max_replicas),
+    Rule("self.minReplicas > 0 || self.engine == 'KEDA'",
+         "autoscaling.minReplicas: 0 needs engine: KEDA (HPA cannot scale to zero)",
+         ".minReplicas", lambda a: a.min_replicas == 0 and a.engine != Engine.KEDA.value),
+    Rule("self.minReplicas > 0 || self.metric != 'CPU'", _MIN_ZERO_CPU, ".minReplicas",
+         lambda a: a.min_replicas == 0 and a.metric == Metric.CPU.value),
+    _target_rule("self.metric != 'QueueTime'", ("QueueTime",), "QueueTime"),
+    _target_rule("self.metric != 'InferenceRate'", ("InferenceRate",), "InferenceRate"),
+    _target_rule("!(self.metric in ['GPUUtilization', 'CPU'])", ("GPUUtilization", "CPU"),
+                 "GPUUtilization"),
+)
+
+
 class Autoscaling(_Model):
-    model_config = ConfigDict(
-        json_schema_extra=_cel_rules(
-            _cel(
-                "self.minReplicas <= self.maxReplicas",
-                "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
-            ),
-            _cel(
-                "self.minReplicas > 0 || self.engine == 'KEDA'",
-                "autoscaling.minReplicas: 0 needs engine: KEDA (HPA cannot scale to zero)",
-                ".minReplicas",
-            ),
-            _cel(
-                "self.minReplicas > 0 || self.metric != 'CPU'",
-                _MIN_ZERO_CPU,
-                ".minReplicas",
-            ),
-            _cel(
-                "self.metric != 'QueueTime' || self.target.matches('^[0-9]+([.][0-9]+)?(ms|s)$')",
-                _TARGET_UNITS["QueueTime"],
-                ".target",
-            ),
-            _cel(
-                "self.metric != 'InferenceRate' || self.target.matches('^[0-9]+([.][0-9]+)?$')",
-                _TARGET_UNITS["InferenceRate"],
-                ".target",
-            ),
-            _cel(
-                "!(self.metric in ['GPUUtilization', 'CPU']) "
-                "|| self.target.matches('^[0-9]+([.][0-9]+)?%?$')",
-                _TARGET_UNITS["GPUUtilization"],
-                ".target",
-            ),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel_rules(_AUTOSCALING_RULES))
     engine: Engine = Field(
         default=Engine.HPA,
         description="HPA (autoscaling/v2 on custom metrics via prometheus-adapter) or "
@@ -279,17 +257,4 @@ class Autoscaling(_Model):
         "come up again.",
     )
 
-    @model_validator(mode="after")
-    def _bounds(self) -> "Autoscaling":
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
-        if self.min_replicas == 0 and self.engine != Engine.KEDA.value:
-            raise ValueError(
-                "autoscaling.minReplicas: 0 needs engine: KEDA (HPA cannot scale to zero)"
-            )
-        if self.min_replicas == 0 and self.metric == Metric.CPU.value:
-            raise ValueError(_MIN_ZERO_CPU)
-        if not re.fullmatch(_TARGET_PATTERNS[self.metric], self.target):
-            key = "GPUUtilization" if self.metric == Metric.CPU.value else self.metric
-            raise ValueError(f"{_TARGET_UNITS[key]} (got {self.target!r})")
-        return self
+    _rules = rules_validator(_AUTOSCALING_RULES)

@@ -17,6 +17,7 @@ import requests
 from lmo.api import VERSION_HEADER
 from lmo.commands.target import TIMEOUT, add_target_arguments, get_lm, resolve
 from lmo.errors import UserError
+from lmo_runtime import answers
 from lmo_runtime.manifest import ENTRY_MODEL
 
 
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--header", default=VERSION_HEADER, help="A/B header name")
     parser.add_argument("--task", choices=sorted(ENTRY_MODEL), help="skip task discovery")
     parser.add_argument("--json", action="store_true", help="print the raw KServe v2 answer")
+    parser.add_argument("--top-k", type=int, metavar="K",
+                        help="text-classification: the K best labels (default all); fill-mask: "
+                             "K candidates per mask (default 5)")
     add_target_arguments(parser, name=False)
 
 
@@ -79,15 +83,19 @@ def discover_task(url: str) -> str:
 
 
 def infer(url: str, task: str, texts: list[str], headers: dict[str, str] | None = None,
-          extra: dict[str, tuple[str, Any]] | None = None) -> tuple[dict[str, Any], str | None]:
+          extra: dict[str, tuple[str, Any]] | None = None,
+          parameters: dict[str, Any] | None = None) -> tuple[dict[str, Any], str | None]:
     """One KServe v2 request; (answer JSON, version that answered or None)."""
     inputs = [{"name": "TEXT", "shape": [len(texts), 1], "datatype": "BYTES", "data": texts}]
     for name, (dtype, value) in (extra or {}).items():
         inputs.append({"name": name, "shape": [len(texts), 1], "datatype": dtype,
                        "data": [value] * len(texts)})
     model = ENTRY_MODEL[task]
+    body: dict[str, Any] = {"inputs": inputs}
+    if parameters:
+        body["parameters"] = parameters
     try:
-        r = requests.post(f"{url}/v2/models/{model}/infer", json={"inputs": inputs},
+        r = requests.post(f"{url}/v2/models/{model}/infer", json=body,
                           headers=headers or {}, timeout=TIMEOUT * 4)
     except requests.RequestException as err:
         raise UserError(f"{url}: cannot reach the endpoint ({err.__class__.__name__})") from None
@@ -103,42 +111,24 @@ def infer(url: str, task: str, texts: list[str], headers: dict[str, str] | None 
 
 def per_item(answer: dict[str, Any], n: int) -> list[dict[str, Any]]:
     """Split a batched KServe answer into one {output: value} dict per input."""
-    items: list[dict[str, Any]] = [{} for _ in range(n)]
-    for out in answer.get("outputs", []):
-        data = out.get("data", [])
-        per = len(data) // n if n else 0
-        for i in range(n):
-            chunk = data[i * per:(i + 1) * per]
-            items[i][out["name"]] = chunk[0] if per == 1 else chunk
-    return items
-
-
-def describe(item: dict[str, Any]) -> str:
-    """One readable line per answer."""
-    if "EMBEDDING" in item:
-        vec = item["EMBEDDING"]
-        head = ", ".join(f"{x:.4f}" for x in vec[:6])
-        return f"embedding[{len(vec)}] = [{head}, ...]"
-    if "LABEL" in item:
-        return f"{item['LABEL']} (score {float(item.get('SCORE', 0)):.4f})"
-    if "SEQUENCE" in item:
-        return f"{item['SEQUENCE']}  (token {item.get('TOKEN')!r}, score " \
-               f"{float(item.get('SCORE', 0)):.4f})"
-    if "TEXT_OUTPUT" in item:
-        return str(item["TEXT_OUTPUT"])
-    return json.dumps(item)
+    return answers.per_item(answer.get("outputs", []), n)
 
 
 def run(args: argparse.Namespace) -> int:
     url, task = endpoint(args)
     task = args.task or task or discover_task(url)
     headers = {args.header: args.pin} if args.pin else {}
-    answer, version = infer(url, task, list(args.text), headers)
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.top_k is not None and task not in answers.TOP_K_TASKS:
+        raise UserError(f"--top-k applies to {' and '.join(answers.TOP_K_TASKS)}, not {task}")
+    params = {"top_k": args.top_k} if args.top_k is not None else None
+    answer, version = infer(url, task, list(args.text), headers, parameters=params)
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0
     by = f"[{version}] " if version else ""
     for text, item in zip(args.text, per_item(answer, len(args.text))):
         prefix = f"{text!r}: " if len(args.text) > 1 else ""
-        print(f"{by}{prefix}{describe(item)}")
+        print(f"{by}{prefix}{answers.describe(task, item)}")
     return 0

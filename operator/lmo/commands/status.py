@@ -76,6 +76,33 @@ def render(status: dict[str, Any], name: str, task: str, where: str, console: Co
                  + (f"  Ready={ready}" if ready
                     else f"  ready versions {status.get('readyVersions', '-')}"))
     )
+    console.print(_versions_table(status))
+    minute = status.get("lastMinute")
+    if minute is None:
+        minute = (status.get("local") or {}).get("lastMinute")
+    if minute is not None:
+        for line in vitals.lines(minute, [v["name"] for v in status.get("versions") or []]):
+            console.print(escape(line))
+        if status.get("lastMinuteNote"):
+            console.print(escape(f"  (last minute: {status['lastMinuteNote']})"))
+    _print_rollout(status, console, rollout_spec)
+    for line in experiment_lines(status.get("experiment") or {}):
+        console.print(escape(line))
+    local = status.get("local") or {}
+    if local.get("abTestHeader") or local.get("mirror"):
+        m = local.get("mirror") or {}
+        console.print(escape(
+            "routing: "
+            + (f"header {local['abTestHeader']} picks a version" if local.get("abTestHeader")
+               else "")
+            + (f"; mirror {m.get('percent')}% to {m.get('version')}" if m else "")
+        ))
+    for e in local.get("events") or []:
+        console.print(escape(f"  {e['time']}  {e['type']:<7} {e['reason']}: {e['message']}"))
+
+
+def _versions_table(status: dict[str, Any]) -> Table:
+    """One row per version: phase, routed traffic, replicas, artifact, what it answered."""
     table = Table(show_edge=False, header_style="bold")
     for col in ("VERSION", "PHASE", "TRAFFIC", "REPLICAS", "PRECISION", "SCORE", "SIZE",
                 "MESSAGE"):
@@ -104,18 +131,15 @@ def render(status: dict[str, Any], name: str, task: str, where: str, console: Co
             "-" if not size else f"{size / 1e6:.1f} MB",
             escape("; ".join(x for x in (v.get("message") or "", extra) if x)),
         )
-    console.print(table)
-    minute = status.get("lastMinute")
-    if minute is None:
-        minute = (status.get("local") or {}).get("lastMinute")
-    if minute is not None:
-        for line in vitals.lines(minute, [v["name"] for v in status.get("versions") or []]):
-            console.print(escape(line))
-        if status.get("lastMinuteNote"):
-            console.print(escape(f"  (last minute: {status['lastMinuteNote']})"))
+    return table
+
+
+def _print_rollout(status: dict[str, Any], console: Console,
+                   rollout_spec: dict[str, Any] | None) -> None:
+    """The rollout line ("step N/M") and its last analysis with the reasons."""
     rollout = status.get("rollout") or {}
     total = _step_count(rollout_spec)
-    # an Experiment has looks, not steps (its own lines below)
+    # an Experiment has looks, not steps (its own lines follow)
     where = "" if status.get("experiment") else f"  {step_label(rollout.get('step', 0), total)}"
     if rollout.get("phase") or rollout.get("candidate"):
         console.print(escape(
@@ -137,19 +161,6 @@ def render(status: dict[str, Any], name: str, task: str, where: str, console: Co
         )
         for reason in analysis.get("reasons") or []:
             console.print(escape(f"  - {reason}"))
-    for line in experiment_lines(status.get("experiment") or {}):
-        console.print(escape(line))
-    local = status.get("local") or {}
-    if local.get("abTestHeader") or local.get("mirror"):
-        m = local.get("mirror") or {}
-        console.print(escape(
-            "routing: "
-            + (f"header {local['abTestHeader']} picks a version" if local.get("abTestHeader")
-               else "")
-            + (f"; mirror {m.get('percent')}% to {m.get('version')}" if m else "")
-        ))
-    for e in local.get("events") or []:
-        console.print(escape(f"  {e['time']}  {e['type']:<7} {e['reason']}: {e['message']}"))
 
 
 def _step_count(rollout_spec: dict[str, Any] | None) -> int | None:

@@ -1,33 +1,33 @@
-"""Measure one rollout step: Triton metrics from Prometheus, plus golden-output drift.
+"""Measure one rollout step, on the cluster and under `lmo up` alike.
 
-`analyse()` reads, for the candidate and the stable version over the step's window:
+A *source* gives one version's numbers over the step's window (`VersionMetrics`):
 
-* requests and failures: `increase()` of `nv_inference_request_success` and
-  `nv_inference_request_failure` per model, taken at the model with the most requests (the
-  entry model; an ensemble's composing models would otherwise count a request twice);
-* latency: p99 from `nv_inference_request_duration` histograms or the
-  `nv_inference_request_summary_us{quantile="0.99"}` summary (Triton 2.51 exports it with
-  `--metrics-config summary_latencies=true`; the highest value seen in the window), else
-  the mean request duration (`nv_inference_request_duration_us` / `nv_inference_count`), per
-  model, the slowest model (the entry model's duration includes its composing models);
-* queue time: `nv_inference_queue_duration_us` / `nv_inference_count`, per model, the worst.
+* on the cluster, `prometheus_source`: `increase()` of Triton's counters per model and the
+  highest `nv_inference_request_summary_us{quantile="0.99"}` of the window (Triton's p99
+  summary, `--metrics-config summary_latencies=true`; histograms are read first when a server
+  exports them), over the series every Triton pod's scrape carries (`namespace`,
+  `lmo_model`, `lmo_version`);
+* under `lmo up`, the difference of two scrapes of each server's /metrics (the controller's).
 
-An unreachable Prometheus makes the step "inconclusive". With `replay` targets and
-`maxOutputDrift` set, the golden inputs are replayed against both versions (lmo.replay) and a
-drift above the threshold fails the step. `analysis.metrics[]` adds the user's own gates
-(`measure_gates`): PromQL with {{version}} {{namespace}} {{name}} {{window}} filled in,
-against max / min / the stable version's value; a gate that cannot be measured fails.
-`lmo.decide.judge` decides on all of it.
+Both go through `lmo.decide.triton.version_metrics`, so the entry model, the p99 and its
+fallback (the mean request duration of a server without a summary) are chosen by one rule.
+`assess` then does the rest for both runtimes: a source that cannot answer makes the step
+"inconclusive"; the golden replay (`replay_targets`, one builder for both) runs once the
+candidate has `minRequests`, and a drift gate that cannot run fails the step at once, saying
+why; `analysis.metrics[]` are measured on the spec's Prometheus (`measure_gates`: PromQL with
+{{version}} {{namespace}} {{name}} {{window}} filled in; a gate that cannot be measured
+fails); `lmo.decide.judge` decides on all of it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from lmo.api import Analysis, MetricGate
+from lmo.api import Analysis, LanguageModelSpec, MetricGate
 from lmo.decide.judge import judge
-from lmo.decide.outcomes import FEEDBACK_MODEL
 from lmo.decide.prometheus import (
     Prometheus,
     PrometheusError,
@@ -37,57 +37,48 @@ from lmo.decide.prometheus import (
     promql_range,
     selector,
 )
-from lmo.decide.vocabulary import INCONCLUSIVE, AnalysisResult, GateValue, VersionMetrics
+from lmo.decide.triton import COUNTERS, Snapshot, version_metrics
+from lmo.decide.vocabulary import FAIL, INCONCLUSIVE, AnalysisResult, GateValue, VersionMetrics
 from lmo.replay import Drift, ReplayError, ReplayTargets, replay_drift
+from lmo_runtime.feedback import MODEL as FEEDBACK_MODEL
+from lmo_runtime.manifest import ENTRY_MODEL
 
 log = logging.getLogger("lmo.analysis")
+
+# One version's numbers over the window (raises PrometheusError when it cannot answer).
+Source = Callable[[str], VersionMetrics]
 
 
 def measure(
     prom: Prometheus, namespace: str, lm: str, version: str, window_seconds: float
 ) -> VersionMetrics:
+    """One version's numbers over the window, from Prometheus."""
     sel, w = selector(namespace, lm, version), promql_range(window_seconds)
+    increases = {
+        key: per_model(prom, f"sum by (model) (increase({metric}{sel}[{w}]))")
+        for metric, key in COUNTERS.items()
+    }
+    models = {
+        m: Snapshot(**{key: values.get(m, 0.0) for key, values in increases.items()})
+        for m in set().union(*increases.values())
+    }
+    return version_metrics(models, _p99_ms(prom, sel, w))
 
-    def increase(metric: str) -> dict[str, float]:
-        return per_model(prom, f"sum by (model) (increase({metric}{sel}[{w}]))")
 
-    success = increase("nv_inference_request_success")
-    failure = increase("nv_inference_request_failure")
-    count = increase("nv_inference_count")
-    duration = increase("nv_inference_request_duration_us")
-    queue = increase("nv_inference_queue_duration_us")
-
-    # the feedback model's reports are not answers: a client's bad report is no error of
-    # the version (lmo.decide.experiment)
-    models = (set(success) | set(failure)) - {FEEDBACK_MODEL}
-    totals = {m: success.get(m, 0.0) + failure.get(m, 0.0) for m in models}
-    entry = max(totals, key=lambda m: (totals[m], m)) if totals else None
-    requests_ = totals.get(entry, 0.0) if entry is not None else 0.0
-    failures = failure.get(entry, 0.0) if entry is not None else 0.0
-
-    def worst_ratio(num: dict[str, float]) -> float | None:
-        ratios = [num[m] / count[m] for m in num if count.get(m, 0.0) > 0]
-        return max(ratios) / 1000.0 if ratios else None
-
-    p99 = _p99_ms(prom, sel, w)
-    mean = worst_ratio(duration)
-    return VersionMetrics(
-        requests=requests_,
-        failures=failures,
-        latency_ms=p99 if p99 is not None else mean,
-        latency_is_p99=p99 is not None,
-        queue_time_ms=worst_ratio(queue),
-    )
+def prometheus_source(prom: Prometheus, namespace: str, lm: str, window_seconds: float) -> Source:
+    return lambda version: measure(prom, namespace, lm, version, window_seconds)
 
 
 def _p99_ms(prom: Prometheus, sel: str, w: str) -> float | None:
-    """p99 request latency (ms) from Triton histograms or summaries, when it exports them."""
+    """p99 request latency (ms) from Triton histograms or summaries, when it exports them:
+    the slowest answering model (the feedback model's reports are no answers)."""
+    answers = f'{sel[1:-1]},model!="{FEEDBACK_MODEL}"'
     queries = [
         # histograms (milliseconds buckets), the slowest model
         "max(histogram_quantile(0.99, sum by (model, le) "
-        f"(rate(nv_inference_request_duration_bucket{sel}[{w}]))))",
+        f"(rate(nv_inference_request_duration_bucket{{{answers}}}[{w}]))))",
         # summaries (--metrics-config summary_latencies=true), microseconds
-        f'max(max_over_time(nv_inference_request_summary_us{{quantile="0.99",{sel[1:-1]}}}[{w}]))'
+        f'max(max_over_time(nv_inference_request_summary_us{{quantile="0.99",{answers}}}[{w}]))'
         " / 1000",
     ]
     for q in queries:
@@ -95,6 +86,60 @@ def _p99_ms(prom: Prometheus, sel: str, w: str) -> float | None:
         if values:
             return max(values)
     return None
+
+
+def replay_targets(
+    spec: LanguageModelSpec, candidate: str, artifact: Mapping[str, Any], candidate_url: str,
+    stable_url: str,
+) -> ReplayTargets | str | None:
+    """Where and what to replay for the drift gate: the candidate artifact's golden inputs
+    (`artifact` in the shape of status.versions[].artifact: goldenInputs, entryModel, key),
+    sent to both versions; None when `analysis.maxOutputDrift` is not set; why it cannot run
+    when it is set but the artifact recorded no golden inputs (the step then fails)."""
+    assert spec.rollout is not None
+    if spec.rollout.analysis.max_output_drift is None:
+        return None
+    inputs = [t for t in artifact.get("goldenInputs") or [] if isinstance(t, str)]
+    if not inputs:
+        return (
+            f"spec.rollout.analysis.maxOutputDrift is set but artifact "
+            f"{(artifact.get('key') or '')[:8]} of {candidate} has no golden inputs "
+            f"(status.versions[].artifact.goldenInputs; artifacts converted by an older lmo "
+            f"lack them), so its output drift cannot be measured; remove maxOutputDrift to "
+            f"roll out on the metrics alone (the change starts the rollout again), or convert "
+            f"the candidate again under a new version name (its conversion records them)"
+        )
+    entry = artifact.get("entryModel") or ENTRY_MODEL[spec.task]
+    return ReplayTargets(candidate_url=candidate_url, stable_url=stable_url, entry_model=entry,
+                         inputs=tuple(inputs))
+
+
+def cannot_replay(why: str) -> AnalysisResult:
+    """The step's result when its drift gate cannot run: a gate that cannot run must not pass."""
+    return AnalysisResult(FAIL, {}, [why])
+
+
+def assess(
+    analysis: Analysis,
+    source: Source,
+    candidate: str,
+    stable: str,
+    window_seconds: float,
+    replay: ReplayTargets | str | None = None,
+    gates: Callable[[], list[GateValue]] | None = None,
+) -> AnalysisResult:
+    """Judge the candidate's step from `source`'s numbers (see the module docstring): the one
+    path of both runtimes. `gates` measures `analysis.metrics[]` when there are any."""
+    if isinstance(replay, str):
+        return cannot_replay(replay)
+    try:
+        cand, base = source(candidate), source(stable)
+    except PrometheusError as err:
+        log.warning("analysis of %s: %s", candidate, err)
+        return AnalysisResult(INCONCLUSIVE, {}, [str(err)])
+    drift = golden_drift(replay, analysis) if cand.requests >= analysis.min_requests else None
+    values = gates() if analysis.metrics and gates is not None else []
+    return judge(analysis, candidate, cand, base, window_seconds, drift, values)
 
 
 def golden_drift(replay: ReplayTargets | None, analysis: Analysis) -> Drift | str | None:
@@ -134,20 +179,15 @@ def analyse(
     window_seconds: float,
     replay: ReplayTargets | None = None,
 ) -> AnalysisResult:
-    """Judge the candidate over the last `window_seconds`, measured by Prometheus (see the
-    module docstring); `judge` decides, as it does for `lmo up`'s Triton /metrics."""
+    """The cluster's analysis of a step: `assess` on Prometheus numbers."""
     if not analysis.prometheus_url:
         return AnalysisResult(
             INCONCLUSIVE, {}, ["spec.rollout.analysis.prometheusUrl is not set: nothing to judge"]
         )
     prom = Prometheus(analysis.prometheus_url)
-    try:
-        cand = measure(prom, namespace, lm, candidate, window_seconds)
-        base = measure(prom, namespace, lm, stable, window_seconds)
-    except PrometheusError as err:
-        log.warning("analysis of %s/%s %s: %s", namespace, lm, candidate, err)
-        return AnalysisResult(INCONCLUSIVE, {}, [str(err)])
-    drift = golden_drift(replay, analysis) if cand.requests >= analysis.min_requests else None
-    gates = measure_gates(prom, analysis.metrics, namespace, lm, candidate, stable,
-                          window_seconds) if analysis.metrics else []
-    return judge(analysis, candidate, cand, base, window_seconds, drift, gates)
+    return assess(
+        analysis, prometheus_source(prom, namespace, lm, window_seconds), candidate, stable,
+        window_seconds, replay,
+        lambda: measure_gates(prom, analysis.metrics, namespace, lm, candidate, stable,
+                              window_seconds),
+    )

@@ -4,8 +4,9 @@ It holds the spec (from the file, or as `lmo set-traffic --local` changed it), t
 servers of the versions (`Backend`) and the rollout state, and owns the loop (`start`,
 `tick`): each tick polls the servers' readiness, then runs the operator's own stages on what
 it sees (`lmo.stages.observe_local` -> `step` -> `plan` -> `status_from`): the same rollout
-state machine, the same gates (`lmo.analysis.judge`, measured on the servers' /metrics), the
-same status shape with the same conditions. The front door (`frontdoor.FrontDoor`) is only the
+state machine, the same measurement path and gates (`lmo.decide.measure.assess` on the
+servers' /metrics, sampled by `RecentMetrics`), the same status shape with the same
+conditions. The front door (`frontdoor.FrontDoor`) is only the
 data plane: it routes, proxies and mirrors by the `Router` this controller sets.
 """
 
@@ -23,19 +24,17 @@ import aiohttp
 from lmo import stages as S
 from lmo.api import ExperimentStatus, LanguageModel, LanguageModelSpec, RolloutStatus, Strategy
 from lmo.conditions import NORMAL, WARNING, Reason
-from lmo.decide.judge import judge
-from lmo.decide.measure import golden_drift, measure_gates
+from lmo.decide.measure import assess, measure_gates, replay_targets
 from lmo.decide.outcomes import arms_of, settings_of, with_outcomes
 from lmo.decide.prometheus import Prometheus
+from lmo.decide.triton import Models, difference, version_metrics
 from lmo.local.feedback import Feedback
+from lmo.local.recent import RecentMetrics
 from lmo.local.routing import Router
-from lmo.local.tritonmetrics import Snapshot, parse
 from lmo.local.versions import Artifact
-from lmo.replay import ReplayError, ReplayTargets
 from lmo.rollout import decide
 from lmo.settings import OperatorSettings
 from lmo.weights import MANUAL_NOTE, summary, traffic_change
-from lmo_runtime.manifest import ENTRY_MODEL
 
 log = logging.getLogger("lmo.up")
 
@@ -81,10 +80,11 @@ class Controller:
     converting: set[str] = field(default_factory=set)  # versions being converted now
     experiment: ExperimentStatus | None = None  # status.experiment (strategy Experiment)
     feedback: Feedback = field(default_factory=Feedback)  # POST /v1/feedback counts
-    recent: Any = None  # lmo.local.recent.RecentMetrics: each version's last minute
+    # the sampler of the servers' /metrics: the analysis' numbers and each version's last minute
+    recent: RecentMetrics = field(default_factory=RecentMetrics)
     _feedback_mark: tuple[str, dict[str, tuple[float, float]]] | None = field(default=None, init=False)
     router: Router = field(init=False)
-    _marks: dict[str, Snapshot] = field(default_factory=dict, init=False)
+    _marks: dict[str, Models] = field(default_factory=dict, init=False)
     _mark_key: tuple[Any, ...] | None = field(default=None, init=False)
     _mark_time: datetime | None = field(default=None, init=False)
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
@@ -230,54 +230,41 @@ class Controller:
 
         return measure
 
-    async def snapshots(self) -> dict[str, Snapshot]:
-        """Each server's counters of the entry model, now."""
-        out = {}
-        assert self._session is not None
-        entry = ENTRY_MODEL[self.spec.task]
-        for name, b in self.backends.items():
-            try:
-                async with self._session.get(b.metrics_url) as r:
-                    out[name] = parse((await r.read()).decode(), entry)
-            except aiohttp.ClientError:
-                continue
-        return out
+    async def snapshots(self) -> dict[str, Models]:
+        """Each server's counters per model, now (`RecentMetrics.sample`, which also keeps
+        them for the last-minute line)."""
+        return await self.recent.sample({n: b.metrics_url for n, b in self.backends.items()},
+                                        self._session)
 
     async def analyse(self, ro: RolloutStatus, now: datetime) -> Any:
-        """Judge the candidate's current step from the Triton counters of both versions, with
-        the cluster's gates (`lmo.analysis.judge`)."""
+        """Judge the candidate's current step from the Triton counters of both versions since
+        the step started: the cluster's path (`lmo.decide.measure.assess`) on another source."""
         assert self.spec.rollout is not None
         analysis = self.spec.rollout.analysis
         candidate, stable = ro.candidate or "", ro.stable or ""
         snaps = await self.snapshots()
-        cand = self.since_mark(candidate, snaps.get(candidate, Snapshot())).metrics()
-        base = self.since_mark(stable, snaps.get(stable, Snapshot())).metrics()
-        drift = None
-        if analysis.max_output_drift is not None and cand.requests >= analysis.min_requests:
+        numbers = {n: self.since_mark(n, snaps.get(n, {})) for n in (candidate, stable)}
+        replay = None
+        if analysis.max_output_drift is not None:
             if candidate in self.backends and stable in self.backends:
-                try:
-                    replay = ReplayTargets.from_manifest(
-                        self.backends[candidate].artifact.manifest,
-                        self.backends[candidate].url,
-                        self.backends[stable].url,
-                    )
-                except ReplayError as err:
-                    # as on the cluster: a drift gate that cannot run fails the step, saying why
-                    drift = (f"spec.rollout.analysis.maxOutputDrift is set but {err}, so the "
-                             f"output drift of {candidate} cannot be measured; remove "
-                             "maxOutputDrift to roll out on the metrics alone, or convert "
-                             "the candidate again (lmo records golden inputs at conversion)")
-                else:
-                    drift = await asyncio.to_thread(golden_drift, replay, analysis)
+                manifest = self.backends[candidate].artifact.manifest
+                replay = replay_targets(self.spec, candidate, {
+                    "key": manifest.key, "entryModel": manifest.entry_model,
+                    "goldenInputs": list(manifest.golden.inputs) if manifest.golden else [],
+                }, self.backends[candidate].url, self.backends[stable].url)
             else:
-                drift = f"golden replay failed: {candidate} or {stable} is not running"
-        gates = []
-        if analysis.metrics:  # custom gates: the cluster's queries on the spec's Prometheus
-            gates = await asyncio.to_thread(
-                measure_gates, Prometheus(analysis.prometheus_url or ""), analysis.metrics,
+                replay = f"golden replay failed: {candidate} or {stable} is not running"
+        window = self.window_seconds(now)
+
+        def gates() -> list:  # custom gates: the cluster's queries on the spec's Prometheus
+            return measure_gates(
+                Prometheus(analysis.prometheus_url or ""), analysis.metrics,
                 self.lm.metadata.namespace or "default", self.lm.metadata.name, candidate,
-                stable, self.window_seconds(now))
-        result = judge(analysis, candidate, cand, base, self.window_seconds(now), drift, gates)
+                stable, window)
+
+        result = await asyncio.to_thread(
+            assess, analysis, lambda v: version_metrics(numbers[v]), candidate, stable, window,
+            replay, gates)
         if self.spec.rollout.strategy == Strategy.EXPERIMENT.value:
             result = await self.with_outcomes(result, now)
         return result
@@ -315,7 +302,7 @@ class Controller:
     def step_key(self) -> tuple[Any, ...] | None:
         return _step_key(self.rollout)
 
-    def mark(self, snapshots: dict[str, Snapshot], now: datetime) -> None:
+    def mark(self, snapshots: dict[str, Models], now: datetime) -> None:
         """Counters at the start of a rollout step (analysis uses the difference)."""
         self._marks = dict(snapshots)
         self._mark_key = self.step_key()
@@ -324,8 +311,8 @@ class Controller:
     def needs_mark(self) -> bool:
         return self.rollout is not None and self._mark_key != self.step_key()
 
-    def since_mark(self, name: str, snapshot: Snapshot) -> Snapshot:
-        return snapshot - self._marks.get(name, Snapshot())
+    def since_mark(self, name: str, models: Models) -> Models:
+        return difference(models, self._marks.get(name, {}))
 
     def window_seconds(self, now: datetime) -> float:
         return (now - self._mark_time).total_seconds() if self._mark_time else 0.0
@@ -376,8 +363,7 @@ class Controller:
         }
         if self.last_analysis is not None:
             out.setdefault("rollout", {})["lastAnalysis"] = self.last_analysis
-        if self.recent is not None:
-            out["local"]["lastMinute"] = self.recent.report(list(self.backends))
+        out["local"]["lastMinute"] = self.recent.report(list(self.backends))
         return out
 
 

@@ -34,6 +34,7 @@ from lmo.local.controller import Controller
 from lmo.local.secrets import api_keys
 from lmo.protect import Gate, Refusal
 
+from lmo_runtime import answers
 from lmo_runtime.feedback import PATH as FEEDBACK_PATH
 from lmo_runtime.manifest import ENTRY_MODEL
 
@@ -357,7 +358,13 @@ class FrontDoor:
                         return _error(400, problem)
                     inputs.append({"name": name, "shape": [len(texts), 1], "datatype": dtype,
                                    "data": [payload[key]] * len(texts)})
-        body = json.dumps({"inputs": inputs}).encode()
+        request_body: dict[str, Any] = {"inputs": inputs}
+        if task in answers.TOP_K_TASKS and "top_k" in payload:
+            k = payload["top_k"]
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                return _error(400, f'field "top_k" must be an integer >= 1, got {json.dumps(k)}')
+            request_body["parameters"] = {"top_k": k}
+        body = json.dumps(request_body).encode()
         choice = self._choose(request)
         path = f"/v2/models/{self.entry}/infer"
         headers = {"Content-Type": "application/json"}
@@ -367,13 +374,8 @@ class FrontDoor:
         if resp.status != 200:
             return resp
         answer = json.loads(resp.body)  # type: ignore[arg-type]
-        items: list[dict[str, Any]] = [{} for _ in texts]
-        for out in answer.get("outputs", []):
-            per = len(out["data"]) // len(texts) if texts else 0
-            for i in range(len(texts)):
-                chunk = out["data"][i * per : (i + 1) * per]
-                key = out["name"].lower()
-                items[i][key] = chunk[0] if len(out["shape"]) <= 2 and per == 1 else chunk
+        items = [answers.text_answer(task, item)
+                 for item in answers.per_item(answer.get("outputs", []), len(texts))]
         result = {"version": choice.version, **items[0]} if single else {
             "version": choice.version, "results": items}
         return web.json_response(result, headers={VERSION_HEADER: choice.version})

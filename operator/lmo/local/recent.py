@@ -1,49 +1,43 @@
-"""The last minute of each version under `lmo up`: request rate, error ratio and p99.
+"""The local sampler: each Triton server's /metrics under `lmo up`, scraped by one function
+for the rollout analysis and for `lmo status`'s last minute.
 
-On the cluster `lmo status` asks Prometheus (`lmo.commands.vitals`); locally there is no
-Prometheus, so `lmo up` samples each Triton server's /metrics every few seconds, keeps a
-minute of samples, and `/lmo/status` reports the difference between the newest and the
-oldest (`lastMinute`, the shape `lmo.commands.vitals` prints). p99 is Triton's own latency
-summary (`nv_inference_request_summary_us{quantile="0.99"}`, which `lmo up` turns on as the
-cluster does); a number that is not at hand is None, never 0.
+`RecentMetrics.sample` scrapes every server once (`lmo.decide.triton.parse_models`: each
+model's counters and Triton's p99 summary, which `lmo up` turns on as the cluster does) and
+keeps a minute of samples; the controller calls it when a step starts and when it is judged,
+and `run` calls it every few seconds. `/lmo/status` reports the difference between the newest
+and the oldest sample (`lastMinute`, the shape `lmo.commands.vitals` prints), with the
+numbers chosen by the rule the analysis uses (`lmo.decide.triton.version_metrics`); a number
+that is not at hand is None, never 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
-from lmo.local.tritonmetrics import Snapshot, parse
-from lmo_runtime.manifest import ENTRY_MODEL
+from lmo.decide.triton import Models, Snapshot, difference, p99_of, parse_models, version_metrics
 
 WINDOW_SECONDS = 60.0
 EVERY_SECONDS = 5.0
 MIN_WINDOW_SECONDS = 4.0  # a shorter span gives no rate
+TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
 class Sample:
     at: float  # monotonic seconds
-    counters: Snapshot
+    counters: Models | Snapshot  # each model's counters (a lone Snapshot: one model)
     p99_ms: float | None
 
 
-def p99_ms(text: str, model: str) -> float | None:
-    """Triton's p99 request latency of `model` in ms (its summary), None without one."""
-    values = []
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if (s.name == "nv_inference_request_summary_us" and s.labels.get("model") == model
-                    and s.labels.get("quantile") == "0.99" and math.isfinite(s.value)):
-                values.append(s.value / 1000.0)
-    return max(values) if values else None
+def _models(counters: Models | Snapshot) -> Models:
+    return {"": counters} if isinstance(counters, Snapshot) else counters
 
 
 def last_minute(samples: list[Sample]) -> dict[str, Any]:
@@ -57,19 +51,19 @@ def last_minute(samples: list[Sample]) -> dict[str, Any]:
     if len(samples) < 2 or newest.at - samples[0].at < MIN_WINDOW_SECONDS:
         return out
     span = newest.at - samples[0].at
-    diff = newest.counters - samples[0].counters
-    if diff.requests < 0:  # the server restarted: its counters began again
+    diff = difference(_models(newest.counters), _models(samples[0].counters))
+    if any(s.requests < 0 for s in diff.values()):  # the server restarted: counters began again
         return out
+    m = version_metrics(diff, newest.p99_ms)
     out["windowSeconds"] = round(span, 1)
-    out["requestsPerSecond"] = diff.requests / span
-    out["errorRatio"] = diff.error_ratio if diff.requests else None
-    if out["p99Ms"] is None and diff.latency_mean_ms is not None:
-        out["p99Ms"], out["latencyIsP99"] = diff.latency_mean_ms, False
+    out["requestsPerSecond"] = m.requests / span
+    out["errorRatio"] = m.error_ratio if m.requests else None
+    out["p99Ms"], out["latencyIsP99"] = m.latency_ms, m.latency_is_p99
     return out
 
 
 class RecentMetrics:
-    """A minute of /metrics samples per version, taken by `run()`."""
+    """A minute of /metrics samples per version."""
 
     def __init__(self, window: float = WINDOW_SECONDS):
         self.window = window
@@ -84,20 +78,29 @@ class RecentMetrics:
     def report(self, versions: list[str]) -> dict[str, dict[str, Any]]:
         return {v: last_minute(list(self.samples.get(v, ()))) for v in versions}
 
+    async def sample(self, metrics_urls: Mapping[str, str],
+                     session: aiohttp.ClientSession | None = None) -> dict[str, Models]:
+        """Scrape each version's /metrics once (version -> its URL): every model's counters,
+        kept as this minute's samples and returned (a server that does not answer is left
+        out)."""
+        if session is None:
+            async with aiohttp.ClientSession() as own:
+                return await self.sample(metrics_urls, own)
+        out: dict[str, Models] = {}
+        for name, url in metrics_urls.items():
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)) as r:
+                    models = parse_models((await r.read()).decode())
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                continue
+            out[name] = models
+            self.add(name, Sample(time.monotonic(), models, p99_of(models)))
+        for gone in set(self.samples) - set(metrics_urls):
+            del self.samples[gone]
+        return out
+
     async def run(self, controller: Any, every: float = EVERY_SECONDS) -> None:
         """Sample every backend of `controller` each `every` seconds until cancelled."""
-        timeout = aiohttp.ClientTimeout(total=5)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                entry = ENTRY_MODEL[controller.spec.task]
-                for name, backend in list(controller.backends.items()):
-                    try:
-                        async with session.get(backend.metrics_url) as r:
-                            text = (await r.read()).decode()
-                    except (aiohttp.ClientError, asyncio.TimeoutError):
-                        continue
-                    self.add(name, Sample(time.monotonic(), parse(text, entry),
-                                          p99_ms(text, entry)))
-                for gone in set(self.samples) - set(controller.backends):
-                    del self.samples[gone]
-                await asyncio.sleep(every)
+        while True:
+            await controller.snapshots()
+            await asyncio.sleep(every)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from lmo.weights import check_weights, parse_assignments  # noqa: F401 (parse_assignments: its old home)
+from lmo.weights import check_weights, parse_assignments  # noqa: F401 (their old home)
 
 
 @dataclass
@@ -54,8 +54,12 @@ class Router:
             self.available = set(self.weights)
 
     def set_weights(self, weights: dict[str, int]) -> None:
-        """Replace the weights (keeps the round-robin position of versions that stay)."""
-        check_weights(weights, list(weights))
+        """Replace the weights (keeps the round-robin position of versions that stay).
+
+        They are what the rollout decided, routed as they are: a person's weights are checked
+        where they come in (`lmo.weights`), and a decision may route nothing at all (its stable
+        version was removed and the successor has no ready server: `choose` then says why).
+        """
         self.weights = dict(weights)
         self._current = {v: self._current.get(v, 0) for v in weights}
 

@@ -39,7 +39,6 @@ from lmo.conditions import NORMAL, WARNING, Reason
 from lmo.errors import UserError
 from lmo.local.controller import Backend, Controller
 from lmo.local.frontdoor import FrontDoor
-from lmo.local.recent import RecentMetrics
 from lmo.local.secrets import api_keys
 from lmo.local.secrets import load_file as load_secrets
 from lmo.upstate import DEFAULT_WORK_DIR, remove_state, write_state
@@ -340,7 +339,6 @@ async def _serve(controller: Controller, fleet: Fleet, args: argparse.Namespace,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     door = FrontDoor(controller, args.secret_data)
-    controller.recent = RecentMetrics()
     try:
         port = await door.start(args.host, args.port)
     except OSError as err:

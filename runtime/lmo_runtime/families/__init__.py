@@ -12,9 +12,9 @@ only talks to this interface:
     golden = family.golden(loaded, heldout_texts(8))
     entry = family.write_repository(loaded, onnx_path, repo_dir, request)
 
-Families live in their own modules (`families/bert.py`, `families/gpt2.py`), each exposing a
-module-level `FAMILY` object; they are imported only when a checkpoint of their
-`model_type` is converted, so the registry stays cheap to import.
+Families live in their own modules (`families/encoder.py` for every encoder model type,
+`families/gpt2.py`), each exposing a module-level `FAMILY` object; they are imported only
+when a checkpoint of their `model_type` is converted, so the registry stays cheap to import.
 
 The held-out and calibration texts are built in (no download) and disjoint, so that the
 accuracy gate never scores on the inputs int8-static was calibrated with; the user's own
@@ -35,9 +35,16 @@ from lmo_runtime.errors import ConversionError
 if TYPE_CHECKING:
     from lmo_runtime.manifest import ConversionRequest, Golden, Score
 
-# config.json `model_type` -> module defining `FAMILY`
+# config.json `model_type` -> module defining `FAMILY`: one row per model type, nothing else
+# decides which family converts a checkpoint
 FAMILY_MODULES: dict[str, str] = {
-    "bert": "lmo_runtime.families.bert",
+    "bert": "lmo_runtime.families.encoder",
+    "deberta-v2": "lmo_runtime.families.encoder",
+    "distilbert": "lmo_runtime.families.encoder",
+    "electra": "lmo_runtime.families.encoder",
+    "modernbert": "lmo_runtime.families.encoder",
+    "roberta": "lmo_runtime.families.encoder",
+    "xlm-roberta": "lmo_runtime.families.encoder",
     "gpt2": "lmo_runtime.families.gpt2",
     "llama": "lmo_runtime.families.decoders",
     "qwen2": "lmo_runtime.families.decoders",
@@ -140,7 +147,8 @@ def family_for(config: dict[str, Any], task: str) -> Family:
     if module_name is None:
         raise ConversionError(
             f"checkpoint architecture {archs} (model_type {model_type!r}) is not supported; "
-            f"supported model types: {_supported()}"
+            f"supported model types: {_supported()}. Use a checkpoint of one of them (its "
+            "config.json model_type)"
         )
     try:
         module = importlib.import_module(module_name)
@@ -154,8 +162,8 @@ def family_for(config: dict[str, Any], task: str) -> Family:
     family: Family = module.FAMILY
     if task not in family.tasks:
         raise ConversionError(
-            f"task {task!r} is not possible with a {family.name} checkpoint "
-            f"({archs}); a {family.name} model can serve: {', '.join(family.tasks)}. "
+            f"task {task!r} is not possible with a {model_type} checkpoint "
+            f"({archs}); a {model_type} model can serve: {', '.join(family.tasks)}. "
             "Fix spec.task (or --task), or point the checkpoint at a model built for that task"
         )
     return family

@@ -79,7 +79,14 @@ def prepare_pytriton_server() -> tuple[Path, dict[str, str]]:
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = source / "python_backend_stubs" / py / PYTHON_STUB
     if not stub.exists():
-        raise TritonError(f"nvidia-pytriton {version} has no Python backend stub for Python {py}")
+        have = sorted((p.name for p in (source / "python_backend_stubs").iterdir() if p.is_dir()),
+                      key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit()))
+        raise TritonError(
+            f"nvidia-pytriton {version} has no Python backend stub for Python {py} (it has "
+            f"{', '.join(have) or 'none'}): its Triton server runs models in the Python that "
+            "runs lmo. Run `lmo up` from a virtual environment of one of those Pythons, or put "
+            "a `tritonserver` (the Triton container image) on PATH or in $LMO_TRITONSERVER"
+        )
     root = cache_dir() / f"tritonserver-pytriton-{version}-py{py}"
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{root.name}.lock", "w") as lock:

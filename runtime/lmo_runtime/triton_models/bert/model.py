@@ -1,8 +1,18 @@
-"""Triton Python-backend entry model for BERT tasks (shipped into every BERT artifact).
+"""Triton Python-backend entry model for encoder tasks (shipped into every encoder artifact).
 
-Input TEXT (STRING, one text per batch row). Outputs by task:
-feature-extraction EMBEDDING (FP32 [hidden]); fill-mask TOKEN, SCORE, SEQUENCE;
-text-classification LABEL, SCORE.
+Input TEXT (STRING, one text per batch row). Outputs by task, per row:
+feature-extraction EMBEDDING (FP32 [hidden]);
+text-classification LABEL (BYTES) and SCORE (FP32), shape [labels]: every label sorted by
+score, best first, or the first top_k of them;
+fill-mask TOKEN (BYTES), SCORE (FP32), SEQUENCE (BYTES), shape [masks, top_k]: for each
+mask of the text (in order) the top_k candidates, best first (top_k 5 unless asked); the
+SEQUENCE of candidate j at mask i is the text with that candidate at mask i and every other
+mask filled with its best candidate. Rows of one request with fewer masks than the others
+are padded with "" / 0.0.
+
+The optional request parameter `top_k` (KServe v2 `"parameters": {"top_k": N}`, an
+integer >= 1) picks how many candidates; text-classification gives every label when it is
+larger than their number, fill-mask refuses more than the artifact kept (fill_mask_top_k).
 
 The texts of all requests of one `execute` call are tokenized, right-padded to one length and
 run through the ONNX model in a single call, then split back per request: that is where
@@ -90,7 +100,7 @@ class TritonPythonModel:
         return lmo_bls.call(pb_utils, self.meta["onnx_model"], feed, self.meta["outputs"])
 
     def _encode(self, encs):
-        """Right-padded model inputs for the tokenizer's encodings `encs`."""
+        """Right-padded model inputs (the ones the graph takes) for the encodings `encs`."""
         length = max(len(e.ids) for e in encs)
         pad = int(self.meta["pad_token_id"])
         ids = np.full((len(encs), length), pad, dtype=np.int64)
@@ -101,7 +111,8 @@ class TritonPythonModel:
             ids[i, :n] = e.ids
             mask[i, :n] = 1
             types[i, :n] = e.type_ids
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {k: feed[k] for k in self.meta["inputs"]}
 
     def _run_batched(self, feed):
         """One model call, split into chunks of max_batch_size for the BLS model."""
@@ -116,52 +127,80 @@ class TritonPythonModel:
 
     def execute(self, requests):
         began = time.perf_counter()
-        encodings, counts, errors, texts = [], [], [], []
+        encodings, counts, errors, texts, ks = [], [], [], [], []
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             batch = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in raw]
             texts.append(batch)
-            error, encs = self._tokenize(batch)
+            error, k = self._top_k(request)
+            encs = []
+            if error is None:
+                error, encs = self._tokenize(batch)
             errors.append(error)
+            ks.append(k)
             if error is None:
                 encodings += encs
             counts.append(0 if error else len(batch))
-        outputs = None
+        answers = [None] * len(requests)
         if encodings:
             self.drift.observe(*self.token_counts(encodings, self.unk_id))
             feed = self._encode(encodings)
-            outputs = self._postprocess(self._run_batched(feed), feed["input_ids"])
+            out = self._run_batched(feed)
             if self.task == "feature-extraction":
-                self.drift.observe_embeddings(outputs[0][1])
-        responses, start = [], 0
-        for count, error in zip(counts, errors):
+                self.drift.observe_embeddings(out[0])
+            start = 0
+            for i, (count, error) in enumerate(zip(counts, errors)):
+                if error is None:
+                    rows = slice(start, start + count)
+                    answers[i] = self._postprocess(out, feed["input_ids"], rows, ks[i])
+                    start += count
+        responses = []
+        for answer, error in zip(answers, errors):
             if error is not None:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error)))
                 continue
-            tensors = [pb_utils.Tensor(name, value[start : start + count]) for name, value in outputs]
+            tensors = [pb_utils.Tensor(name, value) for name, value in answer]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            start += count
         if self.payloads is not None:
-            self._log_payloads(requests, texts, counts, errors, outputs, began)
+            self._log_payloads(requests, texts, errors, answers, began)
         return responses
 
-    def _log_payloads(self, requests, texts, counts, errors, outputs, began):
+    def _top_k(self, request):
+        """(error, k) from the request parameter top_k; k is None when it is absent."""
+        try:
+            params = json.loads(request.parameters() or "{}")
+        except (AttributeError, ValueError):
+            params = {}
+        if "top_k" not in params:
+            return None, None
+        k = params["top_k"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            return f"parameter top_k must be an integer >= 1, got {json.dumps(k)}", None
+        if self.task == "fill-mask":
+            limit = self._fill_mask_limit()
+            if k > limit:
+                return (f"parameter top_k must be at most {limit} for this fill-mask model "
+                        f"(the candidates it keeps per mask), got {k}"), None
+        return None, k
+
+    def _fill_mask_limit(self):
+        return int(self.meta["fill_mask_top_k"])
+
+    def _log_payloads(self, requests, texts, errors, answers, began):
         """One record per sampled request: its text, an output summary, the call's latency."""
         latency_ms = (time.perf_counter() - began) * 1000.0
-        start = 0
-        for request, batch, count, error in zip(requests, texts, counts, errors):
-            rows = slice(start, start + count)
-            start += count
+        for request, batch, error, answer in zip(requests, texts, errors, answers):
             if not self.payloads.sampled():
                 continue
-            summary = None if error is not None else self._summary(outputs, rows)
+            summary = None if error is not None else self._summary(answer)
             self.payloads.log(request_id=request.request_id(),
                               text=batch[0] if len(batch) == 1 else batch,
                               output=summary, latency_ms=latency_ms, error=error)
 
-    def _summary(self, outputs, rows):
-        """label/score, token/score/sequence or the embedding norm of one request's rows."""
-        values = {name: value[rows] for name, value in outputs}
+    def _summary(self, answer):
+        """The best label/score, token/score/sequence (of every mask) or the embedding norm
+        of one request's rows."""
+        values = dict(answer)
         if self.task == "feature-extraction":
             norms = np.linalg.norm(values["EMBEDDING"].reshape(len(values["EMBEDDING"]), -1),
                                    axis=1)
@@ -169,7 +208,7 @@ class TritonPythonModel:
         else:
             out = {}
             for name, value in values.items():
-                flat = value.reshape(-1)
+                flat = value[..., 0].reshape(-1)  # the best candidate of each row / mask
                 out[name.lower()] = [
                     v.decode("utf-8", "replace") if isinstance(v, bytes) else round(float(v), 6)
                     for v in flat
@@ -197,31 +236,46 @@ class TritonPythonModel:
                     ), []
         return None, encs
 
-    def _postprocess(self, out, input_ids):
+    def _postprocess(self, out, input_ids, rows, k):
+        """The output tensors of one request (its `rows` of the call), top_k `k` or None."""
         if self.task == "feature-extraction":
-            return [("EMBEDDING", out[0].astype(np.float32))]
+            return [("EMBEDDING", out[0][rows].astype(np.float32))]
         if self.task == "text-classification":
-            probs = out[0]
-            best = probs.argmax(-1)
-            labels = self.meta["labels"]
+            probs = out[0][rows]
+            order = np.argsort(-probs, axis=-1, kind="stable")[:, : k or probs.shape[-1]]
+            labels = np.array([label.encode() for label in self.meta["labels"]], dtype=np.object_)
             return [
-                ("LABEL", np.array([[labels[int(i)].encode()] for i in best], dtype=np.object_)),
-                ("SCORE", probs.max(-1).astype(np.float32).reshape(-1, 1)),
+                ("LABEL", labels[order]),
+                ("SCORE", np.take_along_axis(probs, order, axis=-1).astype(np.float32)),
             ]
-        token_ids, token_scores = out
-        encoded = input_ids
+        k = min(k or 5, self._fill_mask_limit())
+        token_ids, token_scores = out[0][rows], out[1][rows]
         mask_id = int(self.meta["mask_token_id"])
-        tokens, scores, sequences = [], [], []
-        for row, ids, probs in zip(encoded, token_ids, token_scores):
+        per_row = []
+        for row, ids, probs in zip(input_ids[rows], token_ids, token_scores):
             positions = np.flatnonzero(row == mask_id)
-            pos = int(positions[0])
-            tokens.append(self.tokenizer.decode([int(ids[pos])]).strip().encode())
-            scores.append(float(probs[pos]))
-            filled = row.copy()
-            filled[positions] = ids[positions]
-            sequences.append(self.tokenizer.decode([int(t) for t in filled]).encode())
-        return [
-            ("TOKEN", np.array(tokens, dtype=np.object_).reshape(-1, 1)),
-            ("SCORE", np.array(scores, dtype=np.float32).reshape(-1, 1)),
-            ("SEQUENCE", np.array(sequences, dtype=np.object_).reshape(-1, 1)),
-        ]
+            best = row.copy()
+            best[positions] = ids[positions, 0]
+            tokens, scores, sequences = [], [], []
+            for pos in positions:
+                tokens.append([self.tokenizer.decode([int(t)]).strip().encode()
+                               for t in ids[pos, :k]])
+                scores.append([float(p) for p in probs[pos, :k]])
+                seqs = []
+                for t in ids[pos, :k]:
+                    filled = best.copy()
+                    filled[pos] = t
+                    seqs.append(self.tokenizer.decode([int(x) for x in filled]).encode())
+                sequences.append(seqs)
+            per_row.append((tokens, scores, sequences))
+        masks = max(len(t) for t, _, _ in per_row)
+        shape = (len(per_row), masks, k)
+        token_out = np.full(shape, b"", dtype=np.object_)
+        score_out = np.zeros(shape, dtype=np.float32)
+        sequence_out = np.full(shape, b"", dtype=np.object_)
+        for i, (tokens, scores, sequences) in enumerate(per_row):
+            n = len(tokens)
+            token_out[i, :n] = np.array(tokens, dtype=np.object_).reshape(n, k)
+            score_out[i, :n] = scores
+            sequence_out[i, :n] = np.array(sequences, dtype=np.object_).reshape(n, k)
+        return [("TOKEN", token_out), ("SCORE", score_out), ("SEQUENCE", sequence_out)]

@@ -1,13 +1,25 @@
-"""BERT-family encoders: feature-extraction, fill-mask, text-classification.
+"""Encoder families (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA, DeBERTa-v2/v3,
+ModernBERT): feature-extraction, fill-mask, text-classification, through one path.
+
+The checkpoint is loaded with transformers' Auto classes (AutoModel, AutoModelForMaskedLM,
+AutoModelForSequenceClassification) and tokenized at serving time with its own
+`tokenizer.json` (WordPiece, byte-level BPE or Unigram: whatever `tokenizers` reads). What
+differs between the architectures is data, found on the loaded model: the inputs its forward
+takes (DistilBERT and ModernBERT have no token_type_ids, DeBERTa only with type_vocab_size),
+how many positions it has (RoBERTa's start after its padding index), where its task head's
+weights live (everything outside `base_model_prefix`).
 
 What the ONNX graph computes (the PyTorch wrapper computes exactly the same, so the export
 can be compared with PyTorch and the accuracy gate compares like with like):
 
-* feature-extraction: `embedding` [batch, hidden] — mean over the attention mask, L2
-  normalised (the sentence-transformers recipe), inside the graph.
-* fill-mask: `token_id` [batch, seq] int64 and `token_score` [batch, seq] — the top-1 token
-  and its probability at every position; post-processing picks the [MASK] positions. Only
-  two small tensors leave the graph instead of [batch, seq, vocab] logits.
+* feature-extraction: `embedding` [batch, hidden] — the checkpoint's pooling inside the
+  graph: sentence-transformers' `modules.json` + `1_Pooling/config.json` (mean, CLS or max
+  tokens; L2 normalised when a Normalize module follows), else mean over the attention mask,
+  L2 normalised (the sentence-transformers recipe most embedders use).
+* fill-mask: `token_id` [batch, seq, K] int64 and `token_score` [batch, seq, K] — the K most
+  probable tokens and their probabilities at every position (K = min(FILL_MASK_TOP_K, vocab));
+  post-processing picks the mask positions and the request's top_k. Only these small tensors
+  leave the graph instead of [batch, seq, vocab] logits.
 * text-classification: `probabilities` [batch, labels] (softmax); labels from id2label.
 
 Optimisation: onnxruntime's transformer fusions (Attention, SkipLayerNorm, BiasGelu...) are
@@ -26,6 +38,7 @@ from nvidia-pytriton can serve); with "onnxruntime" it calls a sibling model
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -44,12 +57,15 @@ from lmo_runtime.manifest import ENTRY_MODEL, ConversionRequest, Golden, Score
 from lmo_runtime.payloads import ship as ship_observability
 
 OPSET = 17
+# every input an encoder may take, in the graph's order; a model gets the ones its forward has
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUTS = {
     "feature-extraction": ("embedding",),
     "fill-mask": ("token_id", "token_score"),
     "text-classification": ("probabilities",),
 }
+# the most candidates per mask an artifact can return (the request parameter top_k)
+FILL_MASK_TOP_K = 50
 FUSION_TOLERANCE = 1e-4
 EXPORT_TOLERANCE = 1e-3
 MAX_LENGTH = 256  # tokens per text at serving time (truncated beyond)
@@ -57,6 +73,12 @@ SCORE_BATCH = 32  # texts per PyTorch / ONNX Runtime call while scoring
 MODEL_FILE = "model.onnx"
 META_FILE = "lmo_model.json"
 TOKENIZER_FILE = "tokenizer.json"
+# model types whose attention onnxruntime's "bert" fusions recognise (others keep the
+# plain export: trying costs time and the tolerance check would refuse a wrong fusion anyway)
+FUSABLE = frozenset({"bert", "roberta", "xlm-roberta", "electra", "distilbert"})
+# sentence-transformers pooling modes lmo reproduces inside the graph
+POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
+                 "pooling_mode_max_tokens": "max"}
 
 
 def _torch():
@@ -66,40 +88,132 @@ def _torch():
     return torch
 
 
-def _wrapper(model: Any, task: str):
-    """A torch module whose forward returns what the ONNX graph returns for `task`."""
+def pooling(ckpt_dir: Path) -> dict[str, Any]:
+    """How feature-extraction pools: {"mode": mean | cls | max, "normalize": bool}.
+
+    From sentence-transformers' `modules.json` when the checkpoint has one (the Pooling
+    module's config, and whether a Normalize module follows); otherwise mean pooling, L2
+    normalised. Modules lmo cannot reproduce in the graph (Dense projections, weighted or
+    last-token pooling) are refused by name rather than served as something else.
+    """
+    modules_file = Path(ckpt_dir) / "modules.json"
+    if not modules_file.is_file():
+        return {"mode": "mean", "normalize": True, "source": "default"}
+    try:
+        modules = json.loads(modules_file.read_text())
+        kinds = [(str(m.get("type", "")).rsplit(".", 1)[-1], str(m.get("path", ""))) for m in modules]
+    except (ValueError, AttributeError, TypeError) as err:
+        raise ConversionError(
+            f"checkpoint modules.json is not a sentence-transformers module list ({err}); "
+            "fix it or remove it (then lmo mean-pools and normalises)"
+        ) from None
+    known = {"Transformer", "Pooling", "Normalize"}
+    other = [k for k, _ in kinds if k not in known]
+    if other:
+        raise ConversionError(
+            f"checkpoint modules.json has sentence-transformers module(s) {', '.join(other)} "
+            "that lmo cannot put in the served graph (it supports Transformer, Pooling and "
+            "Normalize); serve the checkpoint without them or choose another model"
+        )
+    out = {"mode": "mean", "normalize": "Normalize" in [k for k, _ in kinds],
+           "source": "modules.json"}
+    for kind, path in kinds:
+        if kind != "Pooling":
+            continue
+        cfg_file = Path(ckpt_dir) / path / "config.json"
+        try:
+            cfg = json.loads(cfg_file.read_text())
+        except (OSError, ValueError) as err:
+            raise ConversionError(
+                f"checkpoint modules.json names a Pooling module at {path!r} whose "
+                f"config.json cannot be read ({err}); copy the sentence-transformers model "
+                "folder whole"
+            ) from None
+        modes = [POOLING_MODES[k] for k in POOLING_MODES if cfg.get(k)]
+        unsupported = [k for k, v in cfg.items()
+                       if k.startswith("pooling_mode_") and v and k not in POOLING_MODES]
+        if unsupported or len(modes) != 1:
+            raise ConversionError(
+                f"checkpoint {path}/config.json asks for pooling "
+                f"{', '.join(unsupported) or ', '.join(modes) or 'none'}; lmo serves exactly one "
+                "of pooling_mode_mean_tokens, pooling_mode_cls_token, pooling_mode_max_tokens"
+            )
+        out["mode"] = modes[0]
+    return out
+
+
+def _wrapper(model: Any, task: str, inputs: tuple[str, ...], pool: dict[str, Any] | None = None):
+    """A torch module whose forward takes `inputs` (in order) and returns what the ONNX graph
+    returns for `task`."""
     torch = _torch()
     F = torch.nn.functional
+    pool = pool or {"mode": "mean", "normalize": True}
+    k = FILL_MASK_TOP_K
 
     class Wrapped(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            out = self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            )
+        def forward(self, *args, **kwargs):
+            feed = dict(zip(inputs, args), **kwargs)
+            feed = {n: feed[n] for n in inputs}
+            out = self.model(**feed)
             if task == "feature-extraction":
                 hidden = out.last_hidden_state
-                m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-                return F.normalize(pooled, p=2.0, dim=1)
+                m = feed["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                if pool["mode"] == "cls":
+                    pooled = hidden[:, 0]
+                elif pool["mode"] == "max":
+                    pooled = (hidden - (1.0 - m) * 1e9).max(dim=1).values
+                else:
+                    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+                return F.normalize(pooled, p=2.0, dim=1) if pool["normalize"] else pooled
             if task == "fill-mask":
                 probs = F.softmax(out.logits, dim=-1)
-                score, idx = probs.max(dim=-1)
+                score, idx = probs.topk(min(k, probs.shape[-1]), dim=-1)
                 return idx, score
             return F.softmax(out.logits, dim=-1)
 
     return Wrapped().eval()
 
 
-class BertFamily:
-    """Family implementation for `model_type: bert` checkpoints."""
+def _max_positions(config: Any, tokenizer: Any) -> int:
+    """Tokens a text may have: MAX_LENGTH, the model's positions (RoBERTa-style embeddings
+    count from padding_idx + 1), and the tokenizer's own model_max_length when it is set."""
+    limit = int(getattr(config, "max_position_embeddings", MAX_LENGTH) or MAX_LENGTH)
+    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        limit -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    own = getattr(tokenizer, "model_max_length", None)
+    if isinstance(own, int) and 0 < own < 1_000_000:
+        limit = min(limit, own)
+    return max(8, min(MAX_LENGTH, limit))
 
-    name = "bert"
+
+def _model_inputs(model: Any, config: Any) -> tuple[str, ...]:
+    """The INPUT_NAMES this model's forward uses: token_type_ids only where it has them and
+    a token-type embedding to feed (DeBERTa's type_vocab_size defaults to 0)."""
+    params = inspect.signature(model.forward).parameters
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in params and int(getattr(config, "type_vocab_size", 0) or 0) > 0:
+        names.append("token_type_ids")
+    return tuple(names)
+
+
+class EncoderFamily:
+    """Family implementation for encoder checkpoints (every model type in ENCODER_TYPES)."""
+
+    name = "encoder"
     tasks = ("feature-extraction", "fill-mask", "text-classification")
-    architectures = ("BertModel", "BertForMaskedLM", "BertForSequenceClassification", "BertForPreTraining")
+    architectures = ("BertModel", "BertForMaskedLM", "BertForSequenceClassification",
+                     "RobertaModel", "RobertaForMaskedLM", "RobertaForSequenceClassification",
+                     "XLMRobertaModel", "XLMRobertaForMaskedLM",
+                     "XLMRobertaForSequenceClassification", "DistilBertModel",
+                     "DistilBertForMaskedLM", "DistilBertForSequenceClassification",
+                     "ElectraModel", "ElectraForMaskedLM", "ElectraForSequenceClassification",
+                     "DebertaV2Model", "DebertaV2ForMaskedLM",
+                     "DebertaV2ForSequenceClassification", "ModernBertModel",
+                     "ModernBertForMaskedLM", "ModernBertForSequenceClassification")
     precisions = ("fp32", "fp16", "int8", "int8-static")
 
     # ------------------------------------------------------------------ load
@@ -110,7 +224,7 @@ class BertFamily:
         config_dict = checkpoint.inspect(ckpt_dir)
         if task not in self.tasks:
             raise ConversionError(
-                f"task {task!r} is not possible with a BERT encoder; it can serve "
+                f"task {task!r} is not possible with an encoder; it can serve "
                 f"{', '.join(self.tasks)}"
             )
         torch = _torch()
@@ -136,18 +250,22 @@ class BertFamily:
             ) from None
         if task == "text-classification":
             _check_single_label(config)
+        pool = pooling(ckpt_dir) if task == "feature-extraction" else None
         tokenizer = load_tokenizer(ckpt_dir)
         if task == "fill-mask" and tokenizer.mask_token_id is None:
-            raise ConversionError("task fill-mask needs a tokenizer with a mask token ([MASK])")
+            raise ConversionError(
+                "task fill-mask needs a tokenizer with a mask token (e.g. [MASK] or <mask>); "
+                "set tokenizer.mask_token and save_pretrained(dir) again")
         cls = {
             "feature-extraction": AutoModel,
             "fill-mask": AutoModelForMaskedLM,
             "text-classification": AutoModelForSequenceClassification,
         }[task]
-        archs = config_dict.get("architectures") or ["BertModel"]
-        # feature-extraction mean-pools the last hidden state: the pooler (absent from
-        # BertForMaskedLM checkpoints) is not part of the graph, so its weights aren't needed
-        extra = {"add_pooling_layer": False} if task == "feature-extraction" else {}
+        archs = config_dict.get("architectures") or [f"{config.model_type} model"]
+        extra: dict[str, Any] = {}
+        if task == "feature-extraction" and config.model_type in ("bert", "roberta", "xlm-roberta"):
+            # the pooler (absent from *ForMaskedLM checkpoints) is not part of the graph
+            extra["add_pooling_layer"] = False
         try:
             # float32 whatever config.json's dtype says: an fp16/bf16 checkpoint would export
             # a half-precision graph (labelled fp32) or fail in the reference run; fp16 is a
@@ -162,33 +280,42 @@ class BertFamily:
                 "check that the files are complete and match config.json"
             ) from None
         missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
-        head = {"fill-mask": "cls.predictions", "text-classification": "classifier"}.get(task)
-        if head and any(k.startswith(head) for k in missing):
-            need = "BertForMaskedLM" if task == "fill-mask" else "BertForSequenceClassification"
+        prefix = getattr(model, "base_model_prefix", "")
+        has_head = task != "feature-extraction" and model is not getattr(model, "base_model", model)
+        head = [k for k in missing if has_head and not k.startswith(f"{prefix}.")]
+        if head:
             raise ConversionError(
-                f"task {task!r} needs a {need} checkpoint, but {', '.join(archs)} has no "
-                f"{head} weights; use a checkpoint trained for {task} or choose "
-                "task feature-extraction"
+                f"task {task!r} needs a {model.__class__.__name__} checkpoint, but "
+                f"{', '.join(archs)} has no "
+                f"weights for its head (e.g. {head[0]}); use a checkpoint trained for {task} "
+                "or choose task feature-extraction"
             )
-        body_missing = [k for k in missing if not (head and k.startswith(head))]
+        body_missing = [k for k in missing if k not in head]
         if body_missing:
             raise ConversionError(
                 f"checkpoint weights are incomplete: {len(body_missing)} tensors missing "
                 f"(e.g. {body_missing[0]}); the weights do not match config.json"
             )
         model.eval()
+        inputs = _model_inputs(model, config)
         return Loaded(
             task=task,
             architecture=model.__class__.__name__,
             config=config_dict,
             ckpt_dir=Path(ckpt_dir),
-            model=_wrapper(model, task),
+            model=_wrapper(model, task, inputs, pool),
             tokenizer=tokenizer,
             extra={
+                "model_type": config.model_type,
+                "inputs": inputs,
+                "pooling": pool,
                 "num_heads": int(config.num_attention_heads),
                 "hidden_size": int(config.hidden_size),
-                "max_length": int(min(MAX_LENGTH, config.max_position_embeddings)),
+                "num_layers": int(config.num_hidden_layers),
+                "max_length": _max_positions(config, tokenizer),
                 "labels": _labels(config) if task == "text-classification" else None,
+                # candidates per position the fill-mask graph keeps (the most top_k can ask)
+                "top_k": min(FILL_MASK_TOP_K, int(getattr(config, "vocab_size", FILL_MASK_TOP_K))),
             },
         )
 
@@ -201,7 +328,7 @@ class BertFamily:
         )
         if "token_type_ids" not in enc:
             enc["token_type_ids"] = enc["input_ids"] * 0
-        return {k: enc[k] for k in INPUT_NAMES}
+        return {k: enc[k] for k in loaded.extra["inputs"]}
 
     def torch_outputs(self, loaded: Loaded, texts: list[str]) -> list[np.ndarray]:
         torch = _torch()
@@ -219,18 +346,19 @@ class BertFamily:
         work_dir.mkdir(parents=True, exist_ok=True)
         raw = work_dir / "model.raw.onnx"
         texts = calibration_texts(4)
+        names = loaded.extra["inputs"]
         enc = self._encode(loaded, texts, "pt")
         outputs = OUTPUTS[loaded.task]
-        axes = {k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES}
+        axes = {k: {0: "batch", 1: "sequence"} for k in names}
         for o in outputs:
             axes[o] = {0: "batch", 1: "sequence"} if loaded.task == "fill-mask" else {0: "batch"}
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 loaded.model,
-                tuple(enc[k] for k in INPUT_NAMES),
+                tuple(enc[k] for k in names),
                 str(raw),
-                input_names=list(INPUT_NAMES),
+                input_names=list(names),
                 output_names=list(outputs),
                 dynamic_axes=axes,
                 opset_version=OPSET,
@@ -252,6 +380,8 @@ class BertFamily:
             )
         loaded.extra["raw_onnx"] = str(raw)
         best, details = raw, {"fused": 0.0}
+        if loaded.extra["model_type"] not in FUSABLE:
+            return Exported(path=best, max_abs_diff=diff, opset=OPSET, details=details)
         fused = work_dir / "model.fused.onnx"
         try:
             from onnxruntime.transformers.optimizer import optimize_model
@@ -357,15 +487,7 @@ class BertFamily:
         with quiet_root_logger():
             quant_pre_process(str(raw), str(pre), skip_symbolic_shape=True)
         model = onnx.load(str(pre))
-        last = f"layer.{int(loaded.config.get('num_hidden_layers', 1)) - 1}/"
-        excluded = [
-            n.name for n in model.graph.node
-            if n.op_type == "MatMul" and (
-                (n.name.endswith("/output/dense/MatMul") and "attention" not in n.name)
-                or "attention/self/MatMul" in n.name
-                or last in n.name
-            )
-        ]
+        excluded = static_exclusions(model, int(loaded.extra["num_layers"]))
         with quiet_root_logger():
             quantize_static(
                 str(pre), str(out), Reader(),
@@ -409,7 +531,7 @@ class BertFamily:
             elif task == "fill-mask":
                 ids = self._encode(loaded, chunk)["input_ids"]
                 where = ids == loaded.tokenizer.mask_token_id
-                agree.append(ref[0][where] == got[0][where])
+                agree.append(ref[0][..., 0][where] == got[0][..., 0][where])
             else:
                 agree.append(ref[0].argmax(-1) == got[0].argmax(-1))
                 max_prob = max(max_prob, float(np.abs(ref[0] - got[0]).max()))
@@ -449,7 +571,7 @@ class BertFamily:
             outs = []
             for row, pred in zip(enc, ids):
                 pos = int(np.argmax(row == loaded.tokenizer.mask_token_id))
-                outs.append(loaded.tokenizer.decode([int(pred[pos])]).strip())
+                outs.append(loaded.tokenizer.decode([int(pred[pos][0])]).strip())
             return Golden(inputs=inputs, outputs=outs, kind="token")
         probs = self.torch_outputs(loaded, texts)[0]
         labels = loaded.extra["labels"]
@@ -480,7 +602,7 @@ class BertFamily:
             "task": task,
             "runner": "bls" if bls else "ort",
             "onnx_model": onnx_model if bls else MODEL_FILE,
-            "inputs": list(INPUT_NAMES),
+            "inputs": list(loaded.extra["inputs"]),
             "outputs": list(OUTPUTS[task]),
             "max_length": loaded.extra["max_length"],
             "max_batch_size": batch,
@@ -488,6 +610,9 @@ class BertFamily:
             "mask_token_id": loaded.tokenizer.mask_token_id,
             "mask_token": loaded.tokenizer.mask_token,
             "labels": loaded.extra["labels"],
+            "fill_mask_top_k": loaded.extra["top_k"],
+            "model_type": loaded.extra["model_type"],
+            "pooling": loaded.extra["pooling"],
             "gpus": request.gpus,
         }
         (version_dir / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -497,16 +622,18 @@ class BertFamily:
         ship_observability(version_dir)
         hidden = loaded.extra["hidden_size"]
         # Without batching (max_batch_size 0) dims are full shapes: one text in, [1, ...] out.
+        # Per text: text-classification [labels] (sorted, top_k of them), fill-mask
+        # [masks, top_k] (ENTRY_OUTPUTS documents the request parameter top_k).
         lead = () if batch else (1,)
         outputs = {
             "feature-extraction": (Tensor("EMBEDDING", "FP32", (*lead, hidden)),),
             "fill-mask": (
-                Tensor("TOKEN", "STRING", (*lead, 1)),
-                Tensor("SCORE", "FP32", (*lead, 1)),
-                Tensor("SEQUENCE", "STRING", (*lead, 1)),
+                Tensor("TOKEN", "STRING", (*lead, -1, -1)),
+                Tensor("SCORE", "FP32", (*lead, -1, -1)),
+                Tensor("SEQUENCE", "STRING", (*lead, -1, -1)),
             ),
             "text-classification": (
-                Tensor("LABEL", "STRING", (*lead, 1)), Tensor("SCORE", "FP32", (*lead, 1)),
+                Tensor("LABEL", "STRING", (*lead, -1)), Tensor("SCORE", "FP32", (*lead, -1)),
             ),
         }[task]
         write_config(
@@ -530,6 +657,7 @@ class BertFamily:
         onnx_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(onnx_path, onnx_dir / MODEL_FILE)
         seq_out = task == "fill-mask"
+        top_k = loaded.extra["top_k"]
         any_batch = () if batch else (-1,)  # without Triton batching the batch dim is explicit
         out_types = {"embedding": "FP32", "token_id": "INT64", "token_score": "FP32",
                      "probabilities": "FP32"}
@@ -539,9 +667,10 @@ class BertFamily:
             ModelConfig(
                 name=onnx_model,
                 backend="onnxruntime",
-                inputs=tuple(Tensor(n, "INT64", (*any_batch, -1)) for n in INPUT_NAMES),
+                inputs=tuple(Tensor(n, "INT64", (*any_batch, -1)) for n in loaded.extra["inputs"]),
                 outputs=tuple(
-                    Tensor(o, out_types[o], (*any_batch, *((-1,) if seq_out else out_dims[o])))
+                    Tensor(o, out_types[o],
+                           (*any_batch, *((-1, top_k) if seq_out else out_dims[o])))
                     for o in OUTPUTS[task]
                 ),
                 max_batch_size=batch,
@@ -553,6 +682,27 @@ class BertFamily:
 
 
 # --------------------------------------------------------------------------- helpers
+
+# MatMul names of FFN down-projections (their inputs follow GELU: wide, skewed ranges) in the
+# encoders' exports: BERT/RoBERTa/ELECTRA/DeBERTa, DistilBERT, ModernBERT
+_FFN_DOWN = re.compile(r"(?<!attention)/output/dense/MatMul|/ffn/lin2/MatMul|/mlp/Wo/MatMul")
+_LAYER = re.compile(r"/layers?\.(\d+)/")
+
+
+def static_exclusions(model: Any, num_layers: int) -> list[str]:
+    """MatMuls int8-static keeps in float (measured on MiniLM, see _quantize_static): the
+    FFN down-projections, the products of two activations (attention scores and context:
+    neither input is a weight) and every MatMul of the last layer."""
+    weights = {i.name for i in model.graph.initializer}
+    out = []
+    for n in model.graph.node:
+        if n.op_type != "MatMul":
+            continue
+        layer = _LAYER.search(n.name)
+        if (_FFN_DOWN.search(n.name) or not any(i in weights for i in n.input)
+                or (layer and int(layer.group(1)) == num_layers - 1)):
+            out.append(n.name)
+    return out
 
 
 
@@ -638,4 +788,4 @@ def masked(tokenizer: Any, text: str, every: int = 4, single: bool = False) -> s
     return out
 
 
-FAMILY = BertFamily()
+FAMILY = EncoderFamily()
