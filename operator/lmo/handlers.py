@@ -17,16 +17,20 @@ block `kubectl delete` whenever the operator is down, for nothing the collector 
 already do. (The KMock emulator has no garbage collector: the test fixture emulates it.)
 
 Kopf itself keeps its bookkeeping in annotations prefixed `lmo.dev/`, posts only warnings
-as Events (lmo posts its own, with deterministic names), and runs standalone unless
-`lmo operator --peering NAME` is given.
+as Events (lmo posts its own, with deterministic names), and runs standalone: with
+`lmo operator --leader-election NAME` (the chart) Kopf starts only in the replica holding
+the Lease (`lmo.leader`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = float(os.environ.get("LMO_RESYNC_SECONDS", "60"))
 RETRY_SECONDS = 15.0
+SECRET_POLL_SECONDS = float(os.environ.get("LMO_SECRET_POLL_SECONDS", "0.5"))
 CHILD_FILTER = {L.MANAGED_BY: L.APP}
 
 
@@ -74,23 +79,31 @@ class Runtime:
         self.settings = settings or OperatorSettings.from_env()
         self.connection = connection  # a kopf.ConnectionInfo overriding the login
         self.kube: Kube | None = None
+        self.leading: Any = None  # Elector.leading with leader election (lmo.leader)
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = {}
         self.queued: set[tuple[str, str]] = set()
         self.tasks: set[asyncio.Task] = set()
+        self.slots = Slots(self.settings.max_concurrent_reconciles)
+        self.listed: set[tuple[str, str]] = set()  # reconciled once (every kind listed)
+        self.awaiting: dict[tuple[str, str], asyncio.Task] = {}  # missing Secrets looked for
         self.analyse = analysis.analyse  # looked up here, so a test may stand in for it
 
     async def login(self, info: Any) -> None:
         """Use new credentials. Kopf calls the login handler again when the API server
         answers 401 (an expired token), so lmo's client is renewed with Kopf's."""
-        old, self.kube = self.kube, Kube(info, field_manager=self.settings.field_manager)
+        old, self.kube = self.kube, Kube(info, field_manager=self.settings.field_manager,
+                                         leading=self.leading)
         if old is not None:
             await old.close()
 
-    async def reconcile(self, namespace: str, name: str, logger: Any = None) -> None:
-        """Re-read the LanguageModel and reconcile it, one at a time per object."""
+    async def reconcile(self, namespace: str, name: str, logger: Any = None,
+                        urgent: bool = True) -> None:
+        """Re-read the LanguageModel and reconcile it, one at a time per object, at most
+        `max_concurrent_reconciles` at once; `urgent` ones (a spec change: someone waits
+        for it) before background ones (child events, resyncs)."""
         key = (namespace, name)
-        async with self.locks.setdefault(key, asyncio.Lock()):
+        async with self.locks.setdefault(key, asyncio.Lock()), self.slots.taken(urgent):
             self.queued.discard(key)
             assert self.kube is not None, "no login yet"
             body = await self.kube.get(API_VERSION, PLURAL, namespace, name)
@@ -102,13 +115,16 @@ class Runtime:
                 logger = object_logger(namespace, name, body.get("metadata", {}).get("uid"), log)
             try:
                 result = await reconcile_lm(
-                    body, self.kube, self.settings, analyse=self.analyse, logger=logger
+                    body, self.kube, self.settings, analyse=self.analyse, logger=logger,
+                    list_all=key not in self.listed,
                 )
             except Exception:
                 metrics.RECONCILE_ERRORS.inc()
                 metrics.RECONCILE_TOTAL.labels(result="error").inc()
                 raise
             metrics.record(result, time.perf_counter() - started, namespace, name)
+            self.listed.add(key)
+            self.await_secrets(key, result.missing_secrets)
         # level-based resync: look again later even when nothing asks for it
         self.wake(namespace, name, min(result.requeue_after or RESYNC_SECONDS, RESYNC_SECONDS))
 
@@ -135,7 +151,7 @@ class Runtime:
 
     async def _woken(self, key: tuple[str, str]) -> None:
         try:
-            await self.reconcile(*key)
+            await self.reconcile(*key, urgent=False)
         except KubeError as err:
             self.queued.discard(key)
             if err.status == 404:  # deleted while being reconciled
@@ -148,7 +164,37 @@ class Runtime:
             object_logger(*key, base=log).warning("reconcile failed, retrying in %ss: %s", RETRY_SECONDS, err)
             self.wake(*key, RETRY_SECONDS)
 
+    def await_secrets(self, key: tuple[str, str], names: list[str]) -> None:
+        """Look for the referenced Secrets that do not exist yet, by name, every
+        SECRET_POLL_SECONDS, and reconcile as soon as one appears.
+
+        Not a watch: listing or watching Secrets needs `list`/`watch` on them, which in a
+        cluster-wide install lets the operator read every Secret of the cluster; `get` by
+        name is what lmo already has. A missing Secret costs one GET per interval, and only
+        while it is missing and referenced.
+        """
+        old = self.awaiting.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if names:
+            task = asyncio.get_running_loop().create_task(self._look_for(key, names))
+            self.awaiting[key] = task
+
+    async def _look_for(self, key: tuple[str, str], names: list[str]) -> None:
+        while True:
+            await asyncio.sleep(SECRET_POLL_SECONDS)
+            try:
+                found = await asyncio.gather(*(self.kube.secret_exists(key[0], n) for n in names))
+            except Exception:  # noqa: BLE001 (the API server away: look again)
+                continue
+            if any(found):
+                self.awaiting.pop(key, None)
+                self.wake(*key)
+                return
+
     def forget(self, key: tuple[str, str]) -> None:
+        self.await_secrets(key, [])
+        self.listed.discard(key)
         pending = self.timers.pop(key, None)
         if pending is not None:
             pending[1].cancel()
@@ -158,10 +204,50 @@ class Runtime:
     async def close(self) -> None:
         for _, handle in self.timers.values():
             handle.cancel()
-        for task in list(self.tasks):
+        for task in [*self.tasks, *self.awaiting.values()]:
             task.cancel()
         if self.kube is not None:
             await self.kube.close()
+
+
+class Slots:
+    """A semaphore whose urgent waiters go before the others (each kind first come, first
+    served): with a thousand resyncs queued, a traffic change still waits for one slot."""
+
+    def __init__(self, size: int):
+        self.free = size
+        self.waiting: tuple[collections.deque, collections.deque] = (
+            collections.deque(), collections.deque())  # (urgent, background) futures
+
+    @contextlib.asynccontextmanager
+    async def taken(self, urgent: bool) -> AsyncIterator[None]:
+        if self.free > 0 and not any(self.waiting):
+            self.free -= 1
+        else:
+            turn = asyncio.get_running_loop().create_future()
+            queue = self.waiting[0 if urgent else 1]
+            queue.append(turn)
+            try:
+                await turn  # handed over by a release: the slot is ours
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # given to us as we were cancelled: pass it on
+                else:
+                    queue.remove(turn)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for queue in self.waiting:
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    return
+        self.free += 1
 
 
 def runtime(memo: Any) -> Runtime:

@@ -26,7 +26,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 
@@ -121,8 +121,10 @@ class Kube:
     call `close()`.
     """
 
-    def __init__(self, info: Any, field_manager: str = "lmo", timeout: float = 30.0):
+    def __init__(self, info: Any, field_manager: str = "lmo", timeout: float = 30.0,
+                 leading: Callable[[], bool] | None = None):
         self.info = info
+        self.leading = leading  # with leader election: False while writes are not safe
         self.server = str(info.server).rstrip("/")
         self.field_manager = field_manager
         self.timeout = aiohttp.ClientTimeout(total=timeout)
@@ -147,7 +149,9 @@ class Kube:
             ssl: Any = None
             if hasattr(self.info, "as_ssl_context") and self.server.startswith("https"):
                 ssl = self.info.as_ssl_context()
-            connector = aiohttp.TCPConnector(ssl=ssl, limit=64)
+            # at most this many requests in flight: more only meets the API server's
+            # max-requests-inflight (429) and delays everyone's, the Lease renewal's too
+            connector = aiohttp.TCPConnector(ssl=ssl, limit=32)
             self._session = aiohttp.ClientSession(
                 connector=connector, headers=headers, timeout=self.timeout
             )
@@ -168,6 +172,9 @@ class Kube:
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if body is not None else {}
         if method != "GET":
+            if self.leading is not None and not self.leading():
+                # another replica may be leading by now (lmo.leader): write nothing
+                raise KubeError(503, method, path, "not the leader: the Lease is not renewed")
             self.writes[kind or "unknown"] += 1
         async with session.request(
             method, self.server + path, params=params, data=data, headers=headers

@@ -55,6 +55,7 @@ from lmo.builders import (
     artifact_store,
     artifact_uri,
     build_children,
+    child_kinds,
     child_name,
     conversion_request,
 )
@@ -89,6 +90,7 @@ class Result:
     phases: dict[str, str] = field(default_factory=dict)  # version -> phase, as in status
     traffic: dict[str, int] = field(default_factory=dict)  # version -> percent really routed
     rollout_step: int = 0  # the running rollout's step from 1; 0 when none runs
+    missing_secrets: list[str] = field(default_factory=list)  # referenced, not found
 
 
 def _utcnow() -> datetime:
@@ -106,6 +108,7 @@ class Reconciler:
         now: datetime | None = None,
         analyse: Callable[..., Any] | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
+        list_all: bool = True,
     ):
         meta = body.get("metadata") or {}
         self.body = body
@@ -119,6 +122,10 @@ class Reconciler:
         self.uid: str = meta.get("uid") or ""
         self.generation: int | None = meta.get("generation")
         self.old_status: dict = dict(body.get("status") or {})
+        # a new object (no status yet) can own nothing its spec does not make: children of a
+        # former object of the same name are another uid's, and the collector's
+        self.list_all = bool(self.old_status) and (
+            list_all or self.old_status.get("observedGeneration") != self.generation)
         self.ref = Ref(API_VERSION, KIND, self.namespace, self.name, self.uid)
         self.result = Result(outcome="progressing")
         self._replaced = False  # a Job was deleted to be re-created: look again soon
@@ -151,7 +158,9 @@ class Reconciler:
         store, store_secret = artifact_store(lm.spec, self.settings)
         _check_buildable(lm, owner, self.settings, store)
 
-        children, secrets, messages = await self._read(lm, store, store_secret)
+        kinds = CHILD_KINDS if self.list_all else child_kinds(lm, owner, self.settings, store)
+        children, secrets, messages = await self._read(lm, store, store_secret, kinds)
+        self.result.missing_secrets = sorted(n for n, found in secrets.items() if not found)
         observed = S.observe(lm, store, store_secret, children, secrets, messages, self.old_status)
         decision = await S.step(lm.spec, observed, self.now, self._measure(lm, observed))
         plans, routed = S.plan(lm, observed, decision)
@@ -171,10 +180,11 @@ class Reconciler:
 
     # ------------------------------------------------------------------ reading
 
-    async def _read(self, lm: LanguageModel, store: str, store_secret: str | None):
-        """Owned children (by controller ownerReference), whether each referenced Secret
-        exists (never its data), and the termination messages `observe` needs."""
-        listed = await self.kube.list_children(CHILD_KINDS, self.namespace, {L.MODEL: self.name})
+    async def _read(self, lm: LanguageModel, store: str, store_secret: str | None,
+                    kinds: list[tuple[str, str, str]]):
+        """Owned children of `kinds` (by controller ownerReference), whether each referenced
+        Secret exists (never its data), and the termination messages `observe` needs."""
+        listed = await self.kube.list_children(kinds, self.namespace, {L.MODEL: self.name})
         children = {k: o for k, o in listed.items() if O.controlled_by(o, self.uid)}
         names = sorted(
             {v.checkpoint.secret_ref.name for v in lm.spec.versions if v.checkpoint.secret_ref}
@@ -369,6 +379,12 @@ async def reconcile(
     now: datetime | None = None,
     analyse: Callable[..., Any] | None = None,
     logger: logging.Logger | logging.LoggerAdapter | None = None,
+    list_all: bool = True,
 ) -> Result:
-    """Reconcile the LanguageModel `body` (its latest known state, status included)."""
-    return await Reconciler(body, kube, settings, now, analyse, logger).run()
+    """Reconcile the LanguageModel `body` (its latest known state, status included).
+
+    `list_all=False`: list only the child kinds its spec can own (`child_kinds`) when the
+    spec is the one its status was written for (observedGeneration); the caller passes
+    True for the first reconcile of an object in a process, when children of other kinds
+    may be left from a spec or settings this process never saw."""
+    return await Reconciler(body, kube, settings, now, analyse, logger, list_all).run()

@@ -184,6 +184,14 @@ class OperatorSettings(BaseModel):
         pattern=r"^(text|json)$",
         description="Operator log lines: text (for people) or json (for log pipelines).",
     )
+    max_concurrent_reconciles: int = Field(
+        default=16,
+        ge=1,
+        description="LanguageModels reconciled at once (controller-runtime's "
+        "MaxConcurrentReconciles). Each reconcile in flight holds its children's lists and "
+        "manifests, so this bounds the operator's memory when hundreds change at once; the "
+        "event loop is one core, so more in flight adds memory, not speed.",
+    )
     metrics_port: int = Field(
         default=8080, ge=1, le=65535, description="Port of the operator's own /metrics."
     )

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmo_runtime import __version__ as CONVERTER_VERSION
+from lmo_runtime.front.wire import ENTRY_MODEL  # noqa: F401 - the task's public model
 
 MANIFEST_FILE = "manifest.json"
 # Golden inputs copied out of the manifest (the conversion summary, status.versions[].artifact)
@@ -27,14 +28,6 @@ MANIFEST_FILE = "manifest.json"
 GOLDEN_COPY_INPUTS = 8
 GOLDEN_COPY_CHARS = 200
 REPOSITORY_DIR = "model_repository"
-# Name the client calls, the same in every version so that routing between versions is
-# transparent: /v2/models/<ENTRY_MODEL[task]>/infer
-ENTRY_MODEL = {
-    "feature-extraction": "feature_extraction",
-    "fill-mask": "fill_mask",
-    "text-classification": "text_classification",
-    "text-generation": "text_generation",
-}
 
 
 # ConversionRequest fields left out of key() while None (added after keys were in use).

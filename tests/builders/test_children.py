@@ -212,3 +212,30 @@ def test_every_example_renders_valid_objects(path, pending):
 
 def test_examples_exist():
     assert EXAMPLES, "examples/*.yaml missing"
+
+
+@pytest.mark.parametrize("spec", [
+    {},
+    {"autoscaling": {"minReplicas": 1, "maxReplicas": 3}},
+    {"autoscaling": {"engine": "KEDA", "minReplicas": 0, "maxReplicas": 3}},
+    {"routing": {"provider": "Service"}},
+], ids=["plain", "hpa", "keda", "service-provider"])
+def test_child_kinds_are_what_the_spec_can_make(spec):
+    from lmo.builders import artifact_store, child_kinds
+
+    from .conftest import make_lm, make_plans
+
+    settings = OperatorSettings().with_overrides([PROMETHEUS])
+    lm = make_lm(spec)
+    store, _ = artifact_store(lm.spec, settings)
+    kinds = {k for _, k, _ in child_kinds(lm, OWNER, settings, store)}
+    names = {v.name for v in lm.spec.versions}
+    for convert, serving in [(names, names), (set(), names), (names, set())]:
+        made = {c["kind"] for c in build_children(lm, OWNER, settings,
+                                                  make_plans(lm, settings, convert=convert, serving=serving))}
+        assert made <= kinds
+    assert {"Job", "Deployment", "Service"} <= kinds
+    # kinds this spec never makes are not listed on every reconcile
+    assert not kinds & {"BackendTrafficPolicy", "SecurityPolicy", "DestinationRule", "AuthorizationPolicy"}
+    assert ("ScaledObject" in kinds) == ("KEDA" in str(spec))
+    assert ("HorizontalPodAutoscaler" in kinds) == ("minReplicas" in str(spec) and "KEDA" not in str(spec))

@@ -43,17 +43,26 @@ def test_deployment_shape(settings):
         "--exit-on-error=false",
         "--allow-metrics=true",
         "--metrics-port=8002",
-        "--http-port=8000",
-        "--grpc-port=8001",
+        # Triton's HTTP and gRPC on the pod's loopback only: clients reach the front
+        "--http-address=127.0.0.1",
+        "--http-port=8010",
+        "--grpc-address=127.0.0.1",
+        "--grpc-port=8011",
     ):
         assert flag in c["args"]
-    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [
-        ("http", 8000),
-        ("grpc", 8001),
-        ("metrics", 8002),
-    ]
-    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [("metrics", 8002)]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    front = container(dep, "front")
+    assert front["image"] == c["image"]
+    assert front["command"] == ["python3", "-m", "lmo_runtime.front"]
+    assert front["args"] == ["--task", "text-generation", "--model", "chat", "--version", "v1",
+                             "--triton", "http://127.0.0.1:8010", "--repository", "/models",
+                             "--port", "8000"]
+    assert [(p["name"], p["containerPort"]) for p in front["ports"]] == [("http", 8000)]
+    assert front["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert front["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert front["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {m["mountPath"] for m in front["volumeMounts"]} == {"/models", "/tmp"}
     startup = c["startupProbe"]
     assert startup["failureThreshold"] * startup["periodSeconds"] >= 600
     # the Deployment is not declared stuck before a pod had its full startup budget
@@ -226,6 +235,17 @@ def test_new_artifact_changes_the_pod_template(settings):
     )
 
 
+def test_a_chat_template_reaches_the_front(settings):
+    import json
+
+    _, dep = _deployment(make_lm({"chatTemplate": {"user": "Q: {content}\n"}}), settings)
+    env = {e["name"]: e.get("value") for e in container(dep, "front")["env"]}
+    template = json.loads(env["LMO_CHAT_TEMPLATE"])
+    assert template["user"] == "Q: {content}\n" and template["generationPrompt"] == "Assistant:"
+    _, dep = _deployment(make_lm(), settings)
+    assert "LMO_CHAT_TEMPLATE" not in {e["name"] for e in container(dep, "front")["env"]}
+
+
 def test_service_per_version(settings):
     svc = build_service(make_lm(), OWNER, "v2")
     assert svc["metadata"]["name"] == "chat-v2"
@@ -235,8 +255,7 @@ def test_service_per_version(settings):
         "lmo.dev/version": "v2",
     }
     assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
-        ("http", 8000, "http"),
-        ("grpc", 8001, "grpc"),
+        ("http", 8000, "http"),  # the front container
         ("metrics", 8002, "metrics"),
     ]
 

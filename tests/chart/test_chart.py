@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "lmo"
 K8S_VERSION = "1.30"
 # API groups whose objects kubernetes-validate knows (the rest are CRDs of other projects).
-CORE_GROUPS = {"", "apps", "rbac.authorization.k8s.io", "apiextensions.k8s.io", "batch"}
+CORE_GROUPS = {"", "apps", "rbac.authorization.k8s.io", "apiextensions.k8s.io", "batch", "policy"}
 
 # What the operator does (lmo.kube + Kopf), per (apiGroup, resource). Changing the operator's
 # calls means changing this table and the ClusterRole together.
@@ -53,7 +53,11 @@ EXPECTED_CLUSTER_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
     ("", "namespaces"): ["list", "watch"],
 }
-PEERING_VERBS = ["get", "list", "watch", "patch"]
+LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["lmo"],
+     "verbs": ["get", "update"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+]
 
 VALUES: dict[str, dict[str, Any]] = {
     "default": {},
@@ -61,8 +65,10 @@ VALUES: dict[str, dict[str, Any]] = {
         "watchNamespaces": ["team-a", "team-b"],
         "workloads": {"serviceAccount": {"create": True, "name": "lmo-workload"}},
     },
-    "peering": {"peering": {"enabled": True}},
-    "replicas-namespaced-peering": {"replicas": 2, "watchNamespaces": ["ml"]},
+    "one-replica": {"replicas": 1, "affinity": {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}]}}}},
+    "replicas-namespaced": {"replicas": 3, "watchNamespaces": ["ml"]},
     "monitoring": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
         "tritonPodMonitor": {"enabled": True},
@@ -173,15 +179,14 @@ def test_rbac_grants_exactly_what_the_operator_uses(renders, name):
         for r in by_kind(docs, "ClusterRole")
         if not r["metadata"]["name"].endswith(("-edit", "-view"))
     }
-    peering = name in {"peering", "replicas-namespaced-peering"}
     namespaced = "watchNamespaces" in VALUES[name]
     expected = dict(EXPECTED_RULES)
     expected_cluster = dict(EXPECTED_CLUSTER_RULES)
-    if peering and namespaced:
-        expected[("kopf.dev", "kopfpeerings")] = PEERING_VERBS
-    elif peering:
-        expected_cluster[("kopf.dev", "clusterkopfpeerings")] = PEERING_VERBS
     assert roles == {"lmo": expected, "lmo-cluster": expected_cluster}
+    # leader election: its one Lease in the release namespace, nothing cluster-wide
+    (lease_role,) = by_kind(docs, "Role")
+    assert lease_role["metadata"]["namespace"] == "lmo-system"
+    assert lease_role["rules"] == LEASE_RULES
 
     # every kind the builders can make is writable (server-side apply creates with PATCH)
     for api_version, _kind, plural in CHILD_KINDS:
@@ -191,7 +196,10 @@ def test_rbac_grants_exactly_what_the_operator_uses(renders, name):
     sa = {"kind": "ServiceAccount", "name": "lmo", "namespace": "lmo-system"}
     cluster_bindings = {b["metadata"]["name"]: b for b in by_kind(docs, "ClusterRoleBinding")}
     assert cluster_bindings["lmo-cluster"]["subjects"] == [sa]
-    role_bindings = by_kind(docs, "RoleBinding")
+    role_bindings = [b for b in by_kind(docs, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole"]
+    (lease_binding,) = [b for b in by_kind(docs, "RoleBinding") if b["roleRef"]["kind"] == "Role"]
+    assert lease_binding["roleRef"]["name"] == lease_role["metadata"]["name"]
+    assert lease_binding["subjects"] == [sa]
     if namespaced:
         assert "lmo" not in cluster_bindings, "a namespaced install must not bind cluster-wide"
         assert sorted(b["metadata"]["namespace"] for b in role_bindings) == sorted(
@@ -222,37 +230,37 @@ def test_pod_runs_locked_down(renders, name):
 def test_operator_command_probes_and_namespaces(renders):
     default = container(renders["default"])
     assert default["command"] == ["lmo"]
-    assert default["args"] == ["operator", "--all-namespaces", "--liveness=http://0.0.0.0:8081/healthz"]
+    assert default["args"] == ["operator", "--all-namespaces", "--liveness=http://0.0.0.0:8081/healthz",
+                               "--leader-election=lmo", "--lease-duration=10"]
     for probe in ("livenessProbe", "readinessProbe"):
         assert default[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in default["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
-    assert deployment(renders["default"])["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment(renders["default"])["spec"]["strategy"] == {"type": "RollingUpdate"}
 
     namespaced = container(renders["namespaced"])["args"]
     assert "--namespace=team-a" in namespaced and "--namespace=team-b" in namespaced
     assert "--all-namespaces" not in namespaced
 
 
-def test_peering_installs_kopf_crds_and_objects(renders):
-    assert not any("--peering" in a for a in container(renders["default"])["args"])
-    assert not any(d["apiVersion"].startswith("kopf.dev") for d in renders["default"])
-
-    docs = renders["peering"]
-    assert "--peering=lmo" in container(docs)["args"]
-    assert deployment(docs)["spec"]["strategy"]["type"] == "RollingUpdate"
-    crds = {d["metadata"]["name"]: d for d in by_kind(docs, "CustomResourceDefinition")}
-    assert crds["clusterkopfpeerings.kopf.dev"]["spec"]["scope"] == "Cluster"
-    assert crds["kopfpeerings.kopf.dev"]["spec"]["scope"] == "Namespaced"
-    (peering,) = by_kind(docs, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "lmo"
-    assert "post-install" in peering["metadata"]["annotations"]["helm.sh/hook"]
-
-    docs = renders["replicas-namespaced-peering"]
+def test_two_replicas_with_one_lease_a_budget_and_spread(renders):
+    docs = renders["default"]
     assert deployment(docs)["spec"]["replicas"] == 2
-    assert "--peering=lmo" in container(docs)["args"]
-    (peering,) = by_kind(docs, "KopfPeering")
-    assert peering["metadata"]["namespace"] == "ml"
+    assert not any(d["apiVersion"].startswith("kopf.dev") for d in docs)
+    selector = deployment(docs)["spec"]["selector"]["matchLabels"]
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    anti = deployment(docs)["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"] == {"topologyKey": "kubernetes.io/hostname",
+                                       "labelSelector": {"matchLabels": selector}}
+
+    assert not by_kind(renders["one-replica"], "PodDisruptionBudget")  # it would block drains
+    assert "--leader-election=lmo" in container(renders["one-replica"])["args"]
+    docs = renders["replicas-namespaced"]
+    assert deployment(docs)["spec"]["replicas"] == 3 and by_kind(docs, "PodDisruptionBudget")
+    own = VALUES["one-replica"]["affinity"]  # a user's affinity replaces the spread
+    assert deployment(renders["one-replica"])["spec"]["template"]["spec"]["affinity"] == own
 
 
 def test_monitoring_objects(renders):

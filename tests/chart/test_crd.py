@@ -80,6 +80,7 @@ def test_names_printer_columns_and_status_subresource(generated):
         "Ready": '.status.conditions[?(@.type=="Ready")].status',
         "Versions": ".status.readyVersions",
         "Traffic": ".status.trafficSummary",
+        "Endpoint": ".status.endpoint",
         "Age": ".metadata.creationTimestamp",
     }
     root = version["schema"]["openAPIV3Schema"]
@@ -251,6 +252,14 @@ VALID: dict[str, dict[str, Any]] = {
         "versions": [version("v1", optimize={"precision": "fp16"})],
         "serving": {"accelerator": "tensorrt",
                     "resources": {"limits": {"nvidia.com/gpu": "1"}}},
+    }),
+    "chat-on-its-own-host": lm({
+        "task": "text-generation",
+        "versions": [version("v1")],
+        "routing": {"hostname": "chat.example.com"},
+        "chatTemplate": {"system": "<|system|>{content}\n", "user": "<|user|>{content}\n",
+                         "assistant": "<|assistant|>{content}\n",
+                         "generationPrompt": "<|assistant|>", "stop": "<|user|>"},
     }),
     "design-doc": lm(
         {
@@ -431,6 +440,11 @@ def _spec_with(**changes: Any) -> dict[str, Any]:
 
 # name -> (object, words the refusal must contain, "cel" when the CRD refuses it with a CEL rule)
 INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
+    "chat-template-on-embeddings": (
+        lm({"task": "feature-extraction", "versions": [version("v1")], "chatTemplate": {}}),
+        "spec.chatTemplate is for task: text-generation",
+        "cel",
+    ),
     "experiment-three-arms": (
         lm({"task": "fill-mask", "versions": [version("v1", 50), version("v2", 25),
                                               version("v3", 25)],

@@ -16,8 +16,8 @@ from tests.fixtures.control_plane import Unavailable, assets_dir, etcd_binary
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-@pytest.fixture(scope="session")
-def real():
+def require_binaries() -> None:
+    """Skip without the control plane's binaries (fail under CI=true)."""
     try:
         assets_dir()
         etcd_binary()
@@ -25,6 +25,11 @@ def real():
         if os.environ.get("CI") == "true":
             pytest.fail(f"the real API server suite cannot run in CI: {err}")
         pytest.skip(f"real API server suite skipped: {err}")
+
+
+@pytest.fixture(scope="session")
+def real():
+    require_binaries()
     from tests.fixtures.real_cluster import RealCluster, tiny_checkpoints
 
     cluster = RealCluster()
@@ -46,3 +51,30 @@ def ns(real):
     denied = real.forbidden()[before:]
     assert not denied, "the chart's RBAC refused the operator:\n" + "\n".join(denied[:5])
     assert not real.kubelet.errors, real.kubelet.errors[:5]
+
+
+@pytest.fixture(scope="module")
+def ha():
+    """A control plane of its own (tests that kill operators or stop the API server must not
+    share the session's) with the chart's two operator replicas running."""
+    require_binaries()
+    from tests.fixtures.real_cluster import RealCluster, tiny_checkpoints
+
+    cluster = RealCluster()
+    try:
+        cluster.start(tiny_checkpoints, replicas=True, helm_values=("replicas=2",))
+    except BaseException:
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def prom():
+    """A stand-in of Prometheus's HTTP API answering the numbers a test sets."""
+    from tests.fixtures.stub_prometheus import StubPrometheus
+
+    stub = StubPrometheus().start()
+    yield stub
+    stub.stop()

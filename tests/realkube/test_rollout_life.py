@@ -17,13 +17,6 @@ from tests.realkube.test_operator_life import DEPLOYMENT, events, weights
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def prom():
-    stub = StubPrometheus().start()
-    yield stub
-    stub.stop()
-
-
 def canary(prom: StubPrometheus, v2: str = "pvc://models/tiny-bert-v2/") -> dict:
     return {
         "task": "text-classification",

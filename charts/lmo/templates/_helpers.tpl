@@ -52,11 +52,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" .Values.converter.gpuImage.repository (default .Chart.AppVersion .Values.converter.gpuImage.tag) -}}
 {{- end }}
 
-{{/* "true" when Kopf peering is on (asked for, or more than one replica). */}}
-{{- define "lmo.peering" -}}
-{{- if or .Values.peering.enabled (gt (int .Values.replicas) 1) -}}true{{- end -}}
-{{- end }}
-
 {{/* "true" when the operator watches every namespace. */}}
 {{- define "lmo.clusterWide" -}}
 {{- if not .Values.watchNamespaces -}}true{{- end -}}

@@ -94,6 +94,7 @@ from lmo.api.protection import (  # noqa: F401
     CircuitBreaker,
     Protection,
 )
+from lmo.api.chat import ChatTemplate  # noqa: F401
 from lmo.api.logging import (  # noqa: F401
     PAYLOAD_SINK,
     PayloadLogging,

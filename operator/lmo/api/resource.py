@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import ConfigDict, Field, model_validator
 
 from lmo.api.base import API_VERSION, DNS_LABEL, KIND, MAX_VERSIONS, _Model, cel_rules
+from lmo.api.chat import ChatTemplate
 from lmo.api.enums import Task
 from lmo.api.logging import Logging
 from lmo.api.protection import Protection
@@ -63,6 +64,11 @@ class LanguageModelSpec(_Model):
     logging: Logging | None = Field(
         default=None,
         description="What lmo's Triton models record besides metrics (payload logging).",
+    )
+    chat_template: ChatTemplate | None = Field(
+        default=None,
+        description="text-generation only: how chat messages become a prompt. With it, "
+        "POST /v1/chat/completions is served; without it that endpoint answers 400.",
     )
 
     @model_validator(mode="after")

@@ -22,6 +22,10 @@ _STICKY_PROVIDER = ("spec.routing.sticky needs provider: GatewayAPI (a plain Ser
                     "hash a header)")
 
 
+_CHAT_TEMPLATE_TASK = ("spec.chatTemplate is for task: text-generation (the other tasks have "
+                       "no chat endpoint); remove it")
+
+
 def _duplicates(s: Spec) -> str | None:
     names = [v.name for v in s.versions]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -61,6 +65,9 @@ def _service(s: Spec) -> bool:
 # The spec's cross-field rules (Rule: CEL, message, field path, Python predicate). The Python
 # door refuses the first one broken, in this order; the API server reports every one.
 _SPEC_RULES: tuple[Rule, ...] = (
+    Rule("!has(self.chatTemplate) || self.task == 'text-generation'",
+         _CHAT_TEMPLATE_TASK, ".chatTemplate",
+         lambda s: s.chat_template is not None and s.task != "text-generation"),
     Rule("self.versions.all(v, self.versions.exists_one(w, w.name == v.name))",
          "spec.versions[].name must be unique", ".versions", _duplicates),
     Rule("(size(self.versions) == 1 && !has(self.versions[0].traffic)) || "

@@ -167,7 +167,9 @@ class LanguageModelStatus(_Model):
         description="Converted, Deployed, Routed, Ready.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    endpoint: str | None = Field(default=None, description="Where clients send requests.")
+    endpoint: str | None = Field(
+        default=None, description="The clients' base URL: OpenAI-compatible at <endpoint>/v1, "
+        "the text API at <endpoint>/v1/<task>, KServe v2 at <endpoint>/v2.")
     versions: list[VersionStatus] = Field(default_factory=list, description="Per version.")
     rollout: RolloutStatus | None = Field(default=None, description="Automated rollout state.")
     experiment: ExperimentStatus | None = Field(

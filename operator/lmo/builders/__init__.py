@@ -33,6 +33,7 @@ __all__ = [
     "artifact_store",
     "artifact_uri",
     "build_children",
+    "child_kinds",
     "child_name",
     "conversion_request",
     "endpoint",
@@ -147,3 +148,20 @@ def build_children(
     out.extend(build_route(lm, owner, settings, plans))
     out.extend(build_protection(lm, owner, settings, plans))
     return out
+
+
+def child_kinds(lm: LanguageModel, owner: Owner, settings: OperatorSettings,
+                store: str) -> list[tuple[str, str, str]]:
+    """The kinds of CHILD_KINDS that `lm`'s spec can own under these settings: those that
+    build_children makes when every version converts and serves at once. A reconcile lists
+    only these, instead of every kind (Envoy Gateway and Istio policies, KEDA, HPAs...)
+    for every resource (kinds the spec no longer makes are listed after a spec change, to
+    prune them)."""
+    plans = [
+        VersionPlan(name=v.name, request=(req := conversion_request(lm.spec, v)),
+                    artifact_uri=artifact_uri(store, req.key()), convert=True,
+                    serve_uri=artifact_uri(store, req.key()), traffic=100 if i == 0 else 0)
+        for i, v in enumerate(lm.spec.versions)
+    ]
+    made = {(c["apiVersion"], c["kind"]) for c in build_children(lm, owner, settings, plans)}
+    return [k for k in CHILD_KINDS if (k[0], k[1]) in made]
