@@ -112,7 +112,8 @@ async def door_rates(requests: int, rounds: int, clients: int = 8) -> dict[str, 
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     port = runner.addresses[0][1]
-    artifact = SimpleNamespace(directory=Path("/nonexistent"), spec_key="k",
+    artifact = SimpleNamespace(directory=Path("/nonexistent"), repository=Path("/nonexistent"),
+                               spec_key="k",
                                manifest=SimpleNamespace(summary=lambda uri: {"uri": uri}))
     doors = {}
     for mode in ("off", "on"):

@@ -40,10 +40,15 @@ SECTION = "## Payload logging (bench/payloads.py)"
 TEXT = "my number is 12345678901 and I love this product"
 
 
-async def load(url: str, clients: int, seconds: float) -> tuple[float, float, int]:
-    """(requests/s, p99 latency ms, errors) of `clients` callers for `seconds`."""
-    body = json.dumps({"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES",
-                                   "data": [TEXT]}]})
+BODY = json.dumps({"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES",
+                               "data": [TEXT]}]}).encode()
+INFER = "/v2/models/text_classification/infer"
+
+
+async def load(url: str, body: bytes, clients: int,
+               seconds: float) -> tuple[float, float, int]:
+    """(requests/s, p99 latency ms, errors) of `clients` callers POSTing `body` to `url`
+    for `seconds`."""
     latencies: list[float] = []
     errors = 0
     stop = time.monotonic() + seconds
@@ -52,7 +57,7 @@ async def load(url: str, clients: int, seconds: float) -> tuple[float, float, in
         nonlocal errors
         while time.monotonic() < stop:
             began = time.perf_counter()
-            async with session.post(f"{url}/v2/models/text_classification/infer", data=body,
+            async with session.post(url, data=body,
                                     headers={"Content-Type": "application/json"}) as r:
                 await r.read()
                 if r.status != 200:
@@ -108,10 +113,11 @@ def main() -> int:
     results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in configs}
     try:
         for name, s in servers.items():  # warm-up
-            asyncio.run(load(s.url, args.clients, 2))
+            asyncio.run(load(s.url + INFER, BODY, args.clients, 2))
         for _ in range(args.rounds):
             for name, s in servers.items():
-                results[name].append(asyncio.run(load(s.url, args.clients, args.seconds)))
+                results[name].append(asyncio.run(load(s.url + INFER, BODY, args.clients,
+                                                      args.seconds)))
         drops = dropped(servers["dead s3"].metrics_url)
         why = re.search(r"lmo payloads: sink \S+ failed \((.*)\); records are dropped",
                         servers["dead s3"].log_path.read_text())

@@ -76,6 +76,12 @@ PRINTER_COLUMNS = [
         "jsonPath": ".status.trafficSummary",
         "description": "Traffic routed now, per version.",
     },
+    {
+        "name": "Endpoint",
+        "type": "string",
+        "jsonPath": ".status.endpoint",
+        "description": "The clients' base URL (OpenAI-compatible at <endpoint>/v1).",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

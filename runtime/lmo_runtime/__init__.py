@@ -3,4 +3,4 @@
 Runs inside the conversion Job and in `lmo up`; never imports the operator (`lmo`).
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -3,9 +3,9 @@
 counter on the cluster without any new data-plane component.
 
 Its inputs are the fields of `POST /v1/feedback` (`success` true/false, `score` 0 to 1,
-`requestId`), so the body the `lmo up` front door takes is, through Triton's generate
-extension, the body this model takes: an Experiment's HTTPRoute rewrites `/v1/feedback`
-with `x-lmo-version: <v>` to `/v2/models/feedback/generate` on version `<v>`.
+`requestId`). Each version's front (`lmo_runtime.front`, in the Triton pod) takes the report,
+accepts it only for a request id it answered itself, and passes it to this model over the
+pod's loopback; clients never reach the model directly.
 
 `write_model(repo_dir)` adds it at conversion, so the cluster's Triton (model control mode
 none: it loads the whole repository) serves it next to the entry model. `lmo up` does not
@@ -25,10 +25,8 @@ MODEL = "feedback"
 # also exported by the `lmo up` front door, labelled lmo_model, lmo_version, namespace.
 SAMPLES = "lmo_feedback_samples_total"
 SUCCESSES = "lmo_feedback_successes_total"
-# Where clients report (the front door under lmo up, the Experiment's HTTPRoute on the
-# cluster), and where the HTTPRoute sends it: this model's generate endpoint.
+# Where clients report (each version's front, lmo_runtime.front, and the lmo up front door).
 PATH = "/v1/feedback"
-GENERATE_PATH = f"/v2/models/{MODEL}/generate"
 
 
 def config() -> ModelConfig:

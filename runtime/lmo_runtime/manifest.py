@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmo_runtime import __version__ as CONVERTER_VERSION
+from lmo_runtime.front.wire import ENTRY_MODEL  # noqa: F401 - the task's public model
 
 MANIFEST_FILE = "manifest.json"
 # Golden inputs copied out of the manifest (the conversion summary, status.versions[].artifact)
@@ -27,18 +28,11 @@ MANIFEST_FILE = "manifest.json"
 GOLDEN_COPY_INPUTS = 8
 GOLDEN_COPY_CHARS = 200
 REPOSITORY_DIR = "model_repository"
-# Name the client calls, the same in every version so that routing between versions is
-# transparent: /v2/models/<ENTRY_MODEL[task]>/infer
-ENTRY_MODEL = {
-    "feature-extraction": "feature_extraction",
-    "fill-mask": "fill_mask",
-    "text-classification": "text_classification",
-    "text-generation": "text_generation",
-}
 
 
 # ConversionRequest fields left out of key() while None (added after keys were in use).
-OPTIONAL_KEY_FIELDS = ("evaluation", "queue_max_size", "queue_timeout_microseconds")
+OPTIONAL_KEY_FIELDS = ("evaluation", "queue_max_size", "queue_timeout_microseconds",
+                       "accelerator")
 
 
 class _Model(BaseModel):
@@ -78,6 +72,8 @@ class ConversionRequest(_Model):
     # Triton's queue policy of the entry model (spec.serving.queue); None: unbounded
     queue_max_size: int | None = None
     queue_timeout_microseconds: int | None = None
+    # spec.serving.accelerator when gpus > 0 (None: CUDA, the ONNX Runtime backend's default)
+    accelerator: Literal["cuda", "tensorrt"] | None = None
     converter_version: str = CONVERTER_VERSION
 
     def key(self) -> str:
@@ -158,6 +154,9 @@ class Manifest(_Model):
     # the served input drift metrics are compared with
     input_reference: dict[str, Any] | None = None
     evaluation: EvaluationRecord | None = None  # the data the gate scored on
+    # the most the served models pass through the Python backend's shared memory (/dev/shm)
+    # at once, when it can exceed the pod's default (the KV cache of a BLS decoder); None: small
+    shared_memory_bytes: int | None = None
     converter_version: str = CONVERTER_VERSION
     created_at: str = ""
 
@@ -166,6 +165,8 @@ class Manifest(_Model):
         exclude: dict[str, Any] = {"timings": True, "created_at": True}
         if self.evaluation is None:
             exclude["evaluation"] = True
+        if self.shared_memory_bytes is None:
+            exclude["shared_memory_bytes"] = True
         unset = {n for n in OPTIONAL_KEY_FIELDS if getattr(self.request, n) is None}
         if unset:
             exclude["request"] = unset
@@ -190,6 +191,8 @@ class Manifest(_Model):
             out["entryModel"] = self.entry_model
         if self.evaluation is not None:
             out["evaluation"] = self.evaluation.summary()
+        if self.shared_memory_bytes:
+            out["sharedMemoryBytes"] = self.shared_memory_bytes
         inputs = self.golden_inputs()
         if inputs:
             out["goldenInputs"] = inputs

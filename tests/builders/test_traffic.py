@@ -23,6 +23,11 @@ def _route(spec: dict, settings: OperatorSettings | None = None, **plan_kw) -> d
     return build_httproute(lm, OWNER, settings, make_plans(lm, settings, **plan_kw))
 
 
+PREFIX = {"path": {"type": "PathPrefix", "value": "/ml/chat"}}
+STRIP = {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch",
+                                                       "replacePrefixMatch": "/"}}}
+
+
 def _weights(rule: dict) -> dict[str, int]:
     return {b["name"]: b["weight"] for b in rule["backendRefs"]}
 
@@ -34,7 +39,8 @@ def test_weighted_default_rule():
     (rule,) = route["spec"]["rules"]
     assert _weights(rule) == {"chat-v1": 90, "chat-v2": 10}
     assert all(b["port"] == 8000 for b in rule["backendRefs"])
-    assert "filters" not in rule and "matches" not in rule
+    # the model's own path prefix, stripped before its fronts see the request
+    assert rule["matches"] == [PREFIX] and rule["filters"] == [STRIP]
     assert "hostnames" not in route["spec"]
 
 
@@ -51,7 +57,8 @@ def test_unservable_version_left_out_even_with_traffic():
 
 def test_nothing_servable_routes_nowhere():
     route = _route({}, serving=set(), convert={"v1", "v2"}, traffic={})
-    assert route["spec"]["rules"] == [{"backendRefs": []}]
+    assert route["spec"]["rules"] == [{"matches": [PREFIX], "backendRefs": [],
+                                       "filters": [STRIP]}]
 
 
 def test_ab_test_header_rules_first():
@@ -62,8 +69,9 @@ def test_ab_test_header_rules_first():
     assert len(rules) == 3
     for rule, version in zip(rules[:2], ["v1", "v2"], strict=True):
         assert rule["matches"] == [
-            {"headers": [{"type": "Exact", "name": "x-model", "value": version}]}
+            {**PREFIX, "headers": [{"type": "Exact", "name": "x-model", "value": version}]}
         ]
+        assert rule["filters"] == [STRIP]
         assert rule["backendRefs"] == [{"name": f"chat-{version}", "port": 8000}]
     assert _weights(rules[2]) == {"chat-v1": 100}
 
@@ -73,6 +81,7 @@ def test_mirror_filter(percent, expected):
     route = _route({"routing": {"mirror": {"version": "v2", "percent": percent}}})
     rule = route["spec"]["rules"][-1]
     assert rule["filters"] == [
+        STRIP,
         {
             "type": "RequestMirror",
             "requestMirror": {"backendRef": {"name": "chat-v2", "port": 8000}, **expected},
@@ -82,7 +91,7 @@ def test_mirror_filter(percent, expected):
 
 def test_mirror_to_unservable_version_left_out():
     route = _route({"routing": {"mirror": {"version": "v2"}}}, serving={"v1"}, traffic={"v1": 100})
-    assert "filters" not in route["spec"]["rules"][-1]
+    assert route["spec"]["rules"][-1]["filters"] == [STRIP]
 
 
 def test_no_mirror_when_the_mirror_version_takes_all_traffic():
@@ -90,9 +99,10 @@ def test_no_mirror_when_the_mirror_version_takes_all_traffic():
     of its requests to it a second time."""
     spec = {"versions": _versions({"v1": 0, "v2": 100}), "routing": {"mirror": {"version": "v2"}}}
     rule = _route(spec)["spec"]["rules"][-1]
-    assert _weights(rule) == {"chat-v2": 100} and "filters" not in rule
+    assert _weights(rule) == {"chat-v2": 100} and rule["filters"] == [STRIP]
     # sharing the weight with another version, it still gets the copies
-    assert "filters" in _route(spec, traffic={"v1": 50, "v2": 50})["spec"]["rules"][-1]
+    shared = _route(spec, traffic={"v1": 50, "v2": 50})["spec"]["rules"][-1]
+    assert [f["type"] for f in shared["filters"]] == ["URLRewrite", "RequestMirror"]
 
 
 def test_parent_ref_from_spec_or_settings():
@@ -195,23 +205,23 @@ def test_gateway_pods_carry_no_routed_label(settings):
         (
             {"routing": {"hostnames": ["*.example.com", "chat.example.com"]}},
             {},
-            "http://chat.example.com/v2/models/text_generation",
+            "http://chat.example.com/ml/chat",
         ),
         (
             {},
             {"gateway_address": "gw.example.com:8080"},
-            "http://gw.example.com:8080/v2/models/text_generation",
+            "http://gw.example.com:8080/ml/chat",
         ),
         (
             {},
             {"gateway_name": "edge", "gateway_namespace": "infra"},
-            "http://edge.infra/v2/models/text_generation",
+            "http://edge.infra/ml/chat",
         ),
-        ({"routing": {"parentRef": {"name": "gw"}}}, {}, "http://gw.ml/v2/models/text_generation"),
+        ({"routing": {"parentRef": {"name": "gw"}}}, {}, "http://gw.ml/ml/chat"),
         (
             {"task": "feature-extraction", "routing": {"hostnames": ["e.x"]}},
             {},
-            "http://e.x/v2/models/feature_extraction",
+            "http://e.x/ml/chat",
         ),
         ({"routing": {"provider": "Service"}}, {}, "http://chat.ml.svc:8000"),
     ],
@@ -271,3 +281,43 @@ def test_protection_timeout_is_refused_with_a_plain_service():
         make_lm({"routing": {"provider": "Service"}, "protection": {"timeout": "30s"}})
     with pytest.raises(SpecError, match="protection.timeout"):
         make_lm({"protection": {"timeout": "1.5s"}})  # not a Gateway API duration
+
+
+def _element_prefix(prefix: str, path: str) -> bool:
+    """Gateway API PathPrefix: a match on whole path elements ("/a/b" matches "/a/b/c",
+    never "/a/bc")."""
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def test_two_models_on_one_gateway_get_disjoint_matches():
+    """Two LanguageModels of one task on the same Gateway, no hostname: each route claims
+    only its own prefix, so no request can match both (before, both matched every path and
+    the Gateway gave everything to the older route)."""
+    settings = OperatorSettings()
+    routes = []
+    for name in ("emb-a", "emb-ab"):
+        lm = make_lm({"task": "feature-extraction", "routing": {"parentRef": {"name": "gw"}}},
+                     name=name)
+        routes.append(build_httproute(lm, OWNER, settings, make_plans(lm, settings)))
+    a, b = ({m["path"]["value"] for r in route["spec"]["rules"] for m in r["matches"]}
+            for route in routes)
+    assert a == {"/ml/emb-a"} and b == {"/ml/emb-ab"}
+    for path in ("/ml/emb-a/v1/embeddings", "/ml/emb-ab/v1/embeddings", "/ml/emb-a",
+                 "/v1/embeddings", "/ml/emb-abc/v1/models"):
+        claimed = [p for p in (*a, *b) if _element_prefix(p, path)]
+        assert len(claimed) <= 1, (path, claimed)
+    assert [_element_prefix(p, "/ml/emb-ab/v1/models") for p in ("/ml/emb-a", "/ml/emb-ab")] == [
+        False, True]
+    assert {endpoint(make_lm({"task": "feature-extraction"}, name=n), settings)
+            for n in ("emb-a", "emb-ab")} == {"http://lmo-gateway.ml/ml/emb-a",
+                                             "http://lmo-gateway.ml/ml/emb-ab"}
+
+
+def test_a_model_with_its_own_hostname_takes_every_path_of_that_host():
+    route = _route({"routing": {"hostname": "chat.example.com", "hostnames": ["c.example.com"]}})
+    assert route["spec"]["hostnames"] == ["chat.example.com", "c.example.com"]
+    (rule,) = route["spec"]["rules"]
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    assert "filters" not in rule  # nothing to strip
+    lm = make_lm({"routing": {"hostname": "chat.example.com"}})
+    assert endpoint(lm, OperatorSettings(gateway_address="gw:8080")) == "http://chat.example.com"

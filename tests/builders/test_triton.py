@@ -43,17 +43,26 @@ def test_deployment_shape(settings):
         "--exit-on-error=false",
         "--allow-metrics=true",
         "--metrics-port=8002",
-        "--http-port=8000",
-        "--grpc-port=8001",
+        # Triton's HTTP and gRPC on the pod's loopback only: clients reach the front
+        "--http-address=127.0.0.1",
+        "--http-port=8010",
+        "--grpc-address=127.0.0.1",
+        "--grpc-port=8011",
     ):
         assert flag in c["args"]
-    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [
-        ("http", 8000),
-        ("grpc", 8001),
-        ("metrics", 8002),
-    ]
-    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [("metrics", 8002)]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    front = container(dep, "front")
+    assert front["image"] == c["image"]
+    assert front["command"] == ["python3", "-m", "lmo_runtime.front"]
+    assert front["args"] == ["--task", "text-generation", "--model", "chat", "--version", "v1",
+                             "--triton", "http://127.0.0.1:8010", "--repository", "/models",
+                             "--port", "8000"]
+    assert [(p["name"], p["containerPort"]) for p in front["ports"]] == [("http", 8000)]
+    assert front["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert front["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert front["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {m["mountPath"] for m in front["volumeMounts"]} == {"/models", "/tmp"}
     startup = c["startupProbe"]
     assert startup["failureThreshold"] * startup["periodSeconds"] >= 600
     # the Deployment is not declared stuck before a pod had its full startup budget
@@ -159,8 +168,11 @@ def test_gpu_limits_and_scheduling():
             "value": "yes",
             "effect": "NoExecute",
             "tolerationSeconds": 30,
-        }
+        },
+        # the GPU nodes' usual taint of the pod's GPU resource, added by default
+        {"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
     ]
+    assert "runtimeClassName" not in pod
     assert pod["affinity"]["nodeAffinity"]
     assert pod["affinity"] is not lm.spec.serving.affinity
 
@@ -223,6 +235,17 @@ def test_new_artifact_changes_the_pod_template(settings):
     )
 
 
+def test_a_chat_template_reaches_the_front(settings):
+    import json
+
+    _, dep = _deployment(make_lm({"chatTemplate": {"user": "Q: {content}\n"}}), settings)
+    env = {e["name"]: e.get("value") for e in container(dep, "front")["env"]}
+    template = json.loads(env["LMO_CHAT_TEMPLATE"])
+    assert template["user"] == "Q: {content}\n" and template["generationPrompt"] == "Assistant:"
+    _, dep = _deployment(make_lm(), settings)
+    assert "LMO_CHAT_TEMPLATE" not in {e["name"] for e in container(dep, "front")["env"]}
+
+
 def test_service_per_version(settings):
     svc = build_service(make_lm(), OWNER, "v2")
     assert svc["metadata"]["name"] == "chat-v2"
@@ -232,8 +255,7 @@ def test_service_per_version(settings):
         "lmo.dev/version": "v2",
     }
     assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
-        ("http", 8000, "http"),
-        ("grpc", 8001, "grpc"),
+        ("http", 8000, "http"),  # the front container
         ("metrics", 8002, "metrics"),
     ]
 
@@ -316,3 +338,67 @@ def test_default_requests_fill_only_what_the_user_left_out(settings, resources, 
     lm = make_lm({"serving": {"resources": resources}})
     _, dep = _deployment(lm, settings)
     assert container(dep)["resources"] == expected
+
+
+def test_a_gpu_given_only_in_resources_is_a_gpu_pod():
+    """serving.resources nvidia.com/gpu without serving.gpus: the artifact is converted for
+    KIND_GPU (the request's gpus), GPU metrics stay on and the GPU taint is tolerated."""
+    lm = make_lm({"serving": {"resources": {"limits": {"nvidia.com/gpu": "1"}},
+                              "runtimeClassName": "nvidia"}})
+    plan, dep = _deployment(lm, OperatorSettings())
+    assert plan.request.gpus == 1
+    c = container(dep)
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "--allow-gpu-metrics=false" not in c["args"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["runtimeClassName"] == "nvidia"
+
+
+def test_cpu_pods_get_no_gpu_toleration_and_a_spec_toleration_of_the_key_is_kept():
+    _, dep = _deployment(make_lm(), OperatorSettings())
+    assert "tolerations" not in dep["spec"]["template"]["spec"]
+    own = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "a100", "effect": "NoSchedule"}
+    _, dep = _deployment(make_lm({"serving": {"gpus": 1, "tolerations": [own]}}),
+                         OperatorSettings())
+    assert dep["spec"]["template"]["spec"]["tolerations"] == [own]
+
+
+def test_tensorrt_keeps_its_engines_on_an_emptydir():
+    from lmo_runtime.gpu import TENSORRT_CACHE_DIR
+
+    lm = make_lm({"task": "feature-extraction",
+                  "versions": [{"name": "v1", "checkpoint": {"uri": "s3://m/v1/"},
+                                "optimize": {"precision": "fp16"}}],
+                  "serving": {"gpus": 1, "accelerator": "tensorrt"}})
+    plan, dep = _deployment(lm, OperatorSettings())
+    assert plan.request.accelerator == "tensorrt" and plan.request.gpus == 1
+    pod = dep["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "tensorrt-cache")
+    assert "emptyDir" in volume
+    assert {"name": "tensorrt-cache", "mountPath": TENSORRT_CACHE_DIR} in container(dep)[
+        "volumeMounts"]
+    # cuda (the default) keeps the request and the key of before the field existed
+    plain = make_lm({"task": "feature-extraction", "serving": {"gpus": 1}})
+    plan, dep = _deployment(plain, OperatorSettings())
+    assert plan.request.accelerator is None
+    assert not any(v["name"] == "tensorrt-cache"
+                   for v in dep["spec"]["template"]["spec"]["volumes"])
+
+
+def test_dev_shm_is_sized_to_the_served_artifact():
+    """status.versions[].artifact.sharedMemoryBytes (a decoder called through BLS passes its
+    KV cache through /dev/shm) sizes the pod's memory-backed /dev/shm; 1Gi otherwise."""
+    import dataclasses
+
+    from lmo.builders.triton import shm_size
+
+    assert shm_size(None) == "1Gi" and shm_size(100 << 20) == "1Gi"
+    assert shm_size(3 << 30) == "3840Mi"  # what it needs plus a quarter
+    lm = make_lm()
+    plan = next(p for p in make_plans(lm, OperatorSettings()) if p.name == "v1")
+    dep = build_deployment(lm, OWNER, OperatorSettings(),
+                           dataclasses.replace(plan, shared_memory_bytes=4 << 30), 1)
+    (dshm,) = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "dshm"]
+    assert dshm["emptyDir"] == {"medium": "Memory", "sizeLimit": "5Gi"}

@@ -1,10 +1,11 @@
-"""The Deployment's tritonserver flags and probe paths, checked against a real Triton server.
+"""The Deployment's two containers, checked against a real Triton server and the real front.
 
 The nvidia-pytriton wheel's tritonserver (2.51, CPU) runs with exactly the arguments
-`build_deployment` gives the container; only what differs between a pod and this machine is
-replaced (model repository path, ports, loopback addresses, where the wheel keeps its
-backends). The probes and the scrape annotation are then requested as the kubelet and
-Prometheus would.
+`build_deployment` gives the `triton` container, and `python3 -m lmo_runtime.front` with
+those of the `front` container; only what differs between a pod and this machine is
+replaced (model repository path, ports, where the wheel keeps its backends). The probes and
+the scrape annotation are then requested as the kubelet and Prometheus would, and requests
+as a client through the pod's Service would send them.
 """
 
 from __future__ import annotations
@@ -48,11 +49,11 @@ def _deployment() -> dict:
 
 
 def _local_args(args: list[str], repo: Path, ports: dict[str, int], root: Path) -> list[str]:
-    """The container's args with pod-only values swapped for this machine's."""
+    """The Triton container's args with pod-only values swapped for this machine's."""
     swap = {
         "--model-repository": str(repo),
-        "--http-port": str(ports["http"]),
-        "--grpc-port": str(ports["grpc"]),
+        "--http-port": str(ports["triton-http"]),
+        "--grpc-port": str(ports["triton-grpc"]),
         "--metrics-port": str(ports["metrics"]),
         "--exit-timeout-secs": "1",
     }
@@ -62,14 +63,22 @@ def _local_args(args: list[str], repo: Path, ports: dict[str, int], root: Path) 
         out.append(f"{flag}={swap[flag]}" if flag in swap else arg)
     assert all(any(a.startswith(f + "=") for a in args) for f in swap), "flag missing"
     return out + [
-        "--http-address=127.0.0.1",
-        "--grpc-address=127.0.0.1",
         "--metrics-address=127.0.0.1",
         f"--backend-directory={root / 'backends'}",
         f"--cache-directory={root / 'caches'}",
         "--pinned-memory-pool-byte-size=0",
         "--cuda-memory-pool-byte-size=0:0",
     ]
+
+
+def _front_args(args: list[str], repo: Path, ports: dict[str, int]) -> list[str]:
+    """The front container's args with the pod's ports and paths swapped for this machine's."""
+    swap = {"--triton": f"http://127.0.0.1:{ports['triton-http']}", "--repository": str(repo),
+            "--port": str(ports["http"])}
+    out = list(args)
+    for flag, value in swap.items():
+        out[out.index(flag) + 1] = value
+    return out + ["--host", "127.0.0.1"]
 
 
 def _status(url: str) -> int | None:
@@ -83,11 +92,14 @@ def _status(url: str) -> int | None:
 
 
 class _Pod:
-    """tritonserver started with the Deployment's container args."""
+    """tritonserver and the front, started with the Deployment's container args."""
 
     def __init__(self, dep: dict, repo: Path, log: Path):
         self.container = container(dep, "triton")
-        self.ports = {p["name"]: free_port() for p in self.container["ports"]}
+        self.front = container(dep, "front")
+        assert "--http-address=127.0.0.1" in self.container["args"]  # loopback only
+        self.ports = {name: free_port() for name in ("metrics", "http", "triton-http",
+                                                     "triton-grpc")}
         root, env_extra = prepare_pytriton_server()
         env = dict(os.environ, **env_extra)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -102,9 +114,15 @@ class _Pod:
                 env=env,
                 start_new_session=True,
             )
+        assert self.front["command"][0] == "python3"
+        with (log.parent / "front.log").open("wb") as out:
+            self.front_proc = subprocess.Popen(
+                [sys.executable, *self.front["command"][1:],
+                 *_front_args(self.front["args"], repo, self.ports)],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def probe_url(self, probe: str) -> str:
-        get = self.container[probe]["httpGet"]
+    def probe_url(self, probe: str, name: str = "triton") -> str:
+        get = (self.container if name == "triton" else self.front)[probe]["httpGet"]
         return f"http://127.0.0.1:{self.ports[get['port']]}{get['path']}"
 
     def wait_for(self, url: str, timeout: float = 90.0) -> int:
@@ -118,6 +136,9 @@ class _Pod:
         raise AssertionError(f"{url} never answered:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
+        if self.front_proc.poll() is None:
+            self.front_proc.terminate()
+            self.front_proc.wait(20)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -131,36 +152,48 @@ class _Pod:
         self.proc.wait()
 
 
-def test_probes_and_metrics_on_a_real_server(tmp_path):
+def _post(url: str, body: bytes) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_probes_metrics_and_the_front_on_a_real_server(tmp_path):
     dep = _deployment()
     repo = tmp_path / "models"
-    make_python_model(repo, "scale")
+    make_python_model(repo, "text_generation")  # the public (entry) model's name
+    make_python_model(repo, "internal")
     pod = _Pod(dep, repo, tmp_path / "triton.log")
     try:
         assert pod.wait_for(pod.probe_url("startupProbe")) == 200
         deadline = time.monotonic() + 60
-        while _status(pod.probe_url("readinessProbe")) != 200:
+        while _status(pod.probe_url("readinessProbe", "front")) != 200:
             assert time.monotonic() < deadline, pod.log.read_text()[-3000:]
             time.sleep(0.2)
         assert _status(pod.probe_url("livenessProbe")) == 200
+        assert _status(pod.probe_url("livenessProbe", "front")) == 200
         ann = dep["spec"]["template"]["metadata"]["annotations"]
         port = int(ann["prometheus.io/port"])
         assert port == next(
             p["containerPort"] for p in pod.container["ports"] if p["name"] == "metrics"
         )
         metrics_url = f"http://127.0.0.1:{pod.ports['metrics']}{ann['prometheus.io/path']}"
-        # the metrics endpoint may open a moment after HTTP on a busy machine
         assert pod.wait_for(metrics_url) == 200
         with urllib.request.urlopen(metrics_url, timeout=30) as r:
             assert "nv_inference_count" in r.read().decode()
-        # one request, then the p99 the rollout analysis gates on is exported
-        infer = f"http://127.0.0.1:{pod.ports['http']}/v2/models/scale/infer"
+        # one request through the front, then the p99 the rollout analysis gates on is exported
         body = b'{"inputs":[{"name":"X","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
-        with urllib.request.urlopen(urllib.request.Request(infer, data=body), timeout=30) as r:
-            assert r.status == 200
+        front = f"http://127.0.0.1:{pod.ports['http']}"
+        assert _post(f"{front}/v2/models/text_generation/infer", body) == 200
         with urllib.request.urlopen(metrics_url, timeout=30) as r:
             text = r.read().decode()
         assert 'nv_inference_request_summary_us{' in text and 'quantile="0.99"' in text, text[-2000:]
+        # other models of the repository are Triton's business only
+        assert _post(f"{front}/v2/models/internal/infer", body) == 404
+        triton = f"http://127.0.0.1:{pod.ports['triton-http']}"
+        assert _post(f"{triton}/v2/models/internal/infer", body) == 200  # on loopback
     finally:
         pod.stop()
 
@@ -169,13 +202,14 @@ def test_a_model_that_fails_to_load_keeps_the_pod_live_but_unready(tmp_path):
     """--exit-on-error=false + --strict-readiness=true: no crash loop, readiness says no."""
     dep = _deployment()
     repo = tmp_path / "models"
-    make_python_model(repo, "scale")
+    make_python_model(repo, "text_generation")
     broken = make_python_model(repo, "broken")
     (broken / "1" / "model.py").write_text(BROKEN_MODEL)
     pod = _Pod(dep, repo, tmp_path / "triton.log")
     try:
         assert pod.wait_for(pod.probe_url("livenessProbe")) == 200
-        ready = _status(pod.probe_url("readinessProbe"))
+        assert pod.wait_for(pod.probe_url("livenessProbe", "front")) == 200
+        ready = _status(pod.probe_url("readinessProbe", "front"))
         assert ready is not None and ready != 200, ready
         assert pod.proc.poll() is None
         assert "weights missing" in pod.log.read_text()

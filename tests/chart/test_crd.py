@@ -80,6 +80,7 @@ def test_names_printer_columns_and_status_subresource(generated):
         "Ready": '.status.conditions[?(@.type=="Ready")].status',
         "Versions": ".status.readyVersions",
         "Traffic": ".status.trafficSummary",
+        "Endpoint": ".status.endpoint",
         "Age": ".metadata.creationTimestamp",
     }
     root = version["schema"]["openAPIV3Schema"]
@@ -246,6 +247,20 @@ VALID: dict[str, dict[str, Any]] = {
                                  "secretRef": {"name": "audit-store"}}},
     }),
     "minimal": lm({"task": "feature-extraction", "versions": [version("v1")]}),
+    "tensorrt-gpu-from-resources": lm({
+        "task": "feature-extraction",
+        "versions": [version("v1", optimize={"precision": "fp16"})],
+        "serving": {"accelerator": "tensorrt",
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}}},
+    }),
+    "chat-on-its-own-host": lm({
+        "task": "text-generation",
+        "versions": [version("v1")],
+        "routing": {"hostname": "chat.example.com"},
+        "chatTemplate": {"system": "<|system|>{content}\n", "user": "<|user|>{content}\n",
+                         "assistant": "<|assistant|>{content}\n",
+                         "generationPrompt": "<|assistant|>", "stop": "<|user|>"},
+    }),
     "design-doc": lm(
         {
             "task": "text-generation",
@@ -278,6 +293,8 @@ VALID: dict[str, dict[str, Any]] = {
             "serving": {
                 "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
                 "gpus": 1,
+                "accelerator": "cuda",
+                "runtimeClassName": "nvidia",
                 "nodeSelector": {"nvidia.com/gpu.present": "true"},
                 "tolerations": [
                     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
@@ -423,6 +440,11 @@ def _spec_with(**changes: Any) -> dict[str, Any]:
 
 # name -> (object, words the refusal must contain, "cel" when the CRD refuses it with a CEL rule)
 INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
+    "chat-template-on-embeddings": (
+        lm({"task": "feature-extraction", "versions": [version("v1")], "chatTemplate": {}}),
+        "spec.chatTemplate is for task: text-generation",
+        "cel",
+    ),
     "experiment-three-arms": (
         lm({"task": "fill-mask", "versions": [version("v1", 50), version("v2", 25),
                                               version("v3", 25)],
@@ -539,6 +561,24 @@ INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
     "policies-with-service": (
         _spec_with(routing={"provider": "Service", "policies": "Istio"}),
         "spec.routing.policies needs provider: GatewayAPI",
+        "cel",
+    ),
+    "tensorrt-without-gpu": (
+        lm({"task": "feature-extraction", "versions": [version("v1")],
+            "serving": {"accelerator": "tensorrt"}}),
+        "serving.accelerator: tensorrt needs a GPU",
+        "cel",
+    ),
+    "tensorrt-with-python-backend": (
+        lm({"task": "feature-extraction", "versions": [version("v1")],
+            "serving": {"accelerator": "tensorrt", "gpus": 1, "backend": "python"}}),
+        "serving.accelerator: tensorrt needs a GPU (serving.gpus > 0) and serving.backend: "
+        "onnxruntime",
+        "cel",
+    ),
+    "tensorrt-for-text-generation": (
+        _spec_with(serving={"accelerator": "tensorrt", "gpus": 1}),
+        "tensorrt does not apply to text-generation",
         "cel",
     ),
     "queue-without-batching": (

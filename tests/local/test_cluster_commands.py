@@ -32,7 +32,7 @@ SPEC = {
                 "analysis": {"prometheusUrl": "http://prometheus.monitoring:9090"}},
 }
 STATUS = {
-    "endpoint": "http://gateway.example/v2/models/text_classification",
+    "endpoint": "http://gateway.example/models/sentiment",
     "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "",
                     "lastTransitionTime": "2026-01-01T00:00:00Z"}],
     "versions": [
@@ -82,7 +82,8 @@ async def test_status_and_traffic_commands_on_a_cluster(kubeconfig, capsys, tmp_
         rc, out, err = await lmo(capsys, "status", "sentiment", *work)
         assert rc == 0, err
         for text in ("sentiment", "namespace models", "Ready=True", "90%", "10%", "2/2", "int8",
-                     "0.9950", "Progressing", "candidate v2", "last analysis: pass"):
+                     "0.9950", "Progressing", "candidate v2", "last analysis: pass",
+                     "OpenAI base URL: http://gateway.example/models/sentiment/v1"):
             assert text in out, (text, out)
         # the spec's Prometheus is cluster-internal, unreachable here: dashes and why, no zeros
         assert "v1  last 1m: - req/s  errors -  p99 -" in out
@@ -170,19 +171,17 @@ async def test_rollback_after_a_succeeded_canary_goes_back_to_the_replaced_versi
 
 async def test_infer_on_a_cluster_posts_to_the_model_under_status_endpoint(
         kubeconfig, capsys, tmp_path):
-    """status.endpoint is the model's URL (GatewayAPI); infer must not append a second
-    /v2/models/<entry> to it."""
+    """status.endpoint is the model's base URL on the gateway (`/<namespace>/<name>`, which
+    the route strips); infer posts the text API under it."""
     paths: list[str] = []
 
     async def kserve(request: web.Request) -> web.Response:
         paths.append(request.path)
         body = await request.json()
-        assert body["inputs"][0]["data"] == ["great film"]
-        return web.json_response(
-            {"outputs": [{"name": "LABEL", "datatype": "BYTES", "shape": [1, 1],
-                          "data": ["POSITIVE"]},
-                         {"name": "SCORE", "datatype": "FP32", "shape": [1, 1], "data": [0.99]}]},
-            headers={"x-lmo-version": "v2"})
+        assert body == {"text": ["great film"]}
+        ranked = [{"label": "POSITIVE", "score": 0.99}, {"label": "NEGATIVE", "score": 0.01}]
+        return web.json_response({"version": "v2", "results": [{**ranked[0], "labels": ranked}]},
+                                 headers={"x-lmo-version": "v2"})
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", kserve)
@@ -190,7 +189,7 @@ async def test_infer_on_a_cluster_posts_to_the_model_under_status_endpoint(
                 "metadata": {"name": "sentiment", "namespace": "models"}, "spec": SPEC})
     async with serving_app(app) as port:
         url = endpoint(lm, OperatorSettings(gateway_address=f"127.0.0.1:{port}"))
-        assert url.endswith("/v2/models/text_classification")
+        assert url.endswith("/models/sentiment")
         async with await start_cluster(operator=False) as (cluster, _):
             kubeconfig(str(cluster.kmock.url))
             await cluster.apply_lm("sentiment", SPEC, namespace="models")
@@ -201,5 +200,5 @@ async def test_infer_on_a_cluster_posts_to_the_model_under_status_endpoint(
             rc, out, err = await lmo(capsys, "infer", "great film", "--name", "sentiment",
                                      "--work-dir", str(tmp_path))
             assert rc == 0, err
-            assert paths == ["/v2/models/text_classification/infer"]
-            assert "[v2]" in out and "POSITIVE" in out
+            assert paths == ["/models/sentiment/v1/text-classification"]
+            assert "[v2]" in out and "POSITIVE (score 0.9900); then NEGATIVE 0.0100" in out

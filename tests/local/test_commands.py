@@ -25,6 +25,7 @@ def test_status_infer_and_traffic_commands(ab_up, capsys):
     rc, out, _ = lmo(capsys, "status", *url)
     assert rc == 0
     assert "sentiment-ab" in out and "v1" in out and "v2" in out and "Ready" in out
+    assert f"OpenAI base URL: {ab_up.url}/v1" in out
     rc, out, _ = lmo(capsys, "status", "-o", "json", *url)
     assert json.loads(out)["readyVersions"] == "2/2"
 

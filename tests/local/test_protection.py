@@ -65,7 +65,8 @@ class Door:
             ctx = serving_app(server.app)
             port = await ctx.__aenter__()
             self.stack.append(ctx)
-            artifact = SimpleNamespace(directory=Path("/nonexistent"), spec_key="k",
+            artifact = SimpleNamespace(directory=Path("/nonexistent"),
+                                       repository=Path("/nonexistent"), spec_key="k",
                                        manifest=SimpleNamespace(summary=lambda uri: {"uri": uri}))
             backends[name] = Backend(name, f"http://127.0.0.1:{port}", "", "", artifact)
         self.controller = Controller(self.lm, backends=backends)

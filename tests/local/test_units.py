@@ -167,16 +167,16 @@ def test_rollback_after_a_succeeded_rollout_goes_to_the_version_it_replaced():
 @pytest.mark.parametrize(
     "routing,settings,base",
     [
-        ({"hostnames": ["*.example.com", "chat.example.com"]}, {}, "http://chat.example.com"),
-        ({}, {"gateway_address": "gw.example.com:8080"}, "http://gw.example.com:8080"),
-        ({}, {"gateway_name": "edge", "gateway_namespace": "infra"}, "http://edge.infra"),
-        ({"parentRef": {"name": "gw"}}, {}, "http://gw.ml"),
+        ({"hostnames": ["*.example.com", "chat.example.com"]}, {}, "http://chat.example.com/ml/chat"),
+        ({}, {"gateway_address": "gw.example.com:8080"}, "http://gw.example.com:8080/ml/chat"),
+        ({}, {"gateway_name": "edge", "gateway_namespace": "infra"}, "http://edge.infra/ml/chat"),
+        ({"parentRef": {"name": "gw"}}, {}, "http://gw.ml/ml/chat"),
         ({"provider": "Service"}, {}, "http://chat.ml.svc:8000"),
     ],
 )
 def test_infer_builds_its_urls_on_every_form_of_status_endpoint(routing, settings, base):
-    """status.endpoint as the operator writes it (GatewayAPI: the model's URL; Service: the
-    server's), cut back to the URL that /v2/models/<entry>/infer is appended to."""
+    """status.endpoint as the operator writes it (GatewayAPI: the model's prefix on the
+    gateway; Service: the server's) is the URL /v1/... and /v2/... are appended to."""
     lm = parse_lm({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
                    "metadata": {"name": "chat", "namespace": "ml"},
                    "spec": {"task": "text-generation", "routing": routing,
@@ -193,6 +193,7 @@ def test_base_url_keeps_a_bare_server_url_and_a_path_prefix():
     assert base_url("http://h/v2/models/fill_mask/infer") == "http://h"
     assert base_url("https://h/ml/v2/models/fill_mask") == "https://h/ml"
     assert base_url("https://h/ml") == "https://h/ml"
+    assert base_url("https://h/ml/chat/v1") == "https://h/ml/chat"  # an OpenAI base URL
 
 
 METRICS = """\
@@ -426,6 +427,7 @@ def test_up_banner_names_the_lmo_to_run_next(tmp_path, monkeypatch):
     (bin_dir / "lmo").write_text("#!/bin/sh\n")
     text = banner("http://127.0.0.1:8080", "fill-mask")
     assert f"  '{bin_dir / 'lmo'}' status --local    |    Ctrl-C to stop" in text
+    assert "  OpenAI-compatible (base_url): http://127.0.0.1:8080/v1\n" in text
 
 
 def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path, monkeypatch, capsys):
@@ -504,7 +506,8 @@ async def test_front_door_answers_malformed_bodies_with_400_saying_what_is_wrong
 
     triton = web.Application()
     triton.router.add_post("/{tail:.*}", refuse)
-    artifact = SimpleNamespace(directory=Path("/nonexistent"), spec_key="k",
+    artifact = SimpleNamespace(directory=Path("/nonexistent"), repository=Path("/nonexistent"),
+                               spec_key="k",
                                manifest=SimpleNamespace(summary=lambda uri: {"uri": uri}))
 
     def door_for(task: str, port: int) -> FrontDoor:
@@ -565,7 +568,8 @@ async def test_front_door_answers_504_past_protection_timeout():
     lm = parse_lm({"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel", "metadata": {"name": "m"},
                    "spec": {"task": "text-classification", "protection": {"timeout": "300ms"},
                             "versions": [{"name": "v1", "checkpoint": {"uri": "s3://m/v1/"}}]}})
-    artifact = SimpleNamespace(directory=Path("/nonexistent"), spec_key="k",
+    artifact = SimpleNamespace(directory=Path("/nonexistent"), repository=Path("/nonexistent"),
+                               spec_key="k",
                                manifest=SimpleNamespace(summary=lambda uri: {"uri": uri}))
     async with serving_app(app) as port:
         backend = Backend("v1", f"http://127.0.0.1:{port}", "", "", artifact)

@@ -114,8 +114,9 @@ def test_create_converts_then_serves_with_owned_children(real: RealCluster, ns: 
     LanguageModelStatus.model_validate(st)
     # `kubectl get lm` answers "is it up, what is routed where"
     table = real.kubectl("get", "lm", lm, "-n", ns).stdout.split("\n")
-    assert table[0].split() == ["NAME", "TASK", "READY", "VERSIONS", "TRAFFIC", "AGE"]
-    assert table[1].split()[:5] == ["chat", "text-classification", "True", "2/2", "v1=90,v2=10"]
+    assert table[0].split() == ["NAME", "TASK", "READY", "VERSIONS", "TRAFFIC", "ENDPOINT", "AGE"]
+    assert table[1].split()[:6] == ["chat", "text-classification", "True", "2/2", "v1=90,v2=10",
+                                    f"http://inference-gateway.gateways/{ns}/chat"]
     reasons = [e["reason"] for e in events(real, ns, lm)]
     assert reasons.count("VersionReady") == 2
     assert "reconcile failed" not in real.operator_log()
@@ -165,10 +166,48 @@ def test_header_ab_mirror_and_timeout_rules_are_accepted_by_the_real_schema(real
     headers = [r["matches"][0]["headers"][0] for r in rules[:-1]]
     assert [(h["name"], h["value"]) for h in headers] == [("x-lmo-version", "v1"), ("x-lmo-version", "v2")]
     assert [r["backendRefs"][0]["name"] for r in rules[:-1]] == ["ab-v1", "ab-v2"]
-    (mirror,) = rules[-1]["filters"]
+    strip, mirror = rules[-1]["filters"]
+    assert strip["urlRewrite"]["path"] == {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}
     assert mirror["type"] == "RequestMirror"
     assert mirror["requestMirror"]["backendRef"]["name"] == "ab-v2"
     assert mirror["requestMirror"]["percent"] == 20
+
+
+def test_two_models_share_a_gateway_with_disjoint_routes(real: RealCluster, ns: str):
+    """Two LanguageModels of one task on the same Gateway, no hostname: the real API server
+    accepts both HTTPRoutes and each claims only its own path prefix, which it strips; the
+    pods' only client port is the front's."""
+    gateway = {"parentRef": {"name": "inference-gateway", "namespace": "gateways"}}
+    one = {"task": "text-classification", "routing": gateway, "versions": [
+        {"name": "v1", "checkpoint": {"uri": "pvc://models/tiny-bert/"},
+         "optimize": {"precision": "fp32"}}]}
+    for lm in ("emb-a", "emb-ab"):
+        real.create_lm(ns, lm, one)
+    prefixes = {}
+    for lm in ("emb-a", "emb-ab"):
+        st = real.wait_ready(ns, lm)
+        assert st["endpoint"] == f"http://inference-gateway.gateways/{ns}/{lm}"
+        rules = real.get(*ROUTE, ns, lm)["spec"]["rules"]
+        prefixes[lm] = {m["path"]["value"] for r in rules for m in r["matches"]}
+        assert all(m["path"]["type"] == "PathPrefix" for r in rules for m in r["matches"])
+        assert all(r["filters"][0]["urlRewrite"]["path"]["replacePrefixMatch"] == "/"
+                   for r in rules)
+    assert prefixes == {"emb-a": {f"/{ns}/emb-a"}, "emb-ab": {f"/{ns}/emb-ab"}}
+    pod = real.get(*DEPLOYMENT, ns, "emb-a-v1")["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["triton", "front"]
+    svc = real.get(*SERVICE, ns, "emb-a-v1")["spec"]["ports"]
+    assert [(p["name"], p["targetPort"]) for p in svc] == [("http", "http"), ("metrics", "metrics")]
+    # a model of its own host with a chat template: accepted as rendered
+    chat = {"task": "text-generation", "routing": {**gateway, "hostname": "chat.example.com"},
+            "chatTemplate": {"user": "Q: {content}\n"}, "versions": one["versions"]}
+    real.request("POST", f"/apis/lmo.dev/v1alpha1/namespaces/{ns}/languagemodels",
+                 {"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
+                  "metadata": {"name": "chat"}, "spec": chat}, params={"dryRun": "All"})
+    with pytest.raises(ApiError, match="spec.chatTemplate is for task: text-generation"):
+        real.request("POST", f"/apis/lmo.dev/v1alpha1/namespaces/{ns}/languagemodels",
+                     {"apiVersion": "lmo.dev/v1alpha1", "kind": "LanguageModel",
+                      "metadata": {"name": "bad"}, "spec": {**one, "chatTemplate": {}}},
+                     params={"dryRun": "All"})
 
 
 NETPOL = ("networking.k8s.io/v1", "NetworkPolicy")

@@ -20,4 +20,3 @@ def test_the_model_counts_under_the_names_lmo_reads():
     }
     assert assigned["SAMPLES"] == feedback.SAMPLES
     assert assigned["SUCCESSES"] == feedback.SUCCESSES
-    assert feedback.GENERATE_PATH == f"/v2/models/{feedback.MODEL}/generate"

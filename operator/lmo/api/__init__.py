@@ -49,6 +49,7 @@ from lmo.api.enums import (  # noqa: F401
     Engine,
     Metric,
     Backend,
+    Accelerator,
     Phase,
     RolloutPhase,
 )
@@ -93,12 +94,14 @@ from lmo.api.protection import (  # noqa: F401
     CircuitBreaker,
     Protection,
 )
+from lmo.api.chat import ChatTemplate  # noqa: F401
 from lmo.api.logging import (  # noqa: F401
     PAYLOAD_SINK,
     PayloadLogging,
     Logging,
 )
 from lmo.api.rules import (  # noqa: F401
+    gpu_problems,
     protection_problems,
     traffic_sum_problem,
 )

@@ -30,8 +30,9 @@ EVALUATION_URI = r"^(s3|pvc|file|configmap)://.+"
 
 DEFAULT_TRITON_IMAGE = "ghcr.io/lmo-dev/lmo-triton:0.1.0"
 # The header naming the version that answered (and, by default, the A/B header a client sets
-# to ask one): the HTTPRoute, the lmo up front door, the feedback route and the CLI use it.
-VERSION_HEADER = "x-lmo-version"
+# to ask one): every version's front sets it, the HTTPRoute, the lmo up front door and the CLI
+# read it. Spelled once, beside the front (lmo_runtime never imports the operator).
+from lmo_runtime.front.wire import VERSION_HEADER  # noqa: E402
 
 
 class _Model(BaseModel):

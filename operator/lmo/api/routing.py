@@ -56,8 +56,19 @@ class Routing(_Model):
     parent_ref: ParentRef | None = Field(
         default=None, description="Gateway the HTTPRoute attaches to (GatewayAPI)."
     )
+    hostname: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        max_length=253,
+        description="The model's own host name (e.g. chat.example.com): its HTTPRoute "
+        "matches that host and every path. Without it the model gets the path prefix "
+        "/<namespace>/<name> on the Gateway's shared listener (stripped before its pods), "
+        "so models on one Gateway never collide. status.endpoint is the base URL either way.",
+    )
     hostnames: list[str] = Field(
-        default_factory=list, max_length=16, description="Hostnames the HTTPRoute matches."
+        default_factory=list, max_length=16,
+        description="More hostnames the HTTPRoute matches (the path prefix still applies "
+        "unless hostname is set).",
     )
     ab_test: AbTest | None = Field(
         default=None, description="Route requests naming a version in a header to it."

@@ -46,6 +46,12 @@ class ArtifactStatus(_Model):
     entry_model: str | None = Field(
         default=None, description="Triton model clients call (the golden replay calls it too)."
     )
+    shared_memory_bytes: int | None = Field(
+        default=None,
+        description="The most the served models pass through /dev/shm at once when it can "
+        "exceed the default 1Gi (the KV cache of a decoder called through BLS): the pod's "
+        "/dev/shm is sized to it.",
+    )
     golden_inputs: list[Annotated[str, Field(max_length=200)]] | None = Field(
         default=None,
         max_length=8,
@@ -161,7 +167,9 @@ class LanguageModelStatus(_Model):
         description="Converted, Deployed, Routed, Ready.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    endpoint: str | None = Field(default=None, description="Where clients send requests.")
+    endpoint: str | None = Field(
+        default=None, description="The clients' base URL: OpenAI-compatible at <endpoint>/v1, "
+        "the text API at <endpoint>/v1/<task>, KServe v2 at <endpoint>/v2.")
     versions: list[VersionStatus] = Field(default_factory=list, description="Per version.")
     rollout: RolloutStatus | None = Field(default=None, description="Automated rollout state.")
     experiment: ExperimentStatus | None = Field(

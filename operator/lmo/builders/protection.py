@@ -19,7 +19,7 @@ from __future__ import annotations
 from lmo import labels as L
 from lmo.api import LanguageModel, PolicyProvider, RoutingProvider
 from lmo.builders.base import Owner, VersionPlan, owner_reference
-from lmo.builders.triton import GRPC_PORT, HTTP_PORT, METRICS_PORT
+from lmo.builders.triton import HTTP_PORT, METRICS_PORT
 from lmo.settings import OperatorSettings
 
 ENVOY_GATEWAY_API_VERSION = "gateway.envoyproxy.io/v1alpha1"
@@ -63,7 +63,7 @@ def build_network_policy(lm: LanguageModel, owner: Owner, settings: OperatorSett
     operator_peer = {"podSelector": {"matchLabels": dict(settings.operator_pod_labels)}}
     if settings.operator_namespace:
         operator_peer.update(_ns(settings.operator_namespace))
-    serving = [{"protocol": "TCP", "port": HTTP_PORT}, {"protocol": "TCP", "port": GRPC_PORT}]
+    serving = [{"protocol": "TCP", "port": HTTP_PORT}]  # the front; Triton is on loopback
     metrics = [{"protocol": "TCP", "port": METRICS_PORT}]
     return {
         "apiVersion": "networking.k8s.io/v1",

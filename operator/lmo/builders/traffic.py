@@ -1,6 +1,13 @@
 """Routing children: the HTTPRoute `<lm>` (provider GatewayAPI) or the Service `<lm>` (provider
 Service), plus the replica arithmetic the Service provider routes by, and `status.endpoint`.
 
+Every LanguageModel gets its own path prefix `/<namespace>/<name>` on the shared listener
+(stripped by a URLRewrite ReplacePrefixMatch before the request reaches the version's
+front), so two models on one Gateway never claim the same requests; its clients' base URL
+is `status.endpoint` (`http://<gateway>/<namespace>/<name>`, OpenAI-compatible at
+`<endpoint>/v1`). Only the pods' front containers are behind the route: Triton's own ports
+are on the pods' loopback, so internal models are unreachable.
+
 GatewayAPI routes exactly: weighted backendRefs on the per-version Services, header rules
 for A/B tests, a RequestMirror filter for shadow traffic. The Service provider can only
 split by pod count: one Service selects the ready Triton pods of every version that gets
@@ -23,9 +30,6 @@ from lmo.builders.base import Owner, VersionPlan, owner_reference
 from lmo.builders.triton import HTTP_PORT, service_ports
 from lmo.conditions import Reason
 from lmo.settings import OperatorSettings
-from lmo_runtime.feedback import GENERATE_PATH as FEEDBACK_MODEL_PATH
-from lmo_runtime.feedback import PATH as FEEDBACK_PATH
-from lmo_runtime.manifest import ENTRY_MODEL
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
@@ -91,16 +95,25 @@ def _parent_ref(lm: LanguageModel, settings: OperatorSettings) -> dict:
     return out
 
 
-def _backend(lm_name: str, version: str, weight: int | None = None,
-             version_header: bool = False) -> dict:
+def _backend(lm_name: str, version: str, weight: int | None = None) -> dict:
     out: dict = {"name": f"{lm_name}-{version}", "port": HTTP_PORT}
     if weight is not None:
         out["weight"] = weight
-    if version_header:
-        # answers say which version gave them (as lmo up's front door does), so a client
-        # can report feedback to it and label its own outcome counters with it
-        out["filters"] = [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
-            "set": [{"name": VERSION_HEADER, "value": version}]}}]
+    return out
+
+
+def route_prefix(lm: LanguageModel) -> str:
+    """`/<namespace>/<name>`: the LanguageModel's own path prefix on a shared listener, or ""
+    with routing.hostname (the model has the whole host)."""
+    if lm.spec.routing.hostname:
+        return ""
+    return f"/{lm.metadata.namespace or 'default'}/{lm.metadata.name}"
+
+
+def _match(prefix: str, headers: list[dict] | None = None) -> dict:
+    out: dict = {"path": {"type": "PathPrefix", "value": prefix or "/"}}
+    if headers:
+        out["headers"] = headers
     return out
 
 
@@ -124,12 +137,16 @@ def build_httproute(
     that version is the only weighted backend (after a promotion, say): the gateway would
     copy every request of that version to itself, doubling its load for nothing.
 
-    Experiment: every backendRef sets `x-lmo-version` on its answers (a
-    ResponseHeaderModifier); `POST /v1/feedback` with `x-lmo-version: <v>` is rewritten to
-    version <v>'s feedback model (one rule per version, URLRewrite), and the version rules
-    use that header when abTest is unset. routing.sticky adds header sessionPersistence to the weighted rule when the
-    operator setting gatewaySessionPersistence says the cluster has it (`sticky_conditions`
-    says so either way).
+    Every rule matches the path prefix `/<namespace>/<name>` only and strips it (URLRewrite
+    ReplacePrefixMatch `/`), so each LanguageModel on a shared listener owns its requests;
+    with routing.hostname the route matches that host and every path instead.
+
+    Experiment: the version rules use `x-lmo-version` when abTest is unset, so a feedback
+    report (`POST /v1/feedback` naming the version that answered, which every answer of a
+    front names) reaches that version's front. routing.sticky adds header
+    sessionPersistence to the weighted rule when the operator setting
+    gatewaySessionPersistence says the cluster has it (`sticky_conditions` says so either
+    way).
 
     The filter is on the rule, so while the mirror version also carries weight (a canary
     step) the gateway copies `percent` of its own requests to it too: a rule-level filter
@@ -140,39 +157,19 @@ def build_httproute(
     routing = lm.spec.routing
     lm_name = lm.metadata.name
     servable = [p for p in plans if p.serve_uri is not None]
+    prefix = route_prefix(lm)
     rules: list[dict] = []
     experiment = is_experiment(lm)
-    if experiment:
-        # POST /v1/feedback naming the version that answered reaches that version's feedback
-        # model (lmo_runtime.feedback): the body is the one the lmo up front door takes
-        for p in servable:
-            rules.append({
-                "matches": [{
-                    "path": {"type": "Exact", "value": FEEDBACK_PATH},
-                    "headers": [{"type": "Exact", "name": VERSION_HEADER, "value": p.name}],
-                }],
-                "filters": [{"type": "URLRewrite", "urlRewrite": {"path": {
-                    "type": "ReplaceFullPath", "replaceFullPath": FEEDBACK_MODEL_PATH}}}],
-                "backendRefs": [_backend(lm_name, p.name, version_header=True)],
-            })
     header = routing.ab_test.header if routing.ab_test else (VERSION_HEADER if experiment else None)
     if header is not None:
         for p in servable:
-            rules.append(
-                {
-                    "matches": [
-                        {
-                            "headers": [
-                                {"type": "Exact", "name": header, "value": p.name}
-                            ]
-                        }
-                    ],
-                    "backendRefs": [_backend(lm_name, p.name, version_header=experiment)],
-                }
-            )
+            rules.append({
+                "matches": [_match(prefix, [{"type": "Exact", "name": header, "value": p.name}])],
+                "backendRefs": [_backend(lm_name, p.name)],
+            })
     weighted = routed(plans)
-    default: dict = {"backendRefs": [_backend(lm_name, p.name, p.traffic, experiment)
-                                     for p in weighted]}
+    default: dict = {"matches": [_match(prefix)],
+                     "backendRefs": [_backend(lm_name, p.name, p.traffic) for p in weighted]}
     if routing.sticky is not None and settings.gateway_session_persistence:
         # Gateway API experimental channel (GEP-1619): the gateway pins a client to the
         # backend it first got, through the header named here
@@ -188,14 +185,21 @@ def build_httproute(
             request_mirror["percent"] = mirror.percent
         default["filters"] = [{"type": "RequestMirror", "requestMirror": request_mirror}]
     rules.append(default)
+    if prefix:
+        strip = {"type": "URLRewrite", "urlRewrite": {"path": {
+            "type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}
+        for rule in rules:
+            rule["filters"] = [strip, *rule.get("filters", [])]
     protection = lm.spec.protection
     if protection is not None and protection.timeout is not None:
         for rule in rules:  # every rule: a header-routed request has the same limit
             rule["timeouts"] = {"request": protection.timeout}
 
     spec: dict = {"parentRefs": [_parent_ref(lm, settings)]}
-    if routing.hostnames:
-        spec["hostnames"] = list(routing.hostnames)
+    hostnames = ([routing.hostname] if routing.hostname else []) + [
+        h for h in routing.hostnames if h != routing.hostname]
+    if hostnames:
+        spec["hostnames"] = hostnames
     spec["rules"] = rules
     return {
         "apiVersion": HTTPROUTE_API_VERSION,
@@ -261,16 +265,19 @@ def build_route(
 
 
 def endpoint(lm: LanguageModel, settings: OperatorSettings) -> str:
-    """`status.endpoint`: where clients send requests.
+    """`status.endpoint`: the clients' base URL (OpenAI-compatible at `<endpoint>/v1`, the
+    text API at `<endpoint>/v1/<task>`, KServe v2 at `<endpoint>/v2`).
 
-    GatewayAPI: http://<first hostname that is not a wildcard, else settings.gateway_address, else
-    <gateway>.<gateway namespace>>/v2/models/<entry model>. Service: http://<lm>.<ns>.svc:8000.
+    GatewayAPI: http://<routing.hostname> when set; else http://<first hostname that is not a
+    wildcard, else settings.gateway_address, else <gateway>.<gateway namespace>>
+    /<namespace>/<name>. Service: http://<lm>.<ns>.svc:8000.
     """
     namespace = lm.metadata.namespace or "default"
     routing = lm.spec.routing
     if routing.provider == RoutingProvider.SERVICE.value:
         return f"http://{lm.metadata.name}.{namespace}.svc:{HTTP_PORT}"
-    concrete = [h for h in routing.hostnames if not h.startswith("*")]
+    concrete = [h for h in [routing.hostname or "", *routing.hostnames]
+                if h and not h.startswith("*")]
     if concrete:
         host = concrete[0]
     elif settings.gateway_address:
@@ -278,4 +285,4 @@ def endpoint(lm: LanguageModel, settings: OperatorSettings) -> str:
     else:
         ref = _parent_ref(lm, settings)
         host = f"{ref['name']}.{ref.get('namespace', namespace)}"
-    return f"http://{host}/v2/models/{ENTRY_MODEL[lm.spec.task]}"
+    return f"http://{host}{route_prefix(lm)}"

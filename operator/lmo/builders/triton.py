@@ -4,12 +4,26 @@ The pods run the stock `tritonserver` on the version's model repository, mounted
 from a pvc:// artifact store (subPath `<prefix>/<key>/model_repository`) or pulled from an
 s3:// store by an init container into an emptyDir. The artifact key is a pod annotation, so
 a new artifact rolls the pods (surge first, never below the ready count).
+
+Clients reach a pod only through its front container (`python3 -m lmo_runtime.front`, the
+code `lmo up` runs): OpenAI-compatible, the text API and KServe v2 for the public model on
+HTTP_PORT. Triton's own HTTP and gRPC listen on the pod's loopback, so its internal models
+(`<task>_onnx`, the GPT-2 decoder, `feedback`) and its repository API are out of reach;
+its metrics port stays open for Prometheus.
+
+GPU pods: a pod gets GPUs by `serving.gpus` or a `serving.gpuResource` limit in
+`serving.resources` (`Serving.gpu_count`; the conversion request carries the same count, so
+its config.pbtxt is KIND_GPU either way); it tolerates the usual `<gpuResource>:NoSchedule`
+taint of GPU nodes unless the spec's tolerations already name that key, runs under
+`serving.runtimeClassName` when given, and with `serving.accelerator: tensorrt` keeps the
+TensorRT engines in an emptyDir (`lmo_runtime.gpu.TENSORRT_CACHE_DIR`) so a restarted
+container reuses them instead of building them again.
 """
 
 from __future__ import annotations
 
 from lmo import labels as L
-from lmo.api import LanguageModel, RoutingProvider
+from lmo.api import Accelerator, LanguageModel, RoutingProvider
 from lmo.builders.base import (
     Owner,
     VersionPlan,
@@ -19,6 +33,7 @@ from lmo.builders.base import (
     canonical_resources,
     child_name,
     container_security,
+    gpu_tolerations,
     owner_reference,
     pod_security,
     prune_empty,
@@ -28,16 +43,29 @@ from lmo.builders.base import (
 from lmo.builders.payloads import payload_env, payload_secret
 from lmo.errors import UserError
 from lmo.settings import OperatorSettings
+from lmo_runtime.gpu import TENSORRT_CACHE_DIR
 from lmo_runtime.manifest import REPOSITORY_DIR
 
-HTTP_PORT = 8000
-GRPC_PORT = 8001
+HTTP_PORT = 8000  # the front container: the pod's only client port
 METRICS_PORT = 8002
+# Triton's HTTP and gRPC, on the pod's loopback only (the front talks to TRITON_HTTP_PORT)
+TRITON_HTTP_PORT = 8010
+TRITON_GRPC_PORT = 8011
+LOOPBACK = "127.0.0.1"
 MODELS = "/models"
 # On shutdown the pod first waits DRAIN_SECONDS (preStop) so that Services and Gateways stop
 # sending it requests, then Triton gets EXIT_TIMEOUT_SECONDS to finish in-flight ones.
 DRAIN_SECONDS = 5
 EXIT_TIMEOUT_SECONDS = 30
+TENSORRT_CACHE_SIZE = "8Gi"
+
+
+def shm_size(needed: int | None) -> str:
+    """/dev/shm sizeLimit: 1Gi, or what the artifact needs plus a quarter, in whole MiB."""
+    mib = 1024
+    if needed:
+        mib = max(mib, -(-needed * 5 // 4 // (1 << 20)))
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
 
 
 def triton_args(lm: LanguageModel) -> list[str]:
@@ -55,26 +83,32 @@ def triton_args(lm: LanguageModel) -> list[str]:
         # request latency quantiles (nv_inference_request_summary_us{quantile="0.99"}), so
         # rollout analysis gates maxLatencyP99Ms on a true p99 rather than the mean
         "--metrics-config=summary_latencies=true",
-        f"--http-port={HTTP_PORT}",
-        f"--grpc-port={GRPC_PORT}",
+        f"--http-address={LOOPBACK}",
+        f"--http-port={TRITON_HTTP_PORT}",
+        f"--grpc-address={LOOPBACK}",
+        f"--grpc-port={TRITON_GRPC_PORT}",
         f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
     ]
-    if lm.spec.serving.gpus == 0:
+    if lm.spec.serving.gpu_count() == 0:
         args.append("--allow-gpu-metrics=false")
     return args
 
 
 def ports() -> list[dict]:
-    return [
-        {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
-        {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-        {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
-    ]
+    """The Triton container's ports: metrics only (HTTP and gRPC are on loopback)."""
+    return [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
 
 
-def _probe(path: str, period: int, failures: int) -> dict:
+def front_args(lm: LanguageModel, version: str) -> list[str]:
+    """`python3 -m lmo_runtime.front` flags of one version's front container."""
+    return ["--task", lm.spec.task, "--model", lm.metadata.name, "--version", version,
+            "--triton", f"http://{LOOPBACK}:{TRITON_HTTP_PORT}", "--repository", MODELS,
+            "--port", str(HTTP_PORT)]
+
+
+def _probe(path: str, period: int, failures: int, port: str = "http") -> dict:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
         "failureThreshold": failures,
         "timeoutSeconds": 5,
@@ -150,8 +184,10 @@ def build_deployment(
     volumes += [
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         # The Python backend (tokenizer steps) passes tensors through shared memory; the
-        # runtime's default 64 MiB /dev/shm is too small for batched requests.
-        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+        # runtime's default 64 MiB /dev/shm is too small for batched requests, and a decoder
+        # called through BLS passes its KV cache every step: sized to the artifact's need.
+        {"name": "dshm", "emptyDir": {"medium": "Memory",
+                                      "sizeLimit": shm_size(plan.shared_memory_bytes)}},
     ]
 
     resources = canonical_resources(serving.resources.to_dict())
@@ -163,6 +199,11 @@ def build_deployment(
             resources.setdefault("requests", {})[resource] = canonical_quantity(quantity)
     if serving.gpus > 0:
         resources.setdefault("limits", {})[serving.gpu_resource] = str(serving.gpus)
+    gpus = serving.gpu_count()
+    tensorrt = gpus > 0 and serving.accelerator == Accelerator.TENSORRT.value
+    if tensorrt:
+        volumes.append({"name": "tensorrt-cache",
+                        "emptyDir": {"sizeLimit": TENSORRT_CACHE_SIZE}})
 
     container = {
         "name": "triton",
@@ -178,14 +219,17 @@ def build_deployment(
             model_mount,
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            *([{"name": "tensorrt-cache", "mountPath": TENSORRT_CACHE_DIR}] if tensorrt else []),
         ],
+        # Triton's HTTP is on loopback, out of the kubelet's reach: its metrics port answers
+        # once the repository is loaded, and as long as the server lives
         "startupProbe": _probe(
-            "/v2/health/live",
+            "/metrics",
             settings.triton_startup_period_seconds,
             settings.triton_startup_failure_threshold,
+            "metrics",
         ),
-        "livenessProbe": _probe("/v2/health/live", 10, 3),
-        "readinessProbe": _probe("/v2/health/ready", 5, 3),
+        "livenessProbe": _probe("/metrics", 10, 3, "metrics"),
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(DRAIN_SECONDS)]}}},
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security(),
@@ -201,7 +245,7 @@ def build_deployment(
     pod_spec: dict = {
         "terminationGracePeriodSeconds": DRAIN_SECONDS + EXIT_TIMEOUT_SECONDS + 5,
         "securityContext": pod_security(settings.pod_uid),
-        "containers": [container],
+        "containers": [container, _front_container(lm, settings, plan.name, model_mount)],
         "volumes": volumes,
         "enableServiceLinks": False,
     }
@@ -210,8 +254,12 @@ def build_deployment(
     add_common_pod_fields(pod_spec, settings)
     if serving.node_selector:
         pod_spec["nodeSelector"] = dict(serving.node_selector)
-    if serving.tolerations:
-        pod_spec["tolerations"] = [t.to_dict() for t in serving.tolerations]
+    tolerations = gpu_tolerations(serving) if gpus > 0 else [
+        t.to_dict() for t in serving.tolerations]
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if serving.runtime_class_name:
+        pod_spec["runtimeClassName"] = serving.runtime_class_name
     affinity = prune_empty(serving.affinity or {})
     if affinity:
         pod_spec["affinity"] = affinity
@@ -274,19 +322,36 @@ def build_deployment(
     }
 
 
+def _front_container(lm: LanguageModel, settings: OperatorSettings, version: str,
+                     model_mount: dict) -> dict:
+    """The front of one version (lmo_runtime.front, in the Triton image): the pod's client
+    port, ready when Triton is."""
+    env = [{"name": "HOME", "value": "/tmp"}]
+    if lm.spec.chat_template is not None:  # serves /v1/chat/completions
+        env.append({"name": "LMO_CHAT_TEMPLATE", "value": lm.spec.chat_template.to_json()})
+    return {
+        "name": "front",
+        "image": lm.spec.serving.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["python3", "-m", "lmo_runtime.front"],
+        "args": front_args(lm, version),
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "env": env,
+        "volumeMounts": [model_mount, {"name": "tmp", "mountPath": "/tmp"}],
+        "readinessProbe": _probe("/v2/health/ready", 5, 3),
+        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        # keeps answering while Services and Gateways stop sending (Triton drains alike)
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(DRAIN_SECONDS)]}}},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security(),
+    }
+
+
 def service_ports(*, metrics: bool = True) -> list[dict]:
-    """The ports of a Service in front of Triton pods: http and grpc, and metrics unless
+    """The ports of a Service in front of Triton pods: http (the front), and metrics unless
     `metrics` is false (the provider Service `<lm>` serves clients only)."""
-    ports = [
-        {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-        {
-            "name": "grpc",
-            "port": GRPC_PORT,
-            "targetPort": "grpc",
-            "protocol": "TCP",
-            "appProtocol": "kubernetes.io/h2c",
-        },
-    ]
+    ports = [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}]
     if metrics:
         ports.append(
             {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}

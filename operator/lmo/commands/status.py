@@ -62,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def openai_base_url(endpoint: str) -> str:
+    """What an OpenAI client's base_url is for status.endpoint (the same in both runtimes)."""
+    return endpoint.rstrip("/") + "/v1"
+
+
 def render(status: dict[str, Any], name: str, task: str, where: str, console: Console,
            rollout_spec: dict[str, Any] | None = None) -> None:
     """Print the status as a header line, a versions table, rollout and analysis lines.
@@ -76,6 +81,8 @@ def render(status: dict[str, Any], name: str, task: str, where: str, console: Co
                  + (f"  Ready={ready}" if ready
                     else f"  ready versions {status.get('readyVersions', '-')}"))
     )
+    if status.get("endpoint"):
+        console.print(escape(f"OpenAI base URL: {openai_base_url(status['endpoint'])}"))
     console.print(_versions_table(status))
     minute = status.get("lastMinute")
     if minute is None:

@@ -20,31 +20,26 @@ Nothing here imports kopf or kubernetes; the front door calls it through three s
 from __future__ import annotations
 
 import json
-import math
-import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from aiohttp import web
 
-from lmo.api import VERSION_HEADER
 from lmo_runtime.feedback import SAMPLES as FEEDBACK_SAMPLES
 from lmo_runtime.feedback import SUCCESSES as FEEDBACK_SUCCESSES
+from lmo_runtime.front.answers import (
+    DEFAULT_CAPACITY,
+    DEFAULT_TTL_SECONDS,
+    EXAMPLE,
+    AnsweredIds,
+    FeedbackError,
+    new_id,
+    parse_report,
+)
+from lmo_runtime.front.wire import REQUEST_ID_HEADER, VERSION_HEADER
 
-REQUEST_ID_HEADER = "x-lmo-request-id"
-DEFAULT_CAPACITY = 100_000
-DEFAULT_TTL_SECONDS = 3600.0
-_EXAMPLE = '{"requestId": "<x-lmo-request-id of the answer>", "success": true} (or "score": 0.7)'
-
-
-class FeedbackError(ValueError):
-    """A feedback report that cannot be counted; `status` is the HTTP answer."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+__all__ = ["EXAMPLE", "Feedback", "FeedbackError"]
 
 
 @dataclass
@@ -61,59 +56,27 @@ class Feedback:
     clock: Callable[[], float] = time.monotonic
     samples: dict[str, float] = field(default_factory=dict)
     successes: dict[str, float] = field(default_factory=dict)
-    _ids: OrderedDict[str, tuple[str, float]] = field(default_factory=OrderedDict, repr=False)
+    ids: AnsweredIds = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.ids = AnsweredIds(self.capacity, self.ttl, self.clock)
 
     # ------------------------------------------------------------------ request ids
 
     def remember(self, version: str) -> str:
         """A new request id for an answer of `version` (the oldest ids are forgotten)."""
-        request_id = secrets.token_hex(12)
-        self._ids[request_id] = (version, self.clock())
-        while len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
-        return request_id
+        return self.ids.remember(version)
 
     def remembered(self) -> int:
-        return len(self._ids)
+        return len(self.ids)
 
     # ------------------------------------------------------------------ reports
 
     def record(self, body: Any) -> tuple[str, float]:
         """Count one report (the parsed JSON body); (version, success) counted, or
-        FeedbackError saying what is wrong."""
-        if not isinstance(body, dict):
-            raise FeedbackError(400, f"the body must be a JSON object such as {_EXAMPLE}")
-        unknown = sorted(set(body) - {"requestId", "success", "score"})
-        if unknown:
-            raise FeedbackError(400, f"unknown field(s) {', '.join(unknown)}; send {_EXAMPLE}")
-        request_id = body.get("requestId")
-        if not isinstance(request_id, str) or not request_id:
-            raise FeedbackError(400, "requestId must be the x-lmo-request-id header of the "
-                                     f"answer (a string); send {_EXAMPLE}")
-        has_success, has_score = "success" in body, "score" in body
-        if has_success == has_score:
-            raise FeedbackError(400, "send exactly one of success (true/false) and score (a "
-                                     f"number from 0 to 1); e.g. {_EXAMPLE}")
-        if has_success:
-            if not isinstance(body["success"], bool):
-                raise FeedbackError(400, f"success must be true or false (got {body['success']!r})")
-            value = 1.0 if body["success"] else 0.0
-        else:
-            score = body["score"]
-            if (isinstance(score, bool) or not isinstance(score, (int, float))
-                    or not math.isfinite(score) or not 0.0 <= score <= 1.0):
-                raise FeedbackError(400, f"score must be a number from 0 to 1 (got {score!r})")
-            value = float(score)
-        entry = self._ids.get(request_id)
-        if entry is not None and self.clock() - entry[1] > self.ttl:
-            del self._ids[request_id]
-            entry = None
-        if entry is None:
-            raise FeedbackError(404, f"request id {request_id!r} is unknown or expired: "
-                                     f"feedback is taken for the last {self.capacity} answers, "
-                                     f"within {self.ttl:.0f}s (or it was already reported)")
-        version = entry[0]
-        del self._ids[request_id]  # one report per answer
+        FeedbackError saying what is wrong (the same rules as the cluster's front)."""
+        request_id, value = parse_report(body)
+        version = self.ids.take(request_id)
         self.samples[version] = self.samples.get(version, 0.0) + 1.0
         self.successes[version] = self.successes.get(version, 0.0) + value
         return version, value
@@ -144,7 +107,7 @@ class Feedback:
         if version:
             response.headers[REQUEST_ID_HEADER] = self.remember(version)
         else:
-            response.headers[REQUEST_ID_HEADER] = secrets.token_hex(12)
+            response.headers[REQUEST_ID_HEADER] = new_id()
 
     async def serve_metrics(self, request: web.Request) -> web.Response:
         """GET /lmo/metrics."""
@@ -157,7 +120,7 @@ class Feedback:
         try:
             body = json.loads(raw) if raw else None
         except ValueError as err:
-            return _json(400, {"error": f"the body is not JSON ({err}); send {_EXAMPLE}"})
+            return _json(400, {"error": f"the body is not JSON ({err}); send {EXAMPLE}"})
         try:
             version, value = self.record(body)
         except FeedbackError as err:

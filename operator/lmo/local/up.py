@@ -259,9 +259,10 @@ def lmo_command() -> str:
 
 
 def banner(url: str, task: str) -> str:
-    """What `lmo up` prints once it serves: a curl to paste, the KServe endpoint, and the
-    next command spelled with the full path of `lmo` (`lmo_command`)."""
+    """What `lmo up` prints once it serves: a curl to paste, the OpenAI base URL, the KServe
+    endpoint, and the next command spelled with the full path of `lmo` (`lmo_command`)."""
     return (f"\n  {curl_example(url, task)}\n"
+            f"  OpenAI-compatible (base_url): {url}/v1\n"
             f"  KServe v2 / tritonclient: {url}  model {ENTRY_MODEL[task]}\n"
             f"  {lmo_command()} status --local    |    Ctrl-C to stop\n")
 

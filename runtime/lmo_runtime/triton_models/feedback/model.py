@@ -1,10 +1,10 @@
 """lmo's feedback model: outcome reports for one version, counted as Triton custom metrics.
 
 A client reports whether an answer helped through the same route that served it, naming the
-version it got back (`x-lmo-version`); the HTTPRoute of an Experiment rewrites
-`POST /v1/feedback` to this model's generate endpoint on that version:
+version it got back (`x-lmo-version`); that version's front accepts the report when it gave
+the answer and passes it to this model over the pod's loopback:
 
-    POST /v1/feedback   x-lmo-version: v2          (-> /v2/models/feedback/generate)
+    POST /v1/feedback   x-lmo-version: v2
     {"requestId": "...", "success": true}          (or "score": 0.7)
 
 Each report adds 1 to `lmo_feedback_samples_total` and the success (0/1) or the score (0 to
