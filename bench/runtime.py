@@ -297,8 +297,8 @@ def _gpt2_decode_runners(model: Path, no_cache: Path, spec: dict, vocab: int):
             feed = {"input_ids": ids, "attention_mask": np.ones((1, total), np.int64),
                     "position_ids": np.arange(total - ids.shape[1], total, dtype=np.int64)[None],
                     **dict(zip(pasts, past))}
-            logits, *past = cached.run(outs, feed)
-            ids = logits[:, -1:].argmax(-1).astype(np.int64)
+            logits, *past = cached.run(outs, feed)  # the last position's: [1, vocab]
+            ids = logits.argmax(-1)[:, None].astype(np.int64)
             tokens.append(int(ids[0, 0]))
             total += 1
         return tokens
@@ -731,10 +731,10 @@ SECTIONS: dict[str, tuple[str, Callable[[int, Path], str]]] = {
 }
 
 
-def write_section(heading: str, body: str) -> None:
+def write_section(heading: str, body: str, script: str = "bench/runtime.py") -> None:
     """Replace (or append) `heading`'s block in RESULTS.md, up to the next '## '."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{heading} (bench/runtime.py)\n\n{body}\n"
+    block = f"{heading} ({script})\n\n{body}\n"
     pattern = re.compile(rf"^{re.escape(heading)}.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(lambda _: block + "\n", text, count=1)

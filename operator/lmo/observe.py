@@ -79,6 +79,9 @@ def conversion_outcome(messages: list[str], uri: str, key: str) -> tuple[bool, s
         inputs = bounded_golden_inputs(data.get("goldenInputs"))
         if inputs:
             artifact["goldenInputs"] = inputs
+        shm = data.get("sharedMemoryBytes")
+        if isinstance(shm, int) and shm > 0:
+            artifact["sharedMemoryBytes"] = shm
         try:  # which data the gate scored on (absent from older converters' summaries)
             artifact["evaluation"] = EvaluationRecord.model_validate(
                 data["evaluation"]).summary()

@@ -44,6 +44,12 @@ class OperatorSettings(BaseModel):
         default=f"ghcr.io/lmo-dev/lmo-converter:{__version__}",
         description="Image of the conversion Job; also pulls s3:// artifacts for Triton pods.",
     )
+    converter_gpu_image: str = Field(
+        default=f"ghcr.io/lmo-dev/lmo-converter-gpu:{__version__}",
+        description="Image of the conversion Jobs that run on a GPU (fp16 of GPU-served "
+        "versions, see converter_gpu_for_fp16): CUDA torch and onnxruntime-gpu "
+        "(runtime/Dockerfile.converter-gpu).",
+    )
     field_manager: str = Field(default="lmo", description="Server-side apply field manager.")
     image_pull_policy: str = Field(
         default="IfNotPresent",

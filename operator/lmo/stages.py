@@ -355,6 +355,8 @@ def plan(lm: LanguageModel, observed: Observed, decision: R.Decision) -> tuple[l
             serve_uri=st.serve_uri,
             traffic=routable.get(st.name, 0),
             bounds=decision.bounds.get(st.name),
+            shared_memory_bytes=(st.artifact or {}).get("sharedMemoryBytes")
+            if st.artifact and st.artifact.get("uri") == st.serve_uri else None,
         )
         for st in observed.versions
     ]

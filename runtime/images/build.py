@@ -151,11 +151,15 @@ def base_key() -> str:
 
 
 def deps_key(image: Image) -> str:
-    """The dependency layer's key: the base, the recipe and pyproject.toml (lmo's own
-    dependencies), not lmo's source: a code change rebuilds only the small last layer."""
+    """The dependency layer's key: the base, the recipe and lmo's requirements in
+    pyproject.toml, not lmo's source: a code change rebuilds only the small last layer."""
     recipe = {k: v for k, v in image.__dict__.items()}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    # lmo's requirements, not its version: a release bump keeps the cached dependencies
+    requirements = [project.get("dependencies"), project.get("optional-dependencies"),
+                    project.get("requires-python")]
     return digest([base_key().encode(), json.dumps(recipe, sort_keys=True).encode(),
-                   (ROOT / "pyproject.toml").read_bytes()])
+                   json.dumps(requirements, sort_keys=True).encode()])
 
 
 def image_key(image: Image) -> str:

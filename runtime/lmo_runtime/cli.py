@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue-delay-us", type=int, default=500,
                         help="dynamic batching max queue delay (default 500)")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs per Triton replica (0 = CPU)")
+    parser.add_argument("--accelerator", choices=["cuda", "tensorrt"],
+                        help="GPU execution of the ONNX Runtime backend models: cuda (default) "
+                             "or tensorrt (engines built at load, cached; needs --gpus)")
     parser.add_argument("--queue-max-size", type=int,
                         help="Triton queue policy: reject beyond this many waiting requests")
     parser.add_argument("--queue-timeout-us", type=int,
@@ -123,6 +126,7 @@ def request_from_args(args: argparse.Namespace) -> ConversionRequest:
             max_batch_size=args.max_batch_size,
             max_queue_delay_microseconds=args.max_queue_delay_us,
             gpus=args.gpus,
+            accelerator=args.accelerator,
             queue_max_size=args.queue_max_size,
             queue_timeout_microseconds=args.queue_timeout_us,
             evaluation=_evaluation(args),
@@ -178,6 +182,8 @@ def summary(manifest: Manifest, uri: str) -> dict[str, Any]:
     }
     if manifest.evaluation is not None:
         out["evaluation"] = manifest.evaluation.summary()
+    if manifest.shared_memory_bytes:
+        out["sharedMemoryBytes"] = manifest.shared_memory_bytes
     text = json.dumps(out, separators=(",", ":"))
     if len(text.encode()) > SUMMARY_LIMIT:
         out["reason"] = manifest.reason[:1000]

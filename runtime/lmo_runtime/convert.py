@@ -55,12 +55,18 @@ def precisions_to_try(request: ConversionRequest, supported: tuple[str, ...] | N
     fp16 is skipped when serving on CPU (gpus == 0): CPU kernels run it through casts, slower
     than fp32 with no size benefit worth the accuracy risk. With fallback, precisions the
     family cannot produce (not in `supported`, e.g. int8-static for GPT-2) are skipped too;
-    without it, `_check_precision` has refused such a request before any work.
+    without it, `_check_precision` has refused such a request before any work. On GPUs
+    (gpus > 0) int8 and int8-static are skipped (lmo_runtime.gpu: they would run on the
+    pod's CPU); without fallback `_check_gpu` refuses them.
     """
     if not request.fallback:
         return [request.precision]
+    from lmo_runtime.gpu import CPU_ONLY_PRECISIONS
+
     order = FALLBACK_ORDER[FALLBACK_ORDER.index(request.precision) :]
     order = [p for p in order if p == request.precision or p != "fp16" or request.gpus > 0]
+    if request.gpus > 0:  # what a GPU would run on the pod's CPU (lmo_runtime.gpu)
+        order = [p for p in order if p not in CPU_ONLY_PRECISIONS]
     return [p for p in order if supported is None or p in supported]
 
 
@@ -76,6 +82,23 @@ def _check_precision(request: ConversionRequest, family: Family) -> list[str]:
             "(--fallback) to try the next safer one"
         )
     return unsupported
+
+
+def _check_gpu(request: ConversionRequest, steps: Steps) -> None:
+    """Refuse what a GPU would not run as asked (lmo_runtime.gpu), before any work: int8 and
+    int8-static on GPUs (with fallback: skipped, the next precision a GPU runs is tried),
+    and an accelerator the spec rules refuse too."""
+    from lmo_runtime import gpu
+
+    problem = gpu.precision_problem(request.precision, request.gpus > 0)
+    if problem and request.fallback:
+        steps.note(f"{request.precision}: cannot serve on GPUs, skipped (fallback): "
+                   f"{problem}")
+        problem = None
+    problem = problem or gpu.accelerator_problem(
+        request.task, request.accelerator or "cuda", request.gpus > 0, request.backend)
+    if problem:
+        raise ConversionError(problem)
 
 
 def load_manifest(artifact_dir: Path) -> Manifest | None:
@@ -252,6 +275,7 @@ def convert(
     key = request.key()
     steps = Steps(show=progress)
     _check_out_dir(request, out_dir, env)
+    _check_gpu(request, steps)
 
     with steps.step("cache", key[:12]):
         hit = _cached(request, key, cache_dir, out_dir, env)
@@ -340,6 +364,11 @@ def convert(
         try:
             with steps.step("repository"):
                 entry = family.write_repository(loaded, onnx_path, stage / REPOSITORY_DIR, request)
+                # TensorRT (serving.accelerator) on every ONNX Runtime backend model on GPUs
+                from lmo_runtime.triton.config import accelerate_repository
+
+                accelerate_repository(stage / REPOSITORY_DIR, request,
+                                      loaded.extra.get("max_length"))
                 input_reference = drift.write_references(stage / REPOSITORY_DIR, entry, texts,
                                                          golden)
                 # outcome reports for experiments, counted as Triton metrics (lmo_runtime.feedback)
@@ -357,6 +386,7 @@ def convert(
                     "score": score,
                     "golden": golden,
                     "input_reference": input_reference,
+                    "shared_memory_bytes": loaded.extra.get("shared_memory_bytes"),
                     "timings": steps.timings,
                 }
             )

@@ -31,7 +31,8 @@ REPOSITORY_DIR = "model_repository"
 
 
 # ConversionRequest fields left out of key() while None (added after keys were in use).
-OPTIONAL_KEY_FIELDS = ("evaluation", "queue_max_size", "queue_timeout_microseconds")
+OPTIONAL_KEY_FIELDS = ("evaluation", "queue_max_size", "queue_timeout_microseconds",
+                       "accelerator")
 
 
 class _Model(BaseModel):
@@ -71,6 +72,8 @@ class ConversionRequest(_Model):
     # Triton's queue policy of the entry model (spec.serving.queue); None: unbounded
     queue_max_size: int | None = None
     queue_timeout_microseconds: int | None = None
+    # spec.serving.accelerator when gpus > 0 (None: CUDA, the ONNX Runtime backend's default)
+    accelerator: Literal["cuda", "tensorrt"] | None = None
     converter_version: str = CONVERTER_VERSION
 
     def key(self) -> str:
@@ -151,6 +154,9 @@ class Manifest(_Model):
     # the served input drift metrics are compared with
     input_reference: dict[str, Any] | None = None
     evaluation: EvaluationRecord | None = None  # the data the gate scored on
+    # the most the served models pass through the Python backend's shared memory (/dev/shm)
+    # at once, when it can exceed the pod's default (the KV cache of a BLS decoder); None: small
+    shared_memory_bytes: int | None = None
     converter_version: str = CONVERTER_VERSION
     created_at: str = ""
 
@@ -159,6 +165,8 @@ class Manifest(_Model):
         exclude: dict[str, Any] = {"timings": True, "created_at": True}
         if self.evaluation is None:
             exclude["evaluation"] = True
+        if self.shared_memory_bytes is None:
+            exclude["shared_memory_bytes"] = True
         unset = {n for n in OPTIONAL_KEY_FIELDS if getattr(self.request, n) is None}
         if unset:
             exclude["request"] = unset
@@ -183,6 +191,8 @@ class Manifest(_Model):
             out["entryModel"] = self.entry_model
         if self.evaluation is not None:
             out["evaluation"] = self.evaluation.summary()
+        if self.shared_memory_bytes:
+            out["sharedMemoryBytes"] = self.shared_memory_bytes
         inputs = self.golden_inputs()
         if inputs:
             out["goldenInputs"] = inputs

@@ -352,11 +352,13 @@ def for_model(pb_utils: Any, args: Mapping[str, Any], task: str
 
 
 def ship(version_dir: Any) -> None:
-    """Copy this module (and `lmo_runtime.drift`) beside a model.py in a model repository:
-    Triton's containers do not have lmo_runtime installed."""
+    """Copy this module, `lmo_runtime.drift` and `lmo_runtime.bls` (BLS calls that work on
+    GPUs) beside a model.py in a model repository: Triton's containers do not have
+    lmo_runtime installed."""
     from importlib import resources
     from pathlib import Path
 
     here = resources.files("lmo_runtime")
     Path(version_dir, SHIPPED_NAME).write_text((here / "payloads.py").read_text())
     Path(version_dir, "lmo_drift.py").write_text((here / "drift.py").read_text())
+    Path(version_dir, "lmo_bls.py").write_text((here / "bls.py").read_text())

@@ -173,7 +173,7 @@ def test_spec_artifacts_secret_overrides_operator_store():
     [
         ("fp16", 1, True, True),
         ("fp16", 0, True, False),
-        ("int8", 1, True, False),
+        ("fp32", 1, True, False),
         ("fp16", 1, False, False),
     ],
 )
@@ -199,13 +199,33 @@ def test_fp16_on_gpu_converts_on_one_gpu(precision, gpus, setting, gpu):
     _, job = _job(lm, OperatorSettings(converter_gpu_for_fp16=setting))
     limits = container(job)["resources"].get("limits", {})
     pod = job["spec"]["template"]["spec"]
+    settings = OperatorSettings()
     if gpu:
         assert limits["nvidia.com/gpu"] == "1"
         assert pod["nodeSelector"] == {"gpu": "a100"}
-        assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert pod["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        # CUDA torch + onnxruntime-gpu: the gate scores fp16 on the GPU it will serve on
+        assert container(job)["image"] == settings.converter_gpu_image
     else:
         assert "nvidia.com/gpu" not in limits
         assert "nodeSelector" not in pod and "tolerations" not in pod
+        assert container(job)["image"] == settings.converter_image
+
+
+def test_a_gpu_given_only_in_resources_converts_on_a_gpu_with_the_default_toleration():
+    lm = make_lm({
+        "versions": [{"name": "v1", "checkpoint": {"uri": "s3://m/"},
+                      "optimize": {"precision": "fp16"}}],
+        "serving": {"resources": {"limits": {"nvidia.com/gpu": "2"}}},
+    })
+    plan, job = _job(lm, OperatorSettings())
+    assert plan.request.gpus == 2  # KIND_GPU in the artifact's config.pbtxt
+    assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert job["spec"]["template"]["spec"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    args = container(job)["args"]
+    assert args[args.index("--gpus") + 1] == "2"
 
 
 def test_settings_resources_not_mutated_by_gpu_job():
@@ -251,6 +271,11 @@ def test_pull_secrets_and_service_account():
                 "batching": {"maxBatchSize": 0, "maxQueueDelayMicroseconds": 0},
             },
         ),
+        (  # TensorRT; the GPU given in resources only
+            {"name": "v1", "checkpoint": {"uri": "s3://m/v1/"},
+             "optimize": {"precision": "fp16"}},
+            {"accelerator": "tensorrt", "resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        ),
     ],
 )
 def test_lmo_convert_parses_the_job_args_into_the_same_request(settings, version, serving):
@@ -260,7 +285,10 @@ def test_lmo_convert_parses_the_job_args_into_the_same_request(settings, version
 
     from lmo_runtime.cli import add_arguments, request_from_args
 
-    lm = make_lm({"versions": [version], "serving": serving})
+    spec = {"versions": [version], "serving": serving}
+    if serving.get("accelerator") == "tensorrt":
+        spec["task"] = "feature-extraction"
+    lm = make_lm(spec)
     plan, job = _job(lm, settings)
     parser = argparse.ArgumentParser()
     add_arguments(parser)

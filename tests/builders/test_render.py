@@ -101,7 +101,8 @@ def test_bad_file_names_the_field(capsys, tmp_path: Path):
 
 def test_bad_field_value_names_its_path(capsys, tmp_path: Path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(INPUT.read_text().replace("precision: int8", "precision: int4"))
+    bad.write_text(INPUT.read_text().replace("precision: fp16\n      accuracyGate: {minScore: 0.97",
+                                          "precision: int4\n      accuracyGate: {minScore: 0.97"))
     code, _, err = _lmo(capsys, "-f", str(bad))
     assert code == 2
     assert "spec.versions[1].optimize.precision" in err

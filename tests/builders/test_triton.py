@@ -34,7 +34,7 @@ def test_deployment_shape(settings):
     assert ann["lmo.dev/artifact-key"] == plan.key
     assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/port"] == "8002"
     c = container(dep, "triton")
-    assert c["image"] == "ghcr.io/lmo-dev/lmo-triton:0.3.0"
+    assert c["image"] == "ghcr.io/lmo-dev/lmo-triton:0.4.0"
     assert c["command"] == ["tritonserver"]
     for flag in (
         "--model-repository=/models",
@@ -171,8 +171,11 @@ def test_gpu_limits_and_scheduling():
             "value": "yes",
             "effect": "NoExecute",
             "tolerationSeconds": 30,
-        }
+        },
+        # the GPU nodes' usual taint of the pod's GPU resource, added by default
+        {"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
     ]
+    assert "runtimeClassName" not in pod
     assert pod["affinity"]["nodeAffinity"]
     assert pod["affinity"] is not lm.spec.serving.affinity
 
@@ -338,3 +341,67 @@ def test_default_requests_fill_only_what_the_user_left_out(settings, resources, 
     lm = make_lm({"serving": {"resources": resources}})
     _, dep = _deployment(lm, settings)
     assert container(dep)["resources"] == expected
+
+
+def test_a_gpu_given_only_in_resources_is_a_gpu_pod():
+    """serving.resources nvidia.com/gpu without serving.gpus: the artifact is converted for
+    KIND_GPU (the request's gpus), GPU metrics stay on and the GPU taint is tolerated."""
+    lm = make_lm({"serving": {"resources": {"limits": {"nvidia.com/gpu": "1"}},
+                              "runtimeClassName": "nvidia"}})
+    plan, dep = _deployment(lm, OperatorSettings())
+    assert plan.request.gpus == 1
+    c = container(dep)
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "--allow-gpu-metrics=false" not in c["args"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["runtimeClassName"] == "nvidia"
+
+
+def test_cpu_pods_get_no_gpu_toleration_and_a_spec_toleration_of_the_key_is_kept():
+    _, dep = _deployment(make_lm(), OperatorSettings())
+    assert "tolerations" not in dep["spec"]["template"]["spec"]
+    own = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "a100", "effect": "NoSchedule"}
+    _, dep = _deployment(make_lm({"serving": {"gpus": 1, "tolerations": [own]}}),
+                         OperatorSettings())
+    assert dep["spec"]["template"]["spec"]["tolerations"] == [own]
+
+
+def test_tensorrt_keeps_its_engines_on_an_emptydir():
+    from lmo_runtime.gpu import TENSORRT_CACHE_DIR
+
+    lm = make_lm({"task": "feature-extraction",
+                  "versions": [{"name": "v1", "checkpoint": {"uri": "s3://m/v1/"},
+                                "optimize": {"precision": "fp16"}}],
+                  "serving": {"gpus": 1, "accelerator": "tensorrt"}})
+    plan, dep = _deployment(lm, OperatorSettings())
+    assert plan.request.accelerator == "tensorrt" and plan.request.gpus == 1
+    pod = dep["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "tensorrt-cache")
+    assert "emptyDir" in volume
+    assert {"name": "tensorrt-cache", "mountPath": TENSORRT_CACHE_DIR} in container(dep)[
+        "volumeMounts"]
+    # cuda (the default) keeps the request and the key of before the field existed
+    plain = make_lm({"task": "feature-extraction", "serving": {"gpus": 1}})
+    plan, dep = _deployment(plain, OperatorSettings())
+    assert plan.request.accelerator is None
+    assert not any(v["name"] == "tensorrt-cache"
+                   for v in dep["spec"]["template"]["spec"]["volumes"])
+
+
+def test_dev_shm_is_sized_to_the_served_artifact():
+    """status.versions[].artifact.sharedMemoryBytes (a decoder called through BLS passes its
+    KV cache through /dev/shm) sizes the pod's memory-backed /dev/shm; 1Gi otherwise."""
+    import dataclasses
+
+    from lmo.builders.triton import shm_size
+
+    assert shm_size(None) == "1Gi" and shm_size(100 << 20) == "1Gi"
+    assert shm_size(3 << 30) == "3840Mi"  # what it needs plus a quarter
+    lm = make_lm()
+    plan = next(p for p in make_plans(lm, OperatorSettings()) if p.name == "v1")
+    dep = build_deployment(lm, OWNER, OperatorSettings(),
+                           dataclasses.replace(plan, shared_memory_bytes=4 << 30), 1)
+    (dshm,) = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "dshm"]
+    assert dshm["emptyDir"] == {"medium": "Memory", "sizeLimit": "5Gi"}

@@ -247,6 +247,12 @@ VALID: dict[str, dict[str, Any]] = {
                                  "secretRef": {"name": "audit-store"}}},
     }),
     "minimal": lm({"task": "feature-extraction", "versions": [version("v1")]}),
+    "tensorrt-gpu-from-resources": lm({
+        "task": "feature-extraction",
+        "versions": [version("v1", optimize={"precision": "fp16"})],
+        "serving": {"accelerator": "tensorrt",
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}}},
+    }),
     "chat-on-its-own-host": lm({
         "task": "text-generation",
         "versions": [version("v1")],
@@ -287,6 +293,8 @@ VALID: dict[str, dict[str, Any]] = {
             "serving": {
                 "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
                 "gpus": 1,
+                "accelerator": "cuda",
+                "runtimeClassName": "nvidia",
                 "nodeSelector": {"nvidia.com/gpu.present": "true"},
                 "tolerations": [
                     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
@@ -553,6 +561,24 @@ INVALID: dict[str, tuple[dict[str, Any], str, str]] = {
     "policies-with-service": (
         _spec_with(routing={"provider": "Service", "policies": "Istio"}),
         "spec.routing.policies needs provider: GatewayAPI",
+        "cel",
+    ),
+    "tensorrt-without-gpu": (
+        lm({"task": "feature-extraction", "versions": [version("v1")],
+            "serving": {"accelerator": "tensorrt"}}),
+        "serving.accelerator: tensorrt needs a GPU",
+        "cel",
+    ),
+    "tensorrt-with-python-backend": (
+        lm({"task": "feature-extraction", "versions": [version("v1")],
+            "serving": {"accelerator": "tensorrt", "gpus": 1, "backend": "python"}}),
+        "serving.accelerator: tensorrt needs a GPU (serving.gpus > 0) and serving.backend: "
+        "onnxruntime",
+        "cel",
+    ),
+    "tensorrt-for-text-generation": (
+        _spec_with(serving={"accelerator": "tensorrt", "gpus": 1}),
+        "tensorrt does not apply to text-generation",
         "cel",
     ),
     "queue-without-batching": (

@@ -42,6 +42,8 @@ def test_one_version_everywhere():
         "Chart.yaml appVersion": str(chart["appVersion"]),
         "Chart.yaml version": str(chart["version"]),
         "default converter image tag": OperatorSettings().converter_image.rsplit(":", 1)[1],
+        "default GPU converter image tag":
+            OperatorSettings().converter_gpu_image.rsplit(":", 1)[1],
         "default Triton image tag": DEFAULT_TRITON_IMAGE.rsplit(":", 1)[1],
         "runtime/images/build.py": builder.project_version(),
     }

@@ -95,4 +95,5 @@ def test_a_bad_top_k_is_refused_at_the_door(encoders_up):
         post(up.url + "/v1/text-classification",
              json.dumps({"text": TEXT, "top_k": 0}).encode())
     assert err.value.code == 400
-    assert json.loads(err.value.read())["error"] == 'field "top_k" must be an integer >= 1, got 0'
+    assert json.loads(err.value.read())["error"] == (
+        'field "top_k" must be an integer >= 1 (fill-mask and text-classification only), got 0')

@@ -73,6 +73,24 @@ def test_the_artifact_keeps_the_entry_model_and_bounded_golden_inputs():
     assert "goldenInputs" not in artifact
 
 
+def test_the_artifact_keeps_what_dev_shm_needs():
+    """sharedMemoryBytes of the summary (and of a full manifest) reaches the status artifact,
+    where the Triton Deployment's /dev/shm is sized from it; the old digest stays without."""
+    from lmo_runtime.manifest import ConversionRequest, Manifest
+
+    _, _, artifact = O.conversion_outcome([summary(sharedMemoryBytes=3 << 30)], URI, KEY)
+    assert artifact["sharedMemoryBytes"] == 3 << 30
+    _, _, artifact = O.conversion_outcome([summary(sharedMemoryBytes="lots")], URI, KEY)
+    assert "sharedMemoryBytes" not in artifact
+    request = ConversionRequest(checkpoint_uri="s3://m/x/", task="text-generation")
+    m = Manifest(key=KEY, request=request, accepted=True, task="text-generation")
+    digest = m.digest()
+    m.shared_memory_bytes = 5 << 30
+    assert m.summary(URI)["sharedMemoryBytes"] == 5 << 30 and m.digest() != digest
+    m.shared_memory_bytes = None
+    assert m.digest() == digest  # manifests of before keep their digest
+
+
 def test_a_full_manifest_is_read_too():
     from lmo_runtime.manifest import ConversionRequest, Manifest
 

@@ -124,6 +124,16 @@ def test_plan_routes_only_what_can_serve_and_normalises():
     assert S.normalise({"a": 1, "b": 1, "c": 1}) == {"a": 34, "b": 33, "c": 33}
 
 
+def test_plan_carries_what_the_served_artifact_needs_in_dev_shm():
+    model = lm()
+    old = {"versions": [{"name": "a", "artifact": {"key": "old", "uri": "s3://x/old/",
+                                                   "sharedMemoryBytes": 3 << 30}}]}
+    obs = S.observe(model, STORE, None, {}, {"creds": True}, {}, old)
+    plans, _ = S.plan(model, obs, asyncio.run(S.step(model.spec, obs, T0, None)))
+    assert [(p.name, p.serve_uri, p.shared_memory_bytes) for p in plans] == [
+        ("a", "s3://x/old/", 3 << 30), ("b", None, None)]
+
+
 def test_assess_and_status_from_ready_and_not_ready():
     model = lm()
     obs, children = serving_observed(model, ready_b=0)

@@ -65,9 +65,9 @@ def test_missing_config(ckpt, tmp_path):
 
 def test_unsupported_architecture(ckpt, tmp_path):
     cfg = json.loads((ckpt / "config.json").read_text())
-    cfg.update(model_type="llama", architectures=["LlamaForCausalLM"])
+    cfg.update(model_type="gemma", architectures=["GemmaForCausalLM"])
     (ckpt / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ConversionError, match=r"LlamaForCausalLM .*not supported; supported model types: bert"):
+    with pytest.raises(ConversionError, match=r"GemmaForCausalLM .*not supported; supported model types: bert"):
         _convert(ckpt, tmp_path, task="text-generation")
 
 

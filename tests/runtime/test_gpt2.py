@@ -119,25 +119,52 @@ def test_stop_hold_back():
 
 
 def test_repository_configs_parse_for_both_backends(gpt2_loaded, gpt2_fp32_artifact, tmp_path):
+    """CPU + backend onnxruntime: the decoder is its own ONNX Runtime model, called through
+    BLS, returning the last position's logits only. On GPUs the decoder runs inside the
+    KIND_GPU Python models (IO binding keeps the cache on the GPU): no decoder model."""
     from lmo_runtime.manifest import ConversionRequest
 
     onnx_path = gpt2_fp32_artifact / "model_repository/text_generation/1/model.onnx"
     request = ConversionRequest(checkpoint_uri="file:///x", task="text-generation",
-                                backend="onnxruntime", gpus=1)
-    FAMILY.write_repository(gpt2_loaded, onnx_path, tmp_path / "repo", request)
+                                backend="onnxruntime")
+    FAMILY.write_repository(gpt2_loaded, onnx_path, tmp_path / "cpu", request)
     configs = {p.parent.name: validate_config(p.read_text())
-               for p in (tmp_path / "repo").glob("*/config.pbtxt")}
+               for p in (tmp_path / "cpu").glob("*/config.pbtxt")}
     assert set(configs) == {"text_generation", "text_generation_stream", "gpt2_decoder"}
     decoder = configs["gpt2_decoder"]
-    assert decoder.platform == "onnxruntime_onnx" and decoder.instance_group[0].gpus == [0]
+    assert decoder.platform == "onnxruntime_onnx"
+    assert decoder.instance_group[0].kind == decoder.instance_group[0].KIND_CPU
+    logits = next(o for o in decoder.output if o.name == "logits")
+    assert list(logits.dims) == [-1, gpt2_loaded.extra["spec"]["vocab_size"]]
     assert configs["text_generation"].parameters["ENGINE"].string_value == "bls"
     assert configs["text_generation_stream"].model_transaction_policy.decoupled
-    assert (tmp_path / "repo/gpt2_decoder/1/model.onnx").is_file()
+    assert (tmp_path / "cpu/gpt2_decoder/1/model.onnx").is_file()
+    assert (tmp_path / "cpu/text_generation/1/lmo_bls.py").is_file()
+    # the cache goes through /dev/shm in and out of every BLS call: the pod's /dev/shm is
+    # sized to it (16 rows of the entry model + 4 streams, full context, float32)
+    spec = gpt2_loaded.extra["spec"]
+    cache = 2 * spec["n_layer"] * 20 * spec["n_head"] * spec["n_positions"] * spec["head_dim"] * 4
+    assert gpt2_loaded.extra["shared_memory_bytes"] == 2 * cache + 20 * spec["vocab_size"] * 4
+
+    gpu = ConversionRequest(checkpoint_uri="file:///x", task="text-generation",
+                            backend="onnxruntime", gpus=1)
+    FAMILY.write_repository(gpt2_loaded, onnx_path, tmp_path / "gpu", gpu)
+    configs = {p.parent.name: validate_config(p.read_text())
+               for p in (tmp_path / "gpu").glob("*/config.pbtxt")}
+    assert set(configs) == {"text_generation", "text_generation_stream"}
+    assert gpt2_loaded.extra["shared_memory_bytes"] is None
+    for config in configs.values():
+        assert config.instance_group[0].kind == config.instance_group[0].KIND_GPU
+        assert config.instance_group[0].gpus == [0]
+        assert config.parameters["ENGINE"].string_value == "onnxruntime"
+    assert (tmp_path / "gpu/text_generation/1/model.onnx").is_file()
+
     for path in gpt2_fp32_artifact.glob("model_repository/*/config.pbtxt"):
         assert validate_config(path.read_text()).backend == "python"
     spec = json.loads((gpt2_fp32_artifact /
                        "model_repository/text_generation/1/generation.json").read_text())
     assert spec["n_layer"] == 2 and spec["eos_token_id"] is not None
+    assert spec["eos_token_ids"] == [spec["eos_token_id"]] and not spec["add_bos"]
 
 
 def test_fp16_keeps_float32_io_and_int8_static_is_refused(gpt2_loaded, gpt2_checkpoint,
@@ -148,6 +175,13 @@ def test_fp16_keeps_float32_io_and_int8_static_is_refused(gpt2_loaded, gpt2_chec
     assert {i.type.tensor_type.elem_type for i in graph.graph.input[3:]} == {
         onnx.TensorProto.FLOAT}  # clients and the cache stay float32
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
+    # mixed precision: MatMuls in fp16, LayerNorm and softmax in fp32
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*graph.graph.value_info, *graph.graph.input, *graph.graph.output]}
+    kept = [n for n in graph.graph.node if n.op_type in ("LayerNormalization", "Softmax")]
+    assert kept and all(types.get(n.input[0]) == onnx.TensorProto.FLOAT for n in kept)
+    assert any(types.get(n.input[0]) == onnx.TensorProto.FLOAT16
+               for n in graph.graph.node if n.op_type == "MatMul")
     score = FAMILY.score(gpt2_loaded, fp16, heldout_texts(8), 0.99)
     assert score.passed and score.details["kl"] < 1e-3
     with pytest.raises(ConversionError, match="int8-static is not supported for GPT-2"):

@@ -48,6 +48,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" .Values.converter.image.repository (default .Chart.AppVersion .Values.converter.image.tag) -}}
 {{- end }}
 
+{{- define "lmo.converterGpuImage" -}}
+{{- printf "%s:%s" .Values.converter.gpuImage.repository (default .Chart.AppVersion .Values.converter.gpuImage.tag) -}}
+{{- end }}
+
 {{/* "true" when the operator watches every namespace. */}}
 {{- define "lmo.clusterWide" -}}
 {{- if not .Values.watchNamespaces -}}true{{- end -}}

@@ -49,6 +49,7 @@ from lmo.api.enums import (  # noqa: F401
     Engine,
     Metric,
     Backend,
+    Accelerator,
     Phase,
     RolloutPhase,
 )
@@ -100,6 +101,7 @@ from lmo.api.logging import (  # noqa: F401
     Logging,
 )
 from lmo.api.rules import (  # noqa: F401
+    gpu_problems,
     protection_problems,
     traffic_sum_problem,
 )

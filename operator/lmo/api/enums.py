@@ -69,6 +69,11 @@ class Backend(str, Enum):
     PYTHON = "python"
 
 
+class Accelerator(str, Enum):
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
 class Phase(str, Enum):
     PENDING = "Pending"
     CONVERTING = "Converting"

@@ -11,17 +11,25 @@ from lmo.api.logging import Logging
 from lmo.api.protection import Protection
 from lmo.api.rollout import Rollout
 from lmo.api.routing import Routing
-from lmo.api.rules import _PROTECTION_RULES, _SPEC_RULES, protection_problems
+from lmo.api.rules import (
+    _GPU_RULES,
+    _PROTECTION_RULES,
+    _SPEC_RULES,
+    gpu_problems,
+    protection_problems,
+)
 from lmo.api.serving import Autoscaling, Serving
 from lmo.api.status import LanguageModelStatus
 from lmo.api.versions import Artifacts, VersionSpec
 
 
 class LanguageModelSpec(_Model):
-    model_config = ConfigDict(json_schema_extra=cel_rules(_SPEC_RULES + _PROTECTION_RULES))
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(_SPEC_RULES + _PROTECTION_RULES + _GPU_RULES))
 
     task: Task = Field(
-        description="What the model does: text-generation (GPT-2 family), fill-mask, "
+        description="What the model does: text-generation (GPT-2, Llama, Qwen2, Mistral or "
+        "Phi3 decoders), fill-mask, "
         "feature-extraction or text-classification (BERT family)."
     )
     versions: list[VersionSpec] = Field(
@@ -71,7 +79,7 @@ class LanguageModelSpec(_Model):
             message = rule.problem(self)
             if message is not None:
                 raise ValueError(message)
-        broken = protection_problems(self)
+        broken = protection_problems(self) + gpu_problems(self)
         if broken:
             raise ValueError("; ".join(broken))
         return self

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from lmo.api.base import Rule, problems
-from lmo.api.enums import Metric, RoutingProvider, Strategy
+from lmo.api.enums import Accelerator, Backend, Metric, RoutingProvider, Strategy, Task
 from lmo.api.protection import RateLimit
+from lmo_runtime import gpu as gpu_rules  # the GPU rules, said once for both runtimes
 
 
 # A LanguageModelSpec (lmo.api.resource, which imports these rules).
@@ -189,6 +190,44 @@ _PROTECTION_RULES: tuple[Rule, ...] = (
         lambda s: s.serving.queue is not None and s.serving.batching.max_batch_size == 0,
     ),
 )
+
+
+# The spec's GPU rules (lmo_runtime.gpu says why). A pod has a GPU by either field:
+# serving.gpus, or a serving.gpuResource limit in serving.resources (Serving.gpu_count).
+# int8 / int8-static on GPUs is not a spec rule: the converter refuses it (the version fails
+# with the reason and what to use) or, with accuracyGate.fallback, converts the next precision
+# a GPU runs (fp16), so one rule serves both runtimes.
+_HAS_GPU = (
+    "(has(self.serving) && ((has(self.serving.gpus) && self.serving.gpus > 0) || "
+    "(has(self.serving.resources) && has(self.serving.resources.limits) && "
+    "(has(self.serving.gpuResource) ? self.serving.gpuResource : 'nvidia.com/gpu') "
+    "in self.serving.resources.limits)))"
+)
+_TENSORRT = ("has(self.serving) && has(self.serving.accelerator) && "
+             "self.serving.accelerator == 'tensorrt'")
+
+_GPU_RULES: tuple[Rule, ...] = (
+    Rule(
+        f"!({_TENSORRT}) || ({_HAS_GPU} && (!has(self.serving.backend) || "
+        "self.serving.backend == 'onnxruntime'))",
+        "spec." + gpu_rules.TENSORRT_NEEDS_GPU,
+        ".serving.accelerator",
+        lambda s: s.serving.accelerator == Accelerator.TENSORRT.value
+        and (s.serving.gpu_count() == 0 or s.serving.backend != Backend.ONNXRUNTIME.value),
+    ),
+    Rule(
+        f"!({_TENSORRT}) || self.task != 'text-generation'",
+        "spec." + gpu_rules.TENSORRT_TEXT_GENERATION,
+        ".serving.accelerator",
+        lambda s: s.serving.accelerator == Accelerator.TENSORRT.value
+        and s.task == Task.TEXT_GENERATION.value,
+    ),
+)
+
+
+def gpu_problems(spec: Spec) -> list[str]:
+    """The Python side of _GPU_RULES: what the spec asks a GPU to do that it would not."""
+    return problems(spec, _GPU_RULES)
 
 
 def protection_problems(spec: Spec) -> list[str]:

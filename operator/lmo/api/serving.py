@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field
 
 from lmo.api.base import DEFAULT_TRITON_IMAGE, GATEWAY_DURATION, Rule, _Model, cel_rules, rules_validator
-from lmo.api.enums import Backend, Engine, Metric
+from lmo.api.enums import Accelerator, Backend, Engine, Metric
 
 
 # core/v1 Pod validation, checked here so a bad toleration is refused on apply instead of
@@ -123,6 +123,21 @@ class Serving(_Model):
         pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$",
         description="Extended resource name of the GPU device plugin.",
     )
+    accelerator: Accelerator = Field(
+        default=Accelerator.CUDA,
+        description="How Triton's ONNX Runtime backend runs the model on GPUs: cuda (the "
+        "CUDA execution provider) or tensorrt (TensorRT engines built at model load in the "
+        "precision converted, with shape profiles from batching and the tokenizer's max "
+        "length, cached on an emptyDir). tensorrt needs a GPU and backend onnxruntime, and "
+        "does not apply to text-generation. Part of config.pbtxt: changing it converts anew.",
+    )
+    runtime_class_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="RuntimeClass of the Triton pods (e.g. nvidia, where the NVIDIA container "
+        "runtime is not the node's default).",
+    )
     replicas: int = Field(
         default=1, ge=0, le=100, description="Replicas per version when autoscaling is not set."
     )
@@ -152,6 +167,17 @@ class Serving(_Model):
         "503 with Retry-After) instead of queueing without bound. Part of config.pbtxt, so "
         "setting it converts anew; leaving it out keeps existing conversions.",
     )
+
+    def gpu_count(self) -> int:
+        """GPUs each Triton pod gets, by either field: `gpus`, else a `gpuResource` limit in
+        `resources` (a pod given a GPU only there still serves on it, with KIND_GPU)."""
+        if self.gpus > 0:
+            return self.gpus
+        limit = self.resources.limits.get(self.gpu_resource)
+        try:
+            return max(0, int(limit)) if limit is not None else 0
+        except ValueError:
+            return 0
 
 
 _MIN_ZERO_CPU = (

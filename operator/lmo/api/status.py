@@ -46,6 +46,12 @@ class ArtifactStatus(_Model):
     entry_model: str | None = Field(
         default=None, description="Triton model clients call (the golden replay calls it too)."
     )
+    shared_memory_bytes: int | None = Field(
+        default=None,
+        description="The most the served models pass through /dev/shm at once when it can "
+        "exceed the default 1Gi (the KV cache of a decoder called through BLS): the pod's "
+        "/dev/shm is sized to it.",
+    )
     golden_inputs: list[Annotated[str, Field(max_length=200)]] | None = Field(
         default=None,
         max_length=8,

@@ -9,7 +9,7 @@ or kubernetes. Per-kind builders live in `conversion.py`, `triton.py`, `traffic.
 
 from __future__ import annotations
 
-from lmo.api import LanguageModel, LanguageModelSpec, VersionSpec, parse_duration
+from lmo.api import Accelerator, LanguageModel, LanguageModelSpec, VersionSpec, parse_duration
 from lmo.builders.autoscaling import build_autoscaler
 from lmo.builders.base import (
     Owner,
@@ -73,7 +73,9 @@ def conversion_request(spec: LanguageModelSpec, version: VersionSpec) -> Convers
         backend=spec.serving.backend,
         max_batch_size=spec.serving.batching.max_batch_size,
         max_queue_delay_microseconds=spec.serving.batching.max_queue_delay_microseconds,
-        gpus=spec.serving.gpus,
+        gpus=spec.serving.gpu_count(),
+        accelerator=(spec.serving.accelerator
+                     if spec.serving.accelerator != Accelerator.CUDA.value else None),
         queue_max_size=spec.serving.queue.max_size if spec.serving.queue else None,
         queue_timeout_microseconds=(
             round(parse_duration(spec.serving.queue.timeout) * 1_000_000)

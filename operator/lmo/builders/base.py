@@ -12,7 +12,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
-from lmo.api import API_VERSION, KIND, LanguageModelSpec
+from lmo.api import API_VERSION, KIND, LanguageModelSpec, Serving
 from lmo.settings import OperatorSettings
 from lmo_runtime.manifest import ConversionRequest
 
@@ -65,6 +65,8 @@ class VersionPlan:
     serve_uri: str | None
     traffic: int
     bounds: tuple[int, int] | None = None
+    # /dev/shm the served artifact needs (status.versions[].artifact.sharedMemoryBytes)
+    shared_memory_bytes: int | None = None
 
     @property
     def key(self) -> str:
@@ -139,6 +141,17 @@ def add_common_pod_fields(pod_spec: dict, settings: OperatorSettings) -> None:
 _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
+
+
+def gpu_tolerations(serving: Serving) -> list[dict]:
+    """The spec's tolerations plus, unless they already name it, one for the usual
+    `<gpuResource>:NoSchedule` taint of GPU node pools (GKE, AKS and the NVIDIA GPU
+    operator's docs put it there): without it a GPU pod stays Pending on such nodes."""
+    tolerations = [t.to_dict() for t in serving.tolerations]
+    if not any(t.get("key") == serving.gpu_resource for t in tolerations):
+        tolerations.append({"key": serving.gpu_resource, "operator": "Exists",
+                            "effect": "NoSchedule"})
+    return tolerations
 
 
 def canonical_quantity(text: str) -> str:

@@ -37,6 +37,7 @@ from lmo.builders.base import (
     canonical_resources,
     child_name,
     container_security,
+    gpu_tolerations,
     owner_reference,
     pod_security,
     scheme,
@@ -105,6 +106,8 @@ def convert_args(plan: VersionPlan) -> list[str]:
         args += ["--sha256", r.checkpoint_sha256]
     if r.fallback:
         args.append("--fallback")
+    if r.accelerator is not None:
+        args += ["--accelerator", r.accelerator]
     if r.queue_max_size is not None:
         args += ["--queue-max-size", str(r.queue_max_size)]
     if r.queue_timeout_microseconds is not None:
@@ -126,11 +129,13 @@ def evaluation_configmap(plan: VersionPlan) -> str | None:
 
 
 def uses_gpu(lm: LanguageModel, plan: VersionPlan, settings: OperatorSettings) -> bool:
-    """fp16 conversions of GPU-served versions run on one GPU (settings.converter_gpu_for_fp16)."""
+    """fp16 conversions of GPU-served versions run on one GPU (settings.converter_gpu_for_fp16),
+    in the GPU converter image (CUDA torch and onnxruntime-gpu: the gate scores fp16 on the
+    device it will serve on, where fp16 overflow shows)."""
     return (
         settings.converter_gpu_for_fp16
         and plan.request.precision == "fp16"
-        and lm.spec.serving.gpus > 0
+        and lm.spec.serving.gpu_count() > 0
     )
 
 
@@ -193,14 +198,15 @@ def build_conversion_job(
     resources = canonical_resources(settings.converter_resources)
     node_selector = dict(settings.converter_node_selector)
     tolerations: list[dict] = []
-    if uses_gpu(lm, plan, settings):
+    on_gpu = uses_gpu(lm, plan, settings)
+    if on_gpu:
         resources.setdefault("limits", {})[spec.serving.gpu_resource] = "1"
         node_selector.update(spec.serving.node_selector)
-        tolerations = [t.to_dict() for t in spec.serving.tolerations]
+        tolerations = gpu_tolerations(spec.serving)
 
     container = {
         "name": "convert",
-        "image": settings.converter_image,
+        "image": settings.converter_gpu_image if on_gpu else settings.converter_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["lmo", "convert"],
         "args": convert_args(plan),

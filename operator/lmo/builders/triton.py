@@ -10,12 +10,20 @@ code `lmo up` runs): OpenAI-compatible, the text API and KServe v2 for the publi
 HTTP_PORT. Triton's own HTTP and gRPC listen on the pod's loopback, so its internal models
 (`<task>_onnx`, the GPT-2 decoder, `feedback`) and its repository API are out of reach;
 its metrics port stays open for Prometheus.
+
+GPU pods: a pod gets GPUs by `serving.gpus` or a `serving.gpuResource` limit in
+`serving.resources` (`Serving.gpu_count`; the conversion request carries the same count, so
+its config.pbtxt is KIND_GPU either way); it tolerates the usual `<gpuResource>:NoSchedule`
+taint of GPU nodes unless the spec's tolerations already name that key, runs under
+`serving.runtimeClassName` when given, and with `serving.accelerator: tensorrt` keeps the
+TensorRT engines in an emptyDir (`lmo_runtime.gpu.TENSORRT_CACHE_DIR`) so a restarted
+container reuses them instead of building them again.
 """
 
 from __future__ import annotations
 
 from lmo import labels as L
-from lmo.api import LanguageModel, RoutingProvider
+from lmo.api import Accelerator, LanguageModel, RoutingProvider
 from lmo.builders.base import (
     Owner,
     VersionPlan,
@@ -25,6 +33,7 @@ from lmo.builders.base import (
     canonical_resources,
     child_name,
     container_security,
+    gpu_tolerations,
     owner_reference,
     pod_security,
     prune_empty,
@@ -34,6 +43,7 @@ from lmo.builders.base import (
 from lmo.builders.payloads import payload_env, payload_secret
 from lmo.errors import UserError
 from lmo.settings import OperatorSettings
+from lmo_runtime.gpu import TENSORRT_CACHE_DIR
 from lmo_runtime.manifest import REPOSITORY_DIR
 
 HTTP_PORT = 8000  # the front container: the pod's only client port
@@ -47,6 +57,15 @@ MODELS = "/models"
 # sending it requests, then Triton gets EXIT_TIMEOUT_SECONDS to finish in-flight ones.
 DRAIN_SECONDS = 5
 EXIT_TIMEOUT_SECONDS = 30
+TENSORRT_CACHE_SIZE = "8Gi"
+
+
+def shm_size(needed: int | None) -> str:
+    """/dev/shm sizeLimit: 1Gi, or what the artifact needs plus a quarter, in whole MiB."""
+    mib = 1024
+    if needed:
+        mib = max(mib, -(-needed * 5 // 4 // (1 << 20)))
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
 
 
 def triton_args(lm: LanguageModel) -> list[str]:
@@ -73,7 +92,7 @@ def triton_args(lm: LanguageModel) -> list[str]:
         f"--grpc-port={TRITON_GRPC_PORT}",
         f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
     ]
-    if lm.spec.serving.gpus == 0:
+    if lm.spec.serving.gpu_count() == 0:
         args.append("--allow-gpu-metrics=false")
     return args
 
@@ -168,8 +187,10 @@ def build_deployment(
     volumes += [
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         # The Python backend (tokenizer steps) passes tensors through shared memory; the
-        # runtime's default 64 MiB /dev/shm is too small for batched requests.
-        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+        # runtime's default 64 MiB /dev/shm is too small for batched requests, and a decoder
+        # called through BLS passes its KV cache every step: sized to the artifact's need.
+        {"name": "dshm", "emptyDir": {"medium": "Memory",
+                                      "sizeLimit": shm_size(plan.shared_memory_bytes)}},
     ]
 
     resources = canonical_resources(serving.resources.to_dict())
@@ -181,6 +202,11 @@ def build_deployment(
             resources.setdefault("requests", {})[resource] = canonical_quantity(quantity)
     if serving.gpus > 0:
         resources.setdefault("limits", {})[serving.gpu_resource] = str(serving.gpus)
+    gpus = serving.gpu_count()
+    tensorrt = gpus > 0 and serving.accelerator == Accelerator.TENSORRT.value
+    if tensorrt:
+        volumes.append({"name": "tensorrt-cache",
+                        "emptyDir": {"sizeLimit": TENSORRT_CACHE_SIZE}})
 
     container = {
         "name": "triton",
@@ -196,6 +222,7 @@ def build_deployment(
             model_mount,
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            *([{"name": "tensorrt-cache", "mountPath": TENSORRT_CACHE_DIR}] if tensorrt else []),
         ],
         # Triton's HTTP is on loopback, out of the kubelet's reach: its metrics port answers
         # once the repository is loaded, and as long as the server lives
@@ -230,8 +257,12 @@ def build_deployment(
     add_common_pod_fields(pod_spec, settings)
     if serving.node_selector:
         pod_spec["nodeSelector"] = dict(serving.node_selector)
-    if serving.tolerations:
-        pod_spec["tolerations"] = [t.to_dict() for t in serving.tolerations]
+    tolerations = gpu_tolerations(serving) if gpus > 0 else [
+        t.to_dict() for t in serving.tolerations]
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if serving.runtime_class_name:
+        pod_spec["runtimeClassName"] = serving.runtime_class_name
     affinity = prune_empty(serving.affinity or {})
     if affinity:
         pod_spec["affinity"] = affinity

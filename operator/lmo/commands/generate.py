@@ -45,8 +45,10 @@ def completion(args: argparse.Namespace, model: str, stream: bool) -> dict[str, 
     return body
 
 
-def stream(url: str, body: dict[str, Any], headers: dict[str, str], out=sys.stdout) -> str | None:
-    """Print each streamed piece as it arrives; returns the version that answered."""
+def stream(url: str, body: dict[str, Any], headers: dict[str, str], out=None) -> str | None:
+    """Print each streamed piece as it arrives (to `out`, default the sys.stdout of the call,
+    not of the import); returns the version that answered."""
+    out = sys.stdout if out is None else out
     r = post(url, "/v1/completions", body, headers, stream=True)
     with r:
         for line in r.iter_lines(decode_unicode=True):

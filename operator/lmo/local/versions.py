@@ -80,8 +80,10 @@ def local_request(
     update = {
         "checkpoint_uri": resolve_checkpoint(version.checkpoint.uri, base_dir),
         "backend": spec.serving.backend if flavour.onnxruntime_backend else "python",
-        "gpus": spec.serving.gpus if flavour.gpu else 0,
+        "gpus": request.gpus if flavour.gpu else 0,
     }
+    if not (flavour.gpu and flavour.onnxruntime_backend):
+        update["accelerator"] = None  # TensorRT runs in the ONNX Runtime backend, on a GPU
     ev = request.evaluation
     if ev is not None and ev.uri.startswith("file://"):
         # relative like the checkpoint; a missing file is the converter's error to report

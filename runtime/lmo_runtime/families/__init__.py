@@ -46,6 +46,10 @@ FAMILY_MODULES: dict[str, str] = {
     "roberta": "lmo_runtime.families.encoder",
     "xlm-roberta": "lmo_runtime.families.encoder",
     "gpt2": "lmo_runtime.families.gpt2",
+    "llama": "lmo_runtime.families.decoders",
+    "qwen2": "lmo_runtime.families.decoders",
+    "mistral": "lmo_runtime.families.decoders",
+    "phi3": "lmo_runtime.families.decoders",
 }
 
 

@@ -1,19 +1,23 @@
-"""GPT-2 family: text-generation with a KV-cache ONNX decoder.
+"""Decoder-only families: text-generation with a KV-cache ONNX decoder (GPT-2 here; the
+Llama-, Qwen2-, Mistral- and Phi3-style ones in `families.decoders` share this code).
 
 Export: one ONNX graph serves prefill (zero-length past) and every decode step. It takes
 `input_ids`, `attention_mask` [batch, past + new], `position_ids` and per layer
-`past_key_values.<i>.key|value` [batch, heads, past, head_dim]; it returns `logits`
-[batch, new, vocab] and `present.<i>.key|value`. A wrapper rebuilds a `DynamicCache` from
-the flat inputs and passes an explicit 4-D additive attention mask (causal + padding) built
-from tensor shapes, so that no sequence length computed in Python can be frozen into the
-traced graph (tests check prefill with an empty past and decode steps against PyTorch;
-note the wrapper must be in eval mode: export restores its training flag). The model's Conv1D
-layers are exported as MatMul + Add (not Gemm) so that dynamic int8 quantization, which
-handles MatMul but not Gemm, reaches every projection.
+`past_key_values.<i>.key|value` [batch, kv_heads, past, head_dim]; it returns `logits` of
+the last position only ([batch, vocab]: the head runs on one position, and a prefill of 16 x
+512 tokens no longer returns 16 x 512 x 50,257 floats) and `present.<i>.key|value`. A
+wrapper rebuilds a `DynamicCache` from the flat inputs and passes an explicit 4-D additive
+attention mask (causal + padding) built from tensor shapes, so that no sequence length
+computed in Python can be frozen into the traced graph (tests check prefill with an empty
+past and decode steps against PyTorch; note the wrapper must be in eval mode: export
+restores its training flag). The model's Conv1D layers are exported as MatMul + Add (not
+Gemm) so that dynamic int8 quantization, which handles MatMul but not Gemm, reaches every
+projection.
 
 Precisions: fp32; int8 = dynamic, per-channel, MatMul weights only (the embedding Gather
 stays float: TRITON-CPU.md measured a naive int8 GPT-2, Gather included, decoding 2x slower);
-fp16 = float16 weights with float32 inputs/outputs (for GPU serving). int8-static is refused
+fp16 = float16 weights and MatMuls with float32 inputs/outputs, normalisations and softmax
+kept in float32 (mixed precision, for GPU serving). int8-static is refused
 (a calibrated decoder needs past-length-aware calibration: issue #3).
 
 Big models: when the weights exceed protobuf's 2 GiB (gpt2-large, 774M: ~3.3 GB with the
@@ -27,13 +31,18 @@ carry the pair; onnxruntime and Triton load the data file from the model's direc
 
 Score (the accuracy gate): next-token top-1 agreement between PyTorch and the ONNX model over
 every position of the held-out texts, with the mean KL divergence (PyTorch || ONNX) in the
-details; the fp32 export check also compares a decode step through the cache.
+details. The graph returns the last position's logits, so every position is reached the
+way serving reaches it: a one-token prefill, then one decode step per token through the
+cache. The fp32 export check compares a prefill and a decode step.
 
 Repository (entry `text_generation` plus the decoupled `text_generation_stream`):
-backend "python": both Python models run onnxruntime themselves (`text_generation/1/`
-holds model.onnx, tokenizer.json, generation.json); backend "onnxruntime": the decoder is
-its own Triton model `gpt2_decoder` (onnxruntime backend, GPU instance groups when gpus > 0)
-and the Python models call it through BLS.
+backend "python", and every GPU repository: both Python models run onnxruntime themselves
+(`text_generation/1/` holds model.onnx, tokenizer.json, generation.json), on KIND_GPU
+instances with gpus > 0, the KV cache bound to the GPU by IO binding (a BLS response has one
+memory type for all its outputs: the logits the sampler reads with numpy would force the
+cache through the host every step). backend "onnxruntime" on CPUs: the decoder is its own
+Triton model (`gpt2_decoder`; `decoder` for the other families) served by the ONNX Runtime
+backend and the Python models call it through BLS (`lmo_runtime.bls`).
 """
 
 from __future__ import annotations
@@ -57,8 +66,13 @@ NO_CACHE_FILE = "model_no_cache.onnx"
 DECODER_MODEL = "gpt2_decoder"
 STREAM_MODEL = "text_generation_stream"
 GOLDEN_MAX_TOKENS = 8
+STREAM_WORKERS = 4  # text_generation_stream's default pool (its STREAM_WORKERS parameter)
 DEFAULT_MAX_TOKENS = 32
 TEXTGEN_FILES = ("textgen.py",)
+# ops an fp16 decoder keeps in fp32: LayerNorm (GPT-2), the exported RMSNorm (Pow, ReduceMean,
+# Sqrt, Reciprocal/Div) and softmax
+FP16_KEEP_FP32 = ("LayerNormalization", "SimplifiedLayerNormalization", "Pow", "ReduceMean",
+                  "Sqrt", "Reciprocal", "Softmax")
 
 
 def _torch():
@@ -99,7 +113,7 @@ def _decoder_module(model: Any, n_layer: int) -> Any:
             allowed = (keys[None, :] <= queries[:, None])[None, None] & attention_mask[
                 :, None, None, :
             ].bool()
-            dtype = self.model.lm_head.weight.dtype
+            dtype = self.model.get_output_embeddings().weight.dtype
             additive = torch.zeros(allowed.shape, dtype=dtype, device=input_ids.device)
             additive = additive.masked_fill(~allowed, torch.finfo(dtype).min)
             cache = DynamicCache(
@@ -107,12 +121,12 @@ def _decoder_module(model: Any, n_layer: int) -> Any:
             )
             out = self.model(
                 input_ids=input_ids, attention_mask=additive, position_ids=position_ids,
-                past_key_values=cache, use_cache=True,
+                past_key_values=cache, use_cache=True, logits_to_keep=1,
             )
             presents = []
             for layer in out.past_key_values.layers:
                 presents += [layer.keys, layer.values]
-            return (out.logits, *presents)
+            return (out.logits[:, -1, :], *presents)
 
     return Decoder().eval()
 
@@ -147,22 +161,100 @@ def _linearize(model: Any) -> Any:
     return clone
 
 
+def prompt_ids(loaded: Loaded, text: str) -> list[int]:
+    """Token ids of a prompt as the served model makes them (textgen.Generator._row): BOS
+    first where the tokenizer adds one, an empty prompt starting from end-of-text."""
+    spec = loaded.extra["spec"]
+    ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if spec.get("add_bos"):
+        ids = [spec["bos_token_id"], *ids]
+    return ids or [spec["eos_token_id"] or 0]
+
+
 def _sample_ids(loaded: Loaded, texts: list[str]) -> list[list[int]]:
-    out = []
-    for text in texts:
-        ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids = ids[: loaded.extra["spec"]["n_positions"]]
-        out.append(ids or [loaded.extra["spec"]["eos_token_id"] or 0])
-    return out
+    return [prompt_ids(loaded, text)[: loaded.extra["spec"]["n_positions"]] for text in texts]
 
 
-class Gpt2Family:
-    """Converts GPT2LMHeadModel checkpoints for text-generation."""
+def generation_spec(loaded_model: Any, tokenizer: Any, *, n_layer: int,
+                    kv_heads: int, head_dim: int, n_positions: int, vocab_size: int
+                    ) -> dict[str, Any]:
+    """generation.json: the shapes of the cache and what the checkpoint says about
+    generation (BOS, every EOS, the generation config's sampling defaults, the chat
+    template), read by textgen.py in the Triton models."""
+    cfg = loaded_model.config
+    gen = getattr(loaded_model, "generation_config", None)
+    eos: list[int] = []
+    for source in (getattr(gen, "eos_token_id", None), tokenizer.eos_token_id,
+                   getattr(cfg, "eos_token_id", None)):
+        for token in (source if isinstance(source, (list, tuple)) else [source]):
+            if token is not None and int(token) not in eos:
+                eos.append(int(token))
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        bos = getattr(cfg, "bos_token_id", None)
+    probe = tokenizer("a")["input_ids"]  # with special tokens: does the tokenizer add BOS?
+    add_bos = bos is not None and bool(probe) and probe[0] == bos
+    defaults: dict[str, Any] = {}
+    if gen is not None and getattr(gen, "do_sample", False):
+        for key, attr in (("temperature", "temperature"), ("top_k", "top_k"),
+                          ("top_p", "top_p")):
+            value = getattr(gen, attr, None)
+            if value is not None:
+                defaults[key] = value
+    if gen is not None and getattr(gen, "max_new_tokens", None):
+        defaults["max_tokens"] = int(gen.max_new_tokens)
+    pad = tokenizer.pad_token_id
+    return {
+        "model_type": str(getattr(cfg, "model_type", "")),
+        "n_layer": int(n_layer),
+        "n_head": int(kv_heads),  # heads of the cache (key/value heads with GQA)
+        "head_dim": int(head_dim),
+        "n_positions": int(n_positions),
+        "vocab_size": int(vocab_size),
+        "eos_token_id": eos[0] if eos else None,
+        "eos_token_ids": eos,
+        "bos_token_id": None if bos is None else int(bos),
+        "add_bos": add_bos,
+        "pad_token_id": None if pad is None else int(pad),
+        "defaults": defaults,
+        "chat_template": getattr(tokenizer, "chat_template", None) or None,
+    }
 
-    name = "gpt2"
+
+class DecoderFamily:
+    """What every decoder-only family shares: export with a KV cache, precisions, the
+    accuracy gate, golden outputs and the text-generation repository. A family provides
+    `load()` (its model class and generation.json) and may override `prepare_export()`."""
+
+    name = "decoder"
     tasks = ("text-generation",)
-    architectures = ("GPT2LMHeadModel", "GPT2Model")
+    architectures: tuple[str, ...] = ()
     precisions = ("fp32", "fp16", "int8")  # int8-static: see the module docstring
+    decoder_model = "decoder"  # the BLS decoder's Triton model name
+
+    def prepare_export(self, model: Any) -> Any:
+        """The torch module to export (GPT-2 rewrites its Conv1D layers)."""
+        return model
+
+    label = "decoder"  # in messages: "a GPT-2 checkpoint"
+
+    def model_class(self) -> Any:
+        """The transformers class that loads the checkpoint with its LM head."""
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
+    def shape(self, cfg: Any) -> dict[str, int]:
+        """n_layer, kv_heads, head_dim, n_positions, vocab_size of a config (Llama-style
+        names; GPT-2 overrides)."""
+        heads = int(cfg.num_attention_heads)
+        return {
+            "n_layer": int(cfg.num_hidden_layers),
+            "kv_heads": int(getattr(cfg, "num_key_value_heads", None) or heads),
+            "head_dim": int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads),
+            "n_positions": int(cfg.max_position_embeddings),
+            "vocab_size": int(cfg.vocab_size),
+        }
 
     # ------------------------------------------------------------------ load
 
@@ -172,11 +264,10 @@ class Gpt2Family:
         config_dict = checkpoint.inspect(ckpt_dir)
         if task not in self.tasks:
             raise ConversionError(
-                f"task {task!r} is not possible with a GPT-2 checkpoint; it can serve "
+                f"task {task!r} is not possible with a {self.label} checkpoint; it can serve "
                 "text-generation"
             )
         torch = _torch()
-        from transformers import GPT2LMHeadModel
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
@@ -185,7 +276,7 @@ class Gpt2Family:
         try:
             # float32 whatever config.json's dtype says (fp16/bf16 checkpoints): the export,
             # the reference logits and the fp16 precision all start from float32 weights.
-            model, info = GPT2LMHeadModel.from_pretrained(
+            model, info = self.model_class().from_pretrained(
                 str(ckpt_dir), attn_implementation="eager", output_loading_info=True,
                 dtype=torch.float32,
             )
@@ -217,16 +308,7 @@ class Gpt2Family:
                 f"tokenizer has {len(tokenizer)} tokens but config.json vocab_size is "
                 f"{cfg.vocab_size}; save the tokenizer the model was trained with"
             )
-        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else cfg.eos_token_id
-        spec = {
-            "n_layer": int(cfg.n_layer),
-            "n_head": int(cfg.n_head),
-            "head_dim": int(cfg.n_embd // cfg.n_head),
-            "n_positions": int(cfg.n_positions),
-            "vocab_size": int(cfg.vocab_size),
-            "eos_token_id": None if eos is None else int(eos),
-            "pad_token_id": None if tokenizer.pad_token_id is None else int(tokenizer.pad_token_id),
-        }
+        spec = generation_spec(model, tokenizer, **self.shape(cfg))
         return Loaded(
             task=task,
             architecture=model.__class__.__name__,
@@ -253,14 +335,15 @@ class Gpt2Family:
         work_dir.mkdir(parents=True, exist_ok=True)
         spec = spec_of(loaded)
         n_layer, heads, head_dim = spec["n_layer"], spec["n_head"], spec["head_dim"]
-        # The exporter stores the tied embedding twice (Gather and lm_head MatMul).
+        # The exporter stores a tied embedding twice (Gather and lm_head MatMul).
         size = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-        size += loaded.model.lm_head.weight.numel() * loaded.model.lm_head.weight.element_size()
+        head = loaded.model.get_output_embeddings().weight
+        size += head.numel() * head.element_size()
         # over protobuf's 2 GiB (or LMO_ONNX_EXTERNAL_DATA_BYTES) the weights go to one
         # external data file beside the graph (families.onnx_external)
         external = size > onnx_external.threshold()
         loaded.extra["external_data"] = external
-        decoder = _decoder_module(_linearize(loaded.model), n_layer)
+        decoder = _decoder_module(self.prepare_export(loaded.model), n_layer)
         batch, past_len, new = 2, 3, 4  # trace with a non-empty past; prefill works too
         vocab = spec["vocab_size"]
         generator = torch.Generator().manual_seed(0)
@@ -277,7 +360,7 @@ class Gpt2Family:
             "input_ids": {0: "batch", 1: "sequence"},
             "attention_mask": {0: "batch", 1: "total_sequence"},
             "position_ids": {0: "batch", 1: "sequence"},
-            "logits": {0: "batch", 1: "sequence"},
+            "logits": {0: "batch"},
         }
         axes.update({n: {0: "batch", 2: "past_sequence"} for n in past_names(n_layer)})
         axes.update({n: {0: "batch", 2: "total_sequence"} for n in present_names(n_layer)})
@@ -310,10 +393,10 @@ class Gpt2Family:
             ref = self.torch_logits(loaded, ids)
             head, tail = ids[:-1] or ids, ids[-1]
             logits, presents = _run_decoder(session, spec, [head])
-            prefill = max(prefill, float(np.abs(logits[0] - ref[: len(head)]).max()))
+            prefill = max(prefill, float(np.abs(logits[0] - ref[len(head) - 1]).max()))
             if len(ids) > 1:
                 step, _ = _run_decoder(session, spec, [[tail]], presents, past_len=len(head))
-                decode = max(decode, float(np.abs(step[0, -1] - ref[-1]).max()))
+                decode = max(decode, float(np.abs(step[0] - ref[-1]).max()))
         return prefill, decode
 
     def export_no_cache(self, loaded: Loaded, path: Path) -> Path:
@@ -322,7 +405,7 @@ class Gpt2Family:
         import onnx
 
         torch = _torch()
-        model = _linearize(loaded.model)
+        model = self.prepare_export(loaded.model)
 
         class Plain(torch.nn.Module):
             def __init__(self) -> None:
@@ -370,8 +453,13 @@ class Gpt2Family:
             import onnx
             from onnxruntime.transformers.onnx_model import OnnxModel
 
+            from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
             model = OnnxModel(onnx.load(str(src)))
-            model.convert_float_to_float16(keep_io_types=True)
+            # mixed precision: weights and MatMuls in fp16, the normalisations and softmax in
+            # fp32 (an RMSNorm's x * x overflows fp16 above 256; softmax sums lose precision)
+            model.convert_float_to_float16(
+                keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FP32])
             half = sum(t.ByteSize() for t in model.model.graph.initializer)
             onnx_external.save(model.model, out, half)
         elif precision == "int8-static":
@@ -395,8 +483,7 @@ class Gpt2Family:
         max_diff = 0.0
         for ids in _sample_ids(loaded, texts):
             ref = self.torch_logits(loaded, ids).astype(np.float64)
-            got, _ = _run_decoder(session, spec, [ids])
-            got = got[0].astype(np.float64)
+            got = _every_position(session, spec, ids).astype(np.float64)
             agree += int((ref.argmax(-1) == got.argmax(-1)).sum())
             total += len(ids)
             max_diff = max(max_diff, float(np.abs(ref - got).max()))
@@ -432,7 +519,10 @@ class Gpt2Family:
         entry = ENTRY_MODEL["text-generation"]
         repo_dir = Path(repo_dir)
         spec = spec_of(loaded)
-        bls = request.backend == "onnxruntime"
+        # On GPUs the decoder runs in the Python models (the cache stays on the GPU there;
+        # see the module docstring), whichever backend serves the other models.
+        bls = request.backend == "onnxruntime" and request.gpus == 0
+        loaded.extra["shared_memory_bytes"] = None  # in-process decoding: only text passes
         assets = repo_dir / entry / "1"
         assets.mkdir(parents=True, exist_ok=True)
         (assets / "generation.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
@@ -463,8 +553,8 @@ class Gpt2Family:
         params = {"ENGINE": "bls" if bls else "onnxruntime", "ORT_THREADS": "0",
                   "DEFAULT_MAX_TOKENS": str(DEFAULT_MAX_TOKENS)}
         if bls:
-            params["DECODER_MODEL"] = DECODER_MODEL
-        # BLS: the Python models only tokenize and sample (CPU); the decoder holds the GPUs.
+            params["DECODER_MODEL"] = self.decoder_model
+        # BLS (CPU only): the Python models tokenize and sample, the decoder model computes.
         python_gpus = 0 if bls else request.gpus
         write_config(repo_dir / entry, ModelConfig(
             name=entry, backend="python", inputs=inputs, outputs=outputs,
@@ -482,13 +572,19 @@ class Gpt2Family:
             max_batch_size=batch, decoupled=True, gpus=python_gpus,
             parameters={**params, "ASSETS_MODEL": entry},
         ))
-        onnx_dest = repo_dir / DECODER_MODEL / "1" if bls else assets
+        onnx_dest = repo_dir / self.decoder_model / "1" if bls else assets
         onnx_dest.mkdir(parents=True, exist_ok=True)
         onnx_external.copy_model(onnx_path, onnx_dest / MODEL_FILE)  # with its .data, if any
         if bls:
             n_layer, heads, head_dim = spec["n_layer"], spec["n_head"], spec["head_dim"]
-            write_config(repo_dir / DECODER_MODEL, ModelConfig(
-                name=DECODER_MODEL, backend="onnxruntime",
+            # Each BLS call passes the past in and the presents out through /dev/shm: at
+            # most a full batch of the entry model plus the streaming model's workers, each
+            # at the full context, in float32 (the cache keeps float32 I/O at every precision)
+            rows = max(1, batch) + STREAM_WORKERS
+            cache = 2 * n_layer * rows * heads * spec["n_positions"] * head_dim * 4
+            loaded.extra["shared_memory_bytes"] = 2 * cache + rows * spec["vocab_size"] * 4
+            write_config(repo_dir / self.decoder_model, ModelConfig(
+                name=self.decoder_model, backend="onnxruntime",
                 inputs=(
                     Tensor("input_ids", "INT64", (-1, -1)),
                     Tensor("attention_mask", "INT64", (-1, -1)),
@@ -496,15 +592,38 @@ class Gpt2Family:
                     *(Tensor(n, "FP32", (-1, heads, -1, head_dim)) for n in past_names(n_layer)),
                 ),
                 outputs=(
-                    Tensor("logits", "FP32", (-1, -1, spec["vocab_size"])),
+                    Tensor("logits", "FP32", (-1, spec["vocab_size"])),
                     *(Tensor(n, "FP32", (-1, heads, -1, head_dim))
                       for n in present_names(n_layer)),
                 ),
                 max_batch_size=0,  # the cache has its own batch axis; batching is in the caller
-                gpus=request.gpus,
                 default_model_filename=MODEL_FILE,
             ))
         return entry
+
+
+
+class Gpt2Family(DecoderFamily):
+    """Converts GPT2LMHeadModel checkpoints for text-generation."""
+
+    name = "gpt2"
+    architectures = ("GPT2LMHeadModel", "GPT2Model")
+    decoder_model = DECODER_MODEL
+
+    label = "GPT-2"
+
+    def model_class(self) -> Any:
+        from transformers import GPT2LMHeadModel
+
+        return GPT2LMHeadModel
+
+    def shape(self, cfg: Any) -> dict[str, int]:
+        return {"n_layer": int(cfg.n_layer), "kv_heads": int(cfg.n_head),
+                "head_dim": int(cfg.n_embd // cfg.n_head), "n_positions": int(cfg.n_positions),
+                "vocab_size": int(cfg.vocab_size)}
+
+    def prepare_export(self, model: Any) -> Any:
+        return _linearize(model)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -518,17 +637,32 @@ def greedy_text(loaded: Loaded, prompt: str, max_tokens: int) -> str:
     """
     torch = _torch()
     spec = spec_of(loaded)
-    ids = loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"] or [spec["eos_token_id"]]
+    ids = prompt_ids(loaded, prompt)
     max_tokens = min(max_tokens, spec["n_positions"] - 1)
     ids = ids[-(spec["n_positions"] - max_tokens):]
+    eos = spec.get("eos_token_ids") or [spec["eos_token_id"]]
     with torch.inference_mode():
         out = loaded.model.generate(
             torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=max_tokens, do_sample=False, pad_token_id=spec["eos_token_id"],
-            eos_token_id=spec["eos_token_id"],
+            max_new_tokens=max_tokens, do_sample=False,
+            pad_token_id=spec["pad_token_id"] if spec.get("pad_token_id") is not None
+            else eos[0], eos_token_id=eos,
+            # the served model stops at max tokens or EOS only: the checkpoint's other
+            # generation settings (repetition penalty, min length...) are not applied
+            generation_config=_plain_generation_config(loaded.model),
         )
-    new = [t for t in out[0, len(ids):].tolist() if t != spec["eos_token_id"]]
+    new = []
+    for t in out[0, len(ids):].tolist():
+        if t in eos:
+            break
+        new.append(t)
     return loaded.tokenizer.decode(new, skip_special_tokens=True)
+
+
+def _plain_generation_config(model: Any) -> Any:
+    from transformers import GenerationConfig
+
+    return GenerationConfig(do_sample=False)
 
 
 def quantize_int8(src: Path, out: Path) -> None:
@@ -591,6 +725,18 @@ def _run_decoder(session: Any, spec: dict[str, Any], ids: list[list[int]],
     }
     logits, *presents = session.run(["logits", *present_names(n_layer)], feed)
     return logits.astype(np.float32), presents
+
+
+def _every_position(session: Any, spec: dict[str, Any], ids: list[int]) -> np.ndarray:
+    """Logits [len(ids), vocab] of one sequence as serving computes them: a one-token
+    prefill, then a decode step per token through the cache (the graph returns the last
+    position only)."""
+    rows = []
+    past = None
+    for i, token in enumerate(ids):
+        logits, past = _run_decoder(session, spec, [[token]], past, past_len=i)
+        rows.append(logits[0])
+    return np.stack(rows)
 
 
 FAMILY = Gpt2Family()

@@ -10,9 +10,13 @@ Choices worth knowing:
 
 * `backend="onnxruntime"` sets `platform: "onnxruntime_onnx"` as well (what Triton itself
   normalises to). On GPUs the ONNX Runtime backend runs the CUDA execution provider, which is
-  its default for `KIND_GPU` instances. TensorRT is opt-in (`gpu_accelerator="tensorrt"`):
-  it builds engines at model load (minutes per pod start) and needs shape profiles for the
-  dynamic batch/sequence axes, so the default stays on plain CUDA.
+  its default for `KIND_GPU` instances. TensorRT is opt-in (`gpu_accelerator="tensorrt"`,
+  from `serving.accelerator`; `accelerate_repository` applies it to a written repository):
+  it builds engines at model load, so the rendered accelerator carries the precision, an
+  engine cache directory (an emptyDir on the cluster: a restarted container reuses the
+  engines) and shape profiles for the dynamic batch/sequence axes (min 1 x 1, opt and max
+  at max_batch_size x the tokenizer's max length), without which every new shape would
+  build a new engine.
 * `backend="python"` is what a CPU-only tritonserver (the nvidia-pytriton wheel, see
   TRITON-CPU.md) can run: the model's `model.py` runs onnxruntime itself.
 * `backend="ensemble"` renders `platform: "ensemble"` with `ensemble_scheduling` steps.
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
@@ -78,6 +82,33 @@ class DynamicBatching:
 
 
 @dataclass(frozen=True)
+class TensorRT:
+    """The TensorRT execution accelerator of an ONNX Runtime backend model on GPUs."""
+
+    precision: Literal["FP32", "FP16", "INT8"] = "FP16"
+    engine_cache_path: str | None = None
+    # ONNX input name -> full shape (batch included) of the one optimisation profile
+    min_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    opt_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    max_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    max_workspace_size_bytes: int = 1 << 30
+
+    def parameters(self) -> dict[str, str]:
+        """The accelerator's parameters as Triton's ONNX Runtime backend reads them."""
+        out = {"precision_mode": self.precision,
+               "max_workspace_size_bytes": str(self.max_workspace_size_bytes)}
+        if self.engine_cache_path:
+            out.update(trt_engine_cache_enable="1", trt_engine_cache_path=self.engine_cache_path)
+        for key, shapes in (("trt_profile_min_shapes", self.min_shapes),
+                            ("trt_profile_opt_shapes", self.opt_shapes),
+                            ("trt_profile_max_shapes", self.max_shapes)):
+            if shapes:
+                out[key] = ",".join(f"{name}:{'x'.join(str(d) for d in dims)}"
+                                    for name, dims in sorted(shapes.items()))
+        return out
+
+
+@dataclass(frozen=True)
 class EnsembleStep:
     """One step of an ensemble. Maps: the step model's tensor name -> ensemble tensor name."""
 
@@ -104,6 +135,7 @@ class ModelConfig:
     parameters: dict[str, str] = field(default_factory=dict)
     default_model_filename: str | None = None  # e.g. "model.onnx"
     gpu_accelerator: Literal["cuda", "tensorrt"] = "cuda"  # onnxruntime backend only
+    tensorrt: TensorRT | None = None  # its settings (gpu_accelerator "tensorrt")
 
     def check(self) -> None:
         """Refuse combinations Triton would refuse at load time, naming the field."""
@@ -193,6 +225,7 @@ class ModelConfig:
         if self.gpus > 0 and self.gpu_accelerator == "tensorrt":
             accel = msg.optimization.execution_accelerators.gpu_execution_accelerator.add()
             accel.name = "tensorrt"
+            accel.parameters.update((self.tensorrt or TensorRT()).parameters())
         if self.decoupled:
             msg.model_transaction_policy.decoupled = True
         for step in self.ensemble_steps:
@@ -242,3 +275,78 @@ def write_config(model_dir: Path, config: ModelConfig) -> Path:
     path = model_dir / CONFIG_FILE
     path.write_text(text)
     return path
+
+
+TENSORRT_PRECISION = {"fp32": "FP32", "fp16": "FP16"}
+
+
+def tensorrt_for(config: pb.ModelConfig, precision: str, max_length: int,
+                 cache_dir: str) -> TensorRT:
+    """TensorRT settings of an ONNX Runtime backend model: one profile over every input
+    whose dims are variable, batch 1..max_batch_size (1 without Triton batching) and
+    sequence 1..max_length, optimised for full batches of max_length."""
+    batch = max(1, config.max_batch_size)
+    mins: dict[str, tuple[int, ...]] = {}
+    opts: dict[str, tuple[int, ...]] = {}
+    maxs: dict[str, tuple[int, ...]] = {}
+    for tensor in config.input:
+        dims = list(tensor.dims)
+        if config.max_batch_size > 0:
+            dims = [-1, *dims]
+        if -1 not in dims:
+            continue
+        shape_min, shape_max = [], []
+        for i, d in enumerate(dims):
+            if d != -1:
+                shape_min.append(d)
+                shape_max.append(d)
+            elif i == 0:
+                shape_min.append(1)
+                shape_max.append(batch)
+            else:
+                shape_min.append(1)
+                shape_max.append(max_length)
+        mins[tensor.name] = tuple(shape_min)
+        opts[tensor.name] = tuple(shape_max)
+        maxs[tensor.name] = tuple(shape_max)
+    if precision not in TENSORRT_PRECISION:
+        raise ConfigError(
+            f"{config.name}: precision {precision} has no TensorRT mode here; use fp16 or fp32"
+        )
+    return TensorRT(precision=TENSORRT_PRECISION[precision], engine_cache_path=cache_dir,
+                    min_shapes=mins, opt_shapes=opts, max_shapes=maxs)
+
+
+def accelerate_repository(repo_dir: Path, request: Any, max_length: int | None) -> list[str]:
+    """Put the TensorRT accelerator (request.accelerator "tensorrt", gpus > 0) on every ONNX
+    Runtime backend model of a written repository; return the models changed.
+
+    Families write their configs for CUDA; the accelerator is a serving choice applied here
+    once for all of them. `max_length` is the tokenizer's (None: the model has no fixed one,
+    and TensorRT is refused)."""
+    from lmo_runtime.gpu import TENSORRT_CACHE_DIR
+
+    if request.gpus <= 0 or request.accelerator != "tensorrt":
+        return []
+    changed = []
+    for path in sorted(Path(repo_dir).glob(f"*/{CONFIG_FILE}")):
+        config = validate_config(path.read_text())
+        if config.platform != "onnxruntime_onnx":
+            continue
+        if not max_length:
+            raise ConfigError(
+                f"{config.name}: TensorRT needs a maximum sequence length for its shape "
+                "profile and this model has none; use serving.accelerator: cuda"
+            )
+        trt = tensorrt_for(config, request.precision, int(max_length), TENSORRT_CACHE_DIR)
+        accel = config.optimization.execution_accelerators.gpu_execution_accelerator
+        del accel[:]
+        added = accel.add()
+        added.name = "tensorrt"
+        added.parameters.update(trt.parameters())
+        text = text_format.MessageToString(config)
+        validate_config(text)
+        path.write_text(text)
+        changed.append(config.name)
+    return changed
+

@@ -1,14 +1,17 @@
 """Triton Python-backend model `text_generation`: TEXT in, generated TEXT_OUTPUT out.
 
 Parameters (config.pbtxt):
-  ENGINE         "onnxruntime": run the decoder in this process (model.onnx in the assets);
-                 "bls": call the decoder Triton model DECODER_MODEL (onnxruntime backend,
-                 on the GPU when there is one) through Business Logic Scripting.
+  ENGINE         "onnxruntime": run the decoder in this process (model.onnx in the assets;
+                 on the instance's GPU with KIND_GPU, the KV cache kept there by IO binding);
+                 "bls": call the decoder Triton model DECODER_MODEL (onnxruntime backend on
+                 the CPU) through Business Logic Scripting (lmo_bls.py: outputs in CPU memory,
+                 the presents passed back through DLPack without a numpy copy).
   DECODER_MODEL  name of that model (ENGINE "bls").
   ASSETS_MODEL   model directory whose version folder holds generation.json, tokenizer.json
                  (and model.onnx); default: this model.
   ORT_THREADS    onnxruntime intra-op threads (0: onnxruntime decides).
-  DEFAULT_MAX_TOKENS  MAX_TOKENS when a request does not send it.
+  DEFAULT_MAX_TOKENS  MAX_TOKENS when neither the request nor the checkpoint's generation
+                 config says it; the other defaults come from generation.json.
 
 All requests of one call are generated as one batch (see textgen.py).
 
@@ -27,34 +30,29 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lmo_bls  # noqa: E402
 import lmo_drift  # noqa: E402
 import lmo_payloads  # noqa: E402
 import textgen  # noqa: E402
 
 
 class BlsDecoder:
-    """The decoder as another Triton model, called with pb_utils.InferenceRequest."""
+    """The decoder as another Triton model, called through lmo_bls: logits come back as
+    numpy in CPU memory, the presents as Tensors fed to the next step unchanged."""
 
     def __init__(self, model_name, spec):
         self.model_name = model_name
         self.spec = spec
         self.past = textgen.past_names(spec["n_layer"])
-        self.outputs = ["logits", *textgen.present_names(spec["n_layer"])]
+        self.presents = textgen.present_names(spec["n_layer"])
+        self.outputs = ["logits", *self.presents]
 
     def __call__(self, input_ids, attention_mask, position_ids, past):
-        tensors = [
-            pb_utils.Tensor("input_ids", input_ids),
-            pb_utils.Tensor("attention_mask", attention_mask),
-            pb_utils.Tensor("position_ids", position_ids),
-        ] + [pb_utils.Tensor(n, np.ascontiguousarray(p)) for n, p in zip(self.past, past)]
-        request = pb_utils.InferenceRequest(
-            model_name=self.model_name, requested_output_names=self.outputs, inputs=tensors
-        )
-        response = request.exec()
-        if response.has_error():
-            raise pb_utils.TritonModelException(response.error().message())
-        arrays = [pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in self.outputs]
-        return arrays[0][:, -1, :], arrays[1:]
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask,
+                  "position_ids": position_ids, **dict(zip(self.past, past))}
+        logits, *presents = lmo_bls.call(pb_utils, self.model_name, inputs, self.outputs,
+                                         keep=set(self.presents))
+        return logits, presents
 
 
 def make_generator(args):
@@ -65,9 +63,9 @@ def make_generator(args):
     assets = os.path.join(
         repository, params.get("ASSETS_MODEL") or config["name"], args["model_version"]
     )
-    defaults = textgen.Params(max_tokens=int(params.get("DEFAULT_MAX_TOKENS", "32")))
+    spec = textgen.load_spec(assets)
+    defaults = textgen.default_params(spec, int(params.get("DEFAULT_MAX_TOKENS", "32")))
     if params.get("ENGINE", "onnxruntime") == "bls":
-        spec = textgen.load_spec(assets)
         decoder = BlsDecoder(params["DECODER_MODEL"], spec)
         return textgen.Generator(decoder, textgen.load_tokenizer(assets), spec), defaults
     device = None

@@ -1,9 +1,15 @@
-"""Text generation with a GPT-2 style ONNX decoder and its KV cache (numpy, onnxruntime, tokenizers).
+"""Text generation with a decoder-only ONNX model and its KV cache (numpy, onnxruntime, tokenizers).
 
-The decoder graph (written by `lmo_runtime.families.gpt2`) takes `input_ids`,
-`attention_mask` (over past + new tokens), `position_ids` and one `past_key_values.<i>.key|value`
-per layer shaped [batch, heads, past, head_dim] (past may be 0: prefill) and returns `logits`
-plus `present.<i>.key|value`. One graph serves prefill and every decode step.
+The decoder graph (written by `lmo_runtime.families.gpt2` for GPT-2 and the Llama-style
+families) takes `input_ids`, `attention_mask` (over past + new tokens), `position_ids` and one
+`past_key_values.<i>.key|value` per layer shaped [batch, kv_heads, past, head_dim] (past may
+be 0: prefill) and returns `logits` of the last position only ([batch, vocab]) plus
+`present.<i>.key|value`. One graph serves prefill and every decode step.
+
+Where the data lives: in-process (`OrtDecoder`) the presents are bound with IO binding to
+the device the session runs on and fed back as OrtValues, so the cache never passes through
+numpy (nor, on a GPU, through the host); only the last position's logits come to the CPU,
+where the sampler runs.
 
 This file is copied next to the Triton Python-backend models `text_generation` and
 `text_generation_stream` (the Triton image has numpy, onnxruntime and tokenizers but not
@@ -13,7 +19,12 @@ therefore import nothing beyond those three libraries.
 Requests in one call are generated together: prompts are left-padded into one batch with an
 attention mask and per-row position ids, each row keeps its own sampling parameters and random
 generator (so a seeded request gives the same text whatever it is batched with), and rows stop
-independently (end-of-text token, MAX_TOKENS, STOP string, context length).
+independently (an end-of-sequence token, MAX_TOKENS, STOP string, context length).
+
+generation.json (the model's `spec`) also carries what the checkpoint says about generation:
+`bos_token_id` with `add_bos` (Llama-style tokenizers start every prompt with it),
+`eos_token_ids` (generation_config.json may list several), `defaults` (its temperature,
+top_k, top_p and max_new_tokens; do_sample false means greedy) and `chat_template`.
 """
 
 from __future__ import annotations
@@ -65,43 +76,95 @@ def present_names(n_layer: int) -> list[str]:
 
 
 class OrtDecoder:
-    """The decoder run in-process by onnxruntime."""
+    """The decoder run in-process by onnxruntime, with IO binding: the presents stay as
+    OrtValues on the session's device and are bound as the next step's past; only the
+    logits ([batch, vocab]) are copied to the CPU."""
 
     def __init__(self, path: str | Path, spec: dict[str, Any], threads: int = 0,
-                 device_id: int | None = None) -> None:
+                 device_id: int | None = None, io_binding: bool = True) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Busy-waiting worker threads burn a pod's CPU quota (CFS throttling) and the cores
+        # other processes need between the many short runs of a decode loop; LMO_ORT_SPIN=1
+        # re-enables it (as in the BERT entry model)
+        if os.environ.get("LMO_ORT_SPIN", "0") != "1":
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any] = ["CPUExecutionProvider"]
+        self.device, self.device_id = "cpu", 0
         if device_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+            self.device, self.device_id = "cuda", device_id
         self.session = ort.InferenceSession(str(path), options, providers=providers)
+        if self.session.get_providers()[0] != "CUDAExecutionProvider":
+            self.device, self.device_id = "cpu", 0
         self.spec = spec
+        self.io_binding = io_binding
         self.input_names = {i.name for i in self.session.get_inputs()}
         past_type = next(
             (i.type for i in self.session.get_inputs() if i.name.startswith(PAST_PREFIX)),
             "tensor(float)",
         )
         self.past_dtype = np.float16 if "float16" in past_type else np.float32
-        self.outputs = ["logits", *present_names(spec["n_layer"])]
+        self.past = past_names(spec["n_layer"])
+        self.presents = present_names(spec["n_layer"])
+        self.outputs = ["logits", *self.presents]
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray,
-                 position_ids: np.ndarray, past: list[np.ndarray]
-                 ) -> tuple[np.ndarray, list[np.ndarray]]:
+                 position_ids: np.ndarray, past: list[Any]) -> tuple[np.ndarray, list[Any]]:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask,
                 "position_ids": position_ids}
-        feed.update(zip(past_names(self.spec["n_layer"]), past))
-        feed = {k: v for k, v in feed.items() if k in self.input_names}
-        logits, *presents = self.session.run(self.outputs, feed)
-        return logits[:, -1, :], presents
+        if not self.io_binding:  # numpy in, numpy out: the cache through the host each step
+            feed.update((n, p if isinstance(p, np.ndarray) else p.numpy())
+                        for n, p in zip(self.past, past))
+            feed = {k: v for k, v in feed.items() if k in self.input_names}
+            logits, *presents = self.session.run(self.outputs, feed)
+            return logits, presents
+        binding = self.session.io_binding()
+        for name, value in feed.items():
+            if name in self.input_names:
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name, value in zip(self.past, past):
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", "cpu")
+        for name in self.presents:
+            binding.bind_output(name, self.device, self.device_id)
+        self.session.run_with_iobinding(binding)
+        logits, *presents = binding.get_outputs()
+        return logits.numpy(), presents
 
 
 def empty_past(spec: dict[str, Any], batch: int, dtype: Any = np.float32) -> list[np.ndarray]:
     shape = (batch, spec["n_head"], 0, spec["head_dim"])
     return [np.zeros(shape, dtype=dtype) for _ in range(2 * spec["n_layer"])]
+
+
+def eos_ids(spec: dict[str, Any]) -> frozenset[int]:
+    """Every token that ends a sequence (generation.json `eos_token_ids`, else the one
+    `eos_token_id`)."""
+    ids = spec.get("eos_token_ids")
+    if ids is None:
+        ids = [] if spec.get("eos_token_id") is None else [spec["eos_token_id"]]
+    return frozenset(int(i) for i in ids)
+
+
+def default_params(spec: dict[str, Any], max_tokens: int) -> Params:
+    """Sampling defaults of a request that sends none: the checkpoint's generation config
+    (generation.json `defaults`), MAX_TOKENS from the model's DEFAULT_MAX_TOKENS unless the
+    checkpoint says max_new_tokens."""
+    d = spec.get("defaults") or {}
+    return Params(
+        max_tokens=int(d.get("max_tokens") or max_tokens),
+        temperature=float(d.get("temperature", 0.0)),
+        top_k=int(d.get("top_k", 0)),
+        top_p=float(d.get("top_p", 1.0)),
+    )
 
 
 def _stop_hold(text: str, stops: tuple[str, ...]) -> int:
@@ -162,8 +225,10 @@ class Generator:
         self.tokenizer = tokenizer
         self.spec = spec
         self.eos = spec.get("eos_token_id")
+        self.stops = eos_ids(spec)
         self.pad = int(spec.get("pad_token_id") if spec.get("pad_token_id") is not None
                        else (self.eos or 0))
+        self.bos = spec.get("bos_token_id") if spec.get("add_bos") else None
         self.n_positions = int(spec["n_positions"])
         self.past_dtype = past_dtype
 
@@ -173,6 +238,8 @@ class Generator:
     def _row(self, prompt: str, params: Params) -> _Row:
         params.check()
         ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids
+        if self.bos is not None:  # Llama-style: every sequence starts with BOS
+            ids = [int(self.bos), *ids]
         if not ids:  # GPT-2 has no BOS token: an empty prompt starts from end-of-text
             ids = [self.eos if self.eos is not None else self.pad]
         max_tokens = min(params.max_tokens, self.n_positions - 1)
@@ -181,7 +248,7 @@ class Generator:
         return _Row(ids, params, max_tokens, rng)
 
     def _advance(self, row: _Row, token: int) -> None:
-        if self.eos is not None and token == self.eos:
+        if token in self.stops:
             row.done = True
             return
         row.generated.append(token)
@@ -204,7 +271,7 @@ class Generator:
             ids[i, length - len(r.prompt_ids):] = r.prompt_ids
             mask[i, length - len(r.prompt_ids):] = 1
         positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-        past = empty_past(self.spec, batch, self.past_dtype)
+        past: list[Any] = empty_past(self.spec, batch, self.past_dtype)
         while True:
             logits, past = self.decoder(ids, mask, positions, past)
             tokens = np.full((batch, 1), self.pad, dtype=np.int64)
@@ -299,10 +366,13 @@ def load_tokenizer(assets: str | Path) -> Any:
 
 
 def ort_generator(assets: str | Path, threads: int | None = None,
-                  device_id: int | None = None, model_file: str = MODEL_FILE) -> Generator:
-    """A Generator running `<assets>/model.onnx` in-process."""
+                  device_id: int | None = None, model_file: str = MODEL_FILE,
+                  io_binding: bool = True) -> Generator:
+    """A Generator running `<assets>/model.onnx` in-process (`io_binding=False`: the cache
+    round-trips through numpy every step, for the benchmark's comparison only)."""
     spec = load_spec(assets)
     if threads is None:
         threads = int(os.environ.get("LMO_ORT_THREADS", "0"))
-    decoder = OrtDecoder(Path(assets) / model_file, spec, threads=threads, device_id=device_id)
+    decoder = OrtDecoder(Path(assets) / model_file, spec, threads=threads, device_id=device_id,
+                         io_binding=io_binding)
     return Generator(decoder, load_tokenizer(assets), spec, decoder.past_dtype)
