@@ -89,11 +89,20 @@ def test_a_language_model_served_by_real_pods(cluster):
     def client(service):
         ip = cluster.request("GET", f"/api/v1/namespaces/{ns}/services/{service}")["spec"]["clusterIP"]
         return tritonclient_http.InferenceServerClient(f"{ip}:8000")
+    def answer(service):
+        # a Service answers once kube-proxy has its ready endpoints; until then its ClusterIP
+        # refuses connections (iptables REJECT for a Service without endpoints)
+        def answered():
+            try:
+                return _labels_and_scores(client(service), texts)
+            except ConnectionError:
+                return None
+        return cluster.wait(answered, 120, f"an answer through Service {service}", ns,
+                            "sentiment")
     provider = client("sentiment")
-    first = cluster.wait(lambda: _labels_and_scores(provider, texts), 120,
-                         "an answer through the provider Service")
+    first = answer("sentiment")
     cluster.timings["apply_to_first_answer_s"] = time.monotonic() - started
-    v1, v2 = (_labels_and_scores(client(f"sentiment-{v}"), texts) for v in ("v1", "v2"))
+    v1, v2 = (answer(f"sentiment-{v}") for v in ("v1", "v2"))
     assert {label.lower() for label in first[0]} <= {"negative", "positive"}
     assert v1[1] != v2[1], "the two checkpoints should score differently"
     assert first == v1
