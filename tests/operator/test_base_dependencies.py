@@ -6,6 +6,7 @@ lmo_runtime.triton.config -> protobuf (an extra: tritonclient[grpc])."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -64,7 +65,11 @@ def test_the_operator_starts_with_base_dependencies_only():
         if not {canonicalize_name(d) for d in dists} & allowed
         and module not in sys.stdlib_module_names and module not in ("lmo", "lmo_runtime")
     )
-    assert "torch" in hidden and "kopf" not in hidden  # the split this test is about
+    # the split this test is about: base packages stay importable, the extras' are hidden
+    # (torch where the runtime extra is installed; the operator-only venv has none of it)
+    assert "kopf" not in hidden and "google" in hidden
+    if importlib.util.find_spec("torch") is not None:
+        assert "torch" in hidden
     proc = subprocess.run([sys.executable, "-c", IMPORTS, json.dumps(hidden)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
