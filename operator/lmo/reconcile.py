@@ -202,7 +202,7 @@ class Reconciler:
 
     def _measure(self, lm: LanguageModel, observed: S.Observed) -> S.Measure | None:
         """The analysis of a rollout step: Prometheus numbers and the golden replay
-        (`lmo.analysis.analyse`, run in a thread), or the reason the drift gate cannot run."""
+        (`lmo.decide.measure.analyse`, run in a thread), or the reason the drift gate cannot run."""
         if self.analyse is None:
             return None
 

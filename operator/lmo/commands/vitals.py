@@ -1,6 +1,6 @@
 """The "last minute" lines of `lmo status`: per version request rate, error ratio and p99.
 
-Cluster: Prometheus (the rollout analysis' own queries, `lmo.analysis.measure`, over 60 s)
+Cluster: Prometheus (the rollout analysis' own queries, `lmo.decide.measure.measure`, over 60 s)
 at `--prometheus URL`, else spec.rollout.analysis.prometheusUrl. Local: `lmo up` samples
 Triton's /metrics itself (`lmo.local.recent`) and reports `local.lastMinute`. Both give
 `{version: {requestsPerSecond, errorRatio, p99Ms, latencyIsP99}}`; a number that is not at
