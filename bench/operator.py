@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -255,21 +256,169 @@ def table(rows: list[tuple[str, str, str, str]], setup: str) -> str:
 # ---------------------------------------------------------------------- real API server
 
 
-def real_main(samples: int, burst: int) -> dict:
+class Meters:
+    """What the cluster's processes spent, read before and after a stage: CPU seconds of
+    each process (the bench process plays the kubelet and the clients), the API server's
+    request counters (`apiserver_request_total` by verb and code, APF rejections by
+    priority level) from its /metrics."""
+
+    def __init__(self, rc):
+        self.rc = rc
+        self.pids = {"operator": rc.operator.pid,
+                     **{name: proc.pid for name, proc in rc.cp.procs.items()}}
+
+    def cpu(self) -> dict[str, float]:
+        out = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        out["bench (kubelet stand-in, clients)"] = time.process_time()
+        return out
+
+    def requests(self) -> Counter:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = self.rc.session.get(self.rc.cp.url + "/metrics", timeout=60).text
+        out: Counter = Counter()
+        for fam in text_string_to_metric_families(text):
+            for sample in fam.samples:
+                if sample.name == "apiserver_request_total":
+                    lab = sample.labels
+                    out[("requests", lab.get("verb", ""))] += sample.value
+                    out[("code", lab.get("code", ""))] += sample.value
+                    sub = f"/{lab['subresource']}" if lab.get("subresource") else ""
+                    out[("by", f"{lab.get('verb', '')} {lab.get('resource', '')}{sub}")] += sample.value
+                elif sample.name == "apiserver_flowcontrol_rejected_requests_total":
+                    out[("rejected", sample.labels.get("priority_level", ""))] += sample.value
+        return out
+
+    def snap(self) -> tuple[dict[str, float], Counter]:
+        return self.cpu(), self.requests()
+
+    @staticmethod
+    def delta(a: tuple[dict, Counter], b: tuple[dict, Counter], seconds: float) -> dict:
+        cpu = {k: b[0][k] - a[0][k] for k in a[0]}
+        req = Counter({k: v - a[1].get(k, 0) for k, v in b[1].items() if v - a[1].get(k, 0) > 0})
+        return {"seconds": seconds, "cpu": cpu,
+                "requests": {k[1]: v for k, v in req.items() if k[0] == "requests"},
+                "codes": {k[1]: v for k, v in req.items() if k[0] == "code"},
+                "rejected": {k[1]: v for k, v in req.items() if k[0] == "rejected"},
+                "top": {k[1]: v for k, v in req.most_common() if k[0] == "by"}}
+
+
+class AuditIndex:
+    """The operator's requests from the API server's audit log, read as it grows (each poll
+    reads only what was appended)."""
+
+    def __init__(self, rc, since: float):
+        self.rc = rc
+        self.since = since
+        self.seen = 0
+        self.first: dict[tuple[str, str], float] = {}  # (owner, job name or "status") -> time
+        self.writes: Counter = Counter()  # (namespace, "verb resource[/sub]")
+        self.lease: list[tuple[float, float, str]] = []  # (received, done, verb) of Lease requests
+        self.throttled = 0  # answered 429
+
+    def update(self, ns: str) -> None:
+        from tests.fixtures.real_cluster import epoch_seconds
+
+        events = self.rc.audit(self.since)
+        for ev in events[self.seen:]:
+            ref = ev.get("objectRef") or {}
+            verb = ev.get("verb")
+            if (ev.get("responseStatus") or {}).get("code") == 429:
+                self.throttled += 1
+            if ref.get("resource") == "leases":
+                self.lease.append((epoch_seconds(ev.get("requestReceivedTimestamp") or ""),
+                                   epoch_seconds(ev["stageTimestamp"]), verb))
+                continue
+            if verb not in ("create", "update", "patch", "delete"):
+                continue
+            sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+            self.writes[(ref.get("namespace"), f"{verb} {ref.get('resource')}{sub}")] += 1
+            if verb != "patch" or ref.get("namespace") != ns:
+                continue
+            if ref.get("resource") == "jobs":
+                key = (ref["name"].rsplit("-convert-", 1)[0].rsplit("-", 1)[0], ref["name"])
+            elif ref.get("resource") == "languagemodels" and ref.get("subresource") == "status":
+                key = (ref["name"], "status")
+            else:
+                continue
+            self.first.setdefault(key, epoch_seconds(ev["stageTimestamp"]))
+        self.seen = len(events)
+
+    def reconciled(self, names: list[str]) -> float | None:
+        """When every LanguageModel of `names` first had its status written and both its
+        conversion Jobs applied, else None. The log, not a list of Jobs: a Job whose
+        conversion the store answers at once is done and pruned before a poll may see it."""
+        per_lm: Counter = Counter()
+        last: dict[str, float] = {}
+        for (owner, _), t in self.first.items():
+            per_lm[owner] += 1
+            last[owner] = max(last.get(owner, 0.0), t)
+        if all(per_lm[n] >= 3 for n in names):  # status + 2 Jobs
+            return max(last[n] for n in names)
+        return None
+
+    def per_resource(self, ns: str, count: int) -> dict[str, float]:
+        return {what: n / count for (space, what), n in sorted(self.writes.items()) if space == ns}
+
+    def lease_report(self) -> dict:
+        """The operator's Lease requests: the longest gap between two renewals (PUTs, every
+        2 s when on time) and the longest time the API server took to answer one."""
+        puts = sorted(done for _, done, verb in self.lease if verb == "update")
+        gaps = [b - a for a, b in zip(puts, puts[1:])]
+        return {"renewals": len(puts), "max_gap_s": max(gaps, default=0.0),
+                "max_answer_s": max((d - r for r, d, _ in self.lease), default=0.0)}
+
+
+def py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen | None:
+    """Sample the operator with py-spy (when installed) for `seconds`, collapsed stacks."""
+    exe = Path(sys.executable).parent / "py-spy"
+    if not exe.exists():
+        print("py-spy is not installed: no CPU profile (pip install py-spy)", flush=True)
+        return None
+    return subprocess.Popen([str(exe), "record", "--pid", str(pid), "--duration", str(seconds),
+                             "--rate", "50", "--format", "raw", "--nonblocking",
+                             "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def profile_summary(path: Path, top: int = 25) -> str:
+    """Inclusive share of samples per function (file:function), and per leaf (self time),
+    from py-spy's collapsed stacks."""
+    inclusive: Counter = Counter()
+    leaf: Counter = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(n)
+        total += count
+        frames = [f.split(" (")[0] + " " + f.split(" (")[-1].rstrip(")").split("site-packages/")[-1]
+                  .rsplit(":", 1)[0] for f in stack.split(";")]
+        for f in set(frames):
+            inclusive[f] += count
+        leaf[frames[-1]] += count
+    if not total:
+        return "py-spy: no samples"
+    out = [f"py-spy: {total} samples", "", "| function (inclusive) | share |", "|---|---|"]
+    out += [f"| {f} | {n / total:.1%} |" for f, n in inclusive.most_common(top)]
+    out += ["", "| function (self) | share |", "|---|---|"]
+    out += [f"| {f} | {n / total:.1%} |" for f, n in leaf.most_common(top)]
+    return "\n".join(out)
+
+
+def real_main(samples: int, burst: int, spy: int = 0) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.fixtures.real_cluster import (
-        RealCluster,
-        epoch_seconds,
-        tiny_checkpoints,
-        two_versions,
-    )
+    from tests.fixtures.control_plane import SCALE_ARGS
+    from tests.fixtures.real_cluster import RealCluster, epoch_seconds, tiny_checkpoints, two_versions
 
     body = two_versions()
-    rc = RealCluster()
+    rc = RealCluster(scale=True)
     t_start = time.monotonic()
-    rc.start(tiny_checkpoints, kubelet_poll=0.5)
+    rc.start(tiny_checkpoints)
     print(f"control plane, chart and operator up in {time.monotonic() - t_start:.1f} s", flush=True)
+    print("control plane tuned for scale:", SCALE_ARGS, flush=True)
     try:
         warm = rc.namespace("warm")
         rc.create_lm(warm, "warmup", body)
@@ -279,51 +428,63 @@ def real_main(samples: int, burst: int) -> dict:
         names = [f"b{i}" for i in range(burst)]
         rss_at = {"warm (1 LanguageModel)": vm_kb(rc.operator.pid, "VmRSS")}
         loads = [os.getloadavg()[0]]
+        meters = Meters(rc)
         cpu0 = cpu_seconds(rc.operator.pid)
         t0, wall0 = time.monotonic(), time.time()
+        audit = AuditIndex(rc, wall0)
+        before = meters.snap()
+        spying = py_spy(rc.operator.pid, spy, rc.workdir / "burst.pyspy") if spy else None
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda n: rc.create_lm(ns, n, body), names))
         created_s = time.monotonic() - t0
 
-        def reconciled() -> float | None:
-            """When every LanguageModel of the burst first had its status written and both
-            its conversion Jobs applied, from the API server's audit log, else None. The log,
-            not a list of Jobs: a Job whose conversion the store answers at once is done and
-            pruned before a poll may see it."""
-            first: dict[tuple[str, str], float] = {}  # (owner, job name or "status") -> time
-            for ev in rc.audit(wall0):
-                ref = ev.get("objectRef") or {}
-                if ev.get("verb") != "patch" or ref.get("namespace") != ns:
-                    continue
-                if ref.get("resource") == "jobs":
-                    key = (ref["name"].rsplit("-convert-", 1)[0].rsplit("-", 1)[0], ref["name"])
-                elif ref.get("resource") == "languagemodels" and ref.get("subresource") == "status":
-                    key = (ref["name"], "status")
-                else:
-                    continue
-                first.setdefault(key, epoch_seconds(ev["stageTimestamp"]))
-            per_lm: dict[str, list[float]] = {}
-            for (owner, _), t in first.items():
-                per_lm.setdefault(owner, []).append(t)
-            if all(len(per_lm.get(n, ())) >= 3 for n in names):  # status + 2 Jobs
-                return max(max(per_lm[n]) for n in names)
-            return None
-
-        while (finished := reconciled()) is None:
+        next_print = time.monotonic() + 15
+        while True:
+            audit.update(ns)
+            finished = audit.reconciled(names)
+            if finished is not None:
+                break
+            if time.monotonic() > next_print:
+                done = sum(1 for (o, k) in audit.first if k == "status")
+                print(f"  {time.monotonic() - t0:.0f} s: {done} of {burst} have a status, "
+                      f"load {os.getloadavg()[0]:.1f}, operator RSS "
+                      f"{vm_kb(rc.operator.pid, 'VmRSS') / 1024:.0f} MB", flush=True)
+                next_print += 15
             if time.monotonic() - t0 > 600:
                 raise TimeoutError("the burst was not reconciled in 600 s")
-            time.sleep(0.25)
+            time.sleep(0.5)
         burst_s = finished - wall0
         burst_cpu = cpu_seconds(rc.operator.pid) - cpu0
+        spent = Meters.delta(before, meters.snap(), time.monotonic() - t0)
+        writes_reconciled = audit.per_resource(ns, burst)
         print(f"{burst} at once: {burst_s:.1f} s (creates took {created_s:.1f} s)", flush=True)
+        print(f"spent during the burst: {spent}", flush=True)
+        print(f"operator writes per LanguageModel until reconciled: {writes_reconciled}", flush=True)
+        if spying is not None:
+            spying.wait()
+            print(profile_summary(rc.workdir / "burst.pyspy"), flush=True)
         loads.append(os.getloadavg()[0])
         rss_at[f"{burst} reconciled"] = vm_kb(rc.operator.pid, "VmRSS")
+        t1 = time.monotonic()
+        before_ready = meters.snap()
         rc.wait(lambda: all((rc.status(ns, n).get("readyVersions") == "2/2") for n in names[:5]), 300,
                 "the first of the burst Ready")
         rc.wait(lambda: all((rc.status(ns, n).get("readyVersions") == "2/2") for n in names[-5:]), 900,
                 "the last of the burst Ready")
+
+        def all_ready() -> bool:
+            items = rc.request("GET", f"/apis/lmo.dev/v1alpha1/namespaces/{ns}/languagemodels")["items"]
+            return sum((i.get("status") or {}).get("readyVersions") == "2/2" for i in items) == burst
+
+        rc.wait(all_ready, 900, "the whole burst Ready")
+        ready_s = time.monotonic() - t0
+        spent_ready = Meters.delta(before_ready, meters.snap(), time.monotonic() - t1)
+        audit.update(ns)
+        writes_ready = audit.per_resource(ns, burst)
         rss_at[f"{burst} Ready"] = vm_kb(rc.operator.pid, "VmRSS")
-        print(f"RSS: {rss_at}", flush=True)
+        print(f"all Ready {ready_s:.1f} s after the creates; RSS: {rss_at}", flush=True)
+        print(f"spent from reconciled to Ready: {spent_ready}", flush=True)
+        print(f"operator writes per LanguageModel until Ready: {writes_ready}", flush=True)
 
         lat = rc.namespace("lat")
         for i in range(samples):
@@ -353,19 +514,36 @@ def real_main(samples: int, burst: int) -> dict:
             done = rc.wait(route_patched, 60, f"route of {name}")
             shifts.append(done - t_patch)
         loads.append(os.getloadavg()[0])
+        audit.update(ns)
         rss_at[f"{burst + samples} Ready, after the traffic samples"] = vm_kb(rc.operator.pid, "VmRSS")
         rss_kb = vm_kb(rc.operator.pid, "VmHWM")
-        failed = rc.operator_log().count("reconcile failed")
+        log = rc.operator_log()
+        failed = log.count("reconcile failed")
+        lease = audit.lease_report()
+        lease["late"] = log.count("not renewed for")
+        lease["refused_not_leader"] = log.count("not the leader")
+        kubelet = {"writes": rc.kubelet.writes, "lists": rc.kubelet.node.lists + rc.kubelet.scheduler.lists,
+                   "watches": rc.kubelet.node.watches + rc.kubelet.scheduler.watches,
+                   "errors": len(rc.kubelet.errors)}
     finally:
         rc.stop()
     return {
         "traffic_p50_s": statistics.median(shifts),
         "traffic_p95_s": pct(shifts, 0.95),
         "traffic_p99_s": pct(shifts, 0.99),
+        "traffic_max_s": max(shifts),
         "rss_at_mb": {k: v / 1024 for k, v in rss_at.items()},
         "loads": loads,
         "burst_s": burst_s,
+        "ready_s": ready_s,
         "burst_cpu_s": burst_cpu,
+        "spent": spent,
+        "spent_ready": spent_ready,
+        "writes_reconciled": writes_reconciled,
+        "writes_ready": writes_ready,
+        "throttled": audit.throttled,
+        "lease": lease,
+        "kubelet": kubelet,
         "rss_mb": rss_kb / 1024,
         "samples": samples,
         "burst": burst,
@@ -374,15 +552,36 @@ def real_main(samples: int, burst: int) -> dict:
 
 
 def real_report(r: dict) -> str:
+    sp, n = r["spent"], r["burst"]
+    cpu = ", ".join(f"{k} {v:.1f} s" for k, v in sp["cpu"].items())
+    writes = sum(sp["requests"].get(v, 0) for v in ("POST", "PUT", "PATCH", "DELETE", "APPLY"))
     rows = [
         ("traffic patch 90/10 -> 50/50 -> HTTPRoute patched, p50", f"{r['traffic_p50_s'] * 1000:.0f} ms", "", ""),
         ("traffic patch -> HTTPRoute patched, p95", f"{r['traffic_p95_s'] * 1000:.0f} ms", "", ""),
-        (f"traffic patch -> HTTPRoute patched, p99 ({r['samples']} samples, {r['burst']} others present)",
+        (f"traffic patch -> HTTPRoute patched, p99 ({r['samples']} samples, {n} others present)",
          f"{r['traffic_p99_s'] * 1000:.0f} ms", "100 ms",
          f"{r['traffic_p99_s'] / REAL_AIMS['traffic_p99_s']:.2f}"),
-        (f"{r['burst']} created at once -> all reconciled (status + 2 Jobs each)", f"{r['burst_s']:.1f} s",
+        ("traffic patch -> HTTPRoute patched, slowest", f"{r['traffic_max_s'] * 1000:.0f} ms", "", ""),
+        (f"{n} created at once -> all reconciled (status + 2 Jobs each)", f"{r['burst_s']:.1f} s",
          "60 s", f"{r['burst_s'] / REAL_AIMS['burst_s']:.2f}"),
-        (f"operator CPU time during the {r['burst']}-burst", f"{r['burst_cpu_s']:.1f} s", "", ""),
+        (f"{n} created at once -> all Ready (both versions served)", f"{r['ready_s']:.1f} s", "", ""),
+        (f"operator CPU time during the {n}-burst", f"{r['burst_cpu_s']:.1f} s", "", ""),
+        (f"CPU seconds of each process until reconciled ({sp['seconds']:.0f} s wall)", cpu, "", ""),
+        ("API server requests until reconciled (all clients): total, writes, per s",
+         f"{sum(sp['requests'].values()):.0f}, {writes:.0f}, {sum(sp['requests'].values()) / sp['seconds']:.0f}/s",
+         "", ""),
+        ("API server answers 429 until reconciled (all clients) / APF rejections by priority level",
+         f"{sp['codes'].get('429', 0):.0f} / {sp['rejected'] or 0}", "", ""),
+        ("operator requests answered 429 (audit log, whole run)", str(r["throttled"]), "0", ""),
+        ("operator writes per LanguageModel until reconciled",
+         ", ".join(f"{k} {v:.2f}" for k, v in r["writes_reconciled"].items()), "", ""),
+        ("operator writes per LanguageModel until Ready",
+         ", ".join(f"{k} {v:.2f}" for k, v in r["writes_ready"].items()), "", ""),
+        ("Lease: renewals, longest gap between two, slowest answer; late-renewal warnings, writes refused",
+         f"{r['lease']['renewals']}, {r['lease']['max_gap_s']:.1f} s, {r['lease']['max_answer_s']:.2f} s; "
+         f"{r['lease']['late']}, {r['lease']['refused_not_leader']}", "", ""),
+        ("kubelet stand-in: writes, pod lists, watch requests, errors",
+         ", ".join(str(r["kubelet"][k]) for k in ("writes", "lists", "watches", "errors")), "", ""),
         ("operator peak RSS (VmHWM)", f"{r['rss_mb']:.0f} MB", "300 MB",
          f"{r['rss_mb'] / REAL_AIMS['rss_mb']:.2f}"),
         *[(f"operator RSS, {k}", f"{v:.0f} MB", "", "") for k, v in r["rss_at_mb"].items()],
@@ -390,9 +589,10 @@ def real_report(r: dict) -> str:
         ("load average (1 min) before the burst / after it / at the end",
          " / ".join(f"{x:.1f}" for x in r["loads"]), "", ""),
     ]
+    top = ", ".join(f"{k} {v:.0f}" for k, v in list(sp["top"].items())[:15])
     return table(rows, f"the operator as its own process under the chart's RBAC against "
                        f"kube-apiserver + kube-controller-manager v1.36 on this machine; "
-                       f"{r['samples']} traffic samples")
+                       f"{r['samples']} traffic samples") + f"\nAPI server requests until reconciled, most first: {top}\n"
 
 
 def vm_kb(pid: int, field: str) -> int:
@@ -414,7 +614,7 @@ def profile_main(burst: int) -> str:
 
     body = two_versions()
     rc = RealCluster()
-    rc.start(tiny_checkpoints, kubelet_poll=0.5)
+    rc.start(tiny_checkpoints)
     snap = rc.workdir / "snapshot"
     try:
         rc.stop_operator()
@@ -470,10 +670,13 @@ if __name__ == "__main__":
     ap.add_argument("--burst", type=int, default=200)
     ap.add_argument("--profile", action="store_true",
                     help="real API server: where the memory per LanguageModel goes (tracemalloc)")
+    ap.add_argument("--py-spy", type=int, default=0, metavar="S",
+                    help="real API server: sample the operator's CPU with py-spy for S seconds "
+                    "from the start of the burst")
     args = ap.parse_args()
     if args.profile:
         print(profile_main(args.burst))
     elif args.against == "real":
-        print(real_report(real_main(args.samples, args.burst)))
+        print(real_report(real_main(args.samples, args.burst, args.py_spy)))
     else:
         print(report(asyncio.run(main(args.samples, args.burst))))

@@ -1,6 +1,10 @@
 """Kopf handlers for `LanguageModel` (thin: each one hands over to `lmo.reconcile`).
 
-* create / update / resume: reconcile now.
+* A LanguageModel's watch event (`kopf.on.event`): reconcile it when its spec is newer than
+  what its status was written for (`metadata.generation` against `status.observedGeneration`:
+  created, or its spec changed; urgent, someone waits for it), or when this process has not
+  reconciled it yet (listed at start: the resume). The echo of lmo's own status writes
+  changes neither, so it costs no reconcile.
 * every reconcile schedules the next one (after `Result.requeue_after`, e.g. a rollout
   step's hold, or at the latest `LMO_RESYNC_SECONDS`, default 60): level-based, it observes
   Jobs and Deployments and corrects drift even if an event was missed. (Not a `kopf.timer`:
@@ -16,10 +20,14 @@ children of a deleted LanguageModel; a finalizer would add a write per object an
 block `kubectl delete` whenever the operator is down, for nothing the collector does not
 already do. (The KMock emulator has no garbage collector: the test fixture emulates it.)
 
-Kopf itself keeps its bookkeeping in annotations prefixed `lmo.dev/`, posts only warnings
-as Events (lmo posts its own, with deterministic names), and runs standalone: with
-`lmo operator --leader-election NAME` (the chart) Kopf starts only in the replica holding
-the Lease (`lmo.leader`).
+No Kopf bookkeeping either: Kopf's create/update/resume handlers would store a diff base
+(the `last-handled-configuration` annotation) after every creation and spec change, and
+progress annotations on every retry, each a PATCH of the LanguageModel and another watch
+event, one more write per resource for nothing: the reconcile is level-based and reads
+the whole object anyway. Retries are lmo's own timers (`RETRY_SECONDS`), not
+`kopf.TemporaryError`. Kopf posts only warnings as Events (lmo posts its own, with
+deterministic names), and runs standalone: with `lmo operator --leader-election NAME` (the
+chart) Kopf starts only in the replica holding the Lease (`lmo.leader`).
 """
 
 from __future__ import annotations
@@ -83,6 +91,8 @@ class Runtime:
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = {}
         self.queued: set[tuple[str, str]] = set()
+        self.urgent: set[tuple[str, str]] = set()  # spec changes waiting: reconciled first
+        self.handled: dict[tuple[str, str], Any] = {}  # the generation last reconciled
         self.tasks: set[asyncio.Task] = set()
         self.slots = Slots(self.settings.max_concurrent_reconciles)
         self.listed: set[tuple[str, str]] = set()  # reconciled once (every kind listed)
@@ -97,14 +107,15 @@ class Runtime:
         if old is not None:
             await old.close()
 
-    async def reconcile(self, namespace: str, name: str, logger: Any = None,
-                        urgent: bool = True) -> None:
+    async def reconcile(self, namespace: str, name: str, logger: Any = None) -> None:
         """Re-read the LanguageModel and reconcile it, one at a time per object, at most
-        `max_concurrent_reconciles` at once; `urgent` ones (a spec change: someone waits
-        for it) before background ones (child events, resyncs)."""
+        `max_concurrent_reconciles` at once; urgent ones (a spec change: someone waits for
+        it, `wake(urgent=True)`) before background ones (child events, resyncs)."""
         key = (namespace, name)
-        async with self.locks.setdefault(key, asyncio.Lock()), self.slots.taken(urgent):
+        async with self.locks.setdefault(key, asyncio.Lock()), \
+                self.slots.taken(key in self.urgent, key):
             self.queued.discard(key)
+            self.urgent.discard(key)
             assert self.kube is not None, "no login yet"
             body = await self.kube.get(API_VERSION, PLURAL, namespace, name)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
@@ -124,13 +135,38 @@ class Runtime:
                 raise
             metrics.record(result, time.perf_counter() - started, namespace, name)
             self.listed.add(key)
+            self.handled[key] = body.get("metadata", {}).get("generation")
             self.await_secrets(key, result.missing_secrets)
         # level-based resync: look again later even when nothing asks for it
         self.wake(namespace, name, min(result.requeue_after or RESYNC_SECONDS, RESYNC_SECONDS))
 
-    def wake(self, namespace: str, name: str, delay: float = 0.0) -> None:
-        """Reconcile after `delay` s; a wake already due sooner, or queued, covers it."""
+    def observe(self, namespace: str, name: str, body: Any, event: str | None) -> None:
+        """A LanguageModel's watch event (`event` None: listed at start). Reconcile it at
+        once and before the others when its spec is newer than its status
+        (`metadata.generation` != `status.observedGeneration`, and not already reconciled
+        at that generation); in the background when this process has not reconciled it yet;
+        otherwise not at all (the echo of lmo's own status write, a label change)."""
         key = (namespace, name)
+        if event == "DELETED":
+            self.forget(key)
+            return
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return  # the garbage collector deletes its children
+        generation = meta.get("generation")
+        seen = (body.get("status") or {}).get("observedGeneration")
+        if generation != seen and self.handled.get(key) != generation:
+            self.wake(namespace, name, urgent=True)
+        elif key not in self.listed:
+            self.wake(namespace, name)
+
+    def wake(self, namespace: str, name: str, delay: float = 0.0, urgent: bool = False) -> None:
+        """Reconcile after `delay` s; a wake already due sooner, or queued, covers it.
+        `urgent` (a spec change): before background reconciles, also one already queued."""
+        key = (namespace, name)
+        if urgent:
+            self.urgent.add(key)
+            self.slots.hurry(key)
         due = time.monotonic() + delay
         pending = self.timers.get(key)
         if pending is not None and pending[0] <= due:
@@ -151,7 +187,7 @@ class Runtime:
 
     async def _woken(self, key: tuple[str, str]) -> None:
         try:
-            await self.reconcile(*key, urgent=False)
+            await self.reconcile(*key)
         except KubeError as err:
             self.queued.discard(key)
             if err.status == 404:  # deleted while being reconciled
@@ -195,6 +231,9 @@ class Runtime:
     def forget(self, key: tuple[str, str]) -> None:
         self.await_secrets(key, [])
         self.listed.discard(key)
+        self.handled.pop(key, None)
+        self.urgent.discard(key)
+        self.locks.pop(key, None)
         pending = self.timers.pop(key, None)
         if pending is not None:
             pending[1].cancel()
@@ -212,38 +251,47 @@ class Runtime:
 
 class Slots:
     """A semaphore whose urgent waiters go before the others (each kind first come, first
-    served): with a thousand resyncs queued, a traffic change still waits for one slot."""
+    served): with a thousand resyncs queued, a traffic change still waits for one slot.
+    A background waiter given a `key` can be hurried (`hurry(key)`): a resync of an object
+    already queued when its spec changes goes first too."""
 
     def __init__(self, size: int):
         self.free = size
-        self.waiting: tuple[collections.deque, collections.deque] = (
-            collections.deque(), collections.deque())  # (urgent, background) futures
+        self.waiting: tuple[collections.OrderedDict, collections.OrderedDict] = (
+            collections.OrderedDict(), collections.OrderedDict())  # (urgent, background)
 
     @contextlib.asynccontextmanager
-    async def taken(self, urgent: bool) -> AsyncIterator[None]:
+    async def taken(self, urgent: bool, key: Any = None) -> AsyncIterator[None]:
         if self.free > 0 and not any(self.waiting):
             self.free -= 1
         else:
             turn = asyncio.get_running_loop().create_future()
-            queue = self.waiting[0 if urgent else 1]
-            queue.append(turn)
+            tag = (key if key is not None else object(), id(turn))
+            self.waiting[0 if urgent else 1][tag] = turn
             try:
                 await turn  # handed over by a release: the slot is ours
             except asyncio.CancelledError:
                 if turn.done() and not turn.cancelled():
                     self._release()  # given to us as we were cancelled: pass it on
                 else:
-                    queue.remove(turn)
+                    for queue in self.waiting:
+                        queue.pop(tag, None)
                 raise
         try:
             yield
         finally:
             self._release()
 
+    def hurry(self, key: Any) -> None:
+        """Move the background waiters of `key` to the urgent queue's end."""
+        urgent, background = self.waiting
+        for tag in [t for t in background if t[0] == key]:
+            urgent[tag] = background.pop(tag)
+
     def _release(self) -> None:
         for queue in self.waiting:
             while queue:
-                turn = queue.popleft()
+                _, turn = queue.popitem(last=False)
                 if not turn.done():
                     turn.set_result(None)
                     return
@@ -271,16 +319,10 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await runtime(memo).close()
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-async def reconcile(name: str, namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    try:
-        await runtime(memo).reconcile(namespace, name, logger)
-    except KubeError as err:
-        if err.status == 404:  # deleted meanwhile: nothing left to do
-            return
-        raise kopf.TemporaryError(str(err), delay=RETRY_SECONDS) from err
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def languagemodel_changed(type: str | None, body: kopf.Body, name: str, namespace: str,
+                                memo: kopf.Memo, **_: Any) -> None:
+    runtime(memo).observe(namespace, name, body, type)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_FILTER)

@@ -255,6 +255,15 @@ def test_two_replicas_with_one_lease_a_budget_and_spread(renders):
     assert term["podAffinityTerm"] == {"topologyKey": "kubernetes.io/hostname",
                                        "labelSelector": {"matchLabels": selector}}
 
+    # the Lease's requests in the leader-election priority level, nothing else of the operator
+    (fs,) = by_kind(docs, "FlowSchema")
+    assert fs["spec"]["priorityLevelConfiguration"] == {"name": "leader-election"}
+    (rule,) = fs["spec"]["rules"]
+    assert rule["subjects"] == [{"kind": "ServiceAccount",
+                                 "serviceAccount": {"name": "lmo", "namespace": "lmo-system"}}]
+    assert rule["resourceRules"] == [{"apiGroups": ["coordination.k8s.io"],
+                                      "namespaces": ["lmo-system"], "resources": ["leases"],
+                                      "verbs": ["get", "create", "update"]}]
     assert not by_kind(renders["one-replica"], "PodDisruptionBudget")  # it would block drains
     assert "--leader-election=lmo" in container(renders["one-replica"])["args"]
     docs = renders["replicas-namespaced"]

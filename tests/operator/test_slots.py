@@ -31,3 +31,23 @@ def test_urgent_waiters_go_first_and_cancelled_ones_give_their_turn_back():
     order, peak, free = asyncio.run(main())
     assert order == ["resync0", "resync1", "spec-change", "resync2", "resync3", "resync4"]
     assert peak == 2 and free == 2
+
+
+def test_a_queued_background_reconcile_is_hurried_when_its_spec_changes():
+    """A resync already waiting for a slot when the object's spec changes goes first: the
+    traffic change must not wait behind a thousand other resyncs."""
+    async def main() -> list[str]:
+        slots, order = Slots(1), []
+
+        async def job(name: str, key: str, hold: float) -> None:
+            async with slots.taken(False, key):
+                order.append(name)
+                await asyncio.sleep(hold)
+
+        tasks = [asyncio.create_task(job(f"resync{i}", f"lm{i}", 0.02)) for i in range(4)]
+        await asyncio.sleep(0.005)  # resync0 runs, resync1..3 wait
+        slots.hurry("lm3")
+        await asyncio.gather(*tasks)
+        return order
+
+    assert asyncio.run(main()) == ["resync0", "resync3", "resync1", "resync2"]

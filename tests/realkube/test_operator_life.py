@@ -126,13 +126,34 @@ def test_a_reconcile_with_nothing_changed_writes_nothing(real: RealCluster, ns: 
     lm = "idle"
     serving(real, ns, lm)
     mark = settle(real, ns)
-    # a label change makes Kopf call the update handler: a full reconcile with nothing to do
+    # a label change is no spec change (same generation): no reconcile needed, no write
     real.patch_lm(ns, lm, [{"op": "add", "path": "/metadata/labels", "value": {"team": "nlp"}}])
+    # a person labels a child: its event wakes a full reconcile, which has nothing to do
+    real.request("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{lm}-v1",
+                 {"metadata": {"labels": {"team.example/owner": "nlp"}}},
+                 "application/merge-patch+json")
     real.wait(lambda: any(e.get("verb") == "list" and (e.get("objectRef") or {}).get("namespace") == ns
                           for e in real.audit(time.time() - 1)) or None, what="a reconcile")
     settle(real, ns)
     assert child_writes(real, ns, mark) == []
-    assert not any("languagemodels/status" in w for w in real.writes(ns, mark))
+    # nothing at all on the LanguageModel: no status, and no bookkeeping of Kopf's
+    assert not any("languagemodels" in w for w in real.writes(ns, mark)), real.writes(ns, mark)
+
+
+def test_a_new_languagemodel_costs_no_write_to_itself_but_its_status(real: RealCluster, ns: str):
+    """Kopf's create/update handlers would store a diff base annotation after each creation
+    and spec change (one more PATCH of the object, one more watch event): lmo's reconcile
+    is level-based and needs none, so the only writes to a LanguageModel are its status."""
+    lm = "lean"
+    mark = time.time()
+    serving(real, ns, lm)
+    real.patch_lm(ns, lm, [{"op": "replace", "path": "/spec/versions/0/traffic", "value": 50},
+                           {"op": "replace", "path": "/spec/versions/1/traffic", "value": 50}])
+    real.wait(lambda: weights(real, ns, lm) == {f"{lm}-v1": 50, f"{lm}-v2": 50}, 30, "50/50")
+    settle(real, ns)
+    own = [w for w in real.writes(ns, mark) if "languagemodels" in w]
+    assert own and all(w == f"patch languagemodels/status/{lm}" for w in own), own
+    assert not (real.lm(ns, lm)["metadata"].get("annotations") or {}), "no bookkeeping annotations"
 
 
 def test_traffic_patch_moves_the_route_only(real: RealCluster, ns: str):
@@ -492,3 +513,32 @@ def test_drift_in_a_child_is_corrected_with_one_apply(real: RealCluster, ns: str
     settle(real, ns)
     assert child_writes(real, ns, mark) == ["patch deployments/drift-v1"]
     assert real.get(*DEPLOYMENT, ns, "drift-v1")["spec"]["template"]["spec"]["containers"][0]["image"] == image
+
+
+def test_the_lease_is_renewed_in_the_leader_election_priority_level(real: RealCluster):
+    """The chart's FlowSchema: the API server queues the operator's Lease requests in its
+    `leader-election` priority level, the rest of the operator's requests where every
+    ServiceAccount's go (`workload-low`), so a busy server does not delay the renewals
+    behind the operator's own reads. The API server names the priority level that served a
+    request in a response header."""
+    import requests
+    import yaml
+
+    from tests.fixtures.real_cluster import OPERATOR_NS, RELEASE
+
+    levels = {pl["metadata"]["uid"]: pl["metadata"]["name"] for pl in real.request(
+        "GET", "/apis/flowcontrol.apiserver.k8s.io/v1/prioritylevelconfigurations")["items"]}
+    token = yaml.safe_load(real.token_kubeconfig.read_text())["users"][0]["user"]["token"]
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = str(real.cp.pki.ca)
+    s.headers["Authorization"] = f"Bearer {token}"
+
+    def level(path: str) -> str:
+        r = s.get(real.cp.url + path, timeout=30)
+        assert r.status_code == 200, r.text
+        return levels[r.headers["X-Kubernetes-PF-PriorityLevel-UID"]]
+
+    lease = f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NS}/leases/{RELEASE}"
+    assert level(lease) == "leader-election"
+    assert level("/apis/lmo.dev/v1alpha1/languagemodels") == "workload-low"
