@@ -276,6 +276,7 @@ class Slots:
         self.free = size
         self.waiting: tuple[collections.OrderedDict, collections.OrderedDict] = (
             collections.OrderedDict(), collections.OrderedDict())  # (urgent, background)
+        self.tags: dict[Any, tuple] = {}  # key -> its waiter's tag (one waiter per key)
 
     @contextlib.asynccontextmanager
     async def taken(self, urgent: bool, key: Any = None) -> AsyncIterator[None]:
@@ -285,6 +286,8 @@ class Slots:
             turn = asyncio.get_running_loop().create_future()
             tag = (key if key is not None else object(), id(turn))
             self.waiting[0 if urgent else 1][tag] = turn
+            if key is not None:
+                self.tags[key] = tag
             try:
                 await turn  # handed over by a release: the slot is ours
             except asyncio.CancelledError:
@@ -294,15 +297,19 @@ class Slots:
                     for queue in self.waiting:
                         queue.pop(tag, None)
                 raise
+            finally:
+                if key is not None and self.tags.get(key) == tag:
+                    del self.tags[key]
         try:
             yield
         finally:
             self._release()
 
     def hurry(self, key: Any) -> None:
-        """Move the background waiters of `key` to the urgent queue's end."""
+        """Move the background waiter of `key` to the urgent queue's end."""
         urgent, background = self.waiting
-        for tag in [t for t in background if t[0] == key]:
+        tag = self.tags.get(key)
+        if tag is not None and tag in background:
             urgent[tag] = background.pop(tag)
 
     def _release(self) -> None:
