@@ -83,16 +83,21 @@ class Load:
         self.sent = 0
         self.failed: list[str] = []
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     def _run(self) -> None:
         body = {"inputs": [{"name": "X", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
         with requests.Session() as s:
             while not self._stop.is_set():
-                r = s.post(self.url, json=body, timeout=30)
-                if r.status_code != 200:
-                    self.failed.append(r.text[:200])
-                self.sent += 1
+                try:
+                    r = s.post(self.url, json=body, timeout=30)
+                    if r.status_code != 200:
+                        self.failed.append(r.text[:200])
+                except requests.RequestException as err:
+                    self.failed.append(repr(err))
+                with self._lock:
+                    self.sent += 1
 
     def start(self) -> "Load":
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(self.clients)]
