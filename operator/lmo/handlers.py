@@ -130,28 +130,39 @@ class Runtime:
         async with self.locks.setdefault(key, asyncio.Lock()), \
                 self.slots.taken(key in self.urgent, key):
             self.queued.discard(key)
+            hurried = key in self.urgent
             self.urgent.discard(key)
-            assert self.kube is not None, "no login yet"
-            body = await self.kube.get(API_VERSION, PLURAL, namespace, name)
-            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
-                self.forget(key)
-                return
-            started = time.perf_counter()
-            if logger is None:  # a timer or a child's event, not a Kopf handler
-                logger = object_logger(namespace, name, body.get("metadata", {}).get("uid"), log)
             try:
-                result = await reconcile_lm(
-                    body, self.kube, self.settings, analyse=self.analyse, logger=logger,
-                    list_all=key not in self.listed,
-                )
+                await self._reconcile(key, logger)
             except Exception:
-                metrics.RECONCILE_ERRORS.inc()
-                metrics.RECONCILE_TOTAL.labels(result="error").inc()
+                if hurried:  # its retry still goes before the background ones
+                    self.urgent.add(key)
                 raise
-            metrics.record(result, time.perf_counter() - started, namespace, name)
-            self.listed.add(key)
-            self.handled[key] = body.get("metadata", {}).get("generation")
-            self.await_secrets(key, result.missing_secrets)
+
+    async def _reconcile(self, key: tuple[str, str], logger: Any) -> None:
+        """One pass (under the object's lock and a slot)."""
+        namespace, name = key
+        assert self.kube is not None, "no login yet"
+        body = await self.kube.get(API_VERSION, PLURAL, namespace, name)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            self.forget(key)
+            return
+        started = time.perf_counter()
+        if logger is None:  # a timer or a child's event, not a Kopf handler
+            logger = object_logger(namespace, name, body.get("metadata", {}).get("uid"), log)
+        try:
+            result = await reconcile_lm(
+                body, self.kube, self.settings, analyse=self.analyse, logger=logger,
+                list_all=key not in self.listed,
+            )
+        except Exception:
+            metrics.RECONCILE_ERRORS.inc()
+            metrics.RECONCILE_TOTAL.labels(result="error").inc()
+            raise
+        metrics.record(result, time.perf_counter() - started, namespace, name)
+        self.listed.add(key)
+        self.handled[key] = body.get("metadata", {}).get("generation")
+        self.await_secrets(key, result.missing_secrets)
         # level-based resync: look again later even when nothing asks for it
         self.wake(namespace, name, min(result.requeue_after or RESYNC_SECONDS, RESYNC_SECONDS))
 
