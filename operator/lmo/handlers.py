@@ -87,6 +87,8 @@ class Runtime:
         self.slots = Slots(self.settings.max_concurrent_reconciles)
         self.listed: set[tuple[str, str]] = set()  # reconciled once (every kind listed)
         self.awaiting: dict[tuple[str, str], asyncio.Task] = {}  # missing Secrets looked for
+        self.owed: dict[tuple[str, str], Any] = {}  # Events of unanswered writes (lmo.reconcile.Owed)
+        self.clock: Any = None  # a test's clock (() -> datetime); None: the wall clock
         self.analyse = analysis.analyse  # looked up here, so a test may stand in for it
 
     async def login(self, info: Any) -> None:
@@ -116,7 +118,8 @@ class Runtime:
             try:
                 result = await reconcile_lm(
                     body, self.kube, self.settings, analyse=self.analyse, logger=logger,
-                    list_all=key not in self.listed,
+                    list_all=key not in self.listed, owed=self.owed,
+                    now=self.clock() if self.clock is not None else None,
                 )
             except Exception:
                 metrics.RECONCILE_ERRORS.inc()
@@ -194,6 +197,7 @@ class Runtime:
 
     def forget(self, key: tuple[str, str]) -> None:
         self.await_secrets(key, [])
+        self.owed.pop(key, None)
         self.listed.discard(key)
         pending = self.timers.pop(key, None)
         if pending is not None:

@@ -316,20 +316,34 @@ class Kube:
 
         The name is `<object>.<hash of uid, reason, message>`, so repeating the same Event
         bumps its count instead of piling up copies (and needs no `generateName`).
+        Idempotent for one `now`: an Event already stamped `now` (its post landed but the
+        answer was lost, and the caller posts it again) is left as it is, not counted twice.
         """
         digest = hashlib.sha256(f"{ref.uid}/{reason}/{message}".encode()).hexdigest()[:16]
         name = f"{ref.name}.{digest}"
         ts = rfc3339(now)
-        existing = await self.get("v1", "events", ref.namespace, name)
-        if existing is not None:
-            await self.request(
-                "PATCH",
-                api_path("v1", "events", ref.namespace, name),
-                body={"count": int(existing.get("count") or 1) + 1, "lastTimestamp": ts},
-                content_type=MERGE_PATCH,
-                kind="Event",
-            )
-            return
+        for _ in range(2):
+            existing = await self.get("v1", "events", ref.namespace, name)
+            if existing is not None:
+                if existing.get("lastTimestamp") == ts:
+                    return
+                await self.request(
+                    "PATCH",
+                    api_path("v1", "events", ref.namespace, name),
+                    body={"count": int(existing.get("count") or 1) + 1, "lastTimestamp": ts},
+                    content_type=MERGE_PATCH,
+                    kind="Event",
+                )
+                return
+            try:
+                await self._create_event(ref, name, type_, reason, message, ts, component)
+                return
+            except KubeError as err:
+                if err.status != 409:  # 409: created meanwhile; count it on the next look
+                    raise
+
+    async def _create_event(self, ref: Ref, name: str, type_: str, reason: str, message: str,
+                            ts: str, component: str) -> None:
         event = {
             "apiVersion": "v1",
             "kind": "Event",

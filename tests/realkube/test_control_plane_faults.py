@@ -68,9 +68,6 @@ def test_kube_apiserver_restart_mid_rollout(ha: RealCluster, prom: StubPrometheu
                     lambda: ha.cp.restart_component("kube-apiserver", down=2))
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect: a write whose answer is lost while etcd is down can be sent again, "
-    "so a RolloutStep Event was counted twice in one CI run (issue 21 stays open)"))
 def test_etcd_stopped_for_ten_seconds_mid_rollout(ha: RealCluster, prom: StubPrometheus):
     def outage() -> None:
         ha.cp.stop_component("etcd")
