@@ -122,9 +122,17 @@ class Kube:
     """
 
     def __init__(self, info: Any, field_manager: str = "lmo", timeout: float = 30.0,
-                 leading: Callable[[], bool] | None = None):
+                 leading: Callable[[], bool] | None = None,
+                 relogin: Callable[[], Any] | None = None, user_agent: str = "lmo-operator"):
         self.info = info
+        self.user_agent = user_agent  # with leader election it names the replica
         self.leading = leading  # with leader election: False while writes are not safe
+        # `relogin()` gives the credentials as they are now (kubeconfig, token file read
+        # again): a request answered 401 is sent once more with them. The kubelet rotates a
+        # pod's projected ServiceAccount token (hourly by default), and the API server stops
+        # accepting the old one once it expires or its bound object is gone.
+        self.relogin = relogin
+        self._renewing = asyncio.Lock()
         self.server = str(info.server).rstrip("/")
         self.field_manager = field_manager
         self.timeout = aiohttp.ClientTimeout(total=timeout)
@@ -144,7 +152,7 @@ class Kube:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            headers = {"Accept": "application/json", "User-Agent": "lmo-operator"}
+            headers = {"Accept": "application/json", "User-Agent": self.user_agent}
             headers.update(self.info.as_http_headers() if hasattr(self.info, "as_http_headers") else {})
             ssl: Any = None
             if hasattr(self.info, "as_ssl_context") and self.server.startswith("https"):
@@ -167,8 +175,8 @@ class Kube:
         content_type: str = "application/json",
         kind: str | None = None,
     ) -> dict | None:
-        """One API request; None for 404 on reads, KubeError for any other refusal."""
-        session = self._get_session()
+        """One API request; None for 404 on reads, KubeError for any other refusal.
+        Answered 401, it is sent once more after `relogin` (when given)."""
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if body is not None else {}
         if method != "GET":
@@ -176,19 +184,41 @@ class Kube:
                 # another replica may be leading by now (lmo.leader): write nothing
                 raise KubeError(503, method, path, "not the leader: the Lease is not renewed")
             self.writes[kind or "unknown"] += 1
-        async with session.request(
-            method, self.server + path, params=params, data=data, headers=headers
-        ) as resp:
-            text = await resp.text()
-            if resp.status == 404 and method in ("GET", "DELETE"):
-                return None
-            if resp.status >= 400:
-                try:
-                    message = json.loads(text).get("message", text)
-                except (ValueError, AttributeError):
-                    message = text
-                raise KubeError(resp.status, method, path, str(message)[:500])
-            return json.loads(text) if text else {}
+        for attempt in (1, 2):
+            session = self._get_session()
+            async with session.request(
+                method, self.server + path, params=params, data=data, headers=headers
+            ) as resp:
+                text = await resp.text()
+                status = resp.status
+            if status == 401 and attempt == 1 and self.relogin is not None:
+                await self._renew(session)
+                continue
+            break
+        if status == 404 and method in ("GET", "DELETE"):
+            return None
+        if status >= 400:
+            try:
+                message = json.loads(text).get("message", text)
+            except (ValueError, AttributeError):
+                message = text
+            raise KubeError(status, method, path, str(message)[:500])
+        return json.loads(text) if text else {}
+
+    async def _renew(self, refused: aiohttp.ClientSession) -> None:
+        """New credentials from `relogin`, and a new session with them (once for a burst of
+        401s: requests refused on the old session wait for the first renewal)."""
+        async with self._renewing:
+            if self._session is not refused:
+                return  # renewed meanwhile
+            info = self.relogin()
+            if asyncio.iscoroutine(info):
+                info = await info
+            log.info("the API server refused lmo's credentials (401): logged in again")
+            self.info = info
+            self.server = str(info.server).rstrip("/")
+            self._session = None
+            await refused.close()
 
     # ------------------------------------------------------------------ reads
 
