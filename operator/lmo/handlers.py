@@ -88,7 +88,6 @@ class Runtime:
         self.slots = Slots(self.settings.max_concurrent_reconciles)
         self.listed: set[tuple[str, str]] = set()  # reconciled once (every kind listed)
         self.awaiting: dict[tuple[str, str], asyncio.Task] = {}  # missing Secrets looked for
-        self.owed: dict[tuple[str, str], Any] = {}  # Events of unanswered writes (lmo.reconcile.Owed)
         self.clock: Any = None  # a test's clock (() -> datetime); None: the wall clock
         self.identity: str | None = None  # the Lease candidate's, with leader election
         self.analyse = analysis.analyse  # looked up here, so a test may stand in for it
@@ -162,7 +161,7 @@ class Runtime:
             try:
                 result = await reconcile_lm(
                     body, self.kube, self.settings, analyse=self.analyse, logger=logger,
-                    list_all=key not in self.listed, owed=self.owed,
+                    list_all=key not in self.listed,
                     now=self.clock() if self.clock is not None else None,
                 )
             except Exception:
@@ -241,7 +240,6 @@ class Runtime:
 
     def forget(self, key: tuple[str, str]) -> None:
         self.await_secrets(key, [])
-        self.owed.pop(key, None)
         self.listed.discard(key)
         pending = self.timers.pop(key, None)
         if pending is not None:

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 __all__ = ["Kube", "KubeError", "Ref", "is_subset", "merge_diff"]
 
 APPLY_PATCH = "application/apply-patch+yaml"
+# on lmo's Events: the decision an Event announces (`Kube.post_event`)
+DECIDED_FROM = "lmo.dev/decided-from"
 MERGE_PATCH = "application/merge-patch+json"
 
 # (apiVersion, kind) -> plural for the kinds lmo reads or writes besides the builders' children.
@@ -340,14 +342,15 @@ class Kube:
 
     async def post_event(
         self, ref: Ref, type_: str, reason: str, message: str, now: datetime,
-        component: str = "lmo-operator",
+        component: str = "lmo-operator", decided_from: str | None = None,
     ) -> None:
         """Post a core/v1 Event about `ref`, named deterministically.
 
         The name is `<object>.<hash of uid, reason, message>`, so repeating the same Event
         bumps its count instead of piling up copies (and needs no `generateName`).
-        Idempotent for one `now`: an Event already stamped `now` (its post landed but the
-        answer was lost, and the caller posts it again) is left as it is, not counted twice.
+        `decided_from` marks the decision it announces (annotation DECIDED_FROM): an Event
+        already carrying that mark was posted by an earlier try of the same decision (its
+        status write failed, or an answer was lost) and is left as it is, not counted twice.
         """
         digest = hashlib.sha256(f"{ref.uid}/{reason}/{message}".encode()).hexdigest()[:16]
         name = f"{ref.name}.{digest}"
@@ -355,29 +358,38 @@ class Kube:
         for _ in range(2):
             existing = await self.get("v1", "events", ref.namespace, name)
             if existing is not None:
-                if existing.get("lastTimestamp") == ts:
+                marks = (existing.get("metadata") or {}).get("annotations") or {}
+                if decided_from is not None and marks.get(DECIDED_FROM) == decided_from:
                     return
+                patch: dict[str, Any] = {"count": int(existing.get("count") or 1) + 1,
+                                         "lastTimestamp": ts}
+                if decided_from is not None:
+                    patch["metadata"] = {"annotations": {DECIDED_FROM: decided_from}}
                 await self.request(
                     "PATCH",
                     api_path("v1", "events", ref.namespace, name),
-                    body={"count": int(existing.get("count") or 1) + 1, "lastTimestamp": ts},
+                    body=patch,
                     content_type=MERGE_PATCH,
                     kind="Event",
                 )
                 return
             try:
-                await self._create_event(ref, name, type_, reason, message, ts, component)
+                await self._create_event(ref, name, type_, reason, message, ts, component,
+                                         decided_from)
                 return
             except KubeError as err:
-                if err.status != 409:  # 409: created meanwhile; count it on the next look
+                if err.status != 409:  # 409: created meanwhile; look at it again
                     raise
 
     async def _create_event(self, ref: Ref, name: str, type_: str, reason: str, message: str,
-                            ts: str, component: str) -> None:
+                            ts: str, component: str, decided_from: str | None) -> None:
+        meta: dict[str, Any] = {"name": name, "namespace": ref.namespace}
+        if decided_from is not None:
+            meta["annotations"] = {DECIDED_FROM: decided_from}
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": name, "namespace": ref.namespace},
+            "metadata": meta,
             "involvedObject": {
                 "apiVersion": ref.api_version,
                 "kind": ref.kind,

@@ -11,19 +11,21 @@
     build     -> desired children                                  (lmo.builders)
     assess    -> readiness against what is desired now, phases
     apply     server-side apply of what differs (none when nothing changed)
-    status    -> status_from, events_from; written only when changed, and the Events
-              of this pass posted only once the status write is confirmed
+    status    -> status_from, events_from; Events posted, then the status written only
+              when changed
     prune     delete owned children no longer desired
 
-Running it twice with nothing new makes no write. An Event announces a change of status
-(a rollout step, a version Ready): it is posted after the status holding the change is
-written, so a pass whose status write fails announces nothing and the next pass, deciding
-the change again, announces it once. When the answer to a write is lost (the API server
-timed out on etcd, the connection broke) the write may have landed all the same: the
-Events it owes are kept in `owed` (the caller's, per object) and posted by the next pass
-that reads that very status back; posting is idempotent (`Kube.post_event`), so an Event
-whose own answer was lost is not counted twice. Traffic comes from `lmo.rollout.decide`
-(Manual: the spec's weights; Canary/BlueGreen: the state machine); with
+Running it twice with nothing new makes no write. An Event announces a change of status (a
+rollout step, a version Ready) and is decided from the status read (`old_status`); it is
+posted with that decision's mark (`Kube.post_event`, `decided_from`), a digest of the object
+and the status it was decided from. When the status write then fails, or its answer is lost
+(etcd away), or the operator stops before it, the next pass reads the same status, decides
+the same change and finds its Event already posted with the same mark: sent once. When the
+write landed, the next pass reads the change back and announces nothing. Only a change of
+the status (a later, different decision) posts the same Event again, counted up.
+
+Traffic comes from `lmo.rollout.decide` (Manual: the spec's weights; Canary/BlueGreen: the
+state machine); with
 `analysis.maxOutputDrift` the measurement also replays the candidate artifact's golden inputs
 (`status.versions[].artifact.goldenInputs`) against the candidate's and the stable's
 Services (`lmo.replay`); an artifact without them fails the step rather than pass it
@@ -33,13 +35,13 @@ unchecked. `status.versions[].traffic` is what the route really sends (`stages.p
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, MutableMapping
-
-import aiohttp
+from typing import Any, Callable
 
 from lmo import conditions as C
 from lmo import labels as L
@@ -103,26 +105,6 @@ class Result:
     missing_secrets: list[str] = field(default_factory=list)  # referenced, not found
 
 
-@dataclass(frozen=True)
-class Owed:
-    """Events decided by a pass whose status write (or Event post) had no clear answer:
-    owed if the object's status is `status` when it is next read (the write landed)."""
-
-    uid: str
-    status: dict
-    events: tuple[tuple[str, str, str], ...]
-    now: datetime
-
-
-def uncertain(err: BaseException) -> bool:
-    """Whether a failed write may have landed all the same: the server answered 5xx (etcd
-    timed out after the write was proposed) or no answer came. A 4xx refusal (conflict,
-    invalid, forbidden, 429) changed nothing."""
-    if isinstance(err, KubeError):
-        return err.status >= 500
-    return isinstance(err, (OSError, asyncio.TimeoutError, aiohttp.ClientError))
-
-
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -139,7 +121,6 @@ class Reconciler:
         analyse: Callable[..., Any] | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         list_all: bool = True,
-        owed: MutableMapping[tuple[str, str], Owed] | None = None,
     ):
         meta = body.get("metadata") or {}
         self.body = body
@@ -161,11 +142,11 @@ class Reconciler:
         self.result = Result(outcome="progressing")
         self._replaced = False  # a Job was deleted to be re-created: look again soon
         self._refused: list[tuple[str, str]] = []  # (kind, why) children the server refused
-        self.owed = owed if owed is not None else {}
-        self._unsent: list[tuple[str, str, str]] = []  # Events whose post had no clear answer
+        # what this pass decides from: its Events carry it, so deciding the same again
+        # (the status write failed, or its answer was lost) posts nothing twice
+        self.decided_from = decision_mark(self.uid, self.old_status)
 
     async def run(self) -> Result:
-        await self._pay_owed()
         try:
             lm = parse(
                 {
@@ -206,7 +187,9 @@ class Reconciler:
                                self.generation, self.now)
         status["conditions"] = sticky_conditions(status["conditions"], lm, self.settings,
                                                  self.generation, self.now)
-        await self._write_status(status, S.events_from(observed, status, decision))
+        for event in S.events_from(observed, status, decision):
+            await self._event(*event)
+        await self._write_status(status)
         await self._prune(desired, children, observed)
         self._schedule(status, observed, decision)
 
@@ -341,52 +324,31 @@ class Reconciler:
         """Ready=False naming the field (InvalidSpec, or NotServable); no child is touched."""
         old_ready = C.get_condition(list(self.old_status.get("conditions") or []), C.READY) or {}
         status = S.invalid_status(self.old_status, message, reason, self.generation, self.now)
-        changed = old_ready.get("reason") != reason or old_ready.get("message") != message
-        await self._write_status(status, [(WARNING, reason, message)] if changed else [])
+        if old_ready.get("reason") != reason or old_ready.get("message") != message:
+            await self._event(WARNING, reason, message)
+        await self._write_status(status)
         self.result.outcome = "invalid"
 
-    async def _event(self, type_: str, reason: str, message: str, now: datetime | None = None) -> None:
+    async def _event(self, type_: str, reason: str, message: str) -> None:
         self.result.events.append((type_, reason, message))
         try:
-            await self.kube.post_event(self.ref, type_, reason, message, now or self.now)
+            await self.kube.post_event(self.ref, type_, reason, message, self.now,
+                                       decided_from=self.decided_from)
         except Exception as err:  # an Event is advice: never fail a reconcile over it
             self.log.warning("could not post Event %s: %s", reason, err)
-            if uncertain(err):
-                self._unsent.append((type_, reason, message))
 
-    async def _write_status(self, status: dict, events: list[tuple[str, str, str]]) -> None:
-        """Write the status, then post the Events announcing what changed in it.
+    async def _write_status(self, status: dict) -> None:
+        self.result.status_written = await self.kube.patch_status(
+            API_VERSION, PLURAL, self.namespace, self.name, status, self.old_status
+        )
 
-        Without a clear answer to the write, the Events are owed to the next pass (it posts
-        them if it reads this status back); after a clear refusal they are dropped, and the
-        next pass decides (and announces) the change again."""
-        key = (self.namespace, self.name)
-        try:
-            self.result.status_written = await self.kube.patch_status(
-                API_VERSION, PLURAL, self.namespace, self.name, status, self.old_status
-            )
-        except Exception as err:
-            if events and uncertain(err):
-                self.owed[key] = Owed(self.uid, status, tuple(events), self.now)
-            raise
-        for event in events:
-            await self._event(*event)
-        if self._unsent:
-            self.owed[key] = Owed(self.uid, status, tuple(self._unsent), self.now)
 
-    async def _pay_owed(self) -> None:
-        """Post the Events an earlier pass owes, if the status it wrote is the one read now
-        (its write landed though its answer was lost); otherwise they are void: that pass's
-        change did not happen, and this pass decides it again."""
-        owed = self.owed.pop((self.namespace, self.name), None)
-        if owed is None or owed.uid != self.uid or owed.status != self.old_status:
-            return
-        for event in owed.events:
-            await self._event(*event, now=owed.now)
-        if self._unsent:
-            self.owed[(self.namespace, self.name)] = Owed(
-                self.uid, owed.status, tuple(self._unsent), owed.now)
-            self._unsent = []
+def decision_mark(uid: str, old_status: dict) -> str:
+    """A digest of the object and of the status a pass decides from: equal for two passes
+    that read the same status (the first one's write did not land), different once the
+    status changed."""
+    text = json.dumps([uid, old_status], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _check_buildable(lm: LanguageModel, owner: Owner, settings: OperatorSettings, store: str) -> None:
@@ -442,16 +404,11 @@ async def reconcile(
     analyse: Callable[..., Any] | None = None,
     logger: logging.Logger | logging.LoggerAdapter | None = None,
     list_all: bool = True,
-    owed: MutableMapping[tuple[str, str], Owed] | None = None,
 ) -> Result:
     """Reconcile the LanguageModel `body` (its latest known state, status included).
 
     `list_all=False`: list only the child kinds its spec can own (`child_kinds`) when the
     spec is the one its status was written for (observedGeneration); the caller passes
     True for the first reconcile of an object in a process, when children of other kinds
-    may be left from a spec or settings this process never saw.
-
-    `owed`: the caller's map of Events owed by passes whose writes had no clear answer
-    (`Owed`, keyed by (namespace, name)); kept across passes of one object, it is read and
-    updated here. Without it, such Events are lost rather than ever sent twice."""
-    return await Reconciler(body, kube, settings, now, analyse, logger, list_all, owed).run()
+    may be left from a spec or settings this process never saw."""
+    return await Reconciler(body, kube, settings, now, analyse, logger, list_all).run()
