@@ -208,7 +208,8 @@ def test_latency_and_queue_gates_quote_measured_values(env):
 
 
 def test_autoscaling_queries_run_on_real_triton_metrics(env):
-    """The prometheus-adapter rules and the KEDA queries, evaluated by a real Prometheus."""
+    """The prometheus-adapter rules (filled in as the adapter fills them) and the KEDA
+    queries, evaluated by a real Prometheus."""
     import time
 
     from lmo.analysis import Prometheus
@@ -218,8 +219,10 @@ def test_autoscaling_queries_run_on_real_triton_metrics(env):
         prometheus_adapter_rules,
         queue_time_ms_query,
     )
+    from tests.fixtures.metrics_adapter import metrics_query
 
     servers, behavior, prom_server = env
+    pods = {f"{LM}-v1-abc12-xyz34", f"{LM}-v2-abc12-xyz34"}
     set_behavior(behavior["v2"])
     load = LoadLoop({v: s.http_address for v, s in servers.items()}).start()
     load.route({"v1": 50, "v2": 50})
@@ -228,11 +231,7 @@ def test_autoscaling_queries_run_on_real_triton_metrics(env):
         time.sleep(3)
         per_pod = {}
         for rule in prometheus_adapter_rules()["rules"]["custom"]:
-            q = (
-                rule["metricsQuery"]
-                .replace("<<.LabelMatchers>>", f'namespace="{NS}",pod=~"{LM}-.*"')
-                .replace("<<.GroupBy>>", "namespace,pod")
-            )
+            q = metrics_query(rule["metricsQuery"], NS, sorted(pods))
             per_pod[rule["name"]["as"]] = {labels["pod"]: v for labels, v in prom.query(q)}
         keda = {
             "queue": prom.query(queue_time_ms_query(NS, LM, "v2")),
@@ -242,7 +241,6 @@ def test_autoscaling_queries_run_on_real_triton_metrics(env):
         }
     finally:
         load.stop()
-    pods = {f"{LM}-v1-abc12-xyz34", f"{LM}-v2-abc12-xyz34"}
     # one value per pod: queue time in ms (small: one request at a time), inferences/s
     assert set(per_pod["lmo_triton_queue_time_ms"]) == pods
     assert all(0 < v < 1000 for v in per_pod["lmo_triton_queue_time_ms"].values())
