@@ -274,6 +274,8 @@ class _Machine:
         if not self.ready(candidate):
             return self.wait_for(status, all_stable)
         if status.phase == RolloutPhase.WAITING.value or not status.step_started_at:
+            if not self.ready(stable):
+                return self.wait_for_stable(status, all_stable)
             return self.start_step(status, status.step)
         return self.progress(status)
 
@@ -345,6 +347,18 @@ class _Machine:
         status.message = (
             f"waiting for {candidate} to serve artifact "
             f"{desired_key(self.spec, candidate)[:8]} with ready pods"
+        )
+        return self.done(status, all_stable, WAIT_REQUEUE_SECONDS, self.candidate_bounds(status))
+
+    def wait_for_stable(self, status: RolloutStatus, all_stable: dict[str, int]) -> Decision:
+        """A step starts only once the stable serves too: a canary against a stable still
+        converting or starting (both versions new, the candidate quicker) would send the
+        candidate every request, its share being relative to a stable that cannot take any."""
+        status.phase = RolloutPhase.WAITING.value
+        status.step_started_at = NOT_STARTED
+        status.message = (
+            f"waiting for the stable version {status.stable} to serve artifact "
+            f"{desired_key(self.spec, status.stable)[:8]} with ready pods"
         )
         return self.done(status, all_stable, WAIT_REQUEUE_SECONDS, self.candidate_bounds(status))
 
