@@ -49,7 +49,7 @@ class Passing:
     """The analysis of every step passes (there is no Prometheus behind the emulator)."""
 
     def __call__(self, analysis, namespace, lm, candidate, stable, window_seconds, replay=None):
-        from lmo.analysis import AnalysisResult
+        from lmo.decide.vocabulary import AnalysisResult
 
         return AnalysisResult("pass", {"requests": 50.0}, ["scripted pass"])
 

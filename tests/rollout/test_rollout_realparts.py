@@ -17,9 +17,9 @@ import os
 import pytest
 
 from lmo.api import LanguageModelSpec
-from lmo.replay import ReplayTargets
 from lmo.conditions import Reason
-from lmo.rollout import VersionObservation, desired_key
+from lmo.replay import ReplayTargets
+from lmo.rollout import desired_key, VersionObservation
 from tests.fixtures.prometheus import Target
 from tests.rollout.harness import ENTRY, GOLDEN, LoadLoop, drive, set_behavior, write_embedding_model
 
@@ -165,7 +165,7 @@ def test_failing_candidate_is_rolled_back_on_error_ratio(env):
 
 
 def test_no_traffic_is_inconclusive_and_says_why(env):
-    from lmo.analysis import analyse
+    from lmo.decide.measure import analyse
 
     spec = canary_spec()
     result = analyse(spec.rollout.analysis, NS, LM, "v9", "v1", 3.0)
@@ -180,7 +180,7 @@ def test_latency_and_queue_gates_quote_measured_values(env):
     """
     import time
 
-    from lmo.analysis import analyse
+    from lmo.decide.measure import analyse
 
     servers, behavior, _ = env
     set_behavior(behavior["v2"])
@@ -212,7 +212,7 @@ def test_autoscaling_queries_run_on_real_triton_metrics(env):
     queries, evaluated by a real Prometheus."""
     import time
 
-    from lmo.analysis import Prometheus
+    from lmo.decide.prometheus import Prometheus
     from lmo.builders.autoscaling import (
         gpu_util_query,
         inference_rate_query,
@@ -279,7 +279,7 @@ def test_the_charts_triton_alert_expressions_return_series_on_real_triton(env, k
 
     import yaml
 
-    from lmo.analysis import Prometheus
+    from lmo.decide.prometheus import Prometheus
     from tests.chart.test_chart import CHART, helm
 
     _, _, prom = env
@@ -300,7 +300,7 @@ def test_the_charts_dashboard_triton_panels_return_series_on_real_triton(env, k8
     """Every dashboard panel on Triton's metrics, with 'all' chosen in its variables, answers
     with a series per version from the real Prometheus scraping the real servers. (The panels
     on the operator's own metrics need a scraped operator: not here.)"""
-    from lmo.analysis import Prometheus
+    from lmo.decide.prometheus import Prometheus
     from tests.chart.test_dashboard import dashboard, queries
 
     _, _, prom = env
