@@ -177,6 +177,7 @@ class Reconciler:
         children, secrets, messages = await self._read(lm, store, store_secret, kinds)
         self.result.missing_secrets = sorted(n for n, found in secrets.items() if not found)
         observed = S.observe(lm, store, store_secret, children, secrets, messages, self.old_status)
+        self._explain_unready(observed, children)
         decision = await S.step(lm.spec, observed, self.now, self._measure(lm, observed))
         plans, routed = S.plan(lm, observed, decision)
         desired = build_children(lm, owner, self.settings, plans)
@@ -212,6 +213,24 @@ class Reconciler:
         jobs = S.jobs_to_read(lm, store, children, self.old_status)
         found = await asyncio.gather(*(self.kube.termination_messages(self.namespace, j) for j in jobs))
         return children, dict(zip(names, exists)), dict(zip(jobs, found))
+
+    def _explain_unready(self, observed: S.Observed, children: dict) -> None:
+        """Log why a version Ready in the status read is not ready as observed now (which
+        of its artifact, the artifact its pods serve, its Deployment's ready pods is
+        missing): a version leaving Ready pulls its traffic."""
+        was = {v.get("name") for v in self.old_status.get("versions") or []
+               if v.get("phase") == Phase.READY.value}
+        for st in observed.versions:
+            if st.name not in was or (st.serve_uri and st.serving_key and st.deployment_ready):
+                continue
+            dep = children.get(("Deployment", child_name(self.name, st.name)))
+            ds = (dep or {}).get("status") or {}
+            self.log.warning(
+                "version %s is no longer observed ready: artifact %s, serving key %s, "
+                "Deployment %s (generation %s, observed %s, replicas %s, updated %s, ready %s)",
+                st.name, st.serve_uri, st.serving_key, "listed" if dep else "not listed",
+                (dep or {}).get("metadata", {}).get("generation"), ds.get("observedGeneration"),
+                ds.get("replicas"), ds.get("updatedReplicas"), ds.get("readyReplicas"))
 
     # ------------------------------------------------------------------ measuring
 

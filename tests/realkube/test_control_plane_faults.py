@@ -47,6 +47,7 @@ def write_trail(real: RealCluster, ns: str) -> str:
                      f"{'/' + ref['subresource'] if ref.get('subresource') else ''} "
                      f"{(ev.get('responseStatus') or {}).get('code')} {what} "
                      f"{ev.get('userAgent', '')[:20]}")
+    lines += [line for line in real.operator_log().splitlines() if "no longer observed ready" in line]
     return "\n".join(lines)
 
 
