@@ -77,6 +77,7 @@ from lmo.conditions import WARNING, Reason
 from lmo.decide.measure import cannot_replay, replay_targets
 from lmo.decide.outcomes import with_outcomes
 from lmo.errors import UserError
+from lmo.diff import first_difference
 from lmo.kube import Kube, KubeError, Ref
 from lmo.settings import OperatorSettings
 
@@ -177,11 +178,11 @@ class Reconciler:
         children, secrets, messages = await self._read(lm, store, store_secret, kinds)
         self.result.missing_secrets = sorted(n for n, found in secrets.items() if not found)
         observed = S.observe(lm, store, store_secret, children, secrets, messages, self.old_status)
-        self._explain_unready(observed, children)
         decision = await S.step(lm.spec, observed, self.now, self._measure(lm, observed))
         plans, routed = S.plan(lm, observed, decision)
         desired = build_children(lm, owner, self.settings, plans)
         observed = S.assess(observed, self.name, desired, children)
+        self._explain_unready(observed, children, desired)
 
         await self._apply(desired, children, observed)
         status = S.status_from(lm, self.settings, observed, routed, decision, self._refused,
@@ -214,23 +215,27 @@ class Reconciler:
         found = await asyncio.gather(*(self.kube.termination_messages(self.namespace, j) for j in jobs))
         return children, dict(zip(names, exists)), dict(zip(jobs, found))
 
-    def _explain_unready(self, observed: S.Observed, children: dict) -> None:
-        """Log why a version Ready in the status read is not ready as observed now (which
-        of its artifact, the artifact its pods serve, its Deployment's ready pods is
-        missing): a version leaving Ready pulls its traffic."""
+    def _explain_unready(self, observed: S.Observed, children: dict, desired: list[dict]) -> None:
+        """Log why a version Ready in the status read is not Ready now (its artifact, the
+        artifact its pods serve, its Deployment as observed against the one wanted): a
+        version leaving Ready pulls its traffic."""
         was = {v.get("name") for v in self.old_status.get("versions") or []
                if v.get("phase") == Phase.READY.value}
+        wanted = {o["metadata"]["name"]: o for o in desired if o["kind"] == "Deployment"}
         for st in observed.versions:
-            if st.name not in was or (st.serve_uri and st.serving_key and st.deployment_ready):
+            if st.name not in was or st.phase == Phase.READY.value:
                 continue
-            dep = children.get(("Deployment", child_name(self.name, st.name)))
+            name = child_name(self.name, st.name)
+            dep, want = children.get(("Deployment", name)), wanted.get(name)
             ds = (dep or {}).get("status") or {}
             self.log.warning(
-                "version %s is no longer observed ready: artifact %s, serving key %s, "
-                "Deployment %s (generation %s, observed %s, replicas %s, updated %s, ready %s)",
-                st.name, st.serve_uri, st.serving_key, "listed" if dep else "not listed",
+                "version %s is no longer observed ready (%s): artifact %s, serving key %s, "
+                "Deployment %s (generation %s, observed %s, replicas %s, updated %s, ready %s), "
+                "differs from the wanted one at %s",
+                st.name, st.phase, st.serve_uri, st.serving_key, "listed" if dep else "not listed",
                 (dep or {}).get("metadata", {}).get("generation"), ds.get("observedGeneration"),
-                ds.get("replicas"), ds.get("updatedReplicas"), ds.get("readyReplicas"))
+                ds.get("replicas"), ds.get("updatedReplicas"), ds.get("readyReplicas"),
+                first_difference(want, dep) if want is not None and dep is not None else "-")
 
     # ------------------------------------------------------------------ measuring
 

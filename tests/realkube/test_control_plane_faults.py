@@ -87,7 +87,7 @@ def through_a_fault(real: RealCluster, prom: StubPrometheus, lm: str, fault) -> 
     assert [e["count"] for e in reasons["RolloutStarted"]] == [1], trail
     assert sorted(e["count"] for e in reasons["RolloutStep"]) == [1, 1], trail
     assert [e["count"] for e in reasons["RolloutSucceeded"]] == [1], trail
-    assert watch.seen and watch.backwards() == [], watch.backwards()
+    assert watch.seen and watch.backwards() == [], (watch.backwards(), trail)
     # the standby wrote nothing, neither lmo nor Kopf (each replica names itself in its
     # User-Agent): every write of the operator's account came from the leader
     assert not standby_writes(real, began), standby_writes(real, began)[:5]
