@@ -236,6 +236,7 @@ def test_a_language_model_served_by_real_pods(cluster):
             ro = cluster.status(ns, "sentiment").get("rollout") or {}
             return ro if ro.get("phase") == wanted else None
         return reached
+    canaries = time.monotonic()
     with Load(address("sentiment"), texts) as load:
         t = time.monotonic()
         cluster.patch_lm(ns, "sentiment", {"spec": {
@@ -268,6 +269,7 @@ def test_a_language_model_served_by_real_pods(cluster):
         assert "maxLatencyP99Ms 0.01" in ro["message"], ro["message"]
         cluster.wait(only(a1), 300, "v1 answering alone after the rollback", ns, "sentiment")
         assert load.answers > 0
+    cluster.timings["both_canaries_s"] = time.monotonic() - canaries
     events = cluster.request("GET", f"/api/v1/namespaces/{ns}/events")["items"]
     assert {"RolloutSucceeded", "RolloutRolledBack"} <= {e["reason"] for e in events}
 
