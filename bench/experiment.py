@@ -48,7 +48,7 @@ def fixed_n(p0: float, p1: float, alpha: float = 0.05, power: float = 0.8) -> in
 
 
 def samples_to_decision(runs: int) -> list[dict]:
-    from lmo.experiment import sequential_test
+    from lmo.decide.statistics import sequential_test
 
     rows = []
     base = 0.10

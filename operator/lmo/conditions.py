@@ -62,7 +62,7 @@ class Reason:
     ROLLOUT_ROLLED_BACK = "RolloutRolledBack"
     CANDIDATE_NOT_READY = "CandidateNotReady"
     STABLE_REMOVED = "StableRemoved"
-    # experiments (lmo.experiment)
+    # experiments (lmo.decide.experiment)
     EXPERIMENT_STARTED = "ExperimentStarted"
     EXPERIMENT_DECIDED = "ExperimentDecided"
     EXPERIMENT_INCONCLUSIVE = "ExperimentInconclusive"

@@ -35,10 +35,10 @@ from typing import Any
 
 import kopf
 
-from lmo import analysis
 from lmo import labels as L
 from lmo import metrics
 from lmo.api import API_VERSION, GROUP, PLURAL, VERSION
+from lmo.decide import measure
 from lmo.kube import Kube, KubeError
 from lmo.logs import object_logger
 from lmo.reconcile import reconcile as reconcile_lm
@@ -87,7 +87,7 @@ class Runtime:
         self.slots = Slots(self.settings.max_concurrent_reconciles)
         self.listed: set[tuple[str, str]] = set()  # reconciled once (every kind listed)
         self.awaiting: dict[tuple[str, str], asyncio.Task] = {}  # missing Secrets looked for
-        self.analyse = analysis.analyse  # looked up here, so a test may stand in for it
+        self.analyse = measure.analyse  # looked up here, so a test may stand in for it
 
     async def login(self, info: Any) -> None:
         """Use new credentials. Kopf calls the login handler again when the API server

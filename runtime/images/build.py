@@ -96,13 +96,15 @@ IMAGES = {
     ),
     # Triton 2.51 from the nvidia-pytriton wheel (Python backend, CPU), as `lmo up` runs it,
     # with what lmo's Python-backend models and the per-version front import: lmo_runtime,
-    # numpy, tokenizers, onnxruntime, aiohttp, boto3 (payload sink)
+    # numpy, tokenizers, onnxruntime, aiohttp, boto3 (payload sink), jinja2 (checkpoints'
+    # chat templates)
     # `lmo-triton-cpu`: no ONNX Runtime backend in this Triton build, so LanguageModels served
     # by it set serving.backend: python; the default serving.image `lmo-triton` is the GPU
     # image of runtime/Dockerfile.triton (NGC base)
     "triton-cpu": Image(
         "triton-cpu",
-        ["{project}", "nvidia-pytriton==0.7.0", "tokenizers>=0.20,<1", "onnxruntime>=1.19,<2"],
+        ["{project}", "nvidia-pytriton==0.7.0", "tokenizers>=0.20,<1", "onnxruntime>=1.19,<2",
+         "jinja2>=3.1.6,<4"],
         ["tritonserver"],
         ["--model-repository=/models", "--model-control-mode=explicit", "--load-model=*",
          "--exit-timeout-secs=5"],

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from aiohttp import web
 
-from lmo.analysis import AnalysisResult
 from lmo.api import LanguageModelSpec, parse
 from lmo.builders import endpoint
 from lmo.cli import main
-from lmo.rollout import VersionObservation, decide, desired_key
+from lmo.decide.vocabulary import AnalysisResult
+from lmo.rollout import decide, desired_key, VersionObservation
 from lmo.settings import OperatorSettings
 from tests.fixtures.kmock_fixture import LM_RESOURCE, start_cluster
 from tests.local.conftest import serving_app

@@ -16,7 +16,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from lmo.cli import main
-from lmo.experiment import sequential_test
+from lmo.decide.statistics import sequential_test
 from lmo.local.routing import sticky_bucket
 from lmo_runtime.feedback import MODEL as FEEDBACK_MODEL
 from lmo_runtime.manifest import REPOSITORY_DIR

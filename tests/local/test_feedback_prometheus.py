@@ -1,6 +1,6 @@
 """The `lmo up` front door's feedback counters (`GET /lmo/metrics`) scraped by a real
 Prometheus answer the experiment's feedback queries exactly as the cluster's feedback model
-does: the same metric names and labels, so the same PromQL (lmo.analysis.query_outcomes)."""
+does: the same metric names and labels, so the same PromQL (lmo.decide.outcomes.query_outcomes)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import pytest
 from aiohttp import web
 
-from lmo.analysis import Prometheus, query_outcomes
 from lmo.api import ExperimentOutcome
+from lmo.decide.outcomes import query_outcomes
+from lmo.decide.prometheus import Prometheus
 from lmo.local.feedback import Feedback
 from tests.fixtures.prometheus import PrometheusServer, prometheus_binary
 

@@ -13,8 +13,8 @@ import urllib.request
 import pytest
 
 from lmo.commands import vitals
-from lmo.local.recent import Sample, last_minute
-from lmo.local.tritonmetrics import Snapshot
+from lmo.decide.triton import Snapshot
+from lmo.local.recent import last_minute, Sample
 from tests.local.conftest import ROOT, LmoUp, rel, write_lm
 
 SECRET = "12345678901"

@@ -15,20 +15,22 @@ from types import SimpleNamespace
 
 import pytest
 
-from lmo.analysis import AnalysisResult
-from lmo.api import LanguageModelSpec, SpecError, load_file
+from lmo.api import LanguageModelSpec, load_file, SpecError
 from lmo.api import parse as parse_lm
 from lmo.builders import endpoint
 from lmo.cli import main
 from lmo.commands import status as status_command
 from lmo.commands import traffic as traffic_command
+from lmo.commands import status as status_command
+from lmo.commands import traffic as traffic_command
 from lmo.commands.infer import base_url
 from lmo.commands.traffic import rollback_version, traffic_patch
+from lmo.decide.triton import parse, Snapshot
+from lmo.decide.vocabulary import AnalysisResult
 from lmo.errors import UserError
-from lmo.local.routing import Router, parse_assignments
-from lmo.local.tritonmetrics import Snapshot, parse
+from lmo.local.routing import parse_assignments, Router
 from lmo.local.versions import resolve_checkpoint
-from lmo.rollout import VersionObservation, decide, desired_key
+from lmo.rollout import decide, desired_key, VersionObservation
 from lmo.settings import OperatorSettings
 from tests.local.conftest import serving_app
 

@@ -18,8 +18,8 @@ import pytest
 import tritonclient.http as httpclient
 import yaml
 
-from lmo.api import SpecError, parse
-from lmo.local.tritonmetrics import parse as parse_metrics
+from lmo.api import parse, SpecError
+from lmo.decide.triton import parse as parse_metrics
 from tests.local.conftest import ROOT, LmoUp, descendants, rel, write_lm
 
 pytestmark = pytest.mark.slow

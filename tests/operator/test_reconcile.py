@@ -311,14 +311,14 @@ async def test_a_missing_artifact_store_secret_blocks_every_version(env):
 
 
 class RecordingAnalysis:
-    """Stands in for lmo.analysis.analyse: records every call, answers `verdict`."""
+    """Stands in for lmo.decide.measure.analyse: records every call, answers `verdict`."""
 
     def __init__(self, verdict: str = "pass"):
         self.verdict = verdict
         self.calls: list[dict] = []
 
     def __call__(self, analysis, namespace, lm, candidate, stable, window_seconds, replay=None):
-        from lmo.analysis import AnalysisResult
+        from lmo.decide.vocabulary import AnalysisResult
 
         self.calls.append({"lm": lm, "candidate": candidate, "stable": stable,
                            "window": window_seconds, "replay": replay})

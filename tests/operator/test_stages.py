@@ -7,11 +7,11 @@ import json
 from datetime import datetime, timezone
 
 from lmo import stages as S
-from lmo.analysis import FAIL, AnalysisResult
 from lmo.api import parse
-from lmo.builders import Owner, build_children
+from lmo.builders import build_children, Owner
 from lmo.builders.conversion import job_name
 from lmo.conditions import Reason
+from lmo.decide.vocabulary import FAIL, AnalysisResult
 from lmo.labels import ARTIFACT_KEY
 from lmo.settings import OperatorSettings
 

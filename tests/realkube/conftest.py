@@ -33,6 +33,10 @@ def real():
     from tests.fixtures.real_cluster import RealCluster, tiny_checkpoints
 
     cluster = RealCluster()
+    # aggregated APIs (the custom metrics API of test_hpa_realparts) and an HPA controller
+    # that syncs every 5s instead of 15s
+    cluster.cp.aggregation = True
+    cluster.cp.extra_controller_manager_args = ["--horizontal-pod-autoscaler-sync-period=5s"]
     try:
         cluster.start(tiny_checkpoints)
     except BaseException:

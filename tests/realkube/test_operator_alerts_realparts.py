@@ -54,7 +54,7 @@ def _series(client, promql: str, ns: str | None, timeout: float = 30.0) -> list[
 
 def test_operator_alerts_and_panels_return_series_from_the_real_operator(
         real: RealCluster, ns: str, k8s_tools):
-    from lmo.analysis import Prometheus
+    from lmo.decide.prometheus import Prometheus
     from tests.chart.test_chart import CHART, helm
     from tests.chart.test_dashboard import dashboard, queries
 

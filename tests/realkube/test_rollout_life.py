@@ -1,6 +1,6 @@
 """Canary rollouts on the real API server, driven by Prometheus numbers.
 
-The operator process runs the real analysis (`lmo.analysis.analyse`) against a stand-in of
+The operator process runs the real analysis (`lmo.decide.measure.analyse`) against a stand-in of
 Prometheus's HTTP API that answers the request and failure counts a test sets per version
 (real Prometheus scraping real Triton is covered in tests/rollout/test_rollout_realparts.py).
 Steps hold 2 s of wall clock; the route, status and Events are read from the real server.

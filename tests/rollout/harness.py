@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lmo.analysis import analyse
 from lmo.api import LanguageModelSpec, RolloutStatus
+from lmo.decide.measure import analyse
 from lmo.replay import ReplayTargets
-from lmo.rollout import Decision, VersionObservation, analysis_window, decide
+from lmo.rollout import analysis_window, decide, Decision, VersionObservation
 from lmo_runtime.triton.config import DynamicBatching, ModelConfig, Tensor, write_config
 
 ENTRY = "feature_extraction"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmo.analysis import analyse
 from lmo.api import Analysis
-from lmo.replay import ReplayError, ReplayTargets, compare, replay_drift, token_agreement
+from lmo.decide.measure import analyse
+from lmo.replay import compare, replay_drift, ReplayError, ReplayTargets, token_agreement
 
 
 def test_unreachable_prometheus_is_inconclusive_not_a_rollback():

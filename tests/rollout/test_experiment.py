@@ -1,4 +1,4 @@
-"""The experiment's statistics and verdicts (lmo.experiment), checked by simulation.
+"""The experiment's statistics and verdicts (lmo.decide.experiment, lmo.decide.statistics), checked by simulation.
 
 Simulations are numpy-vectorised over thousands of experiments, each looked at a hundred
 times or more (what the operator does: one look per analysis), with fixed seeds.
@@ -11,11 +11,12 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from lmo import experiment as X
-from lmo.analysis import AnalysisResult
+from lmo.decide import experiment as X
+from lmo.decide.statistics import sequential_test
 from lmo.api import Experiment, ExperimentStatus, LanguageModelSpec, RolloutStatus
 from lmo.conditions import Reason
-from lmo.rollout import VersionObservation, decide, desired_key
+from lmo.decide.vocabulary import AnalysisResult
+from lmo.rollout import decide, desired_key, VersionObservation
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 RUNS = 2000
@@ -38,7 +39,7 @@ def looks(rate_b, rate_c, *, runs=RUNS, per_look=50, n_looks=200, seed=0, scores
 
 def declared(sb, nb, sc, nc, min_samples=1000, confidence=0.95):
     """Per experiment: did any look decide, and was the first decision for the candidate."""
-    t = X.sequential_test(sb, nb, sc, nc, min_samples, confidence)
+    t = sequential_test(sb, nb, sc, nc, min_samples, confidence)
     decided = t.ready & (t.p_value <= 1 - confidence)
     any_ = decided.any(axis=1)
     first = decided.argmax(axis=1)
@@ -105,14 +106,14 @@ def test_scores_in_0_1_keep_the_error_rate_and_find_a_lift():
 
 def test_the_interval_covers_the_true_lift_at_every_look():
     sb, nb, sc, nc = looks(0.3, 0.33, runs=1000, seed=8)
-    t = X.sequential_test(sb, nb, sc, nc, 1000, 0.95)
+    t = sequential_test(sb, nb, sc, nc, 1000, 0.95)
     missed = (t.ready & ((t.low > 0.03) | (t.high < 0.03))).any(axis=1)
     assert missed.mean() <= 0.05
 
 
 def test_interval_excludes_zero_exactly_when_p_is_below_alpha():
     sb, nb, sc, nc = looks(0.1, 0.115, runs=200, seed=9)
-    t = X.sequential_test(sb, nb, sc, nc, 1000, 0.95)
+    t = sequential_test(sb, nb, sc, nc, 1000, 0.95)
     excludes = (t.low > 0) | (t.high < 0)
     assert np.array_equal(excludes, t.p_value < 0.05) or np.mean(
         excludes != (t.p_value < 0.05)) < 1e-3  # equal but for floating-point ties

@@ -1,4 +1,4 @@
-"""`lmo.analysis.judge`: the one place the rollout gates are applied, for both runtimes.
+"""`lmo.decide.judge`: the one place the rollout gates are applied, for both runtimes.
 
 The operator feeds it Prometheus numbers (`analyse`), `lmo up` the differences of Triton
 /metrics snapshots (`Controller.analyse`); a drift gate that cannot run fails the step in both.
@@ -10,10 +10,11 @@ import asyncio
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
-from lmo.analysis import FAIL, INCONCLUSIVE, PASS, VersionMetrics, judge
 from lmo.api import Analysis
+from lmo.decide.judge import judge
+from lmo.decide.triton import Snapshot
+from lmo.decide.vocabulary import FAIL, INCONCLUSIVE, PASS, VersionMetrics
 from lmo.local.controller import Controller
-from lmo.local.tritonmetrics import Snapshot
 from lmo.replay import Drift
 
 GATES = Analysis(maxErrorRate=0.05, maxLatencyP99Ms=100, maxOutputDrift=0.1, minRequests=20)

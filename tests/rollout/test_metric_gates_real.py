@@ -11,17 +11,12 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
-from lmo.analysis import (
-    FAIL,
-    PASS,
-    Prometheus,
-    VersionMetrics,
-    fill,
-    judge,
-    measure_gates,
-    query_outcomes,
-)
 from lmo.api import Analysis, ExperimentOutcome
+from lmo.decide.judge import judge
+from lmo.decide.measure import measure_gates
+from lmo.decide.outcomes import query_outcomes
+from lmo.decide.prometheus import fill, Prometheus
+from lmo.decide.vocabulary import FAIL, PASS, VersionMetrics
 
 pytestmark = pytest.mark.slow
 

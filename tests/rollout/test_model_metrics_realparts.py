@@ -19,7 +19,7 @@ import tritonclient.http as httpclient
 
 from lmo_runtime.convert import convert
 from lmo_runtime.manifest import ConversionRequest
-from lmo_runtime.triton.server import TritonServer, free_port
+from lmo_runtime.triton.server import free_port, TritonServer
 from tests.fixtures.artifacts import _tiny_bert
 from tests.fixtures.prometheus import PrometheusServer, Target
 
@@ -66,7 +66,7 @@ def _query_until(client, promql: str, timeout: float = 30.0):
 def test_the_charts_model_alert_expressions_return_series(scraped, k8s_tools):
     import yaml
 
-    from lmo.analysis import Prometheus
+    from lmo.decide.prometheus import Prometheus
     from tests.chart.test_chart import CHART, helm
 
     out = helm(k8s_tools, "template", "lmo", str(CHART), "--namespace", "lmo-system",
@@ -85,7 +85,7 @@ def test_the_charts_model_alert_expressions_return_series(scraped, k8s_tools):
 
 
 def test_the_charts_dashboard_model_panels_return_series(scraped, k8s_tools):
-    from lmo.analysis import Prometheus
+    from lmo.decide.prometheus import Prometheus
     from tests.chart.test_dashboard import dashboard, queries
 
     _, dash = dashboard(k8s_tools)

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lmo.analysis import AnalysisResult
 from lmo.api import LanguageModelSpec, RolloutStatus
 from lmo.conditions import Reason
+from lmo.decide.vocabulary import AnalysisResult
 from lmo.rollout import (
     Decision,
     VersionObservation,

@@ -18,8 +18,8 @@ import threading
 import pytest
 import pytest_asyncio
 
-import lmo.analysis
-from lmo.analysis import AnalysisResult
+import lmo.decide.measure
+from lmo.decide.vocabulary import AnalysisResult
 from lmo.labels import ARTIFACT_KEY
 from lmo.rollout import desired_key
 from tests.fixtures.kmock_fixture import (
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 class ScriptedAnalysis:
-    """Stands in for lmo.analysis.analyse: verdicts queued per LanguageModel (default pass)."""
+    """Stands in for lmo.decide.measure.analyse: verdicts queued per LanguageModel (default pass)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -72,14 +72,14 @@ def scripted() -> ScriptedAnalysis:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(scripted):
     # Every operator Runtime (including one restarted mid-test) picks the analysis function
-    # up from lmo.analysis when it is made.
-    real = lmo.analysis.analyse
-    lmo.analysis.analyse = scripted
+    # up from lmo.decide.measure when it is made.
+    real = lmo.decide.measure.analyse
+    lmo.decide.measure.analyse = scripted
     try:
         async with await start_cluster() as (cluster, operator):
             yield cluster, operator
     finally:
-        lmo.analysis.analyse = real
+        lmo.decide.measure.analyse = real
 
 
 def spec(steps=(20, 50, 100), hold="1s", v2_uri="s3://m/v2/", **rollout) -> dict:

@@ -17,9 +17,9 @@ import os
 import pytest
 
 from lmo.api import LanguageModelSpec
-from lmo.replay import ReplayTargets
 from lmo.conditions import Reason
-from lmo.rollout import VersionObservation, desired_key
+from lmo.replay import ReplayTargets
+from lmo.rollout import desired_key, VersionObservation
 from tests.fixtures.prometheus import Target
 from tests.rollout.harness import ENTRY, GOLDEN, LoadLoop, drive, set_behavior, write_embedding_model
 
@@ -165,7 +165,7 @@ def test_failing_candidate_is_rolled_back_on_error_ratio(env):
 
 
 def test_no_traffic_is_inconclusive_and_says_why(env):
-    from lmo.analysis import analyse
+    from lmo.decide.measure import analyse
 
     spec = canary_spec()
     result = analyse(spec.rollout.analysis, NS, LM, "v9", "v1", 3.0)
@@ -180,7 +180,7 @@ def test_latency_and_queue_gates_quote_measured_values(env):
     """
     import time
 
-    from lmo.analysis import analyse
+    from lmo.decide.measure import analyse
 
     servers, behavior, _ = env
     set_behavior(behavior["v2"])
@@ -208,18 +208,21 @@ def test_latency_and_queue_gates_quote_measured_values(env):
 
 
 def test_autoscaling_queries_run_on_real_triton_metrics(env):
-    """The prometheus-adapter rules and the KEDA queries, evaluated by a real Prometheus."""
+    """The prometheus-adapter rules (filled in as the adapter fills them) and the KEDA
+    queries, evaluated by a real Prometheus."""
     import time
 
-    from lmo.analysis import Prometheus
+    from lmo.decide.prometheus import Prometheus
     from lmo.builders.autoscaling import (
         gpu_util_query,
         inference_rate_query,
         prometheus_adapter_rules,
         queue_time_ms_query,
     )
+    from tests.fixtures.metrics_adapter import metrics_query
 
     servers, behavior, prom_server = env
+    pods = {f"{LM}-v1-abc12-xyz34", f"{LM}-v2-abc12-xyz34"}
     set_behavior(behavior["v2"])
     load = LoadLoop({v: s.http_address for v, s in servers.items()}).start()
     load.route({"v1": 50, "v2": 50})
@@ -228,11 +231,7 @@ def test_autoscaling_queries_run_on_real_triton_metrics(env):
         time.sleep(3)
         per_pod = {}
         for rule in prometheus_adapter_rules()["rules"]["custom"]:
-            q = (
-                rule["metricsQuery"]
-                .replace("<<.LabelMatchers>>", f'namespace="{NS}",pod=~"{LM}-.*"')
-                .replace("<<.GroupBy>>", "namespace,pod")
-            )
+            q = metrics_query(rule["metricsQuery"], NS, sorted(pods))
             per_pod[rule["name"]["as"]] = {labels["pod"]: v for labels, v in prom.query(q)}
         keda = {
             "queue": prom.query(queue_time_ms_query(NS, LM, "v2")),
@@ -242,7 +241,6 @@ def test_autoscaling_queries_run_on_real_triton_metrics(env):
         }
     finally:
         load.stop()
-    pods = {f"{LM}-v1-abc12-xyz34", f"{LM}-v2-abc12-xyz34"}
     # one value per pod: queue time in ms (small: one request at a time), inferences/s
     assert set(per_pod["lmo_triton_queue_time_ms"]) == pods
     assert all(0 < v < 1000 for v in per_pod["lmo_triton_queue_time_ms"].values())
@@ -281,7 +279,7 @@ def test_the_charts_triton_alert_expressions_return_series_on_real_triton(env, k
 
     import yaml
 
-    from lmo.analysis import Prometheus
+    from lmo.decide.prometheus import Prometheus
     from tests.chart.test_chart import CHART, helm
 
     _, _, prom = env
@@ -302,7 +300,7 @@ def test_the_charts_dashboard_triton_panels_return_series_on_real_triton(env, k8
     """Every dashboard panel on Triton's metrics, with 'all' chosen in its variables, answers
     with a series per version from the real Prometheus scraping the real servers. (The panels
     on the operator's own metrics need a scraped operator: not here.)"""
-    from lmo.analysis import Prometheus
+    from lmo.decide.prometheus import Prometheus
     from tests.chart.test_dashboard import dashboard, queries
 
     _, _, prom = env

@@ -1,5 +1,5 @@
 """One rule, two runtimes: the same Triton numbers give the same verdict and the same message
-on the cluster (Prometheus scraping the servers, `lmo.analysis.analyse`) and under `lmo up`
+on the cluster (Prometheus scraping the servers, `lmo.decide.measure.analyse`) and under `lmo up`
 (the controller reading the servers' /metrics, `Controller.analyse`).
 
 Each version's /metrics is served in Triton's own exposition format, with numbers chosen so
@@ -20,10 +20,11 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
-from lmo.analysis import FAIL, analyse
 from lmo.api import LanguageModel, RolloutStatus
+from lmo.decide.measure import analyse
+from lmo.decide.vocabulary import FAIL
 from lmo.local.controller import Backend, Controller
-from lmo.rollout import VersionObservation, decide, desired_key, rollout_hash
+from lmo.rollout import decide, desired_key, rollout_hash, VersionObservation
 from tests.fixtures.prometheus import Target
 from tests.rollout.test_metric_gates_real import until
 

@@ -117,6 +117,29 @@ def test_the_generation_config_sets_the_sampling_defaults(decoder_checkpoints, t
     assert first == generator.generate(["Paris is"], [seeded])
 
 
+def test_a_prompt_that_holds_its_special_tokens_gets_no_bos(decoder_checkpoints, tmp_path):
+    """The chat endpoint sends a checkpoint template's prompt with the request parameter
+    add_special_tokens false: the Llama tokenizer's BOS is then not put first (the template
+    writes it where it wants it), and the generation.json records the special tokens such a
+    template may write."""
+    _convert(decoder_checkpoints["llama-sampling"], tmp_path / "a", "fp32", min_score=0.0)
+    assets = tmp_path / "a/model_repository/text_generation/1"
+    textgen = _textgen(assets)
+    spec = textgen.load_spec(assets)
+    assert spec["special_tokens"] == {"bos_token": "<s>", "eos_token": "</s>",
+                                      "pad_token": "<pad>"}
+    generator = textgen.ort_generator(assets, threads=2)
+    prompt = "<|user|>Paris?</s><|assistant|>"
+    text_ids = generator.tokenizer.encode(prompt, add_special_tokens=False).ids
+    (plain,) = textgen.with_request_parameters([textgen.Params()], None)
+    assert generator._row(prompt, plain).prompt_ids == [spec["bos_token_id"], *text_ids]
+    (chat,) = textgen.with_request_parameters([textgen.Params()],
+                                              '{"add_special_tokens": false}')
+    assert generator._row(prompt, chat).prompt_ids == text_ids
+    with pytest.raises(ValueError, match="add_special_tokens must be true or false"):
+        textgen.with_request_parameters([textgen.Params()], '{"add_special_tokens": "no"}')
+
+
 def test_an_unsupported_decoder_is_refused_with_the_supported_types():
     from lmo_runtime.errors import ConversionError
 

@@ -1,7 +1,7 @@
 """The cluster's feedback path without a new data-plane component: each version's Triton
 serves lmo's `feedback` model, which counts outcome reports as Triton custom metrics; a real
 Prometheus scrapes them with the pod labels, and the experiment reads them with the same
-PromQL as under `lmo up` (lmo.analysis.query_outcomes) and decides (lmo.experiment)."""
+PromQL as under `lmo up` (lmo.decide.outcomes.query_outcomes) and decides (lmo.decide.experiment)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from lmo.analysis import AnalysisResult, Prometheus, measure, query_outcomes, with_outcomes
 from lmo.api import ExperimentOutcome, LanguageModelSpec
-from lmo.experiment import FEEDBACK_SAMPLES
-from lmo.experiment import decide as experiment_decide
+from lmo.decide.experiment import decide as experiment_decide
+from lmo.decide.measure import measure
+from lmo.decide.outcomes import FEEDBACK_SAMPLES, query_outcomes, with_outcomes
+from lmo.decide.prometheus import Prometheus
+from lmo.decide.vocabulary import AnalysisResult
 from lmo.rollout import VersionObservation
 from lmo_runtime.feedback import MODEL, write_model
 from lmo_runtime.triton.config import validate_config

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import openai
@@ -240,6 +241,65 @@ def test_chat_needs_the_declared_template(gpt):
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+# a checkpoint's own Jinja chat template, as tokenizer_config.json carries it
+CHECKPOINT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'assistant' %}"
+    "{{ raise_exception('Conversations start with a system or user turn') }}{% endif %}"
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def gpt_own_template(gpt, tmp_path_factory):
+    """Fronts over the same Triton whose repository's generation.json carries a checkpoint
+    chat template, its special tokens and max_new_tokens 7: one without spec.chatTemplate,
+    one with it (the spec's wins)."""
+    triton, plain, _ = gpt
+    served = plain.args[plain.args.index("--repository") + 1]
+    repo = tmp_path_factory.mktemp("own-template")
+    assets = repo / "text_generation" / "1"
+    assets.mkdir(parents=True)
+    source = Path(served) / "text_generation" / "1"
+    (assets / "tokenizer.json").write_bytes((source / "tokenizer.json").read_bytes())
+    generation = json.loads((source / "generation.json").read_text())
+    generation.update(chat_template=CHECKPOINT_TEMPLATE,
+                      special_tokens={"eos_token": "<|endoftext|>"}, defaults={"max_tokens": 7})
+    (assets / "generation.json").write_text(json.dumps(generation))
+    own = FrontProcess(task="text-generation", model="story", version="v2",
+                       triton_url=triton.url, repository=repo).start()
+    spec = FrontProcess(task="text-generation", model="story", version="v2",
+                        triton_url=triton.url, repository=repo, chat_template=TEMPLATE).start()
+    yield triton, own, spec, assets
+    own.stop()
+    spec.stop()
+
+
+def test_chat_renders_the_checkpoints_template_unless_the_spec_sets_one(gpt_own_template):
+    triton, own, spec, assets = gpt_own_template
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    rendered = "<system>Be brief.<|endoftext|>\n<user>Hi<|endoftext|>\n<assistant>"
+    tokenizer = Tokenizer.from_file(str(assets / "tokenizer.json"))
+    client = openai.OpenAI(base_url=own.url + "/v1", api_key="unused", max_retries=0)
+    # no max_tokens: the checkpoint's max_new_tokens (7), not OpenAI's 16
+    answer = client.chat.completions.create(model="story", messages=messages)
+    assert answer.choices[0].message.content == direct_generate(triton, rendered, 7)
+    assert answer.usage.prompt_tokens == len(tokenizer.encode(rendered,
+                                                              add_special_tokens=False).ids)
+    plain = client.completions.create(model="story", prompt="Once upon a time")
+    assert plain.choices[0].text == direct_generate(triton, "Once upon a time", 7)
+    # the template's raise_exception: a 400 on messages, with its words
+    with pytest.raises(openai.BadRequestError, match="start with a system or user") as err:
+        client.chat.completions.create(model="story",
+                                       messages=[{"role": "assistant", "content": "Hi"}])
+    assert err.value.body["param"] == "messages"
+
+    client = openai.OpenAI(base_url=spec.url + "/v1", api_key="unused", max_retries=0)
+    answer = client.chat.completions.create(model="story", messages=messages, max_tokens=10)
+    expected = direct_generate(triton, "Be brief.\nQ: Hi\nA:", 10).split("\n")[0]
+    assert answer.choices[0].message.content == expected
 
 
 @pytest.fixture(scope="module")

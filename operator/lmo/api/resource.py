@@ -67,8 +67,10 @@ class LanguageModelSpec(_Model):
     )
     chat_template: ChatTemplate | None = Field(
         default=None,
-        description="text-generation only: how chat messages become a prompt. With it, "
-        "POST /v1/chat/completions is served; without it that endpoint answers 400.",
+        description="text-generation only: how chat messages become a prompt for POST "
+        "/v1/chat/completions. Without it the checkpoint's own chat template is used "
+        "(tokenizer_config.json chat_template or chat_template.jinja); with neither that "
+        "endpoint answers 400.",
     )
 
     @model_validator(mode="after")

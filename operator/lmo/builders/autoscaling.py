@@ -367,10 +367,14 @@ def build_scaled_object(
 def prometheus_adapter_rules(window: str = RATE_WINDOW) -> dict[str, Any]:
     """prometheus-adapter `rules` serving the HPA's Pods metrics (shown in docs/rollouts.md).
 
-    Queue time is a ratio per (pod, model), then the busiest model per pod; the inference
-    rate is counted at the busiest model per pod (an ensemble's steps would count a request
-    several times). The adapter fills in `<<.LabelMatchers>>` (namespace and pod) and
-    `<<.GroupBy>>` (namespace,pod).
+    Queue time is a ratio per (pod, model), then the busiest model per pod; a model that
+    served nothing in the window reads 0 (no request waited), not "no value": without a
+    value for any pod the HPA controller cannot compute a replica count and holds the
+    Deployment where it is, so a version left idle after a burst would keep its peak replicas
+    (KEDA reads the same emptiness as 0, `ignoreNullValues`). The inference rate is counted
+    at the busiest model per pod (an ensemble's steps would count a request several times).
+    The adapter fills in `<<.LabelMatchers>>` (namespace and pod) and `<<.GroupBy>>` (the
+    pod label).
     """
     def resources() -> dict[str, Any]:
         return {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}}
@@ -387,7 +391,8 @@ def prometheus_adapter_rules(window: str = RATE_WINDOW) -> dict[str, Any]:
                     "metricsQuery": (
                         f"max by ({by}) ("
                         f"sum by ({by}, model) (rate(nv_inference_queue_duration_us{{{lm}}}[{window}])) / "
-                        f"sum by ({by}, model) (rate(nv_inference_count{{{lm}}}[{window}]) > 0)"
+                        f"sum by ({by}, model) (rate(nv_inference_count{{{lm}}}[{window}]) > 0) "
+                        f"or sum by ({by}, model) (rate(nv_inference_count{{{lm}}}[{window}])) * 0"
                         ") / 1000"
                     ),
                 },

@@ -43,7 +43,7 @@ from lmo.replay import Drift, ReplayError, ReplayTargets, replay_drift
 from lmo_runtime.feedback import MODEL as FEEDBACK_MODEL
 from lmo_runtime.manifest import ENTRY_MODEL
 
-log = logging.getLogger("lmo.analysis")
+log = logging.getLogger("lmo.decide.measure")
 
 # One version's numbers over the window (raises PrometheusError when it cannot answer).
 Source = Callable[[str], VersionMetrics]

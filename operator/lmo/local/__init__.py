@@ -4,7 +4,6 @@
               front door and its tests.
 * `frontdoor` the aiohttp server that speaks KServe v2 and applies those rules.
 * `versions`  turning the spec's versions into conversion requests and local artifacts.
-* `tritonmetrics` reading a Triton server's /metrics into the numbers a rollout judges.
 * `state`     the state file `lmo status --local` and the traffic commands find.
 * `up`        the command itself.
 * `apidoc`    the API reference (`docs/api.md`) generated from `lmo.api`.

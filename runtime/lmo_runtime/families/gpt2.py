@@ -180,7 +180,8 @@ def generation_spec(loaded_model: Any, tokenizer: Any, *, n_layer: int,
                     ) -> dict[str, Any]:
     """generation.json: the shapes of the cache and what the checkpoint says about
     generation (BOS, every EOS, the generation config's sampling defaults, the chat
-    template), read by textgen.py in the Triton models."""
+    template and the special tokens it writes), read by textgen.py in the Triton models and
+    by the front (lmo_runtime.front: the chat endpoint, max_tokens' default)."""
     cfg = loaded_model.config
     gen = getattr(loaded_model, "generation_config", None)
     eos: list[int] = []
@@ -217,8 +218,22 @@ def generation_spec(loaded_model: Any, tokenizer: Any, *, n_layer: int,
         "add_bos": add_bos,
         "pad_token_id": None if pad is None else int(pad),
         "defaults": defaults,
-        "chat_template": getattr(tokenizer, "chat_template", None) or None,
+        "chat_template": _chat_template(tokenizer),
+        # what a chat template may write besides the messages (transformers renders it with
+        # the tokenizer's special_tokens_map): bos_token, eos_token, pad_token, ...
+        "special_tokens": {k: v for k, v in tokenizer.special_tokens_map.items()
+                           if isinstance(v, str)},
     }
+
+
+def _chat_template(tokenizer: Any) -> str | None:
+    """The checkpoint's chat template (tokenizer_config.json `chat_template` or
+    chat_template.jinja, as transformers loads it); of several named ones, `default`, the
+    one transformers applies when a request names none."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = template.get("default")
+    return template or None
 
 
 class DecoderFamily:

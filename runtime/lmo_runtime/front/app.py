@@ -6,7 +6,10 @@ request to that version's `Front.dispatch` in-process. Either way the client see
 
 * OpenAI-compatible: `GET /v1/models[/<model>]`, `POST /v1/embeddings` (feature-extraction),
   `POST /v1/completions` (text-generation, streamed as server-sent events ending
-  `data: [DONE]`) and `POST /v1/chat/completions` (text-generation with a chat template).
+  `data: [DONE]`) and `POST /v1/chat/completions` (text-generation with a chat template:
+  `spec.chatTemplate`, else the checkpoint's own). A request without max_tokens gets the
+  checkpoint's max_new_tokens (generation_config.json), else OpenAI's 16; the sampling
+  parameters it omits are the checkpoint's too (applied by the Triton model).
   Errors in OpenAI's shape; an unknown `model` is 404.
 * lmo's text API `POST /v1/<task>` `{"text": ..., "top_k": N}`.
 * KServe v2 for the public (entry) model only: `/v2/models/<entry>[/versions/<n>]/infer`,
@@ -19,7 +22,8 @@ Every answer carries `x-lmo-version` and `x-lmo-request-id`. The KServe v2 body 
 passes through untouched (the binary-tensor extension included); it is parsed only when
 Triton refused it, to say what is wrong.
 
-Only aiohttp, numpy and tokenizers beside the standard library: this runs in the Triton image.
+Only aiohttp, numpy, tokenizers and (for checkpoint chat templates) jinja2 beside the standard
+library: this runs in the Triton image.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ from lmo_runtime.feedback import MODEL as FEEDBACK_MODEL
 from lmo_runtime.feedback import PATH as FEEDBACK_PATH
 from lmo_runtime.front import kserve
 from lmo_runtime.front.answers import AnsweredIds, FeedbackError, new_id, parse_report
-from lmo_runtime.front.chat import ChatTemplate
+from lmo_runtime.front.chat import Template, checkpoint_template
 from lmo_runtime.front.openai_api import (
+    DEFAULT_MAX_TOKENS,
     ApiError,
     CompletionRequest,
     chat_answer,
@@ -83,12 +88,14 @@ MIRROR_KEY: Any = _KEY("lmo.mirror", object) if _KEY else "lmo.mirror"
 
 
 class Tokens:
-    """Token counts for `usage` with the model's own tokenizer (from its repository)."""
+    """Token counts for `usage` with the model's own tokenizer (from its repository), and
+    what a text-generation model's generation.json says (`generation`)."""
 
     def __init__(self, repository: Path | None, entry: str):
         self.tokenizer = None
         self.max_length = 0
         self.n_positions = 0
+        self.generation: dict[str, Any] = {}
         if repository is None:
             return
         assets = Path(repository) / entry / "1"
@@ -104,8 +111,9 @@ class Tokens:
             if self.max_length:
                 self.tokenizer.enable_truncation(max_length=self.max_length)
         generation = assets / "generation.json"
-        if generation.exists():  # GPT-2: prompt and output within the context
-            self.n_positions = int(json.loads(generation.read_text())["n_positions"])
+        if generation.exists():  # decoders: prompt and output within the context
+            self.generation = json.loads(generation.read_text())
+            self.n_positions = int(self.generation["n_positions"])
 
     def inputs(self, texts: list[str]) -> int:
         """Tokens the model reads for `texts` (special tokens and truncation included)."""
@@ -113,11 +121,15 @@ class Tokens:
             return 0
         return sum(len(e.ids) for e in self.tokenizer.encode_batch(texts))
 
-    def prompt(self, prompt: str, max_tokens: int) -> int:
-        """Prompt tokens a text-generation model reads (the end of a long prompt is kept)."""
+    def prompt(self, prompt: str, max_tokens: int, add_special_tokens: bool = True) -> int:
+        """Prompt tokens a text-generation model reads: the text's, and the BOS the model
+        puts first (Llama-style tokenizers) unless the prompt holds its own special tokens
+        (the end of a long prompt is kept)."""
         if self.tokenizer is None:
             return 0
-        n = max(1, len(self.tokenizer.encode(prompt, add_special_tokens=False).ids))
+        n = len(self.tokenizer.encode(prompt, add_special_tokens=False).ids)
+        bos = self.generation.get("add_bos") and self.generation.get("bos_token_id") is not None
+        n = max(1, n + (1 if bos and add_special_tokens else 0))
         return min(n, self.n_positions - self.limit(max_tokens)) if self.n_positions else n
 
     def completion(self, text: str) -> int:
@@ -135,7 +147,7 @@ class Front:
 
     def __init__(self, *, task: str, model: str, version: str, triton_url: str,
                  repository: Path | str | None = None,
-                 chat_template: ChatTemplate | None = None,
+                 chat_template: Template | None = None,
                  session: aiohttp.ClientSession | None = None,
                  answered: AnsweredIds | None = None):
         self.task = task
@@ -143,8 +155,14 @@ class Front:
         self.version = version
         self.triton_url = triton_url.rstrip("/")
         self.entry = ENTRY_MODEL[task]
-        self.chat_template = chat_template
         self.tokens = Tokens(Path(repository) if repository else None, self.entry)
+        # spec.chatTemplate when the LanguageModel sets one, else the checkpoint's own
+        tokenizer = self.tokens.tokenizer
+        self.chat_template = chat_template or checkpoint_template(
+            self.tokens.generation, tokenizer.id_to_token if tokenizer is not None else None)
+        # max_tokens of a request that sends none: the checkpoint's max_new_tokens
+        defaults = self.tokens.generation.get("defaults") or {}
+        self.default_max_tokens = int(defaults.get("max_tokens") or DEFAULT_MAX_TOKENS)
         self.session = session
         self._own_session = session is None
         # standalone: the ids this front answered, for /v1/feedback; None under `lmo up`
@@ -423,7 +441,8 @@ class Front:
                                                    self.tokens.inputs(ask.texts)))
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        ask = completion_request(await self._json(request), self.model)
+        ask = completion_request(await self._json(request), self.model,
+                                 self.default_max_tokens)
         self._needs("text-generation", "/v1/completions")
         return await self._complete(request, ask, chat=False)
 
@@ -431,12 +450,14 @@ class Front:
         body = await self._json(request)
         self._needs("text-generation", "/v1/chat/completions")
         if self.chat_template is None:
-            raise ApiError(400, f"{self.model!r} declares no chat template: set "
+            raise ApiError(400, f"{self.model!r} has no chat template: its checkpoint declares "
+                                "none (tokenizer_config.json chat_template or "
+                                "chat_template.jinja) and spec.chatTemplate is not set; set "
                                 "spec.chatTemplate on the LanguageModel to enable "
                                 "/v1/chat/completions, or use /v1/completions",
                            "spec.chatTemplate")
-        return await self._complete(request, chat_request(body, self.model, self.chat_template),
-                                    chat=True)
+        ask = chat_request(body, self.model, self.chat_template, self.default_max_tokens)
+        return await self._complete(request, ask, chat=True)
 
     async def _complete(self, request: web.Request, ask: CompletionRequest,
                         chat: bool) -> web.StreamResponse:
@@ -446,12 +467,16 @@ class Front:
         n = len(ask.prompts)
         inputs = [kserve.text_input(ask.prompts)] + [
             kserve.column(name, _DTYPES[name], value, n) for name, value in ask.params.items()]
-        out = await self._infer(request, {"inputs": inputs})
+        payload: dict[str, Any] = {"inputs": inputs}
+        if not ask.add_special_tokens:
+            payload["parameters"] = {"add_special_tokens": False}
+        out = await self._infer(request, payload)
         texts = [str(t) for t in out["TEXT_OUTPUT"].reshape(-1)]
         limit = self.tokens.limit(ask.max_tokens)
         counts = [self.tokens.completion(t) for t in texts]
         reasons = [finish_reason(c, limit) for c in counts]
-        use = usage(sum(self.tokens.prompt(p, ask.max_tokens) for p in ask.prompts), sum(counts))
+        use = usage(sum(self.tokens.prompt(p, ask.max_tokens, ask.add_special_tokens)
+                        for p in ask.prompts), sum(counts))
         if chat:
             return web.json_response(chat_answer(answer_id, self.model, texts[0], reasons[0], use))
         return web.json_response(completion_answer(answer_id, self.model, texts, reasons, use))
@@ -459,7 +484,10 @@ class Front:
     async def _stream(self, request: web.Request, ask: CompletionRequest, answer_id: str,
                       chat: bool) -> web.StreamResponse:
         """Server-sent events from Triton's decoupled stream model, one chunk per piece."""
-        body = json.dumps({"TEXT": ask.prompts[0], **ask.params}).encode()
+        stream_body: dict[str, Any] = {"TEXT": ask.prompts[0], **ask.params}
+        if not ask.add_special_tokens:
+            stream_body["parameters"] = {"add_special_tokens": False}
+        body = json.dumps(stream_body).encode()
         assert self.session is not None
         resp: web.StreamResponse | None = None
         pieces: list[str] = []
@@ -499,7 +527,8 @@ class Front:
                 reason = finish_reason(completion, self.tokens.limit(ask.max_tokens))
                 last = stream_chunk(answer_id, self.model, chat, None, reason)
                 if ask.include_usage:
-                    last["usage"] = usage(self.tokens.prompt(ask.prompts[0], ask.max_tokens),
+                    last["usage"] = usage(self.tokens.prompt(ask.prompts[0], ask.max_tokens,
+                                                             ask.add_special_tokens),
                                           completion)
                 await send(last)
                 await send("[DONE]")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lmo_runtime.front.chat import ChatTemplate
+from lmo_runtime.front.chat import Template
 
 # OpenAI's error "type" per HTTP status
 ERROR_TYPES = {
@@ -34,7 +34,7 @@ ERROR_TYPES = {
 }
 OPENAI_PATHS = ("/v1/models", "/v1/embeddings", "/v1/completions", "/v1/chat/completions")
 MAX_STOP = 1  # the text_generation model takes one STOP string per row
-DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions (unless the checkpoint says)
 
 
 class ApiError(Exception):
@@ -156,11 +156,16 @@ class CompletionRequest:
     stream: bool
     include_usage: bool = False
     params: dict[str, Any] = field(default_factory=dict)  # Triton input name -> value
+    add_special_tokens: bool = True  # False: the prompt holds its special tokens (BOS)
 
 
 def _sampling(body: dict[str, Any], name: str, stop_default: str | None = None,
-              tokens_key: str = "max_tokens") -> tuple[int, dict[str, Any], bool, bool]:
-    """(max_tokens, Triton inputs, stream, include_usage) shared by both endpoints."""
+              tokens_key: str = "max_tokens", default_max_tokens: int = DEFAULT_MAX_TOKENS,
+              ) -> tuple[int, dict[str, Any], bool, bool]:
+    """(max_tokens, Triton inputs, stream, include_usage) shared by both endpoints; a request
+    without max_tokens gets `default_max_tokens` (the checkpoint's max_new_tokens, else
+    OpenAI's 16); the other sampling parameters it omits are the model's defaults (the
+    checkpoint's generation config)."""
     check_model(body, name)
     _unsupported(body, {"n": 1, "logprobs": None, "echo": False, "best_of": 1,
                         "suffix": None, "logit_bias": None, "tools": None,
@@ -170,7 +175,7 @@ def _sampling(body: dict[str, Any], name: str, stop_default: str | None = None,
     if max_tokens is None and tokens_key != "max_tokens":
         max_tokens = body.get("max_tokens")
         tokens_key = "max_tokens"
-    max_tokens = _number(body, tokens_key, 1, 1 << 20, integer=True) or DEFAULT_MAX_TOKENS
+    max_tokens = _number(body, tokens_key, 1, 1 << 20, integer=True) or default_max_tokens
     params: dict[str, Any] = {"MAX_TOKENS": max_tokens}
     temperature = _number(body, "temperature", 0, 2)
     if temperature is not None:
@@ -204,20 +209,24 @@ def _sampling(body: dict[str, Any], name: str, stop_default: str | None = None,
     return max_tokens, params, stream, bool(options.get("include_usage"))
 
 
-def completion_request(body: Any, name: str) -> CompletionRequest:
+def completion_request(body: Any, name: str,
+                       default_max_tokens: int = DEFAULT_MAX_TOKENS) -> CompletionRequest:
     body = _object(body, f'{{"model": "{name}", "prompt": "Once upon a time"}}')
-    max_tokens, params, stream, usage = _sampling(body, name)
+    max_tokens, params, stream, usage = _sampling(body, name,
+                                                  default_max_tokens=default_max_tokens)
     prompts = _texts(body, "prompt")
     if stream and len(prompts) != 1:
         raise ApiError(400, 'field "prompt": a streamed completion takes one prompt', "prompt")
     return CompletionRequest(prompts, max_tokens, stream, usage, params)
 
 
-def chat_request(body: Any, name: str, template: ChatTemplate) -> CompletionRequest:
+def chat_request(body: Any, name: str, template: Template,
+                 default_max_tokens: int = DEFAULT_MAX_TOKENS) -> CompletionRequest:
     body = _object(body, f'{{"model": "{name}", "messages": [{{"role": "user", '
                          '"content": "Hello"}]}')
     max_tokens, params, stream, usage = _sampling(body, name, template.stop,
-                                                  tokens_key="max_completion_tokens")
+                                                  tokens_key="max_completion_tokens",
+                                                  default_max_tokens=default_max_tokens)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, 'field "messages" must be a non-empty list of '
@@ -239,7 +248,12 @@ def chat_request(body: Any, name: str, template: ChatTemplate) -> CompletionRequ
             raise ApiError(400, f"messages[{i}].content must be a string",
                            f"messages[{i}].content")
         clean.append({"role": role, "content": content})
-    return CompletionRequest([template.render(clean)], max_tokens, stream, usage, params)
+    try:
+        prompt = template.render(clean)
+    except ValueError as err:  # the checkpoint's template refused (raise_exception)
+        raise ApiError(400, str(err), "messages") from None
+    return CompletionRequest([prompt], max_tokens, stream, usage, params,
+                             template.add_special_tokens)
 
 
 def finish_reason(completion_tokens: int, max_tokens: int) -> str:

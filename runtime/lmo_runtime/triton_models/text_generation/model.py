@@ -120,8 +120,9 @@ class TritonPythonModel:
             shapes.append(raw.shape)  # [batch, 1], or [1] when the model does not batch
             try:
                 texts = textgen.texts_from_input(raw)
-                rows = textgen.params_from_inputs(optional_inputs(request), len(texts),
-                                                  self.defaults)
+                rows = textgen.with_request_parameters(
+                    textgen.params_from_inputs(optional_inputs(request), len(texts),
+                                               self.defaults), request.parameters())
             except ValueError as exc:
                 errors[i] = str(exc)
                 spans.append((len(prompts), len(prompts)))

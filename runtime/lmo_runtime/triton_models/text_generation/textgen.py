@@ -24,7 +24,13 @@ independently (an end-of-sequence token, MAX_TOKENS, STOP string, context length
 generation.json (the model's `spec`) also carries what the checkpoint says about generation:
 `bos_token_id` with `add_bos` (Llama-style tokenizers start every prompt with it),
 `eos_token_ids` (generation_config.json may list several), `defaults` (its temperature,
-top_k, top_p and max_new_tokens; do_sample false means greedy) and `chat_template`.
+top_k, top_p and max_new_tokens; do_sample false means greedy), `chat_template` and
+`special_tokens` (the strings a chat template writes, e.g. `bos_token`).
+
+The request parameter `add_special_tokens` (KServe v2 `"parameters"`, default true) says
+whether BOS is put before the prompt. A prompt rendered by the checkpoint's chat template
+already holds what the template writes, so the chat endpoint sends false: the prompt is then
+tokenized as transformers' `apply_chat_template` tokenizes it.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class Params:
     top_p: float = 1.0  # 1: no nucleus filter
     seed: int | None = None  # None: a fresh random stream
     stop: tuple[str, ...] = ()
+    add_special_tokens: bool = True  # False: no BOS before the prompt (it holds its own)
 
     def check(self) -> None:
         if self.max_tokens < 1:
@@ -238,7 +245,7 @@ class Generator:
     def _row(self, prompt: str, params: Params) -> _Row:
         params.check()
         ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids
-        if self.bos is not None:  # Llama-style: every sequence starts with BOS
+        if self.bos is not None and params.add_special_tokens:  # Llama-style: BOS first
             ids = [int(self.bos), *ids]
         if not ids:  # GPT-2 has no BOS token: an empty prompt starts from end-of-text
             ids = [self.eos if self.eos is not None else self.pad]
@@ -348,6 +355,19 @@ def params_from_inputs(inputs: dict[str, np.ndarray], batch: int,
         params.check()
         out.append(params)
     return out
+
+
+def with_request_parameters(rows: list[Params], parameters: str | None) -> list[Params]:
+    """`rows` with the request parameters (Triton's JSON of the KServe v2 `parameters`)
+    applied: `add_special_tokens` (true or false)."""
+    values = json.loads(parameters or "{}")
+    special = values.get("add_special_tokens", True) if isinstance(values, dict) else True
+    if not isinstance(special, bool):
+        raise ValueError(f"parameter add_special_tokens must be true or false, got "
+                         f"{json.dumps(special)}")
+    for row in rows:
+        row.add_special_tokens = special
+    return rows
 
 
 def texts_from_input(array: np.ndarray) -> list[str]:

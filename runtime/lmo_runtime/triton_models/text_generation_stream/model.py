@@ -1,6 +1,6 @@
 """Triton Python-backend model `text_generation_stream` (decoupled): one response per token.
 
-Same inputs and parameters as `text_generation` (its model.py is copied beside this file as
+Same inputs and parameters (request parameter `add_special_tokens` included) as `text_generation` (its model.py is copied beside this file as
 `text_generation_model.py`); each request must carry one prompt. Every response holds the
 next piece of text in TEXT_OUTPUT (concatenated they equal `text_generation`'s output for
 the same request); the last one is an empty response with the FINAL flag.
@@ -57,7 +57,9 @@ class TritonPythonModel:
                 texts = textgen.texts_from_input(raw)
                 if len(texts) != 1:
                     raise ValueError(f"send one prompt per streaming request, got {len(texts)}")
-                (params,) = textgen.params_from_inputs(optional_inputs(request), 1, self.defaults)
+                (params,) = textgen.with_request_parameters(
+                    textgen.params_from_inputs(optional_inputs(request), 1, self.defaults),
+                    request.parameters())
             except ValueError as exc:
                 sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))),
                             flags=final)
