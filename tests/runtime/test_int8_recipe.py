@@ -140,3 +140,17 @@ def test_int8_static_answers_do_not_depend_on_the_batch(artifacts, tiny_bert):
     assert np.abs(run_onnx(static, batch)[0][0] - run_onnx(static, alone)[0][0]).max() < 1e-5
     dynamic = artifacts["int8"][1] / "model.onnx"
     assert np.abs(run_onnx(dynamic, batch)[0][0] - run_onnx(dynamic, alone)[0][0]).max() > 1e-5
+
+
+def test_int8_static_calibrates_graphs_onnxruntime_cannot_fuse(tmp_path):
+    """DeBERTa's attention is no fusion's pattern: its plain export is quantized (every op
+    type) and calibrated the same way, every quantized MatMul keeping fixed scales."""
+    ckpt = make_encoder(tmp_path / "deberta", "deberta-v2", "text-classification", steps=20)
+    request = ConversionRequest(checkpoint_uri=str(ckpt), task="text-classification",
+                                precision="int8-static", backend="python")
+    manifest = convert(request, tmp_path / "static", progress=False)
+    assert manifest.accepted and manifest.precision == "int8-static"
+    _, _, ops = _graph(tmp_path / "static" / REPOSITORY_DIR / "text_classification" / "1")
+    assert ops["QAttention"] == 0 and ops["DynamicQuantizeLinear"] == 0
+    assert ops["MatMulIntegerToFloat"] > 0 and ops["MatMulInteger"] == 0
+    assert ops["QuantizeLinear"] == manifest.score.details["calibrated_activations"]
