@@ -1,4 +1,7 @@
-"""Which int8 kernels this CPU has, and the quantizer settings that follow from them.
+"""Which int8 kernels this CPU has, the quantizer settings that follow from them, and the
+two int8 recipes over an ONNX graph: dynamic (`quantize_dynamic_int8`) and calibrated static
+made from it (`calibrate_static`), with the onnxruntime session settings they are served with
+(`CPU_SESSION_CONFIG`).
 
 onnxruntime's x86 int8 GEMM multiplies uint8 activations by int8 weights (u8s8). With VNNI
 (avx512_vnni, avx_vnni) or AMX (amx_int8) the products are accumulated in int32 directly.
