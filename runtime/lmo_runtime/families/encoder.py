@@ -455,8 +455,10 @@ class EncoderFamily:
         """Dynamic int8 (see the module docstring). On MiniLM (bench/runtime.py, AMD EPYC
         with avx512_vnni): quantizing the fused graph with Add + LayerNormalization beats
         quantizing the plain export and letting onnxruntime fuse at load (its
-        SkipLayerNormalization) by ~1.2x at batch 32 and batch 1; FastGelu for the erf GELU
-        is ~1.05x more at no measurable cosine cost; per-tensor weights lose 0.03 cosine."""
+        SkipLayerNormalization) by ~1.1x at batch 32 and batch 1; FastGelu for the erf GELU
+        is 1.05-1.15x more at no measurable cosine cost; per-tensor weights lose 0.03 cosine.
+        (The plain export's graph with Add + LayerNormalization kept apart was faster at batch
+        32 and slower at batch 1: bench/RESULTS.md "Runtime: MiniLM".)"""
         kernel = int8_kernel()
         loaded.extra.setdefault("optimize_details", {})[precision] = kernel.details()
         if not exported.details.get("fused"):
