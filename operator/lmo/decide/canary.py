@@ -385,6 +385,8 @@ class _Machine:
             step=current.step if succeeded else 0,
             stable=stable,
             candidate=NONE,
+            # where `lmo rollback` goes back to, for as long as the success stands
+            previous=current.previous if succeeded else None,
             step_started_at=current.step_started_at if succeeded else NOT_STARTED,
             last_analysis=current.last_analysis if current is not None else None,
             message=current.message if succeeded else f"{stable} serves all traffic",
