@@ -38,6 +38,7 @@ import contextlib
 import logging
 import os
 import time
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -112,15 +113,59 @@ class Runtime:
         self.slots = Slots(self.settings.max_concurrent_reconciles)
         self.listed: set[tuple[str, str]] = set()  # reconciled once (every kind listed)
         self.awaiting: dict[tuple[str, str], asyncio.Task] = {}  # missing Secrets looked for
+        self.clock: Any = None  # a test's clock (() -> datetime); None: the wall clock
+        self.identity: str | None = None  # the Lease candidate's, with leader election
         self.analyse = measure.analyse  # looked up here, so a test may stand in for it
 
     async def login(self, info: Any) -> None:
         """Use new credentials. Kopf calls the login handler again when the API server
-        answers 401 (an expired token), so lmo's client is renewed with Kopf's."""
-        old, self.kube = self.kube, Kube(info, field_manager=self.settings.field_manager,
-                                         leading=self.leading)
+        answers 401 to one of Kopf's requests; lmo's client logs in again by itself when
+        one of its own is answered 401 (`credentials`)."""
+        old, self.kube = self.kube, self.client(info, leading=self.leading)
         if old is not None:
             await old.close()
+
+    def client(self, info: Any, leading: Any = None) -> Kube:
+        """lmo's client on `info`, logging in again (`credentials`) when answered 401."""
+        return Kube(info, field_manager=self.settings.field_manager, leading=leading,
+                    relogin=self.credentials, user_agent=self.user_agent("lmo-operator"))
+
+    def user_agent(self, client: str) -> str:
+        """`client`, and with leader election the replica's identity: each replica's
+        requests can be told apart in the API server's audit log."""
+        return f"{client} ({self.identity})" if self.identity else client
+
+    def kopf_session(self, info: Any) -> Any:
+        """Kopf's own HTTP session on `info`, refusing Kopf's writes (its annotations,
+        progress records, finalizers) while this replica does not hold the Lease, as `Kube`
+        refuses lmo's: a replica that lost the Lease and has not noticed yet writes nothing.
+        Kopf retries a refused request as a connection error, then gives up on that write."""
+        import aiohttp
+
+        leading = self.leading
+
+        async def gate(request: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+            if request.method not in ("GET", "HEAD") and not leading():
+                raise aiohttp.ClientConnectionError(
+                    f"{request.method} {request.url.path}: not the leader (the Lease is not renewed)")
+            return await handler(request)
+
+        with warnings.catch_warnings():  # aiohttp >= 3.14 warns about BasicAuth
+            warnings.simplefilter("ignore", DeprecationWarning)
+            auth = info.as_aiohttp_basic_auth()
+        headers = dict(info.as_http_headers())
+        headers["User-Agent"] = self.user_agent(f"kopf/{kopf.__version__}")
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()),
+            headers=headers, auth=auth, trust_env=info.trust_env, middlewares=(gate,))
+        return kopf.AiohttpSession(aiohttp_session=session, server=info.server,
+                                   default_namespace=info.default_namespace)
+
+    def credentials(self) -> Any:
+        """The credentials as they are now: the given connection, else the kubeconfig or
+        the pod's ServiceAccount token, read again (the kubelet rotates a projected token
+        file, hourly by default)."""
+        return self.connection or kopf.login_via_client(logger=log, settings=kopf.OperatorSettings())
 
     async def reconcile(self, namespace: str, name: str, logger: Any = None) -> None:
         """Re-read the LanguageModel and reconcile it, one at a time per object, at most
@@ -154,6 +199,7 @@ class Runtime:
             result = await reconcile_lm(
                 body, self.kube, self.settings, analyse=self.analyse, logger=logger,
                 list_all=key not in self.listed,
+                now=self.clock() if self.clock is not None else None,
             )
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
@@ -346,6 +392,8 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
     info = rt.connection or kopf.login_via_client(**kwargs)
     if info is not None:
         await rt.login(info)
+        if rt.leading is not None:  # leader election: Kopf's writes gated by the Lease too
+            return rt.kopf_session(info)
     return info
 
 

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 __all__ = ["Kube", "KubeError", "Ref", "is_subset", "merge_diff"]
 
 APPLY_PATCH = "application/apply-patch+yaml"
+# on lmo's Events: the decision an Event announces (`Kube.post_event`)
+DECIDED_FROM = "lmo.dev/decided-from"
 MERGE_PATCH = "application/merge-patch+json"
 
 # (apiVersion, kind) -> plural for the kinds lmo reads or writes besides the builders' children.
@@ -122,9 +124,17 @@ class Kube:
     """
 
     def __init__(self, info: Any, field_manager: str = "lmo", timeout: float = 30.0,
-                 leading: Callable[[], bool] | None = None):
+                 leading: Callable[[], bool] | None = None,
+                 relogin: Callable[[], Any] | None = None, user_agent: str = "lmo-operator"):
         self.info = info
+        self.user_agent = user_agent  # with leader election it names the replica
         self.leading = leading  # with leader election: False while writes are not safe
+        # `relogin()` gives the credentials as they are now (kubeconfig, token file read
+        # again): a request answered 401 is sent once more with them. The kubelet rotates a
+        # pod's projected ServiceAccount token (hourly by default), and the API server stops
+        # accepting the old one once it expires or its bound object is gone.
+        self.relogin = relogin
+        self._renewing = asyncio.Lock()
         self.server = str(info.server).rstrip("/")
         self.field_manager = field_manager
         self.timeout = aiohttp.ClientTimeout(total=timeout)
@@ -144,7 +154,7 @@ class Kube:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            headers = {"Accept": "application/json", "User-Agent": "lmo-operator"}
+            headers = {"Accept": "application/json", "User-Agent": self.user_agent}
             headers.update(self.info.as_http_headers() if hasattr(self.info, "as_http_headers") else {})
             ssl: Any = None
             if hasattr(self.info, "as_ssl_context") and self.server.startswith("https"):
@@ -167,8 +177,8 @@ class Kube:
         content_type: str = "application/json",
         kind: str | None = None,
     ) -> dict | None:
-        """One API request; None for 404 on reads, KubeError for any other refusal."""
-        session = self._get_session()
+        """One API request; None for 404 on reads, KubeError for any other refusal.
+        Answered 401, it is sent once more after `relogin` (when given)."""
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if body is not None else {}
         if method != "GET":
@@ -176,19 +186,41 @@ class Kube:
                 # another replica may be leading by now (lmo.leader): write nothing
                 raise KubeError(503, method, path, "not the leader: the Lease is not renewed")
             self.writes[kind or "unknown"] += 1
-        async with session.request(
-            method, self.server + path, params=params, data=data, headers=headers
-        ) as resp:
-            text = await resp.text()
-            if resp.status == 404 and method in ("GET", "DELETE"):
-                return None
-            if resp.status >= 400:
-                try:
-                    message = json.loads(text).get("message", text)
-                except (ValueError, AttributeError):
-                    message = text
-                raise KubeError(resp.status, method, path, str(message)[:500])
-            return json.loads(text) if text else {}
+        for attempt in (1, 2):
+            session = self._get_session()
+            async with session.request(
+                method, self.server + path, params=params, data=data, headers=headers
+            ) as resp:
+                text = await resp.text()
+                status = resp.status
+            if status == 401 and attempt == 1 and self.relogin is not None:
+                await self._renew(session)
+                continue
+            break
+        if status == 404 and method in ("GET", "DELETE"):
+            return None
+        if status >= 400:
+            try:
+                message = json.loads(text).get("message", text)
+            except (ValueError, AttributeError):
+                message = text
+            raise KubeError(status, method, path, str(message)[:500])
+        return json.loads(text) if text else {}
+
+    async def _renew(self, refused: aiohttp.ClientSession) -> None:
+        """New credentials from `relogin`, and a new session with them (once for a burst of
+        401s: requests refused on the old session wait for the first renewal)."""
+        async with self._renewing:
+            if self._session is not refused:
+                return  # renewed meanwhile
+            info = self.relogin()
+            if asyncio.iscoroutine(info):
+                info = await info
+            log.info("the API server refused lmo's credentials (401): logged in again")
+            self.info = info
+            self.server = str(info.server).rstrip("/")
+            self._session = None
+            await refused.close()
 
     # ------------------------------------------------------------------ reads
 
@@ -325,30 +357,54 @@ class Kube:
 
     async def post_event(
         self, ref: Ref, type_: str, reason: str, message: str, now: datetime,
-        component: str = "lmo-operator",
+        component: str = "lmo-operator", decided_from: str | None = None,
     ) -> None:
         """Post a core/v1 Event about `ref`, named deterministically.
 
         The name is `<object>.<hash of uid, reason, message>`, so repeating the same Event
         bumps its count instead of piling up copies (and needs no `generateName`).
+        `decided_from` marks the decision it announces (annotation DECIDED_FROM): an Event
+        already carrying that mark was posted by an earlier try of the same decision (its
+        status write failed, or an answer was lost) and is left as it is, not counted twice.
         """
         digest = hashlib.sha256(f"{ref.uid}/{reason}/{message}".encode()).hexdigest()[:16]
         name = f"{ref.name}.{digest}"
         ts = rfc3339(now)
-        existing = await self.get("v1", "events", ref.namespace, name)
-        if existing is not None:
-            await self.request(
-                "PATCH",
-                api_path("v1", "events", ref.namespace, name),
-                body={"count": int(existing.get("count") or 1) + 1, "lastTimestamp": ts},
-                content_type=MERGE_PATCH,
-                kind="Event",
-            )
-            return
+        for _ in range(2):
+            existing = await self.get("v1", "events", ref.namespace, name)
+            if existing is not None:
+                marks = (existing.get("metadata") or {}).get("annotations") or {}
+                if decided_from is not None and marks.get(DECIDED_FROM) == decided_from:
+                    return
+                patch: dict[str, Any] = {"count": int(existing.get("count") or 1) + 1,
+                                         "lastTimestamp": ts}
+                if decided_from is not None:
+                    patch["metadata"] = {"annotations": {DECIDED_FROM: decided_from}}
+                await self.request(
+                    "PATCH",
+                    api_path("v1", "events", ref.namespace, name),
+                    body=patch,
+                    content_type=MERGE_PATCH,
+                    kind="Event",
+                )
+                return
+            try:
+                await self._create_event(ref, name, type_, reason, message, ts, component,
+                                         decided_from)
+                return
+            except KubeError as err:
+                if err.status != 409:  # 409: created meanwhile; look at it again
+                    raise
+
+    async def _create_event(self, ref: Ref, name: str, type_: str, reason: str, message: str,
+                            ts: str, component: str, decided_from: str | None) -> None:
+        meta: dict[str, Any] = {"name": name, "namespace": ref.namespace}
+        if decided_from is not None:
+            meta["annotations"] = {DECIDED_FROM: decided_from}
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": name, "namespace": ref.namespace},
+            "metadata": meta,
             "involvedObject": {
                 "apiVersion": ref.api_version,
                 "kind": ref.kind,

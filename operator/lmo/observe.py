@@ -92,15 +92,19 @@ def conversion_outcome(messages: list[str], uri: str, key: str) -> tuple[bool, s
 
 
 def deployment_ready(dep: dict | None) -> bool:
-    """A Deployment whose controller has seen its latest spec and has ready replicas."""
+    """A Deployment with ready pods, of its latest spec or not.
+
+    Which artifact those pods serve is `stages.serving_key`'s question (a new template's
+    pods are not counted as serving its artifact until the roll is over). A spec change
+    its controller has not observed yet leaves the ready pods serving: the HPA scaling a
+    canary's candidate when its share changes moves `generation` ahead of
+    `observedGeneration` for a moment (seconds while the controller manager catches up
+    after an etcd outage), and reading that as "no ready pods" pulled the candidate's
+    traffic and took its step again.
+    """
     if dep is None:
         return False
-    status = dep.get("status") or {}
-    gen = dep.get("metadata", {}).get("generation")
-    seen = status.get("observedGeneration")
-    if gen is not None and seen is not None and seen < gen:
-        return False
-    return int(status.get("readyReplicas") or 0) >= 1
+    return int((dep.get("status") or {}).get("readyReplicas") or 0) >= 1
 
 
 def template_artifact_key(dep: dict | None) -> str | None:

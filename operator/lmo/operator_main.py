@@ -112,13 +112,12 @@ async def _elected(args: argparse.Namespace, runtime: Any, settings: Any, namesp
     import kopf
 
     from lmo import leader
-    from lmo.kube import Kube
 
     log = logging.getLogger("lmo.leader")
     info = runtime.connection or kopf.login_via_client(logger=log, settings=settings)
-    kube = Kube(info, field_manager=runtime.settings.field_manager)
-    elector = leader.Elector(kube, namespace, args.leader_election,
-                             f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+    runtime.identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"  # in its User-Agents
+    kube = runtime.client(info)  # the Lease's: it too logs in again when answered 401
+    elector = leader.Elector(kube, namespace, args.leader_election, runtime.identity,
                              duration=args.lease_duration or leader.DURATION)
     runtime.leading = elector.leading
     stop = asyncio.Event()

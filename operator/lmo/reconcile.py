@@ -11,11 +11,21 @@
     build     -> desired children                                  (lmo.builders)
     assess    -> readiness against what is desired now, phases
     apply     server-side apply of what differs (none when nothing changed)
-    status    -> status_from, events_from; written only when changed
+    status    -> status_from, events_from; Events posted, then the status written only
+              when changed
     prune     delete owned children no longer desired
 
-Running it twice with nothing new makes no write. Traffic comes from `lmo.rollout.decide`
-(Manual: the spec's weights; Canary/BlueGreen: the state machine); with
+Running it twice with nothing new makes no write. An Event announces a change of status (a
+rollout step, a version Ready) and is decided from the status read (`old_status`); it is
+posted with that decision's mark (`Kube.post_event`, `decided_from`), a digest of the object
+and the status it was decided from. When the status write then fails, or its answer is lost
+(etcd away), or the operator stops before it, the next pass reads the same status, decides
+the same change and finds its Event already posted with the same mark: sent once. When the
+write landed, the next pass reads the change back and announces nothing. Only a change of
+the status (a later, different decision) posts the same Event again, counted up.
+
+Traffic comes from `lmo.rollout.decide` (Manual: the spec's weights; Canary/BlueGreen: the
+state machine); with
 `analysis.maxOutputDrift` the measurement also replays the candidate artifact's golden inputs
 (`status.versions[].artifact.goldenInputs`) against the candidate's and the stable's
 Services (`lmo.replay`); an artifact without them fails the step rather than pass it
@@ -25,6 +35,8 @@ unchecked. `status.versions[].traffic` is what the route really sends (`stages.p
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -65,6 +77,7 @@ from lmo.conditions import WARNING, Reason
 from lmo.decide.measure import cannot_replay, replay_targets
 from lmo.decide.outcomes import with_outcomes
 from lmo.errors import UserError
+from lmo.diff import first_difference
 from lmo.kube import Kube, KubeError, Ref
 from lmo.settings import OperatorSettings
 
@@ -130,6 +143,9 @@ class Reconciler:
         self.result = Result(outcome="progressing")
         self._replaced = False  # a Job was deleted to be re-created: look again soon
         self._refused: list[tuple[str, str]] = []  # (kind, why) children the server refused
+        # what this pass decides from: its Events carry it, so deciding the same again
+        # (the status write failed, or its answer was lost) posts nothing twice
+        self.decided_from = decision_mark(self.uid, self.old_status)
 
     async def run(self) -> Result:
         try:
@@ -174,6 +190,7 @@ class Reconciler:
         plans, routed = S.plan(lm, observed, decision)
         desired = build_children(lm, owner, self.settings, plans)
         observed = S.assess(observed, self.name, desired, children)
+        self._explain_unready(observed, children, desired)
 
         await self._apply(desired, children, observed)
         status = S.status_from(lm, self.settings, observed, routed, decision, self._refused,
@@ -205,6 +222,28 @@ class Reconciler:
         jobs = S.jobs_to_read(lm, store, children, self.old_status)
         found = await asyncio.gather(*(self.kube.termination_messages(self.namespace, j) for j in jobs))
         return children, dict(zip(names, exists)), dict(zip(jobs, found))
+
+    def _explain_unready(self, observed: S.Observed, children: dict, desired: list[dict]) -> None:
+        """Log why a version Ready in the status read is not Ready now (its artifact, the
+        artifact its pods serve, its Deployment as observed against the one wanted): a
+        version leaving Ready pulls its traffic."""
+        was = {v.get("name") for v in self.old_status.get("versions") or []
+               if v.get("phase") == Phase.READY.value}
+        wanted = {o["metadata"]["name"]: o for o in desired if o["kind"] == "Deployment"}
+        for st in observed.versions:
+            if st.name not in was or st.phase == Phase.READY.value:
+                continue
+            name = child_name(self.name, st.name)
+            dep, want = children.get(("Deployment", name)), wanted.get(name)
+            ds = (dep or {}).get("status") or {}
+            self.log.warning(
+                "version %s is no longer observed ready (%s): artifact %s, serving key %s, "
+                "Deployment %s (generation %s, observed %s, replicas %s, updated %s, ready %s), "
+                "differs from the wanted one at %s",
+                st.name, st.phase, st.serve_uri, st.serving_key, "listed" if dep else "not listed",
+                (dep or {}).get("metadata", {}).get("generation"), ds.get("observedGeneration"),
+                ds.get("replicas"), ds.get("updatedReplicas"), ds.get("readyReplicas"),
+                first_difference(want, dep) if want is not None and dep is not None else "-")
 
     # ------------------------------------------------------------------ measuring
 
@@ -325,7 +364,8 @@ class Reconciler:
     async def _event(self, type_: str, reason: str, message: str) -> None:
         self.result.events.append((type_, reason, message))
         try:
-            await self.kube.post_event(self.ref, type_, reason, message, self.now)
+            await self.kube.post_event(self.ref, type_, reason, message, self.now,
+                                       decided_from=self.decided_from)
         except Exception as err:  # an Event is advice: never fail a reconcile over it
             self.log.warning("could not post Event %s: %s", reason, err)
 
@@ -333,6 +373,14 @@ class Reconciler:
         self.result.status_written = await self.kube.patch_status(
             API_VERSION, PLURAL, self.namespace, self.name, status, self.old_status
         )
+
+
+def decision_mark(uid: str, old_status: dict) -> str:
+    """A digest of the object and of the status a pass decides from: equal for two passes
+    that read the same status (the first one's write did not land), different once the
+    status changed."""
+    text = json.dumps([uid, old_status], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _check_buildable(lm: LanguageModel, owner: Owner, settings: OperatorSettings, store: str) -> None:

@@ -75,7 +75,7 @@ class VersionState:
     blocked: bool = False  # a Secret is missing: leave its children alone
     replicas: int = 0
     ready_replicas: int = 0
-    deployment_ready: bool = False  # its Deployment has ready pods of its latest spec
+    deployment_ready: bool = False  # its Deployment has ready pods (`observe.deployment_ready`)
     ready: bool = False  # ... of the Deployment lmo wants now (`assess`)
     deadline_exceeded: bool = False
     serving_key: str | None = None  # the artifact every pod of its Deployment serves

@@ -105,7 +105,8 @@ def test_a_full_manifest_is_read_too():
     [
         (None, False),
         ({"metadata": {"generation": 2}, "status": {"observedGeneration": 2, "readyReplicas": 1}}, True),
-        ({"metadata": {"generation": 3}, "status": {"observedGeneration": 2, "readyReplicas": 1}}, False),
+        # a spec not observed yet (a scale): its ready pods still serve
+        ({"metadata": {"generation": 3}, "status": {"observedGeneration": 2, "readyReplicas": 1}}, True),
         ({"metadata": {"generation": 2}, "status": {"observedGeneration": 2, "readyReplicas": 0}}, False),
         ({"status": {"readyReplicas": 2}}, True),
     ],

@@ -465,3 +465,49 @@ async def test_a_roll_that_keeps_the_artifact_keeps_the_candidate_ready(env):
     result = await at(env, "relabel", 5)
     assert cluster.lm_status("relabel")["rollout"]["phase"] == "Progressing"
     assert "CandidateNotReady" not in [r for _, r, _ in result.events]
+
+
+async def test_a_scale_its_controller_has_not_seen_yet_keeps_the_candidate_ready(env):
+    """The HPA scales the candidate when its step changes its share: the Deployment's
+    generation moves ahead of its controller's observedGeneration for a moment (seconds
+    after an etcd outage, while the controller manager catches up). Its ready pods still
+    serve the same artifact, so the step goes on: no CandidateNotReady, no step taken (and
+    announced) twice."""
+    cluster, _ = env
+    await serve_both(env, "scaled", canary())
+    await at(env, "scaled", 0)
+    assert cluster.lm_status("scaled")["rollout"]["phase"] == "Progressing"
+    await cluster.request(
+        "PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/scaled-b", {"spec": {"replicas": 2}},
+        "application/merge-patch+json",
+    )
+    dep = cluster.get("apps/v1/deployments", NS, "scaled-b")
+    assert dep["metadata"]["generation"] > dep["status"]["observedGeneration"]
+    result = await at(env, "scaled", 5)
+    assert cluster.lm_status("scaled")["rollout"]["phase"] == "Progressing"
+    assert "CandidateNotReady" not in [r for _, r, _ in result.events]
+    assert cluster.lm_status("scaled")["trafficSummary"] == "a=50,b=50"
+
+
+async def test_a_canary_waits_for_its_stable_before_its_first_step(env):
+    """Both versions new, the candidate converted and ready first: no step starts (which
+    would route it every request, the stable taking none) until the stable serves too."""
+    cluster, _ = env
+    body = canary()
+    await cluster.apply_lm("quick", body, NS)
+    await again(env, "quick")
+    await cluster.finish_job(NS, job_for(body, "quick", "b"), manifest_for(body, "b"))
+    await again(env, "quick")
+    await cluster.ready_deployment(NS, "quick-b")
+    result = await at(env, "quick", 0)
+    status = cluster.lm_status("quick")
+    assert status["rollout"]["phase"] == "Waiting", status["rollout"]
+    assert "stable version a" in status["rollout"]["message"]
+    assert status["trafficSummary"] == "a=0,b=0"
+    assert "RolloutStep" not in [r for _, r, _ in result.events]
+    await cluster.finish_job(NS, job_for(body, "quick", "a"), manifest_for(body, "a"))
+    await at(env, "quick", 1)
+    await cluster.ready_deployment(NS, "quick-a")
+    await at(env, "quick", 2)
+    status = cluster.lm_status("quick")
+    assert status["rollout"]["phase"] == "Progressing" and status["trafficSummary"] == "a=50,b=50"

@@ -1,7 +1,8 @@
 """The real-node suite: lmo's images in a real registry, run as real pods on a real node.
 
 Needs root and the Debian packages of `make node-packages` (containerd, runc, the CNI
-plugins, iptables, conntrack, skopeo, umoci, docker-registry, mmdebstrap), plus the kube
+plugins, iptables, conntrack, skopeo, umoci, docker-registry, mmdebstrap) and Prometheus
+(`make prometheus`; the canary is judged on it), plus the kube
 binaries beside kube-apiserver (`KUBEBUILDER_ASSETS`, else ../shared/kube/bin: kubelet,
 kube-scheduler and kube-proxy as .xz, pause). Without them the suite skips naming what is
 missing; under `CI=true` it fails instead. One node per session; its teardown fails the run if
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.node import missing
+from tests.fixtures.prometheus import prometheus_binary
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 TIMINGS = Path(__file__).resolve().parents[2] / "build" / "realnode-timings.json"
@@ -25,6 +27,8 @@ TIMINGS = Path(__file__).resolve().parents[2] / "build" / "realnode-timings.json
 @pytest.fixture(scope="session")
 def cluster():
     gone = missing()
+    if prometheus_binary() is None:
+        gone.append("`prometheus` (make prometheus)")
     if gone:
         message = "the real-node suite needs: " + ", ".join(gone)
         if os.environ.get("CI") == "true":

@@ -126,6 +126,10 @@ def test_canary_walks_every_step_to_success():
     after = decide(s, d.rollout, obs("v1", "v2"), at(t + 600))
     assert after.traffic == {"v1": 0, "v2": 100} and after.rollout.phase == "Succeeded"
     assert after.events == [] and not after.analyse
+    # every later reconcile still says where `lmo rollback` goes back to (a real node's
+    # status lost it one reconcile after the promotion)
+    assert after.rollout.previous == "v1"
+    assert decide(s, after.rollout, obs("v1", "v2"), at(t + 900)).rollout.previous == "v1"
 
 
 def test_last_step_below_100_still_promotes():

@@ -15,8 +15,8 @@ Storage conventions the converter relies on:
 * Artifact store credentials: every key of the store Secret as an env var, the way
   `lmo_runtime.store` reads them (AWS_*). When the checkpoint has a different Secret of its
   own, the two would collide, so the store's keys get the prefix `LMO_STORE_`
-  (LMO_STORE_AWS_ACCESS_KEY_ID...) for the converter to publish with (`lmo convert` does
-  not read them yet: issue #3).
+  (LMO_STORE_AWS_ACCESS_KEY_ID...), which `lmo convert` publishes with
+  (`lmo_runtime.store.store_env`).
 * Evaluation data (`optimize.evaluation`): `--evaluation-*` arguments; s3:// is read with
   the checkpoint's credentials, and a `configmap://NAME/KEY` ConfigMap is mounted read-only
   at `/etc/lmo/configmaps/NAME`.

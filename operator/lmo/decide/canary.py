@@ -274,6 +274,8 @@ class _Machine:
         if not self.ready(candidate):
             return self.wait_for(status, all_stable)
         if status.phase == RolloutPhase.WAITING.value or not status.step_started_at:
+            if not self.ready(stable):
+                return self.wait_for_stable(status, all_stable)
             return self.start_step(status, status.step)
         return self.progress(status)
 
@@ -340,11 +342,22 @@ class _Machine:
                 f"{candidate} has no ready pods serving its artifact: all traffic to "
                 f"{stable} until it has",
             )
+        return self.waiting(status, all_stable, candidate, candidate)
+
+    def wait_for_stable(self, status: RolloutStatus, all_stable: dict[str, int]) -> Decision:
+        """A step starts only once the stable serves too: a canary against a stable still
+        converting or starting (both versions new, the candidate quicker) would send the
+        candidate every request, its share being relative to a stable that cannot take any."""
+        return self.waiting(status, all_stable, status.stable, f"the stable version {status.stable}")
+
+    def waiting(self, status: RolloutStatus, all_stable: dict[str, int], version: str,
+                who: str) -> Decision:
+        """Phase Waiting, no step running, until `version` serves its artifact."""
         status.phase = RolloutPhase.WAITING.value
         status.step_started_at = NOT_STARTED
         status.message = (
-            f"waiting for {candidate} to serve artifact "
-            f"{desired_key(self.spec, candidate)[:8]} with ready pods"
+            f"waiting for {who} to serve artifact "
+            f"{desired_key(self.spec, version)[:8]} with ready pods"
         )
         return self.done(status, all_stable, WAIT_REQUEUE_SECONDS, self.candidate_bounds(status))
 
@@ -385,6 +398,8 @@ class _Machine:
             step=current.step if succeeded else 0,
             stable=stable,
             candidate=NONE,
+            # where `lmo rollback` goes back to, for as long as the success stands
+            previous=current.previous if succeeded else None,
             step_started_at=current.step_started_at if succeeded else NOT_STARTED,
             last_analysis=current.last_analysis if current is not None else None,
             message=current.message if succeeded else f"{stable} serves all traffic",

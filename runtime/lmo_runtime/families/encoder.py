@@ -22,11 +22,17 @@ can be compared with PyTorch and the accuracy gate compares like with like):
   leave the graph instead of [batch, seq, vocab] logits.
 * text-classification: `probabilities` [batch, labels] (softmax); labels from id2label.
 
-Optimisation: onnxruntime's transformer fusions (Attention, SkipLayerNorm, BiasGelu...) are
-applied when their output stays equal to the plain export (max abs diff <= 1e-4), then:
-int8 = dynamic per-channel int8 weights (quantize_dynamic), int8-static = calibrated QDQ on
-the MatMuls of the encoder, fp16 = float16 weights with fp32 inputs/outputs. Both int8
-flavours use reduce_range on x86 CPUs without VNNI/AMX (`families.int8`).
+Optimisation: onnxruntime's transformer fusions (Attention, EmbedLayerNormalization,
+BiasGelu) are applied when their output stays equal to the plain export (max abs diff <=
+1e-4); residual Adds and LayerNormalization stay apart (onnxruntime's SkipLayerNormalization
+kernel is slower on CPU, `families.int8.CPU_SESSION_CONFIG`). Then:
+int8 = dynamic int8 on the fused graph: per-channel int8 weights of every MatMul, the fused
+Attention (-> QAttention) and the embedding table (-> QEmbedLayerNormalization), GELU as
+its tanh approximation (FastGelu); int8-static = the same graph with every activation scale
+calibrated (`families.int8.calibrate_static`); fp16 = float16 weights with fp32
+inputs/outputs. Graphs onnxruntime cannot fuse (DeBERTa, ModernBERT) are quantized as
+exported, every op type the dynamic quantizer knows. Both int8 flavours use reduce_range on
+x86 CPUs without VNNI/AMX (`families.int8`).
 
 Serving: the entry model (ENTRY_MODEL[task]) is one Python-backend model
 (`lmo_runtime/triton_models/bert/model.py`) that tokenizes with `tokenizers`, runs the
@@ -52,7 +58,12 @@ import numpy as np
 
 from lmo_runtime.errors import ConversionError
 from lmo_runtime.families import Exported, Loaded, calibration_texts, load_tokenizer, quiet_root_logger
-from lmo_runtime.families.int8 import int8_kernel
+from lmo_runtime.families.int8 import (
+    CPU_SESSION_CONFIG,
+    calibrate_static,
+    int8_kernel,
+    quantize_dynamic_int8,
+)
 from lmo_runtime.manifest import ENTRY_MODEL, ConversionRequest, Golden, Score
 from lmo_runtime.payloads import ship as ship_observability
 
@@ -76,6 +87,9 @@ TOKENIZER_FILE = "tokenizer.json"
 # model types whose attention onnxruntime's "bert" fusions recognise (others keep the
 # plain export: trying costs time and the tolerance check would refuse a wrong fusion anyway)
 FUSABLE = frozenset({"bert", "roberta", "xlm-roberta", "electra", "distilbert"})
+# what int8 quantizes in a fused graph: the embedding table too (4x smaller artifact at the
+# same speed; measured in bench/RESULTS.md "Runtime: MiniLM")
+INT8_FUSED_OPS = ("MatMul", "Attention", "EmbedLayerNormalization")
 # sentence-transformers pooling modes lmo reproduces inside the graph
 POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
                  "pooling_mode_max_tokens": "max"}
@@ -384,11 +398,15 @@ class EncoderFamily:
             return Exported(path=best, max_abs_diff=diff, opset=OPSET, details=details)
         fused = work_dir / "model.fused.onnx"
         try:
+            from onnxruntime.transformers.fusion_options import FusionOptions
             from onnxruntime.transformers.optimizer import optimize_model
 
+            options = FusionOptions("bert")
+            options.enable_skip_layer_norm = False  # Add + LayerNormalization run faster
             opt = optimize_model(
                 str(raw), model_type="bert", num_heads=loaded.extra["num_heads"],
                 hidden_size=loaded.extra["hidden_size"], opt_level=0,
+                optimization_options=options,
             )
             stats = opt.get_fused_operator_statistics()
             opt.save_model_to_file(str(fused))
@@ -415,24 +433,10 @@ class EncoderFamily:
         if precision == "fp32":
             shutil.copy(src, out)
         elif precision == "int8":
-            import onnx
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            # Quantize the plain export: ORT then fuses the quantized graph itself at load,
-            # measured ~10% faster at batch 32 than quantizing the offline-fused graph
-            # (same cosine, same size).
-            raw = Path(loaded.extra.get("raw_onnx") or src)
-            kernel = int8_kernel()
-            loaded.extra.setdefault("optimize_details", {})[precision] = kernel.details()
-            with quiet_root_logger():
-                quantize_dynamic(
-                    str(raw), str(out), per_channel=True, weight_type=QuantType.QInt8,
-                    reduce_range=kernel.reduce_range,
-                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-                )
+            self._quantize_dynamic(exported, out, loaded, precision)
         elif precision == "int8-static":
             texts = calibration if isinstance(calibration, list) else calibration_texts(calibration)
-            self._quantize_static(src, out, loaded, work_dir, texts)
+            self._quantize_static(exported, out, loaded, work_dir, texts)
         elif precision == "fp16":
             import onnx
             from onnxruntime.transformers.onnx_model import OnnxModel
@@ -446,64 +450,45 @@ class EncoderFamily:
             )
         return out
 
-    def _quantize_static(
-        self, src: Path, out: Path, loaded: Loaded, work_dir: Path, texts: list[str]
-    ) -> None:
-        """Calibrated int8: QDQ with per-channel int8 weights and uint8 activations.
-
-        Runs on the plain (unfused) export: the quantizer cannot type the outputs of the
-        fused contrib ops (Attention...), so on the fused graph it only quantizes weights.
-        Measured on MiniLM (held-out mean cosine, 64 calibration texts, min/max ranges):
-        every MatMul + Gather 0.942 (symmetric int8 activations: 0.863; TRITON-CPU.md saw
-        0.38 with all op types); FFN down-projections (after GELU) kept float 0.990;
-        + attention score/context products 0.990; + the last layer 0.991 (kept).
-        Percentile and entropy calibration were no better than min/max.
-        """
-        import onnx
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        family = self
-
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self.batches = iter(
-                    [family._encode(loaded, texts[i : i + 8]) for i in range(0, len(texts), 8)]
-                )
-
-            def get_next(self):
-                return next(self.batches, None)
-
-        raw = Path(loaded.extra.get("raw_onnx") or src)
+    def _quantize_dynamic(self, exported: Exported, out: Path, loaded: Loaded,
+                          precision: str) -> None:
+        """Dynamic int8 (see the module docstring). On MiniLM (bench/runtime.py, AMD EPYC
+        with avx512_vnni): quantizing the fused graph with Add + LayerNormalization beats
+        quantizing the plain export and letting onnxruntime fuse at load (its
+        SkipLayerNormalization) by ~1.1x at batch 32 and batch 1; FastGelu for the erf GELU
+        is 1.05-1.15x more at no measurable cosine cost; per-tensor weights lose 0.03 cosine.
+        (The plain export's graph with Add + LayerNormalization kept apart was faster at batch
+        32 and slower at batch 1: bench/RESULTS.md "Runtime: MiniLM".)"""
         kernel = int8_kernel()
-        loaded.extra.setdefault("optimize_details", {})["int8-static"] = kernel.details()
-        pre = work_dir / "model.pre.onnx"
-        with quiet_root_logger():
-            quant_pre_process(str(raw), str(pre), skip_symbolic_shape=True)
-        model = onnx.load(str(pre))
-        excluded = static_exclusions(model, int(loaded.extra["num_layers"]))
-        with quiet_root_logger():
-            quantize_static(
-                str(pre), str(out), Reader(),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["MatMul", "Gather"],
-                nodes_to_exclude=excluded,
-                per_channel=True,
-                reduce_range=kernel.reduce_range,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                extra_options={
-                    "ActivationSymmetric": False,
-                    "DefaultTensorType": onnx.TensorProto.FLOAT,
-                },
-            )
+        loaded.extra.setdefault("optimize_details", {})[precision] = kernel.details()
+        if not exported.details.get("fused"):
+            quantize_dynamic_int8(exported.path, out, kernel, op_types=None)
+            return
+        import onnx
+
+        model = onnx.load(str(exported.path))
+        for node in model.graph.node:  # same inputs (x[, bias]): the tanh approximation
+            if node.op_type in ("BiasGelu", "Gelu") and node.domain == "com.microsoft":
+                node.op_type = "FastGelu"
+        approx = out.with_suffix(".fastgelu.onnx")
+        onnx.save(model, str(approx))
+        quantize_dynamic_int8(approx, out, kernel, op_types=INT8_FUSED_OPS)
+        approx.unlink()
+
+    def _quantize_static(
+        self, exported: Exported, out: Path, loaded: Loaded, work_dir: Path, texts: list[str]
+    ) -> None:
+        """Calibrated int8: int8's graph with fixed activation scales (min/max of the real
+        tokens of `texts`, 8 per batch), `families.int8.calibrate_static`. Measured on
+        MiniLM (64 calibration texts): cosine 0.9936 mean / 0.9903 min against dynamic's
+        0.9937 / 0.9894, at the same speed or better. The QDQ recipe it replaces
+        (quantize_static on the plain export, FFN down-projections and the last layer kept
+        float to hold 0.99) ran at 0.58x of dynamic int8."""
+        dynamic = work_dir / "model.dynamic.onnx"
+        self._quantize_dynamic(exported, dynamic, loaded, "int8-static")
+        batches = [self._encode(loaded, texts[i : i + 8]) for i in range(0, len(texts), 8)]
+        details = calibrate_static(dynamic, out, batches)
+        loaded.extra["optimize_details"]["int8-static"].update(details)
 
     # ------------------------------------------------------------------ score
 
@@ -614,6 +599,8 @@ class EncoderFamily:
             "model_type": loaded.extra["model_type"],
             "pooling": loaded.extra["pooling"],
             "gpus": request.gpus,
+            # onnxruntime session settings on CPU (what scoring ran with)
+            "session_config": CPU_SESSION_CONFIG,
         }
         (version_dir / META_FILE).write_text(json.dumps(meta, indent=2))
         loaded.tokenizer.backend_tokenizer.save(str(version_dir / TOKENIZER_FILE))
@@ -683,29 +670,6 @@ class EncoderFamily:
 
 # --------------------------------------------------------------------------- helpers
 
-# MatMul names of FFN down-projections (their inputs follow GELU: wide, skewed ranges) in the
-# encoders' exports: BERT/RoBERTa/ELECTRA/DeBERTa, DistilBERT, ModernBERT
-_FFN_DOWN = re.compile(r"(?<!attention)/output/dense/MatMul|/ffn/lin2/MatMul|/mlp/Wo/MatMul")
-_LAYER = re.compile(r"/layers?\.(\d+)/")
-
-
-def static_exclusions(model: Any, num_layers: int) -> list[str]:
-    """MatMuls int8-static keeps in float (measured on MiniLM, see _quantize_static): the
-    FFN down-projections, the products of two activations (attention scores and context:
-    neither input is a weight) and every MatMul of the last layer."""
-    weights = {i.name for i in model.graph.initializer}
-    out = []
-    for n in model.graph.node:
-        if n.op_type != "MatMul":
-            continue
-        layer = _LAYER.search(n.name)
-        if (_FFN_DOWN.search(n.name) or not any(i in weights for i in n.input)
-                or (layer and int(layer.group(1)) == num_layers - 1)):
-            out.append(n.name)
-    return out
-
-
-
 def _check_single_label(config: Any) -> None:
     """text-classification answers the argmax label of a softmax: a regression head (one
     output) or a multi-label one (independent sigmoids) would be scored and served as if its
@@ -751,6 +715,9 @@ def run_onnx(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                      if p in ort.get_available_providers()]
+        if providers[0] == "CPUExecutionProvider":
+            for key, value in CPU_SESSION_CONFIG.items():
+                so.add_session_config_entry(key, value)
         sess = ort.InferenceSession(str(path), so, providers=providers)
         _SESSIONS.clear()
         _SESSIONS[key] = sess

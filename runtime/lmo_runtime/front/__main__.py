@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from lmo_runtime.front.answers import DEFAULT_CAPACITY, AnsweredIds
-from lmo_runtime.front.app import Front
+from lmo_runtime.front.app import MAX_CONNECTION_AGE_SECONDS, Front
 from lmo_runtime.front.chat import ChatTemplate
 from lmo_runtime.front.wire import ENTRY_MODEL
 
@@ -38,6 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="JSON of spec.chatTemplate (enables /v1/chat/completions)")
     p.add_argument("--feedback-ids", type=int, default=DEFAULT_CAPACITY,
                    help="answers remembered for /v1/feedback (bounded memory)")
+    p.add_argument("--max-connection-age", type=float, default=MAX_CONNECTION_AGE_SECONDS,
+                   metavar="S", help="close a client connection after its first answer past "
+                   "this age, so kube-proxy spreads kept-alive clients over the pods again "
+                   "(0: never)")
     args = p.parse_args(argv)
     for name in ("task", "model", "version"):
         if not getattr(args, name):
@@ -51,7 +55,8 @@ def build(args: argparse.Namespace) -> Front:
         template = ChatTemplate.from_dict(json.loads(args.chat_template))
     return Front(task=args.task, model=args.model, version=args.version,
                  triton_url=args.triton, repository=Path(args.repository),
-                 chat_template=template, answered=AnsweredIds(args.feedback_ids))
+                 chat_template=template, answered=AnsweredIds(args.feedback_ids),
+                 max_connection_age=args.max_connection_age)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,13 @@ request to that version's `Front.dispatch` in-process. Either way the client see
 * `POST /v1/feedback` (standalone): accepted only for request ids this front answered
   (`answers.AnsweredIds`), then counted by Triton's `feedback` model on loopback.
 
-Every answer carries `x-lmo-version` and `x-lmo-request-id`. The KServe v2 body of a request
+Every answer carries `x-lmo-version` and `x-lmo-request-id`. Standalone, a client connection
+older than `max_connection_age` seconds is closed after its next answer (`Connection: close`):
+kube-proxy picks a pod per connection, not per request, so a client that keeps its
+connection alive would otherwise stay on one pod for good, and a version that starts serving
+through the provider Service (a canary step) would never see that client's requests. The
+client reconnects, and each reconnect is a new draw among the Service's pods, as gRPC's
+MAX_CONNECTION_AGE does it. The KServe v2 body of a request
 passes through untouched (the binary-tensor extension included); it is parsed only when
 Triton refused it, to say what is wrong.
 
@@ -78,6 +84,8 @@ GEN_INPUTS = {
 _DTYPES = {name: dtype for name, dtype in GEN_INPUTS.values()}
 _V2_MODEL = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<mv>[^/]+))?"
                        r"(?P<tail>/infer|/ready|/config|/generate|/generate_stream)?$")
+# kube-proxy draws a pod per connection: a kept-alive connection is closed after this long
+MAX_CONNECTION_AGE_SECONDS = 30.0
 
 Mirror = Callable[[str, bytes, dict[str, str]], None]
 # request-scoped settings the `lmo up` front door hands to `Front.dispatch`:
@@ -149,7 +157,8 @@ class Front:
                  repository: Path | str | None = None,
                  chat_template: Template | None = None,
                  session: aiohttp.ClientSession | None = None,
-                 answered: AnsweredIds | None = None):
+                 answered: AnsweredIds | None = None,
+                 max_connection_age: float = MAX_CONNECTION_AGE_SECONDS):
         self.task = task
         self.model = model  # the LanguageModel's name: the OpenAI `model`
         self.version = version
@@ -170,6 +179,8 @@ class Front:
         self.answered = answered
         self.created = int(time.time())
         self._tasks: set[asyncio.Task] = set()
+        self.max_connection_age = max_connection_age  # 0: connections live as long as clients want
+        self._born: dict[object, float] = {}  # client connection -> when it first asked
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -201,7 +212,8 @@ class Front:
 
     async def stamp(self, request: web.Request, response: web.StreamResponse) -> None:
         """on_response_prepare (standalone): a request id on every answer; ids of answers
-        are remembered for /v1/feedback."""
+        are remembered for /v1/feedback; an old connection is closed after it."""
+        self._age_out(request, response)
         if REQUEST_ID_HEADER in response.headers:
             return
         response.headers.setdefault(VERSION_HEADER, self.version)
@@ -209,6 +221,22 @@ class Front:
                     and request.method == "POST" and request.path != FEEDBACK_PATH)
         response.headers[REQUEST_ID_HEADER] = (self.answered.remember(self.version)
                                                if remember else new_id())
+
+    def _age_out(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Close the client's connection after this answer when it is older than
+        `max_connection_age` (see the module docstring)."""
+        if not self.max_connection_age or request.protocol is None:
+            return
+        now = time.monotonic()
+        born = self._born.setdefault(request.protocol, now)
+        if now - born >= self.max_connection_age:
+            del self._born[request.protocol]
+            response.force_close()
+            # aiohttp >= 3.10 prepares the headers before this hook: say it too
+            response.headers["Connection"] = "close"
+        elif len(self._born) > 4096:  # connections that closed before their age: forget
+            self._born = {c: t for c, t in self._born.items()
+                          if now - t < self.max_connection_age}
 
     # ------------------------------------------------------------------ dispatch
 

@@ -68,6 +68,11 @@ class TritonPythonModel:
                     ("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])}),
                     "CPUExecutionProvider",
                 ]
+            if providers == ["CPUExecutionProvider"]:
+                # what the converter scored the model with (e.g. fusions onnxruntime's CPU
+                # kernels run slower); absent from artifacts of earlier converters
+                for key, value in self.meta.get("session_config", {}).items():
+                    opts.add_session_config_entry(key, value)
             self.session = ort.InferenceSession(
                 str(here / self.meta["onnx_model"]), opts, providers=providers
             )
