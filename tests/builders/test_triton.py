@@ -34,7 +34,7 @@ def test_deployment_shape(settings):
     assert ann["lmo.dev/artifact-key"] == plan.key
     assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/port"] == "8002"
     c = container(dep, "triton")
-    assert c["image"] == "ghcr.io/lmo-dev/lmo-triton:0.4.0"
+    assert c["image"] == "ghcr.io/lmo-dev/lmo-triton:0.5.0"
     assert c["command"] == ["tritonserver"]
     for flag in (
         "--model-repository=/models",
