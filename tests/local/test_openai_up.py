@@ -50,7 +50,9 @@ def test_embeddings_single_and_batch_through_the_sdk(minilm_up):
     many = client.embeddings.create(model="minilm", input=["The cat sat on the mat.", "Hello"],
                                     encoding_format="float")
     assert len(one.data[0].embedding) == 384 and [d.index for d in many.data] == [0, 1]
-    np.testing.assert_allclose(one.data[0].embedding, many.data[0].embedding, rtol=1e-5)
+    # alone and in a padded batch: the same vector up to float32 rounding of other kernels
+    np.testing.assert_allclose(one.data[0].embedding, many.data[0].embedding, rtol=1e-4,
+                               atol=1e-6)
     assert many.usage.prompt_tokens > one.usage.prompt_tokens > 0
     # the same vector as KServe v2 through the door and the text API
     client_v2 = httpclient.InferenceServerClient(minilm_up.url.removeprefix("http://"))
@@ -60,7 +62,7 @@ def test_embeddings_single_and_batch_through_the_sdk(minilm_up):
         v2 = client_v2.infer("feature_extraction", [inp]).as_numpy("EMBEDDING")[0]
     finally:
         client_v2.close()
-    np.testing.assert_allclose(many.data[1].embedding, v2, rtol=1e-5)
+    np.testing.assert_allclose(many.data[1].embedding, v2, rtol=1e-4, atol=1e-6)
     raw = client.embeddings.with_raw_response.create(model="minilm", input="hi")
     assert raw.headers["x-lmo-version"] == "v1" and raw.headers["x-lmo-request-id"]
 
