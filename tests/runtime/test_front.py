@@ -76,7 +76,8 @@ def test_openai_sdk_gets_the_embeddings_triton_computes(minilm):
     texts = ["The cat sat on the mat.", "Embeddings map text to vectors"]
     expected = direct_embeddings(triton, texts)
     one = client.embeddings.create(model="minilm", input=texts[0])  # the SDK asks base64
-    np.testing.assert_allclose(one.data[0].embedding, expected[0], rtol=1e-6)
+    # one text alone against it in a padded batch of two: equal up to float32 rounding
+    np.testing.assert_allclose(one.data[0].embedding, expected[0], rtol=1e-4, atol=1e-6)
     many = client.embeddings.create(model="minilm", input=texts, encoding_format="float")
     assert [d.index for d in many.data] == [0, 1]
     np.testing.assert_allclose([d.embedding for d in many.data], expected, rtol=1e-6)
