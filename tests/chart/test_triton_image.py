@@ -10,9 +10,10 @@ from __future__ import annotations
 import ast
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
+
+from tests.fixtures.distributions import closure, modules_outside, run_hiding
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME = REPO / "runtime"
@@ -26,34 +27,13 @@ NEW_IN_311_NAMES = {"TaskGroup", "StrEnum", "Self", "LiteralString", "Never", "E
 MODULE_OF = {"pyyaml": "yaml"}  # pip name -> import name where they differ
 
 
+def _image_pins() -> set[str]:
+    """The distributions Dockerfile.triton pip-installs, by their pip names."""
+    return {m.group(1).lower() for m in re.finditer(r'"([A-Za-z0-9_.-]+)==', DOCKERFILE)}
+
+
 def _image_packages() -> set[str]:
-    pins = {m.group(1).lower() for m in re.finditer(r'"([A-Za-z0-9_.-]+)==', DOCKERFILE)}
-    return {MODULE_OF.get(p, p).replace("-", "_") for p in pins}
-
-
-def _with_their_dependencies(packages: set[str]) -> set[str]:
-    """Import names of the pinned distributions and of what they install with them (by their
-    metadata, as pip resolves it without extras)."""
-    from importlib import metadata
-
-    from packaging.requirements import Requirement
-
-    dists, todo = set(), [p for p in packages]
-    while todo:
-        name = todo.pop().lower().replace("_", "-")
-        if name in dists:
-            continue
-        dists.add(name)
-        try:
-            requires = metadata.requires(name) or []
-        except metadata.PackageNotFoundError:
-            continue
-        for line in requires:
-            req = Requirement(line)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
-    return {module for module, owners in metadata.packages_distributions().items()
-            if any(o.lower().replace("_", "-") in dists for o in owners)}
+    return {MODULE_OF.get(p, p).replace("-", "_") for p in _image_pins()}
 
 
 def _allowed(top: str) -> bool:
@@ -71,28 +51,15 @@ def test_the_image_installs_lmos_wheel_for_the_front():
 
 
 def test_the_front_loads_with_only_what_the_image_has():
-    """Import the front as the pod does, refusing every module the image would not have."""
-    allowed = sorted(_with_their_dependencies(_image_packages()) | _image_packages())
-    script = f"""
-import importlib, json, sys
-ALLOWED = set({allowed!r}) | set(sys.stdlib_module_names) | {{"lmo_runtime", "__future__"}}
-class Hide:  # a module the image lacks is not found, as there
-    def __init__(self, finder):
-        self.finder = finder
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] not in ALLOWED:
-            return None
-        return self.finder.find_spec(name, path, target)
-    def __getattr__(self, attr):  # find_distributions, invalidate_caches
-        return getattr(self.finder, attr)
-sys.meta_path[:] = [Hide(f) if hasattr(f, "find_spec") else f for f in sys.meta_path]
+    """Import the front as the pod does, with every module the image would not have hidden."""
+    hidden = modules_outside(closure(_image_pins()))
+    done = run_hiding(hidden, """
+import importlib, json
 for m in ("lmo_runtime.front.__main__", "lmo_runtime.front.app", "lmo_runtime.front.chat",
           "lmo_runtime.front.kserve", "lmo_runtime.front.openai_api"):
     importlib.import_module(m)
 print(json.dumps(sorted(n for n in sys.modules if n.split(".")[0] == "lmo_runtime")))
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60)
+""", timeout=60)
     assert done.returncode == 0, done.stderr
     loaded = json.loads(done.stdout)
     assert "lmo_runtime.feedback" in loaded
